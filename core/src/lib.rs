@@ -1,0 +1,17 @@
+//! Footprint's domain, with no I/O: integer units, counter samples turned into deltas (wraparound,
+//! resets, implausible jumps), wall-clock-aligned windows, exact integer apportionment and the
+//! attribution of a host's energy to the jobs that held its devices.
+//!
+//! Nothing here reads a clock, a disk or a socket, so every invariant (conservation above all)
+//! is checked by cheap property tests on random inputs.
+
+pub mod apportion;
+pub mod attribution;
+pub mod counter;
+pub mod quality;
+pub mod rng;
+pub mod units;
+pub mod window;
+
+pub use quality::{EnergyByQuality, Quality};
+pub use units::{Millijoules, Millilitres, Span, UnixNanos};

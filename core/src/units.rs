@@ -1,0 +1,102 @@
+//! Integer units. Energy is counted in millijoules and water in millilitres from the edge of the
+//! system to the report: no floating point ever touches a ledger figure.
+
+use serde::{Deserialize, Serialize};
+
+/// Nanoseconds per second.
+pub const NANOS_PER_SECOND: i64 = 1_000_000_000;
+
+/// Energy in millijoules. 1 kWh = 3 600 000 000 mJ.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Millijoules(pub u64);
+
+/// Water volume in millilitres.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Millilitres(pub u64);
+
+/// A point in time: nanoseconds since the Unix epoch, UTC.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct UnixNanos(pub i64);
+
+impl Millijoules {
+    /// Millijoules in one kilowatt-hour.
+    pub const PER_KWH: u64 = 3_600_000_000;
+
+    /// For display only: never feed the result back into a ledger.
+    pub fn as_kwh(self) -> f64 {
+        self.0 as f64 / Self::PER_KWH as f64
+    }
+}
+
+impl UnixNanos {
+    /// Seconds since the epoch, for display.
+    pub fn from_seconds(seconds: i64) -> Self {
+        Self(seconds.saturating_mul(NANOS_PER_SECOND))
+    }
+}
+
+/// A half-open span of time `[start, end)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Span {
+    pub start: UnixNanos,
+    pub end: UnixNanos,
+}
+
+impl Span {
+    /// A span from `start` to `end`; an `end` before `start` gives an empty span at `start`.
+    pub fn new(start: UnixNanos, end: UnixNanos) -> Self {
+        Self {
+            start,
+            end: end.max(start),
+        }
+    }
+
+    /// Length in nanoseconds (never negative).
+    pub fn len_ns(&self) -> u64 {
+        (self.end.0 - self.start.0).max(0) as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+
+    /// The part of `self` inside `other`, if any.
+    pub fn intersect(&self, other: &Span) -> Option<Span> {
+        let start = self.start.max(other.start);
+        let end = self.end.min(other.end);
+        (start < end).then_some(Span { start, end })
+    }
+
+    pub fn contains(&self, at: UnixNanos) -> bool {
+        self.start <= at && at < self.end
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intersect_of_disjoint_spans_is_none() {
+        let a = Span::new(UnixNanos(0), UnixNanos(10));
+        let b = Span::new(UnixNanos(10), UnixNanos(20));
+        assert_eq!(a.intersect(&b), None);
+        let c = Span::new(UnixNanos(5), UnixNanos(15));
+        assert_eq!(
+            a.intersect(&c),
+            Some(Span::new(UnixNanos(5), UnixNanos(10)))
+        );
+    }
+
+    #[test]
+    fn kwh_constant_matches_definition() {
+        // 1 kWh = 1000 W * 3600 s = 3.6e6 J = 3.6e9 mJ.
+        assert_eq!(Millijoules::PER_KWH, 1000 * 3600 * 1000);
+    }
+}

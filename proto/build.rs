@@ -1,0 +1,18 @@
+//! Compiles `footprint/v1/*.proto` with protox (pure Rust), so building needs no `protoc`.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = [
+        "footprint/v1/readings.proto",
+        "footprint/v1/ingest.proto",
+        "footprint/v1/query.proto",
+    ];
+    for file in files {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    let descriptors = protox::compile(files, ["."])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(descriptors)?;
+    Ok(())
+}
