@@ -7,6 +7,7 @@
 
 pub mod apportion;
 pub mod attribution;
+pub mod config;
 pub mod counter;
 pub mod quality;
 pub mod rng;

@@ -1,0 +1,209 @@
+//! The collector's configuration (TOML). Every key is documented here; `deploy/examples/` has
+//! a config for each source, loaded by a test.
+
+use std::path::PathBuf;
+
+use footprint_core::config::{ConfigError, Problems, parse_toml};
+use serde::{Deserialize, Serialize};
+
+use crate::sources::replay::ReplayConfig;
+use crate::sources::site_replay::SiteReplayConfig;
+use crate::time::parse_timestamp;
+
+/// `footprint-collector --config FILE`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    /// Stable identity of this collector, kept across restarts. Default: `host`.
+    #[serde(default)]
+    pub collector_id: Option<String>,
+    /// The host this collector reports for; every meter it announces belongs to this host.
+    pub host: String,
+    /// The aggregator's gRPC endpoint.
+    #[serde(default = "default_aggregator")]
+    pub aggregator: String,
+    /// Time between two reads of every meter, in milliseconds (of the collector's clock).
+    #[serde(default = "default_sample_interval_ms")]
+    pub sample_interval_ms: u64,
+    /// Samples grouped into one batch. 1 sends every tick at once.
+    #[serde(default = "default_samples_per_batch")]
+    pub samples_per_batch: u32,
+    /// Batches kept in memory while the aggregator has not acknowledged them. When full, the
+    /// collector stops sampling until acks arrive (counters lose no energy, only resolution).
+    #[serde(default = "default_max_pending_batches")]
+    pub max_pending_batches: usize,
+    /// Seconds to keep trying to deliver unacknowledged batches after sampling stops.
+    #[serde(default = "default_flush_timeout_s")]
+    pub flush_timeout_s: u64,
+    /// A simulated clock, for replays and demos. Absent: the wall clock.
+    #[serde(default)]
+    pub clock: Option<SimulatedClockConfig>,
+    /// The sources to read, each a table with a `type` key.
+    pub sources: Vec<SourceConfig>,
+}
+
+/// A clock that starts at `start` and runs `speed` times faster than real time.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatedClockConfig {
+    /// RFC 3339 start instant, e.g. `2024-11-01T00:00:00Z`.
+    pub start: String,
+    /// Simulated seconds per real second; 1440 plays a day in a minute.
+    #[serde(default = "default_speed")]
+    pub speed: f64,
+    /// RFC 3339 instant after which the collector takes a last sample, flushes and exits.
+    #[serde(default)]
+    pub stop_at: Option<String>,
+}
+
+/// One source. `type` picks the variant.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SourceConfig {
+    /// Plays recorded GPU power traces as the counters of a simulated host (GPUs, RAPL), with the
+    /// jobs holding its devices.
+    Replay(ReplayConfig),
+    /// A simulated facility meter: the IT load of the listed hosts times an hourly PUE, plus a base.
+    SiteReplay(SiteReplayConfig),
+}
+
+fn default_aggregator() -> String {
+    "http://127.0.0.1:7411".to_owned()
+}
+fn default_sample_interval_ms() -> u64 {
+    1_000
+}
+fn default_samples_per_batch() -> u32 {
+    1
+}
+fn default_max_pending_batches() -> usize {
+    10_000
+}
+fn default_flush_timeout_s() -> u64 {
+    30
+}
+fn default_speed() -> f64 {
+    1.0
+}
+
+impl CollectorConfig {
+    /// Parses and validates a config file's text.
+    ///
+    /// # Errors
+    /// The key path and reason of an unknown key or bad value, or every validation problem.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = parse_toml(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and validates a config file.
+    ///
+    /// # Errors
+    /// As [`CollectorConfig::from_toml`], or the file cannot be read.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Parse {
+            path: path.display().to_string(),
+            message: error.to_string(),
+        })?;
+        Self::from_toml(&text)
+    }
+
+    pub fn collector_id(&self) -> &str {
+        self.collector_id.as_deref().unwrap_or(&self.host)
+    }
+
+    /// # Errors
+    /// Every problem found, each with its key path.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Problems::default();
+        problems.check(!self.host.trim().is_empty(), "host", "must not be empty");
+        if let Some(id) = &self.collector_id {
+            problems.check(!id.trim().is_empty(), "collector_id", "must not be empty");
+        }
+        problems.check(
+            self.aggregator.starts_with("http://") || self.aggregator.starts_with("https://"),
+            "aggregator",
+            "must be an http:// or https:// URL",
+        );
+        problems.check(
+            self.sample_interval_ms > 0,
+            "sample_interval_ms",
+            "must be above 0",
+        );
+        problems.check(
+            self.samples_per_batch > 0,
+            "samples_per_batch",
+            "must be above 0",
+        );
+        problems.check(
+            self.max_pending_batches > 0,
+            "max_pending_batches",
+            "must be above 0",
+        );
+        problems.check(
+            !self.sources.is_empty(),
+            "sources",
+            "at least one source is needed",
+        );
+        if let Some(clock) = &self.clock {
+            let start = parse_timestamp(&clock.start);
+            if let Err(message) = &start {
+                problems.add("clock.start", message.clone());
+            }
+            problems.check(
+                clock.speed.is_finite() && clock.speed > 0.0,
+                "clock.speed",
+                "must be a positive number",
+            );
+            if let Some(stop_at) = &clock.stop_at {
+                match (parse_timestamp(stop_at), &start) {
+                    (Err(message), _) => problems.add("clock.stop_at", message),
+                    (Ok(stop), Ok(start)) if stop <= *start => {
+                        problems.add("clock.stop_at", "must be after clock.start")
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut meter_ids = std::collections::BTreeSet::new();
+        for (index, source) in self.sources.iter().enumerate() {
+            let path = format!("sources[{index}]");
+            match source {
+                SourceConfig::Replay(replay) => replay.validate(&path, &mut problems),
+                SourceConfig::SiteReplay(site) => site.validate(&path, &mut problems),
+            }
+            for meter in source.meter_ids() {
+                if !meter_ids.insert(meter.clone()) {
+                    problems.add(
+                        path.clone(),
+                        format!("meter {meter:?} is read by another source too"),
+                    );
+                }
+            }
+        }
+        problems.finish()
+    }
+}
+
+impl SourceConfig {
+    /// The ids of the meters this source will announce.
+    pub fn meter_ids(&self) -> Vec<String> {
+        match self {
+            SourceConfig::Replay(replay) => replay.meter_ids(),
+            SourceConfig::SiteReplay(site) => vec![site.meter_id.clone()],
+        }
+    }
+}
+
+/// A trace file named in config, or the embedded default.
+pub(crate) fn load_trace(path: Option<&PathBuf>) -> Result<crate::trace::PowerTrace, String> {
+    match path {
+        None => crate::trace::PowerTrace::parse(crate::trace::EMBEDDED_TRACE),
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            crate::trace::PowerTrace::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+        }
+    }
+}

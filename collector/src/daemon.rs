@@ -1,0 +1,175 @@
+//! The collector's main loop: sample every source at each tick, group ticks into batches, hand
+//! them to the uplink, and on stop flush what is unacknowledged within a time limit.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use footprint_core::UnixNanos;
+use footprint_proto::v1::Hello;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::clock::Clock;
+use crate::config::{CollectorConfig, SourceConfig};
+use crate::source::Source;
+use crate::time::{parse_timestamp, wall_clock_now};
+use crate::uplink::{Outgoing, Uplink};
+use crate::{Error, Result, SOFTWARE_VERSION};
+
+/// Live counters of a running collector (for progress displays and self-metrics).
+#[derive(Debug, Default)]
+pub struct CollectorStats {
+    pub readings_sampled: AtomicU64,
+    pub source_errors: AtomicU64,
+    pub batches_acked: AtomicU64,
+    pub acked_seq: AtomicU64,
+    pub readings_rejected: AtomicU64,
+    pub reconnects: AtomicU64,
+    /// The clock's instant of the last tick, ns.
+    pub last_tick_ns: AtomicI64,
+}
+
+/// Builds the sources of a config.
+///
+/// # Errors
+/// [`Error::Source`] naming the source that could not be built.
+pub fn build_sources(config: &CollectorConfig, origin: UnixNanos) -> Result<Vec<Box<dyn Source>>> {
+    config
+        .sources
+        .iter()
+        .enumerate()
+        .map(|(index, source)| {
+            let built: std::result::Result<Box<dyn Source>, String> = match source {
+                SourceConfig::Replay(replay) => {
+                    replay.build(origin).map(|s| Box::new(s) as Box<dyn Source>)
+                }
+                SourceConfig::SiteReplay(site) => {
+                    site.build(origin).map(|s| Box::new(s) as Box<dyn Source>)
+                }
+            };
+            built.map_err(|message| Error::Source {
+                source_name: format!("sources[{index}]"),
+                message,
+            })
+        })
+        .collect()
+}
+
+/// Runs a collector until its simulated clock passes `stop_at` or `shutdown` is cancelled, then
+/// flushes. Returns once every batch is acknowledged.
+///
+/// # Errors
+/// A source that cannot be built, or batches still unacknowledged when the flush time ran out.
+pub async fn run(
+    config: CollectorConfig,
+    shutdown: CancellationToken,
+    stats: Arc<CollectorStats>,
+) -> Result<()> {
+    let (clock, stop_at) = match &config.clock {
+        Some(sim) => {
+            let start = parse_timestamp(&sim.start).map_err(Error::Uplink)?;
+            let stop = sim
+                .stop_at
+                .as_deref()
+                .map(parse_timestamp)
+                .transpose()
+                .map_err(Error::Uplink)?;
+            (Clock::simulated(start, sim.speed), stop)
+        }
+        None => (Clock::Wall, None),
+    };
+    let origin = clock.now();
+    let mut sources = build_sources(&config, origin)?;
+    let hello = Hello {
+        collector_id: config.collector_id().to_owned(),
+        host: config.host.clone(),
+        software_version: SOFTWARE_VERSION.to_owned(),
+        meters: sources.iter().flat_map(|s| s.meters()).collect(),
+    };
+    info!(collector = %hello.collector_id, host = %hello.host, meters = hello.meters.len(), aggregator = %config.aggregator, "Collector starting.");
+
+    let (batches_tx, batches_rx) = mpsc::channel::<Outgoing>(16);
+    let uplink = Uplink::new(
+        config.aggregator.clone(),
+        hello,
+        config.max_pending_batches,
+        Arc::clone(&stats),
+    );
+    let mut uplink_task = tokio::spawn(uplink.run(batches_rx));
+
+    let interval_ns = i64::try_from(config.sample_interval_ms)
+        .unwrap_or(i64::MAX / 2_000_000)
+        .saturating_mul(1_000_000);
+    let mut tick = UnixNanos(origin.0 - origin.0.rem_euclid(interval_ns));
+    if tick < origin {
+        tick = UnixNanos(tick.0 + interval_ns);
+    }
+    let mut outgoing = Outgoing::default();
+    let mut ticks_in_batch = 0u32;
+    loop {
+        if let Some(stop) = stop_at {
+            if tick > stop {
+                break;
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = clock.sleep_until(tick) => {}
+        }
+        for source in &mut sources {
+            match source.sample(tick).await {
+                Ok(sample) => {
+                    stats
+                        .readings_sampled
+                        .fetch_add(sample.readings.len() as u64, Ordering::Relaxed);
+                    outgoing.readings.extend(sample.readings);
+                    outgoing.allocations.extend(sample.allocations);
+                }
+                Err(message) => {
+                    stats.source_errors.fetch_add(1, Ordering::Relaxed);
+                    warn!(source = source.name(), error = %message, "Source read failed; its next reading covers the gap.");
+                }
+            }
+        }
+        stats.last_tick_ns.store(tick.0, Ordering::Relaxed);
+        ticks_in_batch += 1;
+        if ticks_in_batch >= config.samples_per_batch {
+            ticks_in_batch = 0;
+            // Waits when the uplink's backlog is full: sampling slows down, nothing is dropped.
+            if batches_tx
+                .send(std::mem::take(&mut outgoing))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        tick = UnixNanos(tick.0 + interval_ns);
+        if matches!(clock, Clock::Wall) {
+            // After a stall, resume at the next tick instead of sampling in a burst.
+            let now = wall_clock_now();
+            if tick.0 + interval_ns < now.0 {
+                tick = UnixNanos(now.0 - now.0.rem_euclid(interval_ns) + interval_ns);
+            }
+        }
+    }
+    if !outgoing.readings.is_empty() || !outgoing.allocations.is_empty() {
+        let _ = batches_tx.send(outgoing).await;
+    }
+    drop(batches_tx);
+    info!("Sampling stopped; flushing unacknowledged batches.");
+    let flush = Duration::from_secs(config.flush_timeout_s);
+    match tokio::time::timeout(flush, &mut uplink_task).await {
+        Ok(_) => Ok(()),
+        Err(_) => {
+            uplink_task.abort();
+            Err(Error::Uplink(format!(
+                "batches still unacknowledged after {} s of flushing (last acknowledged seq {})",
+                config.flush_timeout_s,
+                stats.acked_seq.load(Ordering::Relaxed)
+            )))
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! The `Source` trait: one kind of meter (or allocation feed) read at each tick.
+
+use async_trait::async_trait;
+use footprint_core::UnixNanos;
+use footprint_proto::v1::{Allocation, MeterInfo, Reading};
+
+/// What one source read at one tick.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Sample {
+    /// One reading per meter that could be read; a meter that failed is simply absent (its next
+    /// reading covers the gap: counters lose nothing).
+    pub readings: Vec<Reading>,
+    /// Holdings that started, changed or ended since the previous sample.
+    pub allocations: Vec<Allocation>,
+}
+
+/// A reader of meters and/or allocations.
+///
+/// Guarantees a source gives its caller:
+/// - `meters()` is fixed for the life of the source and every reading names one of them;
+/// - readings of one meter are in time order across calls;
+/// - `sample` never blocks the runtime (blocking reads go through `spawn_blocking`).
+#[async_trait]
+pub trait Source: Send + std::fmt::Debug {
+    /// A short name for logs and probe output, e.g. `replay`.
+    fn name(&self) -> &str;
+
+    /// The meters this source reads.
+    fn meters(&self) -> Vec<MeterInfo>;
+
+    /// Reads every meter. `at` is the tick's instant; a hardware source stamps readings with the
+    /// instant it actually read the counter, a replay uses `at` itself.
+    ///
+    /// # Errors
+    /// A message when nothing could be read; the collector logs it and carries on.
+    async fn sample(&mut self, at: UnixNanos) -> Result<Sample, String>;
+}

@@ -1,0 +1,6 @@
+//! Sources, one file each. A new meter is a new file here plus a variant of
+//! [`SourceConfig`](crate::config::SourceConfig).
+
+pub mod power_model;
+pub mod replay;
+pub mod site_replay;

@@ -1,0 +1,163 @@
+//! `type = "site_replay"`: a simulated facility energy meter. It sees the IT load of the hosts it
+//! is given (their replay models), times the hour's PUE (cooling, UPS and distribution losses
+//! rise in the afternoon heat), plus a constant base load.
+
+use async_trait::async_trait;
+use footprint_core::UnixNanos;
+use footprint_core::config::Problems;
+use footprint_proto::v1::{MeterInfo, MeterKind, Quality, Reading};
+use serde::{Deserialize, Serialize};
+
+use super::power_model::{IntegratedCounter, PowerStep};
+use super::replay::{ReplayConfig, ReplayHostModel};
+use crate::source::{Sample, Source};
+
+const HOUR_NS: i64 = 3_600_000_000_000;
+const DAY_NS: i64 = 24 * HOUR_NS;
+
+/// A simulated facility meter.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteReplayConfig {
+    /// Id of the facility meter.
+    #[serde(default = "default_meter_id")]
+    pub meter_id: String,
+    /// Power drawn whatever the IT load (lighting, offices, standby losses), W.
+    #[serde(default = "default_base_w")]
+    pub base_w: f64,
+    /// PUE for each hour of the day, UTC, 24 values ≥ 1.
+    #[serde(default = "default_pue_by_hour")]
+    pub pue_by_hour: Vec<f64>,
+    /// Counter value at the clock's start, mJ.
+    #[serde(default)]
+    pub counter_start_mj: u64,
+    /// The hosts behind this meter, configured as their own replay sources are.
+    pub hosts: Vec<ReplayConfig>,
+}
+
+fn default_meter_id() -> String {
+    "site-main".to_owned()
+}
+fn default_base_w() -> f64 {
+    2_500.0
+}
+fn default_pue_by_hour() -> Vec<f64> {
+    vec![
+        1.12, 1.115, 1.11, 1.11, 1.115, 1.12, 1.13, 1.15, 1.18, 1.21, 1.24, 1.27, 1.29, 1.30, 1.30,
+        1.29, 1.27, 1.24, 1.21, 1.18, 1.16, 1.14, 1.13, 1.125,
+    ]
+}
+
+impl SiteReplayConfig {
+    pub(crate) fn validate(&self, path: &str, problems: &mut Problems) {
+        problems.check(
+            !self.meter_id.trim().is_empty(),
+            format!("{path}.meter_id"),
+            "must not be empty",
+        );
+        problems.check(
+            self.base_w.is_finite() && self.base_w >= 0.0,
+            format!("{path}.base_w"),
+            "must be a non-negative number of watts",
+        );
+        problems.check(
+            self.pue_by_hour.len() == 24,
+            format!("{path}.pue_by_hour"),
+            "needs 24 values, one per hour",
+        );
+        for (hour, pue) in self.pue_by_hour.iter().enumerate() {
+            problems.check(
+                pue.is_finite() && (1.0..=5.0).contains(pue),
+                format!("{path}.pue_by_hour[{hour}]"),
+                format!("{pue} is outside 1..5"),
+            );
+        }
+        for (index, host) in self.hosts.iter().enumerate() {
+            host.validate(&format!("{path}.hosts[{index}]"), problems);
+        }
+    }
+
+    /// # Errors
+    /// A message when a host's model cannot be built.
+    pub fn build(&self, origin: UnixNanos) -> Result<SiteReplaySource, String> {
+        let hosts = self
+            .hosts
+            .iter()
+            .map(ReplayHostModel::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SiteReplaySource {
+            info: MeterInfo {
+                meter_id: self.meter_id.clone(),
+                kind: MeterKind::SiteEnergy as i32,
+                device: "site".to_owned(),
+                counter_max: 0,
+                cpus: Vec::new(),
+                method: "simulated facility meter: IT load × hourly PUE + base load, integrated"
+                    .to_owned(),
+            },
+            hosts,
+            pue_milli: self
+                .pue_by_hour
+                .iter()
+                .map(|p| (p * 1000.0).round() as u64)
+                .collect(),
+            base_mw: (self.base_w * 1000.0).round() as u64,
+            counter: IntegratedCounter::new(origin.0, self.counter_start_mj, u64::MAX),
+        })
+    }
+}
+
+/// The running `site_replay` source.
+#[derive(Debug)]
+pub struct SiteReplaySource {
+    info: MeterInfo,
+    hosts: Vec<ReplayHostModel>,
+    pue_milli: Vec<u64>,
+    base_mw: u64,
+    counter: IntegratedCounter,
+}
+
+fn site_power(hosts: &[ReplayHostModel], pue_milli: &[u64], base_mw: u64, at: i64) -> PowerStep {
+    let mut it_mw = 0u64;
+    let mut until_ns = i64::MAX;
+    for host in hosts {
+        let step = host.total_power(at);
+        it_mw += step.power_mw;
+        until_ns = until_ns.min(step.until_ns);
+    }
+    let hour = (at.rem_euclid(DAY_NS) / HOUR_NS) as usize;
+    let next_hour = at - at.rem_euclid(HOUR_NS) + HOUR_NS;
+    let pue = pue_milli.get(hour).copied().unwrap_or(1_000);
+    PowerStep {
+        power_mw: it_mw * pue / 1_000 + base_mw,
+        until_ns: until_ns.min(next_hour),
+    }
+}
+
+#[async_trait]
+impl Source for SiteReplaySource {
+    fn name(&self) -> &str {
+        "site_replay"
+    }
+
+    fn meters(&self) -> Vec<MeterInfo> {
+        vec![self.info.clone()]
+    }
+
+    async fn sample(&mut self, at: UnixNanos) -> Result<Sample, String> {
+        let (hosts, pue, base) = (&self.hosts, &self.pue_milli, self.base_mw);
+        let value = self
+            .counter
+            .advance(at.0, |t| site_power(hosts, pue, base, t));
+        Ok(Sample {
+            readings: vec![Reading {
+                meter_id: self.info.meter_id.clone(),
+                value,
+                timestamp_ns: at.0,
+                quality: Quality::Measured as i32,
+                method: String::new(),
+            }],
+            allocations: Vec::new(),
+        })
+    }
+}
