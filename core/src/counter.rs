@@ -51,23 +51,41 @@ impl CounterStep {
     }
 }
 
-/// Why a sample cannot follow the previous one. Each names the field at fault.
+/// Why a sample cannot follow the previous one; [`CounterError::field`] names the field at fault.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CounterError {
-    #[error("timestamp_ns: {at} is not after the previous reading at {previous}")]
+    #[error("{at} is not after the previous reading at {previous}")]
     NotAfterPrevious { previous: i64, at: i64 },
-    #[error("value: {value} is above the counter's maximum {max}")]
+    #[error("{value} is above the counter's maximum {max}")]
     AboveMaximum { value: u64, max: u64 },
-    #[error("value: counter went backwards from {previous} to {value} (not a wrap, not a reset)")]
+    #[error("counter went backwards from {previous} to {value} (not a wrap, not a reset)")]
     WentBackwards { previous: u64, value: u64 },
-    #[error(
-        "value: grew by {delta} in {elapsed_ns} ns, more than the limit of {limit_per_second}/s"
-    )]
+    #[error("grew by {delta} in {elapsed_ns} ns, more than the limit of {limit_per_second}/s")]
     ImplausibleRate {
         delta: u64,
         elapsed_ns: u64,
         limit_per_second: u64,
     },
+}
+
+impl CounterError {
+    /// The reading's field at fault.
+    pub fn field(&self) -> &'static str {
+        match self {
+            CounterError::NotAfterPrevious { .. } => "timestamp_ns",
+            _ => "value",
+        }
+    }
+
+    /// A short label for metrics, e.g. `went_backwards`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CounterError::NotAfterPrevious { .. } => "not_after_previous",
+            CounterError::AboveMaximum { .. } => "above_maximum",
+            CounterError::WentBackwards { .. } => "went_backwards",
+            CounterError::ImplausibleRate { .. } => "implausible_rate",
+        }
+    }
 }
 
 /// Classifies the move from `previous` to `current`.
@@ -193,7 +211,8 @@ mod tests {
         )
         .expect_err("a counter cannot fall by 1 GJ");
         assert!(matches!(err, CounterError::WentBackwards { .. }));
-        assert!(err.to_string().starts_with("value: counter went backwards"));
+        assert_eq!(err.field(), "value");
+        assert!(err.to_string().starts_with("counter went backwards"));
     }
 
     #[test]
@@ -210,7 +229,7 @@ mod tests {
     #[test]
     fn sample_not_after_previous_is_refused() {
         let err = step(sample(10, 5), sample(20, 5), gpu_limits()).expect_err("same instant");
-        assert!(err.to_string().starts_with("timestamp_ns:"));
+        assert_eq!(err.field(), "timestamp_ns");
     }
 
     proptest! {

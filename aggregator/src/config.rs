@@ -1,0 +1,222 @@
+//! The aggregator's configuration (TOML). Every key is documented here;
+//! `deploy/examples/aggregator.toml` is loaded by a test.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use footprint_core::config::{ConfigError, Problems, parse_toml};
+use serde::{Deserialize, Serialize};
+
+/// `footprint-aggregator --config FILE`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregatorConfig {
+    /// Address of the gRPC server (`Ingest`, `Query`). Loopback unless you mean otherwise.
+    #[serde(default = "default_grpc_listen")]
+    pub grpc_listen: SocketAddr,
+    /// Address of the HTTP server (`/api/v1/…`, `/metrics`). Loopback unless you mean otherwise.
+    #[serde(default = "default_http_listen")]
+    pub http_listen: SocketAddr,
+    /// Directory holding the ledger (`footprint.sqlite`). Created if missing.
+    pub data_dir: PathBuf,
+    /// Length of an attribution window, seconds; windows align to the epoch.
+    #[serde(default = "default_window_seconds")]
+    pub window_seconds: u32,
+    /// Readings stamped further than this ahead of the aggregator's clock are rejected, seconds.
+    #[serde(default = "default_max_future_skew_s")]
+    pub max_future_skew_s: u64,
+    /// Two readings of a meter further apart than this make a gap: the energy between them is
+    /// still exact (counters), but its spread in time is interpolated and flagged, seconds.
+    #[serde(default = "default_max_sample_gap_s")]
+    pub max_sample_gap_s: u64,
+    /// Batches committed together at most (group commit); acks wait for the commit.
+    #[serde(default = "default_group_commit_max_batches")]
+    pub group_commit_max_batches: usize,
+    /// The largest plausible power per meter kind; a reading implying more is rejected.
+    #[serde(default)]
+    pub limits: PowerLimits,
+}
+
+/// Largest plausible power (or flow) of one meter, per kind.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PowerLimits {
+    /// One GPU, W.
+    #[serde(default = "default_gpu_w")]
+    pub gpu_w: u64,
+    /// One CPU package, W.
+    #[serde(default = "default_cpu_package_w")]
+    pub cpu_package_w: u64,
+    /// One package's DRAM, W.
+    #[serde(default = "default_dram_w")]
+    pub dram_w: u64,
+    /// One PDU outlet or one host (IPMI), W.
+    #[serde(default = "default_host_w")]
+    pub host_w: u64,
+    /// The facility meter, W.
+    #[serde(default = "default_site_w")]
+    pub site_w: u64,
+    /// The facility water meter, mL/s.
+    #[serde(default = "default_site_water_ml_per_s")]
+    pub site_water_ml_per_s: u64,
+}
+
+impl Default for PowerLimits {
+    fn default() -> Self {
+        Self {
+            gpu_w: default_gpu_w(),
+            cpu_package_w: default_cpu_package_w(),
+            dram_w: default_dram_w(),
+            host_w: default_host_w(),
+            site_w: default_site_w(),
+            site_water_ml_per_s: default_site_water_ml_per_s(),
+        }
+    }
+}
+
+fn default_grpc_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7411))
+}
+fn default_http_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7412))
+}
+fn default_window_seconds() -> u32 {
+    10
+}
+fn default_max_future_skew_s() -> u64 {
+    86_400
+}
+fn default_max_sample_gap_s() -> u64 {
+    300
+}
+fn default_group_commit_max_batches() -> usize {
+    256
+}
+fn default_gpu_w() -> u64 {
+    5_000
+}
+fn default_cpu_package_w() -> u64 {
+    2_000
+}
+fn default_dram_w() -> u64 {
+    1_000
+}
+fn default_host_w() -> u64 {
+    30_000
+}
+fn default_site_w() -> u64 {
+    2_000_000_000
+}
+fn default_site_water_ml_per_s() -> u64 {
+    10_000_000
+}
+
+impl AggregatorConfig {
+    /// A config with every default and the given data directory.
+    pub fn with_data_dir(data_dir: PathBuf) -> Self {
+        Self {
+            grpc_listen: default_grpc_listen(),
+            http_listen: default_http_listen(),
+            data_dir,
+            window_seconds: default_window_seconds(),
+            max_future_skew_s: default_max_future_skew_s(),
+            max_sample_gap_s: default_max_sample_gap_s(),
+            group_commit_max_batches: default_group_commit_max_batches(),
+            limits: PowerLimits::default(),
+        }
+    }
+
+    /// Parses and validates a config file's text.
+    ///
+    /// # Errors
+    /// The key path and reason of an unknown key or bad value, or every validation problem.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = parse_toml(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and validates a config file.
+    ///
+    /// # Errors
+    /// As [`AggregatorConfig::from_toml`], or the file cannot be read.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Parse {
+            path: path.display().to_string(),
+            message: error.to_string(),
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// # Errors
+    /// Every problem found, each with its key path.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Problems::default();
+        problems.check(
+            !self.data_dir.as_os_str().is_empty(),
+            "data_dir",
+            "must not be empty",
+        );
+        problems.check(
+            self.window_seconds > 0 && 86_400 % self.window_seconds == 0,
+            "window_seconds",
+            "must divide a day (1, 2, 5, 10, 15, 30, 60, …)",
+        );
+        problems.check(
+            self.max_sample_gap_s > 0,
+            "max_sample_gap_s",
+            "must be above 0",
+        );
+        problems.check(
+            (1..=100_000).contains(&self.group_commit_max_batches),
+            "group_commit_max_batches",
+            "must be between 1 and 100000",
+        );
+        for (key, value) in [
+            ("limits.gpu_w", self.limits.gpu_w),
+            ("limits.cpu_package_w", self.limits.cpu_package_w),
+            ("limits.dram_w", self.limits.dram_w),
+            ("limits.host_w", self.limits.host_w),
+            ("limits.site_w", self.limits.site_w),
+            (
+                "limits.site_water_ml_per_s",
+                self.limits.site_water_ml_per_s,
+            ),
+        ] {
+            problems.check(value > 0, key, "must be above 0");
+        }
+        problems.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_fails_with_its_path() {
+        let error = AggregatorConfig::from_toml("data_dir = '/tmp/x'\n[limits]\ngpu_watts = 3\n")
+            .expect_err("typo");
+        assert!(error.to_string().starts_with("limits"), "{error}");
+        assert!(error.to_string().contains("gpu_watts"), "{error}");
+    }
+
+    #[test]
+    fn bad_values_are_all_reported() {
+        let error = AggregatorConfig::from_toml(
+            "data_dir = '/tmp/x'\nwindow_seconds = 7\n[limits]\ngpu_w = 0\n",
+        )
+        .expect_err("two bad values");
+        let text = error.to_string();
+        assert!(
+            text.contains("window_seconds:") && text.contains("limits.gpu_w:"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn defaults_listen_on_loopback_only() {
+        let config = AggregatorConfig::from_toml("data_dir = '/tmp/x'\n").expect("minimal config");
+        assert!(config.grpc_listen.ip().is_loopback() && config.http_listen.ip().is_loopback());
+    }
+}

@@ -1,0 +1,131 @@
+//! The HTTP API: a JSON mirror of `Query` under `/api/v1/`, and `/metrics`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::ledger::{self, FacilityWindow, JobFootprint};
+use crate::query::LedgerReader;
+
+#[derive(Clone, Debug)]
+struct HttpState {
+    reader: LedgerReader,
+    registry: Arc<Registry>,
+}
+
+/// The router; `registry` is what `/metrics` exposes.
+pub fn router(reader: LedgerReader, registry: Arc<Registry>) -> Router {
+    Router::new()
+        .route("/api/v1/jobs", get(list_jobs))
+        .route("/api/v1/jobs/{id}", get(get_job))
+        .route("/api/v1/facility", get(facility))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(HttpState { reader, registry })
+}
+
+#[derive(Debug, Serialize)]
+struct ErrorBody {
+    error: String,
+}
+
+struct ApiError(Error);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match self.0 {
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (
+            status,
+            Json(ErrorBody {
+                error: self.0.to_string(),
+            }),
+        )
+            .into_response()
+    }
+}
+
+/// `from` and `to` in ns since the epoch; `step_s` in seconds (0: one total).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RangeQuery {
+    #[serde(default)]
+    from: i64,
+    #[serde(default)]
+    to: i64,
+    #[serde(default)]
+    step_s: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct JobList {
+    jobs: Vec<JobFootprint>,
+}
+
+async fn list_jobs(
+    State(state): State<HttpState>,
+    Query(range): Query<RangeQuery>,
+) -> Result<Json<JobList>, ApiError> {
+    let jobs = state
+        .reader
+        .with(move |c| ledger::list_jobs(c, range.from, range.to, None))
+        .await
+        .map_err(ApiError)?;
+    Ok(Json(JobList { jobs }))
+}
+
+async fn get_job(
+    State(state): State<HttpState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobFootprint>, ApiError> {
+    let job = state
+        .reader
+        .with(move |c| ledger::get_job(c, &id))
+        .await
+        .map_err(ApiError)?;
+    Ok(Json(job))
+}
+
+#[derive(Debug, Serialize)]
+struct FacilityBody {
+    windows: Vec<FacilityWindow>,
+}
+
+async fn facility(
+    State(state): State<HttpState>,
+    Query(range): Query<RangeQuery>,
+) -> Result<Json<FacilityBody>, ApiError> {
+    let step_ns = i64::try_from(range.step_s)
+        .unwrap_or(i64::MAX / 1_000_000_000)
+        .saturating_mul(1_000_000_000);
+    let windows = state
+        .reader
+        .facility(range.from, range.to, step_ns)
+        .await
+        .map_err(ApiError)?;
+    Ok(Json(FacilityBody { windows }))
+}
+
+async fn metrics(State(state): State<HttpState>) -> Response {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &state.registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+    }
+}

@@ -1,0 +1,196 @@
+//! The `Ingest` service: one bidirectional stream per collector.
+//!
+//! A stream reads batches and hands each to the store's writer as soon as it arrives; a separate
+//! task awaits their outcomes in order and sends the acks. So a collector can have many batches in
+//! flight while each ack still means "durable". Both hops are bounded channels: when the writer
+//! falls behind, the stream stops reading and HTTP/2 flow control pushes back on the collector.
+
+use std::sync::Arc;
+
+use footprint_proto::v1::aggregator_message::Body as Down;
+use footprint_proto::v1::collector_message::Body as Up;
+use footprint_proto::v1::ingest_server::Ingest;
+use footprint_proto::v1::{Ack, AggregatorMessage, CollectorMessage, Welcome};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{info, warn};
+
+use crate::metrics::AggregatorMetrics;
+use crate::store::{BatchOutcome, StoreHandle};
+use crate::{Error, Result};
+
+/// Batches of one stream waiting for their commit.
+const IN_FLIGHT_PER_STREAM: usize = 256;
+
+#[derive(Clone, Debug)]
+pub struct IngestService {
+    store: StoreHandle,
+    metrics: Arc<AggregatorMetrics>,
+}
+
+impl IngestService {
+    pub fn new(store: StoreHandle, metrics: Arc<AggregatorMetrics>) -> Self {
+        Self { store, metrics }
+    }
+}
+
+fn refuse(metrics: &AggregatorMetrics, reason: &str, status: Status) -> Status {
+    metrics
+        .streams_refused
+        .get_or_create(&crate::metrics::ReasonLabel {
+            reason: reason.to_owned(),
+        })
+        .inc();
+    status
+}
+
+type Outbound = mpsc::Sender<Result<AggregatorMessage, Status>>;
+
+async fn serve_stream(
+    mut inbound: Streaming<CollectorMessage>,
+    outbound: Outbound,
+    store: StoreHandle,
+    metrics: Arc<AggregatorMetrics>,
+) -> Result<(), Status> {
+    let hello = match inbound.message().await? {
+        Some(CollectorMessage {
+            body: Some(Up::Hello(hello)),
+        }) => hello,
+        Some(_) => {
+            return Err(refuse(
+                &metrics,
+                "no_hello",
+                Status::invalid_argument("the first message of a stream must be Hello"),
+            ));
+        }
+        None => return Ok(()),
+    };
+    let collector_id = hello.collector_id.clone();
+    let accepted = store.hello(hello).await.map_err(|error| match error {
+        Error::Collector { .. } => refuse(
+            &metrics,
+            "bad_hello",
+            Status::invalid_argument(error.to_string()),
+        ),
+        other => Status::unavailable(other.to_string()),
+    })?;
+    send(
+        &outbound,
+        Down::Welcome(Welcome {
+            last_durable_seq: accepted.last_durable_seq,
+        }),
+    )
+    .await?;
+
+    let (pending_tx, mut pending_rx) =
+        mpsc::channel::<oneshot::Receiver<Result<BatchOutcome>>>(IN_FLIGHT_PER_STREAM);
+    let acker_outbound = outbound.clone();
+    let acker = tokio::spawn(async move {
+        while let Some(outcome) = pending_rx.recv().await {
+            let message = match outcome.await {
+                Ok(Ok(outcome)) => Ok(AggregatorMessage {
+                    body: Some(Down::Ack(Ack {
+                        seq: outcome.seq,
+                        rejections: outcome.rejections,
+                        duplicate: outcome.duplicate,
+                    })),
+                }),
+                Ok(Err(error)) => Err(Status::unavailable(error.to_string())),
+                Err(_) => Err(Status::unavailable("the ledger writer stopped")),
+            };
+            let failed = message.is_err();
+            if acker_outbound.send(message).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+
+    let mut last_seq = 0u64;
+    let result = loop {
+        let message = match inbound.message().await {
+            Ok(Some(message)) => message,
+            Ok(None) => break Ok(()),
+            Err(status) => break Err(status),
+        };
+        match message.body {
+            Some(Up::Batch(batch)) => {
+                if batch.collector_id != collector_id {
+                    break Err(refuse(
+                        &metrics,
+                        "wrong_collector",
+                        Status::invalid_argument(format!(
+                            "batch.collector_id: {:?} on a stream opened by {collector_id:?}",
+                            batch.collector_id
+                        )),
+                    ));
+                }
+                if batch.seq == 0 {
+                    break Err(refuse(
+                        &metrics,
+                        "bad_seq",
+                        Status::invalid_argument("batch.seq: sequence numbers start at 1"),
+                    ));
+                }
+                // A repeated sequence number is not an error: the store acknowledges it as a
+                // duplicate and stores nothing.
+                last_seq = last_seq.max(batch.seq);
+                match store.submit(accepted.collector, batch).await {
+                    Ok(outcome) => {
+                        if pending_tx.send(outcome).await.is_err() {
+                            break Ok(());
+                        }
+                    }
+                    Err(error) => break Err(Status::unavailable(error.to_string())),
+                }
+            }
+            Some(Up::Hello(_)) => {
+                break Err(refuse(
+                    &metrics,
+                    "second_hello",
+                    Status::invalid_argument("Hello may only open a stream"),
+                ));
+            }
+            None => {
+                break Err(refuse(
+                    &metrics,
+                    "empty_message",
+                    Status::invalid_argument("message has no body"),
+                ));
+            }
+        }
+    };
+    // Let every batch already handed to the writer be acknowledged before the stream ends.
+    drop(pending_tx);
+    let _ = acker.await;
+    info!(collector = %collector_id, last_seq, "Ingest stream ended.");
+    result
+}
+
+async fn send(outbound: &Outbound, body: Down) -> Result<(), Status> {
+    outbound
+        .send(Ok(AggregatorMessage { body: Some(body) }))
+        .await
+        .map_err(|_| Status::cancelled("collector went away"))
+}
+
+#[tonic::async_trait]
+impl Ingest for IngestService {
+    type StreamStream = ReceiverStream<Result<AggregatorMessage, Status>>;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<CollectorMessage>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let inbound = request.into_inner();
+        let (outbound, receiver) = mpsc::channel(IN_FLIGHT_PER_STREAM);
+        let (store, metrics) = (self.store.clone(), Arc::clone(&self.metrics));
+        tokio::spawn(async move {
+            if let Err(status) = serve_stream(inbound, outbound.clone(), store, metrics).await {
+                warn!(code = ?status.code(), message = status.message(), "Ingest stream failed.");
+                let _ = outbound.send(Err(status)).await;
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+}

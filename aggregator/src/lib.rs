@@ -1,0 +1,40 @@
+//! Footprint's aggregator.
+//!
+//! [`ingest`] serves the collectors' `Ingest` streams; every batch goes to the [`store`]'s single
+//! writer, which validates readings against each meter's previous one, commits them to SQLite and
+//! only then lets the stream acknowledge the batch. After each commit the [`ledger`] builds the
+//! windows every meter of a host has reported past, attributing their energy to jobs (with
+//! `footprint_core::attribution`). [`query`] and [`http`] read the ledger.
+
+pub mod config;
+pub mod http;
+pub mod ingest;
+pub mod ledger;
+pub mod metrics;
+pub mod query;
+pub mod server;
+pub mod store;
+
+pub use config::AggregatorConfig;
+pub use server::RunningAggregator;
+
+/// Everything that can go wrong in the aggregator.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] footprint_core::config::ConfigError),
+    #[error("ledger database: {0}")]
+    Database(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("the store's writer has stopped")]
+    WriterStopped,
+    #[error("collector {collector:?}: {reason}")]
+    Collector { collector: String, reason: String },
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("server: {0}")]
+    Server(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,90 @@
+//! The aggregator's own metrics, in OpenMetrics form at `/metrics`. Every rejected input has a
+//! counter, named `footprint_aggregator_<what>_total` and labelled with the reason.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+/// Counters shared by the ingest path, the store and the ledger.
+#[derive(Debug, Default)]
+pub struct AggregatorMetrics {
+    pub readings_stored: Counter,
+    pub readings_rejected: Family<ReasonLabel, Counter>,
+    pub allocations_rejected: Family<ReasonLabel, Counter>,
+    pub batches: Family<OutcomeLabel, Counter>,
+    pub windows_built: Counter,
+    pub streams_refused: Family<ReasonLabel, Counter>,
+}
+
+impl AggregatorMetrics {
+    /// A registry exposing these counters under `footprint_aggregator_`.
+    pub fn registry(self: &std::sync::Arc<Self>) -> Registry {
+        let mut registry = Registry::with_prefix("footprint_aggregator");
+        registry.register(
+            "readings_stored",
+            "Readings committed to the ledger",
+            self.readings_stored.clone(),
+        );
+        registry.register(
+            "readings_rejected",
+            "Readings rejected, by reason",
+            self.readings_rejected.clone(),
+        );
+        registry.register(
+            "allocations_rejected",
+            "Allocations rejected, by reason",
+            self.allocations_rejected.clone(),
+        );
+        registry.register(
+            "batches",
+            "Batches received, by outcome (stored, duplicate)",
+            self.batches.clone(),
+        );
+        registry.register(
+            "windows_built",
+            "Host attribution windows built",
+            self.windows_built.clone(),
+        );
+        registry.register(
+            "streams_refused",
+            "Ingest streams refused, by reason",
+            self.streams_refused.clone(),
+        );
+        registry
+    }
+
+    pub fn reject_reading(&self, reason: &str) {
+        self.readings_rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn reject_allocation(&self, reason: &str) {
+        self.allocations_rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn batch(&self, outcome: &str) {
+        self.batches
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+}

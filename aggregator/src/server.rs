@@ -1,0 +1,137 @@
+//! Starting and stopping the aggregator: store, gRPC (`Ingest`, `Query`) and HTTP servers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use footprint_proto::v1::ingest_server::IngestServer;
+use footprint_proto::v1::query_server::QueryServer;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::AggregatorConfig;
+use crate::ingest::IngestService;
+use crate::metrics::AggregatorMetrics;
+use crate::query::{LedgerReader, QueryService};
+use crate::store::StoreHandle;
+use crate::{Error, Result};
+
+/// Largest message accepted on a stream.
+const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// An aggregator serving on its bound addresses until [`RunningAggregator::stop`].
+#[derive(Debug)]
+pub struct RunningAggregator {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub store: StoreHandle,
+    pub reader: LedgerReader,
+    pub metrics: Arc<AggregatorMetrics>,
+    shutdown: CancellationToken,
+    failed: CancellationToken,
+    tasks: Vec<JoinHandle<Result<()>>>,
+}
+
+/// Opens the ledger and starts serving. Port 0 in the config picks a free port; the bound
+/// addresses are in the result.
+///
+/// # Errors
+/// The ledger cannot be opened or an address cannot be bound.
+pub async fn start(config: &AggregatorConfig) -> Result<RunningAggregator> {
+    for (name, addr) in [
+        ("grpc_listen", config.grpc_listen),
+        ("http_listen", config.http_listen),
+    ] {
+        if !addr.ip().is_loopback() {
+            warn!(key = name, %addr, "Listening on a non-loopback address without TLS: anyone who can reach it can send readings and read the ledger.");
+        }
+    }
+    let metrics = Arc::new(AggregatorMetrics::default());
+    let store = StoreHandle::open(config, Arc::clone(&metrics))?;
+    let reader = LedgerReader::new(store.path().to_path_buf());
+    let registry = Arc::new(metrics.registry());
+    let shutdown = CancellationToken::new();
+    let failed = CancellationToken::new();
+
+    let grpc_listener = TcpListener::bind(config.grpc_listen).await?;
+    let http_listener = TcpListener::bind(config.http_listen).await?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+
+    let ingest = IngestServer::new(IngestService::new(store.clone(), Arc::clone(&metrics)))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let query = QueryServer::new(QueryService::new(reader.clone()));
+    let grpc_shutdown = shutdown.clone();
+    let grpc_failed = failed.clone();
+    let grpc = tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(ingest)
+            .add_service(query)
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(grpc_listener),
+                grpc_shutdown.cancelled_owned(),
+            )
+            .await
+            .map_err(|error| Error::Server(format!("gRPC: {error}")));
+        if served.is_err() {
+            grpc_failed.cancel();
+        }
+        served
+    });
+    let http_shutdown = shutdown.clone();
+    let router = crate::http::router(reader.clone(), registry);
+    let http_failed = failed.clone();
+    let http = tokio::spawn(async move {
+        let served = axum::serve(http_listener, router)
+            .with_graceful_shutdown(http_shutdown.cancelled_owned())
+            .await
+            .map_err(|error| Error::Server(format!("HTTP: {error}")));
+        if served.is_err() {
+            http_failed.cancel();
+        }
+        served
+    });
+    info!(%grpc_addr, %http_addr, ledger = %store.path().display(), "Aggregator listening.");
+    Ok(RunningAggregator {
+        grpc_addr,
+        http_addr,
+        store,
+        reader,
+        metrics,
+        shutdown,
+        failed,
+        tasks: vec![grpc, http],
+    })
+}
+
+impl RunningAggregator {
+    /// Stops accepting, lets open streams finish, and returns once the servers have stopped.
+    ///
+    /// # Errors
+    /// The first error a server reported.
+    pub async fn stop(self) -> Result<()> {
+        self.shutdown.cancel();
+        let mut first_error = None;
+        for task in self.tasks {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    first_error.get_or_insert(error);
+                }
+                Err(join) => {
+                    first_error.get_or_insert(Error::Server(join.to_string()));
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Resolves when a server stopped on its own, which only an error makes it do.
+    pub async fn failed(&self) {
+        self.failed.cancelled().await;
+    }
+}

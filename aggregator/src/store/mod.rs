@@ -1,0 +1,144 @@
+//! The ledger store: one writer thread owns the SQLite connection; everything that changes the
+//! ledger goes through it as a request, so validation against each meter's previous reading and
+//! the commit happen in one place, in order.
+//!
+//! Guarantee: a [`BatchOutcome`] is sent only after the transaction holding that batch has
+//! committed with `synchronous = FULL` — durable when the reply arrives. Batches that arrive
+//! together are committed together (group commit); each still gets its own reply.
+
+pub mod schema;
+mod writer;
+
+pub use writer::{STEP_ADVANCED, STEP_GAP, STEP_RESET, STEP_WRAPPED};
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use footprint_proto::v1::{Batch, Hello, Rejection};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::AggregatorConfig;
+use crate::metrics::AggregatorMetrics;
+use crate::{Error, Result};
+
+/// File name of the ledger inside the data directory.
+pub const LEDGER_FILE: &str = "footprint.sqlite";
+
+/// A collector the store accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HelloAccepted {
+    pub collector: i64,
+    pub last_durable_seq: u64,
+}
+
+/// What became of one batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchOutcome {
+    pub seq: u64,
+    /// The batch had been stored before; this copy changed nothing.
+    pub duplicate: bool,
+    pub rejections: Vec<Rejection>,
+}
+
+pub(crate) enum Request {
+    Hello {
+        hello: Hello,
+        reply: oneshot::Sender<Result<HelloAccepted>>,
+    },
+    Batch {
+        collector: i64,
+        batch: Batch,
+        reply: oneshot::Sender<Result<BatchOutcome>>,
+    },
+    BuildWindows {
+        reply: oneshot::Sender<Result<u64>>,
+    },
+}
+
+/// Cheap to clone; every clone talks to the same writer.
+#[derive(Clone, Debug)]
+pub struct StoreHandle {
+    requests: mpsc::Sender<Request>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::Hello { hello, .. } => write!(f, "Hello({})", hello.collector_id),
+            Request::Batch {
+                collector, batch, ..
+            } => write!(f, "Batch({collector}, {})", batch.seq),
+            Request::BuildWindows { .. } => write!(f, "BuildWindows"),
+        }
+    }
+}
+
+impl StoreHandle {
+    /// Opens the ledger in `config.data_dir` and starts the writer thread.
+    ///
+    /// # Errors
+    /// The data directory or the database cannot be opened.
+    pub fn open(config: &AggregatorConfig, metrics: Arc<AggregatorMetrics>) -> Result<Self> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let path = config.data_dir.join(LEDGER_FILE);
+        let state = writer::WriterState::open(&path, config, metrics)?;
+        // Bounded: when the writer falls behind, ingest streams wait here (backpressure).
+        let (requests, receiver) = mpsc::channel(1_024);
+        let max_group = config.group_commit_max_batches;
+        std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || writer::run(state, receiver, max_group))?;
+        Ok(Self { requests, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Registers (or re-registers) a collector and its meters.
+    ///
+    /// # Errors
+    /// [`Error::Collector`] when the hello is invalid or the id belongs to another host.
+    pub async fn hello(&self, hello: Hello) -> Result<HelloAccepted> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Hello { hello, reply }).await?;
+        answer.await.map_err(|_| Error::WriterStopped)?
+    }
+
+    /// Queues a batch; the returned receiver yields its outcome once it is durable.
+    ///
+    /// # Errors
+    /// [`Error::WriterStopped`] when the writer is gone.
+    pub async fn submit(
+        &self,
+        collector: i64,
+        batch: Batch,
+    ) -> Result<oneshot::Receiver<Result<BatchOutcome>>> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Batch {
+            collector,
+            batch,
+            reply,
+        })
+        .await?;
+        Ok(answer)
+    }
+
+    /// Builds every window that is ready now; returns how many were built.
+    ///
+    /// # Errors
+    /// A database error, or the writer is gone.
+    pub async fn build_windows(&self) -> Result<u64> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::BuildWindows { reply }).await?;
+        answer.await.map_err(|_| Error::WriterStopped)?
+    }
+
+    async fn send(&self, request: Request) -> Result<()> {
+        self.requests
+            .send(request)
+            .await
+            .map_err(|_| Error::WriterStopped)
+    }
+}

@@ -1,0 +1,155 @@
+//! The ledger's SQLite schema.
+//!
+//! `readings` holds every accepted counter sample with the interval it closes (`from_ns`..`ts_ns`)
+//! and the amount counted in it (`delta`): raw facts an auditor can re-derive everything from.
+//! `window_jobs` / `window_hosts` hold the attribution of each built window.
+
+use rusqlite::Connection;
+
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = r"
+CREATE TABLE IF NOT EXISTS collectors (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    host TEXT NOT NULL,
+    software_version TEXT NOT NULL,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    -- Start of the first window not yet built (NULL: nothing built yet).
+    built_until_ns INTEGER
+);
+CREATE TABLE IF NOT EXISTS meters (
+    id INTEGER PRIMARY KEY,
+    collector INTEGER NOT NULL REFERENCES collectors(id),
+    meter_id TEXT NOT NULL,
+    kind INTEGER NOT NULL,
+    device TEXT NOT NULL,
+    counter_max INTEGER NOT NULL,
+    cpus TEXT NOT NULL,
+    method TEXT NOT NULL,
+    UNIQUE (collector, meter_id)
+);
+CREATE TABLE IF NOT EXISTS batches (
+    collector INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    received_ns INTEGER NOT NULL,
+    readings INTEGER NOT NULL,
+    rejected INTEGER NOT NULL,
+    PRIMARY KEY (collector, seq)
+) WITHOUT ROWID;
+-- step: 0 advanced, 1 wrapped, 2 reset; +8 when the interval is longer than max_sample_gap_s.
+CREATE TABLE IF NOT EXISTS readings (
+    meter INTEGER NOT NULL,
+    ts_ns INTEGER NOT NULL,
+    value INTEGER NOT NULL,
+    quality INTEGER NOT NULL,
+    method TEXT,
+    from_ns INTEGER,
+    delta INTEGER,
+    step INTEGER,
+    PRIMARY KEY (meter, ts_ns)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rejections (
+    collector INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    field TEXT NOT NULL,
+    meter_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    received_ns INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    job_id TEXT NOT NULL UNIQUE,
+    scheduler TEXT NOT NULL,
+    name TEXT NOT NULL,
+    user TEXT NOT NULL,
+    project TEXT NOT NULL,
+    kind INTEGER NOT NULL,
+    model TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS allocations (
+    collector INTEGER NOT NULL,
+    job INTEGER NOT NULL,
+    start_ns INTEGER NOT NULL,
+    end_ns INTEGER,
+    gpus TEXT NOT NULL,
+    cpus TEXT NOT NULL,
+    PRIMARY KEY (collector, job, start_ns)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS window_hosts (
+    collector INTEGER NOT NULL,
+    start_ns INTEGER NOT NULL,
+    it_mj INTEGER NOT NULL,
+    idle_mj INTEGER NOT NULL,
+    unattributed_mj INTEGER NOT NULL,
+    measured_mj INTEGER NOT NULL,
+    interpolated_mj INTEGER NOT NULL,
+    estimated_mj INTEGER NOT NULL,
+    PRIMARY KEY (collector, start_ns)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS window_jobs (
+    collector INTEGER NOT NULL,
+    start_ns INTEGER NOT NULL,
+    job INTEGER NOT NULL,
+    gpu_mj INTEGER NOT NULL,
+    cpu_mj INTEGER NOT NULL,
+    dram_mj INTEGER NOT NULL,
+    measured_mj INTEGER NOT NULL,
+    interpolated_mj INTEGER NOT NULL,
+    estimated_mj INTEGER NOT NULL,
+    gpu_ns INTEGER NOT NULL,
+    PRIMARY KEY (collector, start_ns, job)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS window_jobs_by_job ON window_jobs (job, start_ns);
+";
+
+/// Opens (creating if needed) the ledger with the durability Footprint promises: WAL, and
+/// `synchronous = FULL` so that a commit, and hence an ack, survives power loss.
+///
+/// # Errors
+/// The database cannot be opened or migrated.
+pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
+    let connection = Connection::open(path)?;
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    connection.pragma_update(None, "synchronous", "FULL")?;
+    connection.busy_timeout(std::time::Duration::from_secs(10))?;
+    connection.execute_batch(SCHEMA)?;
+    connection.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    Ok(connection)
+}
+
+/// A connection for queries; WAL lets it read while the writer writes.
+///
+/// # Errors
+/// The database cannot be opened.
+pub fn open_reader(path: &std::path::Path) -> rusqlite::Result<Connection> {
+    let connection = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    connection.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(connection)
+}
+
+/// Comma-separated list, the form device and CPU lists are stored in.
+pub fn join_list<T: ToString>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Inverse of [`join_list`] for strings.
+pub fn split_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Inverse of [`join_list`] for CPU numbers; unparsable items are skipped (they were written by
+/// [`join_list`] from `u32`s, so there are none).
+pub fn split_cpus(text: &str) -> Vec<u32> {
+    text.split(',').filter_map(|s| s.parse().ok()).collect()
+}

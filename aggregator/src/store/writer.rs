@@ -1,0 +1,714 @@
+//! The writer thread: validates, commits, replies, then builds the windows that became ready.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use footprint_core::counter::{self, CounterLimits, CounterSample};
+use footprint_core::window::WindowLength;
+use footprint_core::{Quality, UnixNanos};
+use footprint_proto::v1::{Allocation, Batch, Hello, MeterKind, Reading, Rejection};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use super::schema::{self, join_list};
+use super::{BatchOutcome, HelloAccepted, Request};
+use crate::config::{AggregatorConfig, PowerLimits};
+use crate::ledger::{self, HostLayout, LayoutMeter};
+use crate::metrics::AggregatorMetrics;
+use crate::{Error, Result};
+
+/// `readings.step` values.
+pub const STEP_ADVANCED: i64 = 0;
+pub const STEP_WRAPPED: i64 = 1;
+pub const STEP_RESET: i64 = 2;
+pub const STEP_GAP: i64 = 8;
+
+#[derive(Debug)]
+struct MeterState {
+    key: i64,
+    kind: MeterKind,
+    device: String,
+    cpus: Vec<u32>,
+    limits: CounterLimits,
+    last: Option<CounterSample>,
+}
+
+#[derive(Debug)]
+struct CollectorState {
+    name: String,
+    last_seq: u64,
+    meters: HashMap<String, MeterState>,
+    built_until: Option<i64>,
+}
+
+pub(super) struct WriterState {
+    connection: Connection,
+    window: WindowLength,
+    max_future_ns: i64,
+    max_gap_ns: i64,
+    limits: PowerLimits,
+    collectors: HashMap<i64, CollectorState>,
+    by_name: HashMap<String, i64>,
+    metrics: Arc<AggregatorMetrics>,
+}
+
+fn limits_for(kind: MeterKind, counter_max: u64, limits: &PowerLimits) -> CounterLimits {
+    // mJ per second is mW: W × 1000.
+    let max_rate_per_second = match kind {
+        MeterKind::GpuEnergy => limits.gpu_w * 1_000,
+        MeterKind::CpuPackageEnergy => limits.cpu_package_w * 1_000,
+        MeterKind::DramEnergy => limits.dram_w * 1_000,
+        MeterKind::OutletEnergy | MeterKind::HostEnergy => limits.host_w * 1_000,
+        MeterKind::SiteEnergy => limits.site_w.saturating_mul(1_000),
+        MeterKind::SiteWater => limits.site_water_ml_per_s,
+        MeterKind::Unspecified => 0,
+    };
+    CounterLimits {
+        max_value: if counter_max == 0 {
+            u64::MAX
+        } else {
+            counter_max
+        },
+        max_rate_per_second,
+    }
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn to_i64(value: u64) -> i64 {
+    // SQLite integers are signed 64-bit; counters above 2^63 are stored bit-for-bit.
+    value as i64
+}
+
+fn from_i64(value: i64) -> u64 {
+    value as u64
+}
+
+/// A rejected item, before it is numbered into the ack.
+struct Refusal {
+    index: usize,
+    meter_id: String,
+    field: String,
+    code: &'static str,
+    reason: String,
+}
+
+impl WriterState {
+    pub(super) fn open(
+        path: &Path,
+        config: &AggregatorConfig,
+        metrics: Arc<AggregatorMetrics>,
+    ) -> Result<Self> {
+        let connection = schema::open(path)?;
+        let mut state = Self {
+            connection,
+            window: WindowLength::from_seconds(config.window_seconds).unwrap_or_default(),
+            max_future_ns: i64::try_from(config.max_future_skew_s)
+                .unwrap_or(i64::MAX / 2_000_000_000)
+                * 1_000_000_000,
+            max_gap_ns: i64::try_from(config.max_sample_gap_s).unwrap_or(i64::MAX / 2_000_000_000)
+                * 1_000_000_000,
+            limits: config.limits.clone(),
+            collectors: HashMap::new(),
+            by_name: HashMap::new(),
+            metrics,
+        };
+        state.reload()?;
+        Ok(state)
+    }
+
+    /// Rebuilds the in-memory view (last seq, meters and their last readings) from the database.
+    fn reload(&mut self) -> Result<()> {
+        self.collectors.clear();
+        self.by_name.clear();
+        let mut statement = self
+            .connection
+            .prepare("SELECT id, name, last_seq, built_until_ns FROM collectors")?;
+        let rows = statement.query_map([], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, Option<i64>>(3)?,
+            ))
+        })?;
+        for row in rows {
+            let (key, name, last_seq, built_until) = row?;
+            self.by_name.insert(name.clone(), key);
+            self.collectors.insert(
+                key,
+                CollectorState {
+                    name,
+                    last_seq: from_i64(last_seq),
+                    meters: HashMap::new(),
+                    built_until,
+                },
+            );
+        }
+        drop(statement);
+        let mut statement = self.connection.prepare(
+            "SELECT m.id, m.collector, m.meter_id, m.kind, m.device, m.counter_max, m.cpus,
+                    (SELECT ts_ns FROM readings r WHERE r.meter = m.id ORDER BY ts_ns DESC LIMIT 1),
+                    (SELECT value FROM readings r WHERE r.meter = m.id ORDER BY ts_ns DESC LIMIT 1)
+             FROM meters m",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, i32>(3)?,
+                row.get::<_, String>(4)?,
+                row.get::<_, i64>(5)?,
+                row.get::<_, String>(6)?,
+                row.get::<_, Option<i64>>(7)?,
+                row.get::<_, Option<i64>>(8)?,
+            ))
+        })?;
+        for row in rows {
+            let (key, collector, meter_id, kind, device, counter_max, cpus, last_ts, last_value) =
+                row?;
+            let kind = MeterKind::try_from(kind).unwrap_or(MeterKind::Unspecified);
+            let last = last_ts.zip(last_value).map(|(at, value)| CounterSample {
+                value: from_i64(value),
+                at: UnixNanos(at),
+            });
+            if let Some(state) = self.collectors.get_mut(&collector) {
+                state.meters.insert(
+                    meter_id,
+                    MeterState {
+                        key,
+                        kind,
+                        device,
+                        cpus: schema::split_cpus(&cpus),
+                        limits: limits_for(kind, from_i64(counter_max), &self.limits),
+                        last,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn hello(&mut self, hello: &Hello) -> Result<HelloAccepted> {
+        let refuse = |reason: String| Error::Collector {
+            collector: hello.collector_id.clone(),
+            reason,
+        };
+        if hello.collector_id.trim().is_empty() {
+            return Err(refuse("hello.collector_id: must not be empty".into()));
+        }
+        if hello.host.trim().is_empty() {
+            return Err(refuse("hello.host: must not be empty".into()));
+        }
+        let mut seen = BTreeSet::new();
+        for (index, meter) in hello.meters.iter().enumerate() {
+            if meter.meter_id.trim().is_empty() {
+                return Err(refuse(format!(
+                    "hello.meters[{index}].meter_id: must not be empty"
+                )));
+            }
+            if !seen.insert(meter.meter_id.as_str()) {
+                return Err(refuse(format!(
+                    "hello.meters[{index}].meter_id: {:?} is announced twice",
+                    meter.meter_id
+                )));
+            }
+            if matches!(
+                MeterKind::try_from(meter.kind),
+                Err(_) | Ok(MeterKind::Unspecified)
+            ) {
+                return Err(refuse(format!(
+                    "hello.meters[{index}].kind: {} is not a known meter kind",
+                    meter.kind
+                )));
+            }
+        }
+        let existing: Option<(i64, String)> = self
+            .connection
+            .query_row(
+                "SELECT id, host FROM collectors WHERE name = ?1",
+                [&hello.collector_id],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        if let Some((_, host)) = &existing {
+            if *host != hello.host {
+                return Err(refuse(format!(
+                    "hello.host: this collector id is registered for host {host:?}, not {:?}",
+                    hello.host
+                )));
+            }
+        }
+        let transaction = self.connection.transaction()?;
+        let key = match existing {
+            Some((key, _)) => {
+                transaction.execute(
+                    "UPDATE collectors SET software_version = ?2 WHERE id = ?1",
+                    params![key, hello.software_version],
+                )?;
+                key
+            }
+            None => {
+                transaction.execute(
+                    "INSERT INTO collectors (name, host, software_version) VALUES (?1, ?2, ?3)",
+                    params![hello.collector_id, hello.host, hello.software_version],
+                )?;
+                transaction.last_insert_rowid()
+            }
+        };
+        for meter in &hello.meters {
+            transaction.execute(
+                "INSERT INTO meters (collector, meter_id, kind, device, counter_max, cpus, method)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (collector, meter_id) DO UPDATE SET
+                   kind = excluded.kind, device = excluded.device, counter_max = excluded.counter_max,
+                   cpus = excluded.cpus, method = excluded.method",
+                params![key, meter.meter_id, meter.kind, meter.device, to_i64(meter.counter_max), join_list(&meter.cpus), meter.method],
+            )?;
+        }
+        transaction.commit()?;
+        self.reload()?;
+        let last_durable_seq = self.collectors.get(&key).map_or(0, |c| c.last_seq);
+        info!(collector = %hello.collector_id, host = %hello.host, meters = hello.meters.len(), last_durable_seq, "Collector registered.");
+        Ok(HelloAccepted {
+            collector: key,
+            last_durable_seq,
+        })
+    }
+
+    /// Stores the acceptable part of a batch inside `transaction`.
+    fn apply_batch(
+        transaction: &Transaction<'_>,
+        collectors: &mut HashMap<i64, CollectorState>,
+        settings: (i64, i64, &AggregatorMetrics),
+        collector: i64,
+        batch: &Batch,
+        now: i64,
+    ) -> Result<BatchOutcome> {
+        let (max_future_ns, max_gap_ns, metrics) = settings;
+        let state = collectors
+            .get_mut(&collector)
+            .ok_or_else(|| Error::Collector {
+                collector: batch.collector_id.clone(),
+                reason: "not registered (no Hello on this stream)".into(),
+            })?;
+        if batch.seq <= state.last_seq {
+            metrics.batch("duplicate");
+            return Ok(BatchOutcome {
+                seq: batch.seq,
+                duplicate: true,
+                rejections: Vec::new(),
+            });
+        }
+        let mut refusals = Vec::new();
+        let mut insert_reading = transaction.prepare_cached(
+            "INSERT INTO readings (meter, ts_ns, value, quality, method, from_ns, delta, step) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        for (index, reading) in batch.readings.iter().enumerate() {
+            match check_reading(state, reading, now, max_future_ns) {
+                Err(refusal) => refusals.push(refusal.at(index)),
+                Ok((meter, sample, quality, moved)) => {
+                    let (from_ns, delta, step) = match moved {
+                        None => (None, None, None),
+                        Some((previous_at, step)) => {
+                            let mut code = match step {
+                                counter::CounterStep::Advanced { .. } => STEP_ADVANCED,
+                                counter::CounterStep::Wrapped { .. } => STEP_WRAPPED,
+                                counter::CounterStep::Reset { .. } => STEP_RESET,
+                            };
+                            if sample.at.0 - previous_at > max_gap_ns {
+                                code += STEP_GAP;
+                            }
+                            (Some(previous_at), Some(to_i64(step.delta())), Some(code))
+                        }
+                    };
+                    let method = (!reading.method.is_empty()).then_some(reading.method.as_str());
+                    insert_reading.execute(params![
+                        meter,
+                        sample.at.0,
+                        to_i64(sample.value),
+                        quality as i32,
+                        method,
+                        from_ns,
+                        delta,
+                        step
+                    ])?;
+                    metrics.readings_stored.inc();
+                }
+            }
+        }
+        for (index, allocation) in batch.allocations.iter().enumerate() {
+            if let Err(refusal) = store_allocation(
+                transaction,
+                state,
+                collector,
+                allocation,
+                now,
+                max_future_ns,
+            ) {
+                metrics.reject_allocation(refusal.code);
+                refusals.push(refusal.at(index));
+            }
+        }
+        let mut rejections = Vec::with_capacity(refusals.len());
+        for refusal in refusals {
+            if refusal.field.starts_with("readings") {
+                metrics.reject_reading(refusal.code);
+            }
+            warn!(collector = %state.name, seq = batch.seq, field = %refusal.field, meter = %refusal.meter_id, reason = %refusal.reason, "Rejected input.");
+            transaction.execute(
+                "INSERT INTO rejections (collector, seq, field, meter_id, reason, received_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![collector, to_i64(batch.seq), refusal.field, refusal.meter_id, refusal.reason, now],
+            )?;
+            rejections.push(Rejection {
+                index: u32::try_from(refusal.index).unwrap_or(u32::MAX),
+                meter_id: refusal.meter_id,
+                field: refusal.field,
+                reason: refusal.reason,
+            });
+        }
+        transaction.execute(
+            "INSERT INTO batches (collector, seq, received_ns, readings, rejected) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![collector, to_i64(batch.seq), now, batch.readings.len() as i64, rejections.len() as i64],
+        )?;
+        transaction.execute(
+            "UPDATE collectors SET last_seq = ?2 WHERE id = ?1",
+            params![collector, to_i64(batch.seq)],
+        )?;
+        state.last_seq = batch.seq;
+        metrics.batch("stored");
+        Ok(BatchOutcome {
+            seq: batch.seq,
+            duplicate: false,
+            rejections,
+        })
+    }
+
+    /// Commits a group of batches in one transaction and replies to each.
+    fn commit_group(
+        &mut self,
+        group: Vec<(
+            i64,
+            Batch,
+            tokio::sync::oneshot::Sender<Result<BatchOutcome>>,
+        )>,
+    ) -> BTreeSet<i64> {
+        let now = now_ns();
+        let mut touched = BTreeSet::new();
+        let outcome = (|| -> Result<Vec<Result<BatchOutcome>>> {
+            let transaction = self.connection.transaction()?;
+            let mut outcomes = Vec::with_capacity(group.len());
+            for (collector, batch, _) in &group {
+                let settings = (self.max_future_ns, self.max_gap_ns, &*self.metrics);
+                outcomes.push(Self::apply_batch(
+                    &transaction,
+                    &mut self.collectors,
+                    settings,
+                    *collector,
+                    batch,
+                    now,
+                ));
+                touched.insert(*collector);
+            }
+            transaction.commit()?;
+            Ok(outcomes)
+        })();
+        match outcome {
+            Ok(outcomes) => {
+                for ((_, _, reply), outcome) in group.into_iter().zip(outcomes) {
+                    let _ = reply.send(outcome);
+                }
+            }
+            Err(error) => {
+                error!(error = %error, batches = group.len(), "Commit failed; nothing of this group is acknowledged.");
+                // The in-memory view may hold readings that were rolled back: rebuild it.
+                if let Err(reload) = self.reload() {
+                    error!(error = %reload, "Could not reload the ledger state.");
+                }
+                for (_, _, reply) in group {
+                    let _ = reply.send(Err(Error::Server(format!("commit failed: {error}"))));
+                }
+                touched.clear();
+            }
+        }
+        touched
+    }
+
+    /// Builds every ready window of the given collectors.
+    fn build_windows(&mut self, collectors: impl IntoIterator<Item = i64>) -> Result<u64> {
+        let mut built = 0;
+        for collector in collectors {
+            let Some(state) = self.collectors.get_mut(&collector) else {
+                continue;
+            };
+            let meters: Vec<LayoutMeter> = state
+                .meters
+                .values()
+                .filter(|m| {
+                    matches!(
+                        m.kind,
+                        MeterKind::GpuEnergy | MeterKind::CpuPackageEnergy | MeterKind::DramEnergy
+                    )
+                })
+                .map(|m| LayoutMeter {
+                    key: m.key,
+                    kind: m.kind,
+                    device: m.device.clone(),
+                    cpus: m.cpus.clone(),
+                    last_ns: m.last.map(|s| s.at.0),
+                })
+                .collect();
+            let layout = HostLayout {
+                collector,
+                meters,
+                built_until: state.built_until,
+            };
+            let transaction = self.connection.transaction()?;
+            let progress = ledger::build_ready_windows(&transaction, &layout, self.window)?;
+            if let Some(until) = progress.built_until {
+                transaction.execute(
+                    "UPDATE collectors SET built_until_ns = ?2 WHERE id = ?1",
+                    params![collector, until],
+                )?;
+            }
+            transaction.commit()?;
+            state.built_until = progress.built_until.or(state.built_until);
+            self.metrics.windows_built.inc_by(progress.windows);
+            built += progress.windows;
+        }
+        Ok(built)
+    }
+}
+
+impl Refusal {
+    /// Places the refusal at item `index`: `readings[].value` becomes `readings[3].value`.
+    fn at(self, index: usize) -> Self {
+        Self {
+            index,
+            field: self.field.replacen("[]", &format!("[{index}]"), 1),
+            ..self
+        }
+    }
+}
+
+type Checked = (
+    i64,
+    CounterSample,
+    Quality,
+    Option<(i64, counter::CounterStep)>,
+);
+
+fn refusal(meter_id: &str, field: String, code: &'static str, reason: String) -> Refusal {
+    Refusal {
+        index: 0,
+        meter_id: meter_id.to_owned(),
+        field,
+        code,
+        reason,
+    }
+}
+
+/// Validates one reading against its meter's previous one; on success the meter's baseline moves.
+fn check_reading(
+    state: &mut CollectorState,
+    reading: &Reading,
+    now: i64,
+    max_future_ns: i64,
+) -> Result<Checked, Refusal> {
+    let field = |name: &str| format!("readings[].{name}");
+    let Some(meter) = state.meters.get_mut(&reading.meter_id) else {
+        return Err(refusal(
+            &reading.meter_id,
+            field("meter_id"),
+            "unknown_meter",
+            "unknown meter: not announced in this collector's Hello".into(),
+        ));
+    };
+    let quality = match footprint_proto::v1::Quality::try_from(reading.quality) {
+        Ok(footprint_proto::v1::Quality::Measured) => Quality::Measured,
+        Ok(footprint_proto::v1::Quality::Interpolated) => Quality::Interpolated,
+        Ok(footprint_proto::v1::Quality::Estimated) => Quality::Estimated,
+        _ => {
+            return Err(refusal(
+                &reading.meter_id,
+                field("quality"),
+                "bad_quality",
+                format!(
+                    "{} is not measured, interpolated or estimated",
+                    reading.quality
+                ),
+            ));
+        }
+    };
+    if reading.timestamp_ns > now.saturating_add(max_future_ns) {
+        return Err(refusal(
+            &reading.meter_id,
+            field("timestamp_ns"),
+            "future_timestamp",
+            format!(
+                "{} is more than {} s ahead of the aggregator's clock",
+                reading.timestamp_ns,
+                max_future_ns / 1_000_000_000
+            ),
+        ));
+    }
+    let sample = CounterSample {
+        value: reading.value,
+        at: UnixNanos(reading.timestamp_ns),
+    };
+    let moved = match meter.last {
+        None => {
+            if sample.value > meter.limits.max_value {
+                return Err(refusal(
+                    &reading.meter_id,
+                    field("value"),
+                    "above_maximum",
+                    format!(
+                        "{} is above the counter's maximum {}",
+                        sample.value, meter.limits.max_value
+                    ),
+                ));
+            }
+            None
+        }
+        Some(previous) => match counter::step(previous, sample, meter.limits) {
+            Ok(step) => Some((previous.at.0, step)),
+            Err(error) => {
+                return Err(refusal(
+                    &reading.meter_id,
+                    field(error.field()),
+                    error.code(),
+                    error.to_string(),
+                ));
+            }
+        },
+    };
+    meter.last = Some(sample);
+    Ok((meter.key, sample, quality, moved))
+}
+
+fn store_allocation(
+    transaction: &Transaction<'_>,
+    state: &CollectorState,
+    collector: i64,
+    allocation: &Allocation,
+    now: i64,
+    max_future_ns: i64,
+) -> Result<(), Refusal> {
+    let field = |name: &str| format!("allocations[].{name}");
+    let job = allocation.job.as_ref().filter(|j| !j.id.trim().is_empty());
+    let Some(job) = job else {
+        return Err(refusal(
+            "",
+            field("job.id"),
+            "missing_job",
+            "an allocation needs a job with an id".into(),
+        ));
+    };
+    if allocation.start_ns <= 0 || allocation.start_ns > now.saturating_add(max_future_ns) {
+        return Err(refusal(
+            "",
+            field("start_ns"),
+            "bad_time",
+            format!("{} is not a plausible start", allocation.start_ns),
+        ));
+    }
+    if allocation.end_ns != 0 && allocation.end_ns <= allocation.start_ns {
+        return Err(refusal(
+            "",
+            field("end_ns"),
+            "bad_time",
+            format!(
+                "{} is not after start_ns {}",
+                allocation.end_ns, allocation.start_ns
+            ),
+        ));
+    }
+    for gpu in &allocation.gpus {
+        let known = state
+            .meters
+            .values()
+            .any(|m| m.kind == MeterKind::GpuEnergy && m.device == *gpu);
+        if !known {
+            return Err(refusal(
+                "",
+                field("gpus"),
+                "unknown_device",
+                format!("{gpu:?} is not the device of any GPU meter of this collector"),
+            ));
+        }
+    }
+    let stored = (|| -> rusqlite::Result<()> {
+        let job_key: i64 = transaction.query_row(
+            "INSERT INTO jobs (job_id, scheduler, name, user, project, kind, model) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (job_id) DO UPDATE SET scheduler = excluded.scheduler, name = excluded.name, user = excluded.user,
+               project = excluded.project, kind = excluded.kind, model = excluded.model
+             RETURNING id",
+            params![job.id, job.scheduler, job.name, job.user, job.project, job.kind, job.model],
+            |row| row.get(0),
+        )?;
+        let mut cpus = allocation.cpus.clone();
+        cpus.sort_unstable();
+        cpus.dedup();
+        transaction.execute(
+            "INSERT INTO allocations (collector, job, start_ns, end_ns, gpus, cpus) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (collector, job, start_ns) DO UPDATE SET end_ns = excluded.end_ns, gpus = excluded.gpus, cpus = excluded.cpus",
+            params![collector, job_key, allocation.start_ns, (allocation.end_ns != 0).then_some(allocation.end_ns), join_list(&allocation.gpus), join_list(&cpus)],
+        )?;
+        Ok(())
+    })();
+    stored.map_err(|e| refusal("", field("job"), "storage", e.to_string()))
+}
+
+/// The writer thread's loop.
+pub(super) fn run(mut state: WriterState, mut requests: mpsc::Receiver<Request>, max_group: usize) {
+    let mut waiting: Option<Request> = None;
+    loop {
+        let Some(first) = waiting.take().or_else(|| requests.blocking_recv()) else {
+            break;
+        };
+        match first {
+            Request::Hello { hello, reply } => {
+                let _ = reply.send(state.hello(&hello));
+            }
+            Request::BuildWindows { reply } => {
+                let all: Vec<i64> = state.collectors.keys().copied().collect();
+                let _ = reply.send(state.build_windows(all));
+            }
+            Request::Batch {
+                collector,
+                batch,
+                reply,
+            } => {
+                let mut group = vec![(collector, batch, reply)];
+                while group.len() < max_group {
+                    match requests.try_recv() {
+                        Ok(Request::Batch {
+                            collector,
+                            batch,
+                            reply,
+                        }) => group.push((collector, batch, reply)),
+                        Ok(other) => {
+                            waiting = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let touched = state.commit_group(group);
+                if let Err(error) = state.build_windows(touched) {
+                    error!(error = %error, "Building windows failed; they will be retried after the next commit.");
+                }
+            }
+        }
+    }
+    info!("Ledger writer stopped.");
+}

@@ -1,0 +1,305 @@
+//! The ingest path over real gRPC on loopback: acks, rejections, duplicates, windows.
+
+use footprint_aggregator::{AggregatorConfig, RunningAggregator, server};
+use footprint_proto::v1::aggregator_message::Body as Down;
+use footprint_proto::v1::collector_message::Body as Up;
+use footprint_proto::v1::ingest_client::IngestClient;
+use footprint_proto::v1::{
+    Ack, Allocation, Batch, CollectorMessage, Hello, Job, JobKind, MeterInfo, MeterKind, Quality,
+    Reading,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+const SECOND: i64 = 1_000_000_000;
+/// 2024-11-01T00:00:00Z
+const T0: i64 = 1_730_419_200 * SECOND;
+
+async fn start() -> (RunningAggregator, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = AggregatorConfig::with_data_dir(dir.path().to_path_buf());
+    config.grpc_listen = "127.0.0.1:0".parse().unwrap();
+    config.http_listen = "127.0.0.1:0".parse().unwrap();
+    (server::start(&config).await.unwrap(), dir)
+}
+
+fn hello(host: &str) -> Hello {
+    Hello {
+        collector_id: "c1".into(),
+        host: host.into(),
+        software_version: "test".into(),
+        meters: vec![
+            MeterInfo {
+                meter_id: "gpu0".into(),
+                kind: MeterKind::GpuEnergy as i32,
+                device: "gpu0".into(),
+                ..Default::default()
+            },
+            MeterInfo {
+                meter_id: "gpu1".into(),
+                kind: MeterKind::GpuEnergy as i32,
+                device: "gpu1".into(),
+                ..Default::default()
+            },
+        ],
+    }
+}
+
+fn reading(meter: &str, value: u64, at: i64) -> Reading {
+    Reading {
+        meter_id: meter.into(),
+        value,
+        timestamp_ns: at,
+        quality: Quality::Measured as i32,
+        method: String::new(),
+    }
+}
+
+struct Session {
+    tx: mpsc::Sender<CollectorMessage>,
+    inbound: tonic::Streaming<footprint_proto::v1::AggregatorMessage>,
+}
+
+impl Session {
+    async fn open(
+        aggregator: &RunningAggregator,
+        hello: Hello,
+    ) -> Result<(Self, u64), tonic::Status> {
+        let mut client = IngestClient::connect(format!("http://{}", aggregator.grpc_addr))
+            .await
+            .unwrap();
+        let (tx, rx) = mpsc::channel(16);
+        tx.send(CollectorMessage {
+            body: Some(Up::Hello(hello)),
+        })
+        .await
+        .unwrap();
+        let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+        match inbound.message().await?.and_then(|m| m.body) {
+            Some(Down::Welcome(welcome)) => Ok((Self { tx, inbound }, welcome.last_durable_seq)),
+            other => panic!("expected Welcome, got {other:?}"),
+        }
+    }
+
+    async fn send(&mut self, batch: Batch) -> Ack {
+        self.tx
+            .send(CollectorMessage {
+                body: Some(Up::Batch(batch)),
+            })
+            .await
+            .unwrap();
+        match self.inbound.message().await.unwrap().and_then(|m| m.body) {
+            Some(Down::Ack(ack)) => ack,
+            other => panic!("expected Ack, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_readings_are_rejected_by_field_counted_and_the_rest_is_stored() {
+    let (aggregator, _dir) = start().await;
+    let (mut session, last) = Session::open(&aggregator, hello("host-a")).await.unwrap();
+    assert_eq!(last, 0);
+    let baseline = Batch {
+        collector_id: "c1".into(),
+        seq: 1,
+        readings: vec![
+            reading("gpu0", 1_000_000, T0),
+            reading("gpu1", 9_000_000_000, T0),
+        ],
+        allocations: vec![Allocation {
+            job: Some(Job {
+                id: "job-1".into(),
+                kind: JobKind::Training as i32,
+                ..Default::default()
+            }),
+            gpus: vec!["gpu0".into()],
+            cpus: vec![],
+            start_ns: T0,
+            end_ns: 0,
+        }],
+    };
+    let ack = session.send(baseline).await;
+    assert_eq!(
+        (ack.seq, ack.duplicate, ack.rejections.len()),
+        (1, false, 0)
+    );
+
+    let at = T0 + 10 * SECOND;
+    let mixed = Batch {
+        collector_id: "c1".into(),
+        seq: 2,
+        readings: vec![
+            reading("gpu0", 1_000_000 + 3_000_000, at), // 300 W for 10 s: fine
+            reading("gpu1", 8_000_000_000, at),         // fell by 1 GJ: not a wrap, not a reset
+            reading("gpu9", 1, at),                     // never announced
+            reading("gpu0", 1_000_000 + 3_000_000 + 60_000_000, at + 10 * SECOND), // 6 kW
+            reading(
+                "gpu0",
+                1_000_000 + 3_000_000 + 1,
+                now_ns() + 2 * 86_400 * SECOND,
+            ), // two days ahead
+        ],
+        allocations: vec![Allocation {
+            job: None,
+            gpus: vec![],
+            cpus: vec![],
+            start_ns: T0,
+            end_ns: 0,
+        }],
+    };
+    let ack = session.send(mixed).await;
+    let fields: Vec<(&str, &str)> = ack
+        .rejections
+        .iter()
+        .map(|r| (r.field.as_str(), r.meter_id.as_str()))
+        .collect();
+    assert_eq!(
+        fields,
+        vec![
+            ("readings[1].value", "gpu1"),
+            ("readings[2].meter_id", "gpu9"),
+            ("readings[3].value", "gpu0"),
+            ("readings[4].timestamp_ns", "gpu0"),
+            ("allocations[0].job.id", ""),
+        ]
+    );
+    assert!(
+        ack.rejections[0].reason.contains("went backwards"),
+        "{:?}",
+        ack.rejections[0]
+    );
+    assert!(
+        ack.rejections[2].reason.contains("limit"),
+        "{:?}",
+        ack.rejections[2]
+    );
+
+    // The same batch again is a duplicate: acknowledged, nothing stored twice.
+    let again = session
+        .send(Batch {
+            collector_id: "c1".into(),
+            seq: 2,
+            readings: vec![reading("gpu0", 99, at)],
+            allocations: vec![],
+        })
+        .await;
+    assert!(again.duplicate);
+
+    let metrics = http_get(aggregator.http_addr, "/metrics").await;
+    for line in [
+        "footprint_aggregator_readings_stored_total 3",
+        "footprint_aggregator_readings_rejected_total{reason=\"went_backwards\"} 1",
+        "footprint_aggregator_readings_rejected_total{reason=\"unknown_meter\"} 1",
+        "footprint_aggregator_readings_rejected_total{reason=\"implausible_rate\"} 1",
+        "footprint_aggregator_readings_rejected_total{reason=\"future_timestamp\"} 1",
+        "footprint_aggregator_allocations_rejected_total{reason=\"missing_job\"} 1",
+        "footprint_aggregator_batches_total{outcome=\"duplicate\"} 1",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
+
+    // gpu0 is still usable after its rejected readings: the baseline stayed at the last good one.
+    let later = T0 + 30 * SECOND;
+    let ack = session
+        .send(Batch {
+            collector_id: "c1".into(),
+            seq: 3,
+            readings: vec![
+                reading("gpu0", 1_000_000 + 9_000_000, later),
+                reading("gpu1", 9_000_000_000 + 2_000_000, later),
+            ],
+            allocations: vec![],
+        })
+        .await;
+    assert!(ack.rejections.is_empty(), "{:?}", ack.rejections);
+    aggregator.store.build_windows().await.unwrap();
+    let job = http_get(aggregator.http_addr, "/api/v1/jobs/job-1").await;
+    let job: serde_json::Value =
+        serde_json::from_str(job.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    // gpu0 counted 9 000 000 mJ from T0 to T0+30 s, all while job-1 held it.
+    assert_eq!(job["energy_mj"], 9_000_000, "{job}");
+    // T0..+10 s lies in one window (measured); +10..+30 s spans two, so its split between them
+    // assumes constant power (interpolated).
+    assert_eq!(job["energy_quality"]["measured_mj"], 3_000_000, "{job}");
+    assert_eq!(job["energy_quality"]["interpolated_mj"], 6_000_000, "{job}");
+    let facility = http_get(aggregator.http_addr, "/api/v1/facility").await;
+    let facility: serde_json::Value =
+        serde_json::from_str(facility.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let total = &facility["windows"][0];
+    assert_eq!(total["measured_mj"], 11_000_000, "{facility}");
+    assert_eq!(total["jobs_mj"], 9_000_000);
+    assert_eq!(total["idle_mj"], 2_000_000);
+    assert_eq!(total["unattributed_mj"], 0);
+    drop(session);
+    aggregator.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_second_host_claiming_a_collector_id_is_refused() {
+    let (aggregator, _dir) = start().await;
+    let (session, _) = Session::open(&aggregator, hello("host-a")).await.unwrap();
+    drop(session);
+    let refused = Session::open(&aggregator, hello("host-b"))
+        .await
+        .err()
+        .expect("another host must be refused");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused.message().contains("registered for host \"host-a\""),
+        "{}",
+        refused.message()
+    );
+    aggregator.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn welcome_reports_the_last_durable_sequence_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = AggregatorConfig::with_data_dir(dir.path().to_path_buf());
+    config.grpc_listen = "127.0.0.1:0".parse().unwrap();
+    config.http_listen = "127.0.0.1:0".parse().unwrap();
+    let aggregator = server::start(&config).await.unwrap();
+    let (mut session, _) = Session::open(&aggregator, hello("host-a")).await.unwrap();
+    for seq in 1..=3 {
+        let ack = session
+            .send(Batch {
+                collector_id: "c1".into(),
+                seq,
+                readings: vec![reading("gpu0", seq * 1000, T0 + seq as i64 * SECOND)],
+                allocations: vec![],
+            })
+            .await;
+        assert_eq!(ack.seq, seq);
+    }
+    drop(session);
+    aggregator.stop().await.unwrap();
+    let aggregator = server::start(&config).await.unwrap();
+    let (_, last) = Session::open(&aggregator, hello("host-a")).await.unwrap();
+    assert_eq!(last, 3);
+    aggregator.stop().await.unwrap();
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+}
+
+/// A minimal HTTP/1.1 GET over loopback (no client library needed for a test).
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+}
