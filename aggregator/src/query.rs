@@ -92,6 +92,23 @@ impl LedgerReader {
     }
 }
 
+/// Jobs of the ledger in an aggregator's data directory (all of them, or the one named), read
+/// directly: for tools on the same machine as a stopped or running aggregator.
+///
+/// # Errors
+/// [`Error::NotFound`] when the directory holds no ledger or the job is unknown.
+pub fn jobs_in_data_dir(dir: &std::path::Path, only: Option<&str>) -> Result<Vec<JobFootprint>> {
+    let path = dir.join(crate::store::LEDGER_FILE);
+    if !path.exists() {
+        return Err(Error::NotFound(format!("a ledger in {}", dir.display())));
+    }
+    let connection = schema::open_reader(&path)?;
+    match only {
+        Some(id) => Ok(vec![ledger::get_job(&connection, id)?]),
+        None => ledger::list_jobs(&connection, 0, 0, None),
+    }
+}
+
 pub(crate) fn status_of(error: Error) -> Status {
     match error {
         Error::NotFound(what) => Status::not_found(what),

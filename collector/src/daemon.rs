@@ -67,7 +67,9 @@ pub async fn run(
     shutdown: CancellationToken,
     stats: Arc<CollectorStats>,
 ) -> Result<()> {
-    let (clock, stop_at) = match &config.clock {
+    // A simulated clock's counters integrate from its configured start, so a replay gives the
+    // same counter values on every run; the wall clock's from now.
+    let (clock, origin, stop_at) = match &config.clock {
         Some(sim) => {
             let start = parse_timestamp(&sim.start).map_err(Error::Uplink)?;
             let stop = sim
@@ -76,11 +78,10 @@ pub async fn run(
                 .map(parse_timestamp)
                 .transpose()
                 .map_err(Error::Uplink)?;
-            (Clock::simulated(start, sim.speed), stop)
+            (Clock::simulated(start, sim.speed), start, stop)
         }
-        None => (Clock::Wall, None),
+        None => (Clock::Wall, wall_clock_now(), None),
     };
-    let origin = clock.now();
     let mut sources = build_sources(&config, origin)?;
     let hello = Hello {
         collector_id: config.collector_id().to_owned(),

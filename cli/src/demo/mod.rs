@@ -1,0 +1,236 @@
+//! `footprint demo`: a whole simulated site on loopback, on a simulated clock.
+//!
+//! Starts an aggregator (ledger in DATA_DIR) and one collector per simulated host plus the facility
+//! meter's, all in this process but talking real gRPC over 127.0.0.1. When the simulated span is
+//! over and every batch is acknowledged, it asks the aggregator's `Query` API for the facility
+//! total and the jobs, prints the per-job table and writes DATA_DIR/summary.json.
+
+pub mod site;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use footprint_aggregator::{AggregatorConfig, server};
+use footprint_collector::daemon::{self, CollectorStats};
+use footprint_collector::time::{format_timestamp, parse_timestamp};
+use footprint_core::UnixNanos;
+use footprint_exporters::summary::Summary;
+use footprint_exporters::table;
+use footprint_proto::v1::query_client::QueryClient;
+use footprint_proto::v1::{FacilityTotalsRequest, ListJobsRequest};
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio_util::sync::CancellationToken;
+
+use site::SitePlan;
+
+/// What `footprint demo` was asked to do.
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    pub data_dir: Option<PathBuf>,
+    pub hours: u32,
+    pub seed: u64,
+    pub speed: f64,
+    pub hosts: u32,
+    pub gpus_per_host: u32,
+    pub start: String,
+}
+
+pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
+    if options.hours == 0
+        || options.hosts == 0
+        || options.gpus_per_host < 2
+        || options.gpus_per_host % 2 != 0
+    {
+        bail!("--hours and --hosts must be above 0, --gpus-per-host even and at least 2");
+    }
+    let data_dir = match &options.data_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            if dir.join(footprint_aggregator::store::LEDGER_FILE).exists() {
+                bail!(
+                    "{} already holds a ledger; give the demo an empty or new directory",
+                    dir.display()
+                );
+            }
+            dir.clone()
+        }
+        None => tempfile::Builder::new()
+            .prefix("footprint-demo-")
+            .tempdir()?
+            .keep(),
+    };
+    println!("Footprint demo: data directory {}", data_dir.display());
+    let started = Instant::now();
+
+    let mut config = AggregatorConfig::with_data_dir(data_dir.clone());
+    config.grpc_listen = "127.0.0.1:0".parse()?;
+    config.http_listen = "127.0.0.1:0".parse()?;
+    let aggregator = server::start(&config)
+        .await
+        .context("starting the aggregator")?;
+    let endpoint = format!("http://{}", aggregator.grpc_addr);
+
+    let plan = SitePlan {
+        hosts: options.hosts,
+        gpus_per_host: options.gpus_per_host,
+        start: parse_timestamp(&options.start).map_err(anyhow::Error::msg)?,
+        hours: options.hours,
+        seed: options.seed,
+        speed: options.speed,
+        sample_interval_ms: 5_000,
+        samples_per_batch: 12,
+    };
+    let collectors = plan.collectors(&endpoint);
+    let config_dir = data_dir.join("config");
+    std::fs::create_dir_all(&config_dir)?;
+    for (name, collector) in &collectors {
+        std::fs::write(
+            config_dir.join(format!("{name}.toml")),
+            toml::to_string(collector)?,
+        )?;
+    }
+    let job_count: usize = plan
+        .hosts()
+        .iter()
+        .flat_map(|(_, h)| h.jobs.iter().map(|j| j.id.clone()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    println!(
+        "Simulating {} h from {} at {}x: {} hosts x {} GPUs, {} jobs, one facility meter; aggregator on {}",
+        plan.hours,
+        format_timestamp(plan.start),
+        plan.speed,
+        plan.hosts,
+        plan.gpus_per_host,
+        job_count,
+        aggregator.grpc_addr
+    );
+
+    let shutdown = CancellationToken::new();
+    let mut runs = Vec::new();
+    let mut stats = Vec::new();
+    for (name, collector) in collectors {
+        let collector_stats = Arc::new(CollectorStats::default());
+        stats.push(Arc::clone(&collector_stats));
+        let token = shutdown.clone();
+        runs.push((
+            name,
+            tokio::spawn(daemon::run(collector, token, collector_stats)),
+        ));
+    }
+
+    let span_s = u64::from(plan.hours) * 3_600;
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new(span_s)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:36} {percent:>3}% {msg}")?
+            .progress_chars("=> "),
+    );
+    let mut last_reported_decile = 0;
+    let interrupted = loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            () = crate::logging::stop_signal() => break true,
+        }
+        let slowest = stats
+            .iter()
+            .map(|s| s.last_tick_ns.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0);
+        let done_s = u64::try_from((slowest - plan.start.0).max(0) / 1_000_000_000)
+            .unwrap_or(0)
+            .min(span_s);
+        let readings: u64 = stats
+            .iter()
+            .map(|s| s.readings_sampled.load(Ordering::Relaxed))
+            .sum();
+        let per_second = readings as f64 / started.elapsed().as_secs_f64().max(1e-3);
+        let message = format!(
+            "{} · {readings} readings · {per_second:.0}/s",
+            format_timestamp(UnixNanos(slowest.max(plan.start.0)))
+        );
+        bar.set_position(done_s);
+        bar.set_message(message.clone());
+        let decile = done_s * 10 / span_s.max(1);
+        if bar.is_hidden() && decile > last_reported_decile {
+            last_reported_decile = decile;
+            eprintln!("  {:>3}% {message}", decile * 10);
+        }
+        if runs.iter().all(|(_, handle)| handle.is_finished()) {
+            break false;
+        }
+    };
+    if interrupted {
+        shutdown.cancel();
+        bar.abandon_with_message("interrupted; flushing what was read");
+    } else {
+        bar.finish_and_clear();
+    }
+    for (name, handle) in runs {
+        handle
+            .await
+            .context("collector task")?
+            .with_context(|| format!("collector {name}"))?;
+    }
+    let readings: u64 = stats
+        .iter()
+        .map(|s| s.readings_sampled.load(Ordering::Relaxed))
+        .sum();
+    aggregator
+        .store
+        .build_windows()
+        .await
+        .context("building the last windows")?;
+
+    let mut query = QueryClient::connect(endpoint.clone()).await?;
+    let facility = query
+        .facility_totals(FacilityTotalsRequest {
+            from_ns: plan.start.0,
+            to_ns: plan.end().0,
+            step_s: 0,
+        })
+        .await?
+        .into_inner()
+        .windows
+        .into_iter()
+        .next()
+        .context("the aggregator has no settled facility total")?;
+    let jobs = query
+        .list_jobs(ListJobsRequest {
+            from_ns: facility.start_ns,
+            to_ns: facility.end_ns,
+        })
+        .await?
+        .into_inner()
+        .jobs;
+    let summary = Summary::build(&facility, &jobs)?;
+    std::fs::write(data_dir.join("summary.json"), summary.to_json()?)?;
+    aggregator.stop().await?;
+    let wall = started.elapsed();
+
+    println!();
+    print!("{}", table::render_summary(&summary));
+    println!();
+    println!(
+        "Conservation: jobs + idle + unattributed - measured = {} mJ (measured: {})",
+        summary.imbalance_mj(),
+        summary.site.measured_method
+    );
+    println!(
+        "{readings} readings in {:.1} s ({:.0} readings/s); summary: {}",
+        wall.as_secs_f64(),
+        readings as f64 / wall.as_secs_f64().max(1e-3),
+        data_dir.join("summary.json").display()
+    );
+    if summary.imbalance_mj() != 0 {
+        bail!("the books do not balance: {} mJ", summary.imbalance_mj());
+    }
+    Ok(())
+}

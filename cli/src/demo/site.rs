@@ -1,0 +1,283 @@
+//! The simulated site of the demo: hosts, their jobs, and a facility meter, drawn from a seed.
+//!
+//! Each host has two halves of four GPUs (one per CPU package). Hosts 0 and 1 start with one
+//! distributed training job holding all their GPUs; every half then runs a random sequence of
+//! training jobs (all four GPUs), inference jobs (one or two GPUs) and idle gaps. Training GPUs
+//! draw the recorded power of BioHPC's H100 host (cbsugpu08), inference GPUs that of cbsugpu05,
+//! each job from a random hour of Nov–Dec 2024.
+
+use footprint_collector::config::{CollectorConfig, SimulatedClockConfig, SourceConfig};
+use footprint_collector::sources::replay::{ReplayConfig, ReplayJobConfig};
+use footprint_collector::sources::site_replay::SiteReplayConfig;
+use footprint_collector::time::format_timestamp;
+use footprint_collector::trace::PowerTrace;
+use footprint_core::UnixNanos;
+use footprint_core::rng::SplitMix64;
+
+const MINUTE_NS: i64 = 60_000_000_000;
+const HOUR_NS: i64 = 60 * MINUTE_NS;
+
+/// What the demo simulates.
+#[derive(Clone, Debug)]
+pub struct SitePlan {
+    pub hosts: u32,
+    pub gpus_per_host: u32,
+    pub start: UnixNanos,
+    pub hours: u32,
+    pub seed: u64,
+    pub speed: f64,
+    pub sample_interval_ms: u64,
+    pub samples_per_batch: u32,
+}
+
+const TRAINING_MODELS: [&str; 5] = [
+    "llama-3-70b",
+    "mistral-7b-ft",
+    "vit-h-14",
+    "whisper-large-ft",
+    "sdxl-ft",
+];
+const INFERENCE_MODELS: [&str; 4] = ["llama-3-8b-chat", "e5-embed", "whisper-asr", "bge-rerank"];
+const TEAMS: [(&str, &str); 4] = [
+    ("ana", "nlp"),
+    ("bo", "vision"),
+    ("chen", "speech"),
+    ("dee", "platform"),
+];
+
+fn pick<'a, T>(rng: &mut SplitMix64, items: &'a [T]) -> &'a T {
+    &items[rng.range(0, items.len() as u64) as usize]
+}
+
+/// A random trace hour label of `host` (the whole trace is eligible; playback cycles at its end).
+fn trace_start(rng: &mut SplitMix64, trace: &PowerTrace, host: &str) -> String {
+    let hours = trace.hours(host).unwrap_or(&[]);
+    hours
+        .get(rng.range(0, hours.len() as u64) as usize)
+        .map(|h| h.label.clone())
+        .unwrap_or_default()
+}
+
+fn cpulist(first: u32, count: u32) -> String {
+    if count == 0 {
+        String::new()
+    } else {
+        format!("{first}-{}", first + count - 1)
+    }
+}
+
+impl SitePlan {
+    pub fn end(&self) -> UnixNanos {
+        UnixNanos(self.start.0 + i64::from(self.hours) * HOUR_NS)
+    }
+
+    fn host_name(index: u32) -> String {
+        format!("gpu-node-{:02}", index + 1)
+    }
+
+    /// The replay configuration of every host.
+    pub fn hosts(&self) -> Vec<(String, ReplayConfig)> {
+        let trace = PowerTrace::embedded();
+        let mut rng = SplitMix64::new(self.seed);
+        let (start, end) = (self.start.0, self.end().0);
+        let half = (self.gpus_per_host / 2).max(1);
+        let cpus_per_gpu = 64 / self.gpus_per_host.max(1);
+        let mut job_number = 0u32;
+        let mut next_id = |prefix: &str| {
+            job_number += 1;
+            format!("{prefix}-{job_number:03}")
+        };
+        let distributed_end = (start + 12 * HOUR_NS).min(end);
+        let distributed_id = next_id("train");
+        let distributed_trace = trace_start(&mut rng, &trace, "cbsugpu08");
+        let mut hosts = Vec::new();
+        for host in 0..self.hosts {
+            let mut jobs = Vec::new();
+            let mut lane_start = start;
+            if host < 2 && self.hosts >= 2 {
+                jobs.push(ReplayJobConfig {
+                    id: distributed_id.clone(),
+                    name: "pretrain llama-3-70b (2 nodes)".into(),
+                    user: "ana".into(),
+                    project: "nlp".into(),
+                    kind: "training".into(),
+                    model: "llama-3-70b".into(),
+                    gpus: (0..self.gpus_per_host).collect(),
+                    cpus: cpulist(0, self.gpus_per_host * cpus_per_gpu),
+                    start: format_timestamp(UnixNanos(start)),
+                    end: format_timestamp(UnixNanos(distributed_end)),
+                    trace_host: "cbsugpu08".into(),
+                    trace_start: distributed_trace.clone(),
+                });
+                lane_start = distributed_end;
+            }
+            for lane in 0..(self.gpus_per_host / half) {
+                let lane_gpus: Vec<u32> = (lane * half..(lane + 1) * half).collect();
+                let mut at = lane_start;
+                while at < end {
+                    let roll = rng.unit();
+                    let minutes = |rng: &mut SplitMix64, low: u64, high: u64| {
+                        i64::try_from(rng.range(low, high)).unwrap_or(60) * MINUTE_NS
+                    };
+                    if roll < 0.15 {
+                        at += minutes(&mut rng, 20, 150);
+                        continue;
+                    }
+                    let (team, project) = *pick(&mut rng, &TEAMS);
+                    let training = roll < 0.55;
+                    let (duration, gpus) = if training {
+                        (minutes(&mut rng, 180, 720), lane_gpus.clone())
+                    } else {
+                        let count = rng.range(1, 3).min(lane_gpus.len() as u64) as usize;
+                        (minutes(&mut rng, 45, 360), lane_gpus[..count].to_vec())
+                    };
+                    let job_end = (at + duration).min(end);
+                    let (id, model, trace_host) = if training {
+                        (
+                            next_id("train"),
+                            *pick(&mut rng, &TRAINING_MODELS),
+                            "cbsugpu08",
+                        )
+                    } else {
+                        (
+                            next_id("infer"),
+                            *pick(&mut rng, &INFERENCE_MODELS),
+                            "cbsugpu05",
+                        )
+                    };
+                    jobs.push(ReplayJobConfig {
+                        name: format!("{} {model}", if training { "train" } else { "serve" }),
+                        id,
+                        user: team.into(),
+                        project: project.into(),
+                        kind: if training { "training" } else { "inference" }.into(),
+                        model: model.into(),
+                        cpus: cpulist(gpus[0] * cpus_per_gpu, gpus.len() as u32 * cpus_per_gpu),
+                        gpus,
+                        start: format_timestamp(UnixNanos(at)),
+                        end: format_timestamp(UnixNanos(job_end)),
+                        trace_host: trace_host.into(),
+                        trace_start: trace_start(&mut rng, &trace, trace_host),
+                    });
+                    at = job_end;
+                }
+            }
+            hosts.push((
+                Self::host_name(host),
+                ReplayConfig {
+                    trace: None,
+                    gpus: self.gpus_per_host,
+                    cpus: 64,
+                    cpu_packages: 2,
+                    gpu_idle_w: 58.0,
+                    cpu_idle_w: 45.0,
+                    cpu_core_w: 3.5,
+                    dram_idle_w: 6.0,
+                    dram_core_w: 0.4,
+                    rapl_counter_max_mj: 262_143_328,
+                    counter_start_mj: rng.range(0, 1_000_000_000),
+                    jobs,
+                },
+            ));
+        }
+        hosts
+    }
+
+    fn collector(&self, name: &str, aggregator: &str, source: SourceConfig) -> CollectorConfig {
+        CollectorConfig {
+            collector_id: Some(name.to_owned()),
+            host: name.to_owned(),
+            aggregator: aggregator.to_owned(),
+            sample_interval_ms: self.sample_interval_ms,
+            samples_per_batch: self.samples_per_batch,
+            max_pending_batches: 10_000,
+            flush_timeout_s: 60,
+            clock: Some(SimulatedClockConfig {
+                start: format_timestamp(self.start),
+                speed: self.speed,
+                stop_at: Some(format_timestamp(self.end())),
+            }),
+            sources: vec![source],
+        }
+    }
+
+    /// One collector config per host plus the facility meter's, named.
+    pub fn collectors(&self, aggregator: &str) -> Vec<(String, CollectorConfig)> {
+        let hosts = self.hosts();
+        let site = SiteReplayConfig {
+            meter_id: "site-main".into(),
+            base_w: 400.0,
+            pue_by_hour: vec![
+                1.12, 1.115, 1.11, 1.11, 1.115, 1.12, 1.13, 1.15, 1.18, 1.21, 1.24, 1.27, 1.29,
+                1.30, 1.30, 1.29, 1.27, 1.24, 1.21, 1.18, 1.16, 1.14, 1.13, 1.125,
+            ],
+            counter_start_mj: 7_200_000_000_000,
+            hosts: hosts.iter().map(|(_, config)| config.clone()).collect(),
+        };
+        let mut collectors: Vec<(String, CollectorConfig)> = hosts
+            .into_iter()
+            .map(|(name, replay)| {
+                let config = self.collector(&name, aggregator, SourceConfig::Replay(replay));
+                (name, config)
+            })
+            .collect();
+        collectors.push((
+            "site-meter".to_owned(),
+            self.collector("site-meter", aggregator, SourceConfig::SiteReplay(site)),
+        ));
+        collectors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(seed: u64) -> SitePlan {
+        SitePlan {
+            hosts: 4,
+            gpus_per_host: 8,
+            start: UnixNanos(1_730_678_400_000_000_000),
+            hours: 24,
+            seed,
+            speed: 1440.0,
+            sample_interval_ms: 5_000,
+            samples_per_batch: 12,
+        }
+    }
+
+    #[test]
+    fn every_generated_collector_config_validates_after_a_toml_round_trip() {
+        for (name, config) in plan(7).collectors("http://127.0.0.1:1") {
+            let text = toml::to_string(&config).unwrap();
+            let loaded =
+                CollectorConfig::from_toml(&text).unwrap_or_else(|e| panic!("{name}: {e}\n{text}"));
+            assert_eq!(loaded.host, name);
+        }
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_site_and_another_seed_another() {
+        let a = toml::to_string(&plan(1).collectors("http://x:1")[0].1).unwrap();
+        let b = toml::to_string(&plan(1).collectors("http://x:1")[0].1).unwrap();
+        let c = toml::to_string(&plan(2).collectors("http://x:1")[0].1).unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn there_are_training_and_inference_jobs_and_one_spans_two_hosts() {
+        let hosts = plan(42).hosts();
+        let jobs: Vec<&ReplayJobConfig> = hosts.iter().flat_map(|(_, h)| &h.jobs).collect();
+        assert!(jobs.iter().any(|j| j.kind == "training"));
+        assert!(jobs.iter().any(|j| j.kind == "inference"));
+        let first = &jobs[0].id;
+        assert_eq!(
+            hosts
+                .iter()
+                .filter(|(_, h)| h.jobs.iter().any(|j| &j.id == first))
+                .count(),
+            2
+        );
+    }
+}

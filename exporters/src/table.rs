@@ -1,0 +1,204 @@
+//! Plain-text tables of jobs, for terminals.
+
+use crate::summary::{JobLine, Summary};
+
+const MJ_PER_KWH: f64 = 3_600_000_000.0;
+const HEADER: [&str; 7] = ["JOB", "KIND", "MODEL", "HOSTS", "GPU-h", "kWh", "SITE"];
+/// Columns holding text (left-aligned); the others hold figures (right-aligned).
+const TEXT_COLUMNS: usize = 3;
+
+fn kwh(mj: i128) -> String {
+    format!("{:.2}", mj as f64 / MJ_PER_KWH)
+}
+
+fn percent(part: i128, whole: u64) -> String {
+    if whole == 0 {
+        return "-".to_owned();
+    }
+    format!("{:.1}%", part as f64 * 100.0 / whole as f64)
+}
+
+fn job_row(job: &JobLine, site_mj: u64) -> Vec<String> {
+    vec![
+        job.id.clone(),
+        job.kind.clone(),
+        job.model.clone(),
+        job.hosts.len().to_string(),
+        format!("{:.1}", job.gpu_hours),
+        kwh(i128::from(job.energy_mj)),
+        percent(i128::from(job.energy_mj), site_mj),
+    ]
+}
+
+fn total_row(label: &str, gpu_hours: Option<f64>, mj: i128, site_mj: u64) -> Vec<String> {
+    let mut row = vec![
+        label.to_owned(),
+        String::new(),
+        String::new(),
+        String::new(),
+    ];
+    row.push(gpu_hours.map(|h| format!("{h:.1}")).unwrap_or_default());
+    row.push(kwh(mj));
+    row.push(percent(mj, site_mj));
+    row
+}
+
+/// Lays out rows in aligned columns, with a rule after each index in `rules_after`.
+fn layout(rows: &[Vec<String>], rules_after: &[usize]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut widths = vec![0usize; columns];
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for (index, row) in rows.iter().enumerate() {
+        let mut line = String::new();
+        for (column, (cell, width)) in row.iter().zip(&widths).enumerate() {
+            let width = *width;
+            if column < TEXT_COLUMNS {
+                line.push_str(&format!("{cell:<width$}  "));
+            } else {
+                line.push_str(&format!("{cell:>width$}  "));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+        if rules_after.contains(&index) {
+            out.push_str(&"-".repeat(widths.iter().sum::<usize>() + 2 * columns.saturating_sub(1)));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn header() -> Vec<String> {
+    HEADER.iter().map(|h| (*h).to_owned()).collect()
+}
+
+/// The per-job table of a summary, with idle, unattributed and the site total below it.
+pub fn render_summary(summary: &Summary) -> String {
+    let site = summary.site.measured_mj;
+    let mut rows = vec![header()];
+    rows.extend(summary.jobs.iter().map(|job| job_row(job, site)));
+    let jobs_total: i128 = summary.jobs.iter().map(|j| i128::from(j.energy_mj)).sum();
+    let gpu_hours: f64 = summary.jobs.iter().map(|j| j.gpu_hours).sum();
+    rows.push(total_row(
+        &format!("all {} jobs", summary.jobs.len()),
+        Some(gpu_hours),
+        jobs_total,
+        site,
+    ));
+    rows.push(total_row(
+        "idle devices",
+        None,
+        i128::from(summary.idle_mj),
+        site,
+    ));
+    rows.push(total_row(
+        "unattributed",
+        None,
+        i128::from(summary.unattributed_mj),
+        site,
+    ));
+    rows.push(total_row("site (measured)", None, i128::from(site), site));
+    layout(&rows, &[0, summary.jobs.len()])
+}
+
+/// A table of jobs (no site share).
+pub fn render_jobs(jobs: &[JobLine]) -> String {
+    let mut rows = vec![header()];
+    rows.extend(jobs.iter().map(|job| job_row(job, 0)));
+    layout(&rows, &[0])
+}
+
+/// One job in detail: energy by resource and by how it was obtained.
+pub fn render_job(job: &JobLine) -> String {
+    let kwh_of = |mj: u64| kwh(i128::from(mj));
+    let mut out = String::new();
+    out.push_str(&format!(
+        "job        {} ({}, {})\n",
+        job.id,
+        job.kind,
+        if job.name.is_empty() { "-" } else { &job.name }
+    ));
+    out.push_str(&format!(
+        "model      {}\n",
+        if job.model.is_empty() {
+            "-"
+        } else {
+            &job.model
+        }
+    ));
+    out.push_str(&format!("owner      {} / {}\n", job.user, job.project));
+    out.push_str(&format!("hosts      {}\n", job.hosts.join(", ")));
+    out.push_str(&format!("GPU-hours  {:.2}\n", job.gpu_hours));
+    out.push_str(&format!(
+        "energy     {} kWh = GPU {} + CPU {} + DRAM {}\n",
+        kwh_of(job.energy_mj),
+        kwh_of(job.gpu_energy_mj),
+        kwh_of(job.cpu_energy_mj),
+        kwh_of(job.dram_energy_mj)
+    ));
+    out.push_str(&format!(
+        "obtained   measured {} kWh, interpolated {} kWh, estimated {} kWh\n",
+        kwh_of(job.measured_mj),
+        kwh_of(job.interpolated_mj),
+        kwh_of(job.estimated_mj)
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::summary::SiteTotals;
+
+    #[test]
+    fn summary_table_lists_jobs_then_the_books() {
+        let job = JobLine {
+            id: "train-001".into(),
+            name: String::new(),
+            kind: "training".into(),
+            model: "llama".into(),
+            user: "ana".into(),
+            project: "nlp".into(),
+            hosts: vec!["a".into(), "b".into()],
+            energy_mj: 7_200_000_000,
+            gpu_energy_mj: 7_200_000_000,
+            cpu_energy_mj: 0,
+            dram_energy_mj: 0,
+            measured_mj: 7_200_000_000,
+            interpolated_mj: 0,
+            estimated_mj: 0,
+            gpu_hours: 16.0,
+            share_of_site: 0.5,
+        };
+        let summary = Summary {
+            site: SiteTotals {
+                measured_mj: 14_400_000_000,
+                measured_method: "m".into(),
+                it_mj: 0,
+                start_ns: 0,
+                end_ns: 0,
+            },
+            idle_mj: 3_600_000_000,
+            unattributed_mj: 3_600_000_000,
+            jobs: vec![job],
+        };
+        let text = render_summary(&summary);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("JOB"));
+        assert!(
+            lines[2].starts_with("train-001") && lines[2].ends_with("16.0  2.00  50.0%"),
+            "{text}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("site (measured)") && l.ends_with("4.00  100.0%")),
+            "{text}"
+        );
+    }
+}
