@@ -1,0 +1,147 @@
+//! The README's main command, `footprint demo`, and the example configs in `deploy/`.
+
+use std::path::Path;
+use std::process::Command;
+
+fn repository() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+#[test]
+fn demo_writes_a_summary_whose_books_balance_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("demo");
+    let output = Command::new(env!("CARGO_BIN_EXE_footprint"))
+        .args([
+            "demo",
+            "--hours",
+            "3",
+            "--seed",
+            "7",
+            "--speed",
+            "1000000",
+            "--data-dir",
+        ])
+        .arg(&data_dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("site (measured)"), "{stdout}");
+
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data_dir.join("summary.json")).unwrap()).unwrap();
+    let measured = summary["site"]["measured_mj"].as_i64().unwrap();
+    let idle = summary["idle_mj"].as_i64().unwrap();
+    let unattributed = summary["unattributed_mj"].as_i64().unwrap();
+    let jobs: Vec<&serde_json::Value> = summary["jobs"].as_array().unwrap().iter().collect();
+    let jobs_total: i64 = jobs.iter().map(|j| j["energy_mj"].as_i64().unwrap()).sum();
+    assert!(jobs.len() >= 3 && measured > 0, "{summary}");
+    assert_eq!(jobs_total + idle + unattributed, measured, "{summary}");
+    // The facility meter sees the IT load times a PUE above 1: overhead is positive, not hidden.
+    assert!(unattributed > 0 && summary["site"]["it_mj"].as_i64().unwrap() < measured);
+    assert!(
+        jobs.iter().any(|j| j["kind"] == "training")
+            && jobs.iter().any(|j| j["kind"] == "inference")
+    );
+    // Nothing outside DATA_DIR: the ledger, the generated configs and the summary are all there.
+    assert!(
+        data_dir.join("footprint.sqlite").exists()
+            && data_dir.join("config/site-meter.toml").exists()
+    );
+
+    // The ledger answers the jobs command afterwards, as JSON, with the same totals.
+    let listed = Command::new(env!("CARGO_BIN_EXE_footprint"))
+        .args(["jobs", "--json", "--data-dir"])
+        .arg(&data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let listed_total: i64 = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["energy_mj"].as_i64().unwrap())
+        .sum();
+    assert_eq!(listed_total, jobs_total);
+}
+
+#[test]
+fn demo_refuses_a_directory_that_already_holds_a_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("footprint.sqlite"), b"").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_footprint"))
+        .args(["demo", "--hours", "1", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("already holds a ledger"));
+}
+
+#[test]
+fn every_example_config_loads() {
+    let examples = repository().join("deploy/examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let flag = if name.starts_with("aggregator") {
+            "--aggregator"
+        } else {
+            "--collector"
+        };
+        let output = Command::new(env!("CARGO_BIN_EXE_footprint"))
+            .args(["check-config", flag])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 2, "examples missing in {}", examples.display());
+}
+
+#[test]
+fn a_config_typo_fails_at_start_with_the_key_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("collector.toml");
+    std::fs::write(
+        &path,
+        "host = 'h'\n[[sources]]\ntype = 'replay'\ngpus = 2\ngpu_idel_w = 50.0\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_footprint-collector"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("sources[0]") && stderr.contains("gpu_idel_w"),
+        "{stderr}"
+    );
+
+    std::fs::write(&path, "data_dir = '/tmp/x'\nwindow_seconds = 0\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_footprint-aggregator"))
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("window_seconds:"));
+}

@@ -1,0 +1,342 @@
+//! End to end: a real `footprint-aggregator` and two real `footprint-collector` processes on
+//! loopback, replaying the embedded BioHPC trace on a simulated clock. The ledger's figures are
+//! checked against the trace integrated here, independently of the collector's code.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use footprint_proto::v1::query_client::QueryClient;
+use footprint_proto::v1::{FacilityTotalsRequest, GetJobRequest};
+
+const SECOND_NS: i64 = 1_000_000_000;
+/// 2024-11-04T00:00:00Z
+const T0: i64 = 1_730_678_400 * SECOND_NS;
+const HOURS: i64 = 2;
+
+/// Kills the process when the test ends, whatever happens.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Hourly power of a trace host in mW, parsed here with nothing from the collector crate.
+fn trace_rows(host: &str) -> Vec<(String, u128)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../collector/traces/biohpc_gpu_power_2024_nov_dec.csv");
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(',').collect();
+            (fields[1] == host).then(|| {
+                (
+                    fields[0].to_owned(),
+                    (fields[2].parse::<f64>().unwrap() * 1000.0).round() as u128,
+                )
+            })
+        })
+        .collect()
+}
+
+/// A job in the test's own terms.
+struct PlannedJob {
+    id: &'static str,
+    start_s: i64,
+    end_s: i64,
+    trace_host: &'static str,
+    trace_start: &'static str,
+}
+
+/// Energy in mJ of a GPU over `[T0 + from_s, T0 + to_s)`: the job's trace hours while it runs, the
+/// idle power otherwise. Every duration is whole seconds, so mW × s is exact in mJ.
+fn gpu_energy_mj(job: Option<&PlannedJob>, idle_mw: u128, from_s: i64, to_s: i64) -> u128 {
+    let rows = job
+        .map(|job| trace_rows(job.trace_host))
+        .unwrap_or_default();
+    let first = job.map_or(0, |job| {
+        rows.iter()
+            .position(|(label, _)| label == job.trace_start)
+            .unwrap()
+    });
+    let mut energy = 0u128;
+    for second in from_s..to_s {
+        energy += match job {
+            Some(job) if (job.start_s..job.end_s).contains(&second) => {
+                rows[first + ((second - job.start_s) / 3600) as usize].1
+            }
+            _ => idle_mw,
+        };
+    }
+    energy
+}
+
+fn collector_config(host: &str, endpoint: &str, body: &str) -> String {
+    format!(
+        r#"
+host = "{host}"
+aggregator = "{endpoint}"
+sample_interval_ms = 5000
+samples_per_batch = 6
+flush_timeout_s = 60
+
+[clock]
+start = "2024-11-04T00:00:00Z"
+speed = 3600.0
+stop_at = "2024-11-04T02:00:00Z"
+
+[[sources]]
+type = "replay"
+cpus = 8
+cpu_packages = 2
+gpu_idle_w = 50.0
+cpu_idle_w = 40.0
+cpu_core_w = 5.0
+dram_idle_w = 4.0
+dram_core_w = 0.5
+# Small and starting just below the maximum, so the RAPL counters wrap many times.
+rapl_counter_max_mj = 20000000
+counter_start_mj = 19990000
+{body}
+"#
+    )
+}
+
+const TRAIN: PlannedJob = PlannedJob {
+    id: "dist-train",
+    start_s: 600,
+    end_s: 6000,
+    trace_host: "cbsugpu08",
+    trace_start: "2024-12-02T00:00:00",
+};
+const INFER: PlannedJob = PlannedJob {
+    id: "infer-a",
+    start_s: 0,
+    end_s: 7200,
+    trace_host: "cbsugpu05",
+    trace_start: "2024-11-20T06:00:00",
+};
+
+fn job_table(job: &PlannedJob, gpus: &str, cpus: &str, kind: &str) -> String {
+    let at = |s: i64| {
+        let minutes = s / 60;
+        format!("2024-11-04T{:02}:{:02}:00Z", minutes / 60, minutes % 60)
+    };
+    format!(
+        "[[sources.jobs]]\nid = \"{}\"\nkind = \"{kind}\"\ngpus = {gpus}\ncpus = \"{cpus}\"\nstart = \"{}\"\nend = \"{}\"\ntrace_host = \"{}\"\ntrace_start = \"{}\"\n",
+        job.id,
+        at(job.start_s),
+        at(job.end_s),
+        job.trace_host,
+        job.trace_start
+    )
+}
+
+/// Energy in mJ of a RAPL package/DRAM meter: `idle + per_core × held cores`, integrated.
+fn cpu_energy_mj(idle_mw: u128, core_mw: u128, holdings: &[(i64, i64, u128)], span_s: i64) -> u128 {
+    (0..span_s)
+        .map(|second| {
+            idle_mw
+                + core_mw
+                    * holdings
+                        .iter()
+                        .filter(|(s, e, _)| (*s..*e).contains(&second))
+                        .map(|(_, _, n)| n)
+                        .sum::<u128>()
+        })
+        .sum()
+}
+
+#[test]
+fn collectors_and_aggregator_processes_account_for_every_millijoule_of_the_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let aggregator_config = dir.path().join("aggregator.toml");
+    std::fs::write(
+        &aggregator_config,
+        format!(
+            "data_dir = {:?}\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n",
+            dir.path().join("ledger")
+        ),
+    )
+    .unwrap();
+    let mut aggregator = Running(
+        Command::new(env!("CARGO_BIN_EXE_footprint-aggregator"))
+            .arg("--config")
+            .arg(&aggregator_config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(aggregator.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addresses: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    let endpoint = format!("http://{}", addresses["grpc"].as_str().unwrap());
+
+    // Host A: 3 GPUs; the distributed job holds gpu0-1 and cores 0-3, an inference job gpu2 and core 4.
+    let host_a = collector_config(
+        "host-a",
+        &endpoint,
+        &format!(
+            "gpus = 3\n{}{}",
+            job_table(&TRAIN, "[0, 1]", "0-3", "training"),
+            job_table(&INFER, "[2]", "4", "inference")
+        ),
+    );
+    // Host B: 2 GPUs, both and every core held by the distributed job.
+    let host_b = collector_config(
+        "host-b",
+        &endpoint,
+        &format!(
+            "gpus = 2\n{}",
+            job_table(&TRAIN, "[0, 1]", "0-7", "training")
+        ),
+    );
+    let mut collectors = Vec::new();
+    for (name, text) in [("host-a", host_a), ("host-b", host_b)] {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        collectors.push((
+            name,
+            Running(
+                Command::new(env!("CARGO_BIN_EXE_footprint-collector"))
+                    .arg("--config")
+                    .arg(&path)
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap(),
+            ),
+        ));
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for (name, collector) in &mut collectors {
+        loop {
+            if let Some(status) = collector.0.try_wait().unwrap() {
+                let mut log = String::new();
+                std::io::Read::read_to_string(collector.0.stderr.as_mut().unwrap(), &mut log)
+                    .unwrap();
+                assert!(status.success(), "collector {name} failed: {status}\n{log}");
+                assert!(
+                    !log.contains("rejected"),
+                    "collector {name} had readings rejected:\n{log}"
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "collector {name} did not finish in time"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (train, infer, facility) = runtime.block_on(async {
+        let mut query = QueryClient::connect(endpoint.clone()).await.unwrap();
+        let train = query
+            .get_job(GetJobRequest {
+                id: "dist-train".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let infer = query
+            .get_job(GetJobRequest {
+                id: "infer-a".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let facility = query
+            .facility_totals(FacilityTotalsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        (train, infer, facility)
+    });
+
+    let span = HOURS * 3600;
+    // Four GPUs of the distributed job (two per host) drew the H100 trace while it ran.
+    let train_gpu = 4 * gpu_energy_mj(Some(&TRAIN), 50_000, 0, span)
+        - 4 * gpu_energy_mj(None, 50_000, 0, TRAIN.start_s)
+        - 4 * gpu_energy_mj(None, 50_000, TRAIN.end_s, span);
+    assert_eq!(
+        u128::from(train.gpu_energy_mj),
+        train_gpu,
+        "GPU energy of dist-train"
+    );
+    assert_eq!(
+        u128::from(infer.gpu_energy_mj),
+        gpu_energy_mj(Some(&INFER), 50_000, 0, span),
+        "GPU energy of infer-a"
+    );
+    assert_eq!(train.hosts, vec!["host-a".to_owned(), "host-b".to_owned()]);
+    assert!(
+        (train.gpu_hours - 4.0 * 1.5).abs() < 1e-9,
+        "{}",
+        train.gpu_hours
+    );
+    for job in [&train, &infer] {
+        assert!(job.cpu_energy_mj > 0 && job.dram_energy_mj > 0, "{job:?}");
+        assert_eq!(
+            job.energy_mj,
+            job.gpu_energy_mj + job.cpu_energy_mj + job.dram_energy_mj
+        );
+        let quality = job.energy_quality.unwrap();
+        assert_eq!(
+            quality.measured_mj + quality.interpolated_mj + quality.estimated_mj,
+            job.energy_mj
+        );
+    }
+
+    // Every meter's energy, integrated here: GPUs (idle outside their job) and the RAPL packages,
+    // whose counters wrapped many times on the way.
+    let gpus = 4
+        * (gpu_energy_mj(None, 50_000, 0, TRAIN.start_s)
+            + gpu_energy_mj(None, 50_000, TRAIN.end_s, span))
+        + train_gpu
+        + gpu_energy_mj(Some(&INFER), 50_000, 0, span);
+    let a_package_0 = [(TRAIN.start_s, TRAIN.end_s, 4u128)];
+    let a_package_1 = [(0, span, 1u128)];
+    let b_package = [(TRAIN.start_s, TRAIN.end_s, 4u128)];
+    let rapl: u128 = [
+        &a_package_0[..],
+        &a_package_1[..],
+        &b_package[..],
+        &b_package[..],
+    ]
+    .iter()
+    .map(|held| cpu_energy_mj(40_000, 5_000, held, span) + cpu_energy_mj(4_000, 500, held, span))
+    .sum();
+    assert_eq!(facility.windows.len(), 1, "{facility:?}");
+    let total = &facility.windows[0];
+    assert_eq!((total.start_ns, total.end_ns), (T0, T0 + span * SECOND_NS));
+    assert_eq!(
+        u128::from(total.it_mj),
+        gpus + rapl,
+        "IT energy of all meters"
+    );
+    assert_eq!(
+        total.measured_mj, total.it_mj,
+        "no site meter: measured is the IT total"
+    );
+    assert_eq!(total.unattributed_mj, 0);
+    assert_eq!(total.jobs_mj + total.idle_mj, total.measured_mj);
+    let by_job: BTreeMap<&str, u64> = [
+        ("dist-train", train.energy_mj),
+        ("infer-a", infer.energy_mj),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(by_job.values().sum::<u64>(), total.jobs_mj);
+    drop(aggregator);
+}
