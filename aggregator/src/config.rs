@@ -158,7 +158,7 @@ impl AggregatorConfig {
             "must not be empty",
         );
         problems.check(
-            self.window_seconds > 0 && 86_400 % self.window_seconds == 0,
+            self.window_seconds > 0 && 86_400u32.is_multiple_of(self.window_seconds),
             "window_seconds",
             "must divide a day (1, 2, 5, 10, 15, 30, 60, …)",
         );

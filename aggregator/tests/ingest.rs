@@ -1,5 +1,8 @@
 //! The ingest path over real gRPC on loopback: acks, rejections, duplicates, windows.
 
+// Test helpers panic on failure by design.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use footprint_aggregator::{AggregatorConfig, RunningAggregator, server};
 use footprint_proto::v1::aggregator_message::Body as Down;
 use footprint_proto::v1::collector_message::Body as Up;

@@ -1,5 +1,8 @@
 //! The README's main command, `footprint demo`, and the example configs in `deploy/`.
 
+// Test helpers panic on failure by design.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::process::Command;
 

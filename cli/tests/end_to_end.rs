@@ -2,6 +2,9 @@
 //! loopback, replaying the embedded BioHPC trace on a simulated clock. The ledger's figures are
 //! checked against the trace integrated here, independently of the collector's code.
 
+// Test helpers panic on failure by design.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -110,10 +110,8 @@ pub async fn run(
     let mut outgoing = Outgoing::default();
     let mut ticks_in_batch = 0u32;
     loop {
-        if let Some(stop) = stop_at {
-            if tick > stop {
-                break;
-            }
+        if stop_at.is_some_and(|stop| tick > stop) {
+            break;
         }
         tokio::select! {
             () = shutdown.cancelled() => break,

@@ -239,13 +239,13 @@ impl WriterState {
                 |row| Ok((row.get(0)?, row.get(1)?)),
             )
             .optional()?;
-        if let Some((_, host)) = &existing {
-            if *host != hello.host {
-                return Err(refuse(format!(
-                    "hello.host: this collector id is registered for host {host:?}, not {:?}",
-                    hello.host
-                )));
-            }
+        if let Some((_, host)) = &existing
+            && *host != hello.host
+        {
+            return Err(refuse(format!(
+                "hello.host: this collector id is registered for host {host:?}, not {:?}",
+                hello.host
+            )));
         }
         let transaction = self.connection.transaction()?;
         let key = match existing {

@@ -43,7 +43,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     if options.hours == 0
         || options.hosts == 0
         || options.gpus_per_host < 2
-        || options.gpus_per_host % 2 != 0
+        || !options.gpus_per_host.is_multiple_of(2)
     {
         bail!("--hours and --hosts must be above 0, --gpus-per-host even and at least 2");
     }
