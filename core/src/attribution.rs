@@ -11,7 +11,7 @@
 //! - A CPU meter that does not say which cores it covers cannot be split: unattributed.
 //!
 //! Conservation is exact by construction — every split goes through
-//! [`apportion`](crate::apportion::apportion) — and property-tested below.
+//! [`apportion`](crate::apportion::apportion()) — and property-tested below.
 
 use std::collections::BTreeMap;
 
