@@ -148,3 +148,20 @@ fn a_config_typo_fails_at_start_with_the_key_path() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("window_seconds:"));
 }
+
+#[test]
+fn the_same_seed_gives_a_byte_identical_summary_whatever_the_speed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut summaries = Vec::new();
+    for (name, speed) in [("fast", "1000000"), ("faster", "5000000")] {
+        let data_dir = dir.path().join(name);
+        let output = Command::new(env!("CARGO_BIN_EXE_footprint"))
+            .args(["demo", "--hours", "2", "--seed", "11", "--speed", speed, "--data-dir"])
+            .arg(&data_dir)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        summaries.push(std::fs::read(data_dir.join("summary.json")).unwrap());
+    }
+    assert_eq!(summaries[0], summaries[1], "the simulated clock's pace must not change any figure");
+}
