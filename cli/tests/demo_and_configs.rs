@@ -156,12 +156,28 @@ fn the_same_seed_gives_a_byte_identical_summary_whatever_the_speed() {
     for (name, speed) in [("fast", "1000000"), ("faster", "5000000")] {
         let data_dir = dir.path().join(name);
         let output = Command::new(env!("CARGO_BIN_EXE_footprint"))
-            .args(["demo", "--hours", "2", "--seed", "11", "--speed", speed, "--data-dir"])
+            .args([
+                "demo",
+                "--hours",
+                "2",
+                "--seed",
+                "11",
+                "--speed",
+                speed,
+                "--data-dir",
+            ])
             .arg(&data_dir)
             .output()
             .unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         summaries.push(std::fs::read(data_dir.join("summary.json")).unwrap());
     }
-    assert_eq!(summaries[0], summaries[1], "the simulated clock's pace must not change any figure");
+    assert_eq!(
+        summaries[0], summaries[1],
+        "the simulated clock's pace must not change any figure"
+    );
 }

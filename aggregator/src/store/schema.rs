@@ -101,6 +101,8 @@ CREATE TABLE IF NOT EXISTS window_jobs (
     PRIMARY KEY (collector, start_ns, job)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS window_jobs_by_job ON window_jobs (job, start_ns);
+CREATE INDEX IF NOT EXISTS window_jobs_by_time ON window_jobs (start_ns);
+CREATE INDEX IF NOT EXISTS window_hosts_by_time ON window_hosts (start_ns);
 ";
 
 /// Opens (creating if needed) the ledger with the durability Footprint promises: WAL, and

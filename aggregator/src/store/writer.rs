@@ -120,18 +120,28 @@ impl WriterState {
             by_name: HashMap::new(),
             metrics,
         };
-        state.reload()?;
+        state.reload(None)?;
         Ok(state)
     }
 
-    /// Rebuilds the in-memory view (last seq, meters and their last readings) from the database.
-    fn reload(&mut self) -> Result<()> {
-        self.collectors.clear();
-        self.by_name.clear();
-        let mut statement = self
-            .connection
-            .prepare("SELECT id, name, last_seq, built_until_ns FROM collectors")?;
-        let rows = statement.query_map([], |row| {
+    /// Rebuilds the in-memory view (last seq, meters and their last readings) from the database:
+    /// of one collector, or of all when `only` is `None`.
+    fn reload(&mut self, only: Option<i64>) -> Result<()> {
+        match only {
+            Some(key) => {
+                if let Some(state) = self.collectors.remove(&key) {
+                    self.by_name.remove(&state.name);
+                }
+            }
+            None => {
+                self.collectors.clear();
+                self.by_name.clear();
+            }
+        }
+        let mut statement = self.connection.prepare(
+            "SELECT id, name, last_seq, built_until_ns FROM collectors WHERE ?1 IS NULL OR id = ?1",
+        )?;
+        let rows = statement.query_map([only], |row| {
             Ok((
                 row.get::<_, i64>(0)?,
                 row.get::<_, String>(1)?,
@@ -157,9 +167,9 @@ impl WriterState {
             "SELECT m.id, m.collector, m.meter_id, m.kind, m.device, m.counter_max, m.cpus,
                     (SELECT ts_ns FROM readings r WHERE r.meter = m.id ORDER BY ts_ns DESC LIMIT 1),
                     (SELECT value FROM readings r WHERE r.meter = m.id ORDER BY ts_ns DESC LIMIT 1)
-             FROM meters m",
+             FROM meters m WHERE ?1 IS NULL OR m.collector = ?1",
         )?;
-        let rows = statement.query_map([], |row| {
+        let rows = statement.query_map([only], |row| {
             Ok((
                 row.get::<_, i64>(0)?,
                 row.get::<_, i64>(1)?,
@@ -275,7 +285,7 @@ impl WriterState {
             )?;
         }
         transaction.commit()?;
-        self.reload()?;
+        self.reload(Some(key))?;
         let last_durable_seq = self.collectors.get(&key).map_or(0, |c| c.last_seq);
         info!(collector = %hello.collector_id, host = %hello.host, meters = hello.meters.len(), last_durable_seq, "Collector registered.");
         Ok(HelloAccepted {
@@ -430,7 +440,7 @@ impl WriterState {
             Err(error) => {
                 error!(error = %error, batches = group.len(), "Commit failed; nothing of this group is acknowledged.");
                 // The in-memory view may hold readings that were rolled back: rebuild it.
-                if let Err(reload) = self.reload() {
+                if let Err(reload) = self.reload(None) {
                     error!(error = %reload, "Could not reload the ledger state.");
                 }
                 for (_, _, reply) in group {
