@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use footprint_core::config::{ConfigError, Problems, parse_toml};
+use footprint_core::config::{ConfigError, Problems, parse_toml, read_file};
 use serde::{Deserialize, Serialize};
 
 /// `footprint-aggregator --config FILE`.
@@ -141,11 +141,7 @@ impl AggregatorConfig {
     /// # Errors
     /// As [`AggregatorConfig::from_toml`], or the file cannot be read.
     pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Parse {
-            path: path.display().to_string(),
-            message: error.to_string(),
-        })?;
-        Self::from_toml(&text)
+        Self::from_toml(&read_file(path)?)
     }
 
     /// # Errors

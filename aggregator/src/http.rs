@@ -104,12 +104,9 @@ async fn facility(
     State(state): State<HttpState>,
     Query(range): Query<RangeQuery>,
 ) -> Result<Json<FacilityBody>, ApiError> {
-    let step_ns = i64::try_from(range.step_s)
-        .unwrap_or(i64::MAX / 1_000_000_000)
-        .saturating_mul(1_000_000_000);
     let windows = state
         .reader
-        .facility(range.from, range.to, step_ns)
+        .facility(range.from, range.to, range.step_s)
         .await
         .map_err(ApiError)?;
     Ok(Json(FacilityBody { windows }))

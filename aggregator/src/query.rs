@@ -52,7 +52,8 @@ impl LedgerReader {
         .map_err(|error| Error::Server(error.to_string()))?
     }
 
-    /// Facility totals over `[from, to)` clipped to the settled span (0: unbounded).
+    /// Facility totals over `[from, to)` clipped to the settled span (0: unbounded), in steps of
+    /// `step_s` seconds (0: one total).
     ///
     /// # Errors
     /// A database error.
@@ -60,8 +61,11 @@ impl LedgerReader {
         &self,
         from_ns: i64,
         to_ns: i64,
-        step_ns: i64,
+        step_s: u64,
     ) -> Result<Vec<FacilityWindow>> {
+        let step_ns = i64::try_from(step_s)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1_000_000_000);
         self.with(move |connection| {
             let Some(settled) = ledger::settled_span(connection)? else {
                 return Ok(Vec::new());
@@ -214,12 +218,9 @@ impl Query for QueryService {
         request: Request<pb::FacilityTotalsRequest>,
     ) -> Result<Response<pb::FacilityTotalsResponse>, Status> {
         let request = request.into_inner();
-        let step_ns = i64::try_from(request.step_s)
-            .unwrap_or(i64::MAX / 1_000_000_000)
-            .saturating_mul(1_000_000_000);
         let windows = self
             .reader
-            .facility(request.from_ns, request.to_ns, step_ns)
+            .facility(request.from_ns, request.to_ns, request.step_s)
             .await
             .map_err(status_of)?;
         Ok(Response::new(pb::FacilityTotalsResponse {

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use footprint_core::config::{ConfigError, Problems, parse_toml};
+use footprint_core::config::{ConfigError, Problems, parse_toml, read_file};
 use serde::{Deserialize, Serialize};
 
 use crate::sources::replay::ReplayConfig;
@@ -102,11 +102,7 @@ impl CollectorConfig {
     /// # Errors
     /// As [`CollectorConfig::from_toml`], or the file cannot be read.
     pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Parse {
-            path: path.display().to_string(),
-            message: error.to_string(),
-        })?;
-        Self::from_toml(&text)
+        Self::from_toml(&read_file(path)?)
     }
 
     pub fn collector_id(&self) -> &str {

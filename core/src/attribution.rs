@@ -96,6 +96,7 @@ pub struct HostAttribution {
 enum Recipient {
     Job(JobKey),
     Idle,
+    Unattributed,
 }
 
 /// Attributes `pieces` to the jobs in `holdings`.
@@ -129,8 +130,14 @@ fn credit(
     let account = match to {
         Recipient::Job(job) => result.jobs.entry(job).or_default(),
         Recipient::Idle => &mut result.idle,
+        Recipient::Unattributed => &mut result.unattributed,
     };
     account.slot(piece.resource).add(quality, mj);
+}
+
+/// Books a whole piece, at its own quality, to one recipient.
+fn credit_whole(result: &mut HostAttribution, piece: &EnergyPiece<'_>, to: Recipient) {
+    credit(result, piece, to, piece.quality, piece.energy_mj);
 }
 
 /// Cuts `span` at every holding boundary inside it. Returns the sub-spans in order.
@@ -163,13 +170,7 @@ fn attribute_gpu(
         .filter(|h| h.gpus.contains(&device) && h.span.intersect(&piece.span).is_some())
         .collect();
     if relevant.is_empty() {
-        credit(
-            result,
-            piece,
-            Recipient::Idle,
-            piece.quality,
-            piece.energy_mj,
-        );
+        credit_whole(result, piece, Recipient::Idle);
         return;
     }
     let spans = sub_spans(piece.span, &relevant);
@@ -177,10 +178,7 @@ fn attribute_gpu(
     let cut_in_time = spans.len() > 1;
     let Some(per_span) = apportion(piece.energy_mj, &lengths) else {
         // A zero-length piece carries no time to split by: it cannot be placed.
-        result
-            .unattributed
-            .slot(piece.resource)
-            .add(piece.quality, piece.energy_mj);
+        credit_whole(result, piece, Recipient::Unattributed);
         return;
     };
     for (span, energy) in spans.iter().zip(per_span) {
@@ -216,10 +214,7 @@ fn attribute_cpu(
     result: &mut HostAttribution,
 ) {
     if meter_cpus.is_empty() {
-        result
-            .unattributed
-            .slot(piece.resource)
-            .add(piece.quality, piece.energy_mj);
+        credit_whole(result, piece, Recipient::Unattributed);
         return;
     }
     let relevant: Vec<(&Holding, u64)> = holdings
@@ -229,13 +224,7 @@ fn attribute_cpu(
         .filter(|(_, cores)| *cores > 0)
         .collect();
     if relevant.is_empty() {
-        credit(
-            result,
-            piece,
-            Recipient::Idle,
-            piece.quality,
-            piece.energy_mj,
-        );
+        credit_whole(result, piece, Recipient::Idle);
         return;
     }
     let refs: Vec<&Holding> = relevant.iter().map(|(h, _)| *h).collect();
@@ -256,10 +245,7 @@ fn attribute_cpu(
     let weight_list: Vec<u64> = weights.values().copied().collect();
     let whole_piece_weight = meter_cores * piece.span.len_ns();
     let Some(parts) = apportion(piece.energy_mj, &weight_list) else {
-        result
-            .unattributed
-            .slot(piece.resource)
-            .add(piece.quality, piece.energy_mj);
+        credit_whole(result, piece, Recipient::Unattributed);
         return;
     };
     for ((recipient, weight), energy) in recipients.iter().zip(&weight_list).zip(parts) {

@@ -53,6 +53,17 @@ impl Problems {
     }
 }
 
+/// Reads a config file's text.
+///
+/// # Errors
+/// [`ConfigError::Parse`] naming the file when it cannot be read.
+pub fn read_file(path: &std::path::Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|error| ConfigError::Parse {
+        path: path.display().to_string(),
+        message: error.to_string(),
+    })
+}
+
 /// Parses TOML into `T`, naming the key at fault on error.
 ///
 /// # Errors

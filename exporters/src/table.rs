@@ -188,16 +188,30 @@ mod tests {
             jobs: vec![job],
         };
         let text = render_summary(&summary);
-        let lines: Vec<&str> = text.lines().collect();
-        assert!(lines[0].starts_with("JOB"));
-        assert!(
-            lines[2].starts_with("train-001") && lines[2].ends_with("16.0  2.00  50.0%"),
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(rows[0][0], "JOB");
+        assert_eq!(
+            rows[2],
+            [
+                "train-001",
+                "training",
+                "llama",
+                "2",
+                "16.0",
+                "2.00",
+                "50.0%"
+            ],
             "{text}"
         );
         assert!(
-            lines
-                .iter()
-                .any(|l| l.starts_with("site (measured)") && l.ends_with("4.00  100.0%")),
+            rows.contains(&vec!["site", "(measured)", "4.00", "100.0%"]),
+            "{text}"
+        );
+        assert!(
+            rows.contains(&vec!["unattributed", "1.00", "25.0%"]),
             "{text}"
         );
     }
