@@ -1,6 +1,7 @@
 //! Footprint's outputs. Each exporter is one file and reads what the `Query` API returns
 //! (`footprint.v1` messages), so it works the same against a local ledger or a remote aggregator.
 
+pub mod chart;
 pub mod summary;
 pub mod table;
 

@@ -19,7 +19,7 @@ use footprint_collector::daemon::{self, CollectorStats};
 use footprint_collector::time::{format_timestamp, parse_timestamp};
 use footprint_core::UnixNanos;
 use footprint_exporters::summary::Summary;
-use footprint_exporters::table;
+use footprint_exporters::{chart, table};
 use footprint_proto::v1::query_client::QueryClient;
 use footprint_proto::v1::{FacilityTotalsRequest, ListJobsRequest};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -212,6 +212,24 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         .jobs;
     let summary = Summary::build(&facility, &jobs)?;
     std::fs::write(data_dir.join("summary.json"), summary.to_json()?)?;
+    let hourly = query
+        .facility_totals(FacilityTotalsRequest {
+            from_ns: facility.start_ns,
+            to_ns: facility.end_ns,
+            step_s: 3_600,
+        })
+        .await?
+        .into_inner()
+        .windows;
+    let title = format!(
+        "Simulated site, {} h from {}: power by use",
+        plan.hours,
+        format_timestamp(plan.start)
+    );
+    std::fs::write(
+        data_dir.join("site-power.svg"),
+        chart::facility_power_svg(&hourly, &title),
+    )?;
     aggregator.stop().await?;
     let wall = started.elapsed();
 
@@ -224,10 +242,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         summary.site.measured_method
     );
     println!(
-        "{readings} readings in {:.1} s ({:.0} readings/s); summary: {}",
+        "{readings} readings in {:.1} s ({:.0} readings/s); summary: {}; chart: {}",
         wall.as_secs_f64(),
         readings as f64 / wall.as_secs_f64().max(1e-3),
-        data_dir.join("summary.json").display()
+        data_dir.join("summary.json").display(),
+        data_dir.join("site-power.svg").display()
     );
     if summary.imbalance_mj() != 0 {
         bail!("the books do not balance: {} mJ", summary.imbalance_mj());

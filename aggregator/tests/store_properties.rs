@@ -1,0 +1,182 @@
+//! Properties of the store on random input: no panic, an answer for every batch, duplicates
+//! change nothing, and what is stored is a consistent chain per meter.
+
+// Test helpers panic on failure by design.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use footprint_aggregator::AggregatorConfig;
+use footprint_aggregator::metrics::AggregatorMetrics;
+use footprint_aggregator::store::{
+    LEDGER_FILE, STEP_ADVANCED, STEP_GAP, STEP_RESET, STEP_WRAPPED, StoreHandle, schema,
+};
+use footprint_proto::v1::{Batch, Hello, MeterInfo, MeterKind, Reading};
+use proptest::prelude::*;
+
+const SECOND: i64 = 1_000_000_000;
+const T0: i64 = 1_730_678_400 * SECOND;
+const RAPL_MAX: u64 = 1_000_000;
+const METERS: [&str; 4] = ["gpu0", "gpu1", "rapl", "not-announced"];
+
+fn hello() -> Hello {
+    let meter = |id: &str, kind: MeterKind, counter_max: u64| MeterInfo {
+        meter_id: id.into(),
+        kind: kind as i32,
+        device: id.into(),
+        counter_max,
+        cpus: vec![0, 1],
+        method: "test".into(),
+    };
+    Hello {
+        collector_id: "random".into(),
+        host: "h".into(),
+        software_version: "test".into(),
+        meters: vec![
+            meter("gpu0", MeterKind::GpuEnergy, 0),
+            meter("gpu1", MeterKind::GpuEnergy, 0),
+            meter("rapl", MeterKind::CpuPackageEnergy, RAPL_MAX),
+        ],
+    }
+}
+
+/// One generated reading: which meter, seconds since the previous reading, and how to make the value.
+#[derive(Clone, Debug)]
+enum ValueRule {
+    /// A plausible increment on the meter's running value.
+    Grow(u64),
+    /// Anything at all.
+    Any(u64),
+    /// A small value: a reset, a wrap or a fall, depending on where the counter was.
+    Small(u64),
+}
+
+fn reading_strategy() -> impl Strategy<Value = (usize, i64, ValueRule, i32)> {
+    (
+        0usize..METERS.len(),
+        -2i64..30,
+        prop_oneof![
+            6 => (0u64..200_000).prop_map(ValueRule::Grow),
+            1 => any::<u64>().prop_map(ValueRule::Any),
+            2 => (0u64..2_000).prop_map(ValueRule::Small),
+        ],
+        prop_oneof![8 => Just(1i32), 1 => -1i32..6],
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_batches_leave_a_consistent_ledger(
+        batches in prop::collection::vec((1u64..12, prop::collection::vec(reading_strategy(), 0..20)), 1..14)
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = AggregatorConfig::with_data_dir(dir.path().to_path_buf());
+        let metrics = Arc::new(AggregatorMetrics::default());
+        let (stored_or_rejected, submitted) = runtime.block_on(async {
+            let store = StoreHandle::open(&config, Arc::clone(&metrics)).unwrap();
+            let accepted = store.hello(hello()).await.unwrap();
+            let mut running: BTreeMap<usize, u64> = BTreeMap::new();
+            let mut at = T0;
+            let mut answered = 0u64;
+            let mut submitted = 0u64;
+            let mut stored_seqs = std::collections::BTreeSet::new();
+            for (seq, readings) in &batches {
+                let readings: Vec<Reading> = readings
+                    .iter()
+                    .map(|(meter, step_s, rule, quality)| {
+                        at += step_s * SECOND;
+                        let value = running.entry(*meter).or_insert(0);
+                        *value = match rule {
+                            ValueRule::Grow(by) => value.saturating_add(*by) % (RAPL_MAX + 1),
+                            ValueRule::Any(v) | ValueRule::Small(v) => *v,
+                        };
+                        Reading { meter_id: METERS[*meter].into(), value: *value, timestamp_ns: at, quality: *quality, method: String::new() }
+                    })
+                    .collect();
+                let count = readings.len() as u64;
+                let outcome = store
+                    .submit(accepted.collector, Batch { collector_id: "random".into(), seq: *seq, readings, allocations: vec![] })
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(outcome.seq, *seq);
+                // A sequence number at or below the highest stored one is a duplicate and changes nothing.
+                let highest = stored_seqs.iter().next_back().copied().unwrap_or(0);
+                assert_eq!(outcome.duplicate, *seq <= highest, "seq {seq} after {highest}");
+                if outcome.duplicate {
+                    assert!(outcome.rejections.is_empty());
+                } else {
+                    stored_seqs.insert(*seq);
+                    submitted += count;
+                    answered += count - outcome.rejections.len() as u64;
+                    for rejection in &outcome.rejections {
+                        assert!(rejection.field.starts_with("readings["), "{rejection:?}");
+                        assert!(!rejection.reason.is_empty());
+                    }
+                }
+            }
+            store.build_windows().await.unwrap();
+            (answered, submitted)
+        });
+
+        let connection = schema::open_reader(&dir.path().join(LEDGER_FILE)).unwrap();
+        let stored: u64 = connection.query_row("SELECT COUNT(*) FROM readings", [], |r| r.get::<_, i64>(0)).unwrap() as u64;
+        let rejected: u64 = connection.query_row("SELECT COUNT(*) FROM rejections", [], |r| r.get::<_, i64>(0)).unwrap() as u64;
+        prop_assert_eq!(stored, stored_or_rejected);
+        prop_assert_eq!(stored + rejected, submitted);
+        prop_assert_eq!(metrics.readings_stored.get(), stored);
+
+        // Per meter, stored readings chain: each closes the interval since the previous one, and
+        // its delta is what its step code says.
+        let mut statement = connection
+            .prepare("SELECT r.meter, m.counter_max, r.ts_ns, r.value, r.from_ns, r.delta, r.step FROM readings r JOIN meters m ON m.id = r.meter ORDER BY r.meter, r.ts_ns")
+            .unwrap();
+        type Row = (i64, i64, i64, i64, Option<i64>, Option<i64>, Option<i64>);
+        let rows: Vec<Row> = statement
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let mut previous: Option<(i64, i64, u64)> = None;
+        for (meter, counter_max, ts, value, from, delta, step) in rows {
+            let value = value as u64;
+            match (previous, from) {
+                (Some((prev_meter, prev_ts, prev_value)), Some(from)) => {
+                    prop_assert_eq!(prev_meter, meter, "a meter's first reading must be a baseline");
+                    prop_assert_eq!(from, prev_ts);
+                    let delta = delta.unwrap() as u64;
+                    let expected = match step.unwrap() % STEP_GAP {
+                        s if s == STEP_ADVANCED => value - prev_value,
+                        s if s == STEP_WRAPPED => (counter_max as u64 - prev_value) + 1 + value,
+                        s if s == STEP_RESET => value,
+                        other => panic!("unknown step {other}"),
+                    };
+                    prop_assert_eq!(delta, expected);
+                }
+                // The first reading of a meter is its baseline.
+                (_, None) => {
+                    prop_assert!(delta.is_none());
+                    prop_assert!(previous.is_none_or(|(prev_meter, _, _)| prev_meter != meter));
+                }
+                (None, Some(_)) => prop_assert!(false, "a meter's first reading must be a baseline"),
+            }
+            previous = Some((meter, ts, value));
+        }
+        // Windows built from this ledger balance exactly.
+        let (it, idle, unattributed, jobs): (i64, i64, i64, i64) = connection
+            .query_row(
+                "SELECT COALESCE(SUM(it_mj),0), COALESCE(SUM(idle_mj),0), COALESCE(SUM(unattributed_mj),0),
+                        (SELECT COALESCE(SUM(gpu_mj + cpu_mj + dram_mj),0) FROM window_jobs) FROM window_hosts",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        prop_assert_eq!(jobs + idle + unattributed, it);
+    }
+}
