@@ -11,6 +11,7 @@ pub mod cpulist;
 pub mod daemon;
 pub mod source;
 pub mod sources;
+pub mod spool;
 pub mod time;
 pub mod trace;
 pub mod uplink;

@@ -73,6 +73,7 @@ impl Backlog {
                 seq: *next,
                 readings: outgoing.readings,
                 allocations: outgoing.allocations,
+                compacted: false,
             });
             *next += 1;
         }

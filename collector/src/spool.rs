@@ -1,0 +1,523 @@
+//! The collector's spool: every batch is durable on the collector before it is sent, and stays
+//! until the aggregator acknowledges it.
+//!
+//! Guarantees:
+//! - [`Spool::append`] returns once the batch is committed (redb, `Durability::Immediate`): a
+//!   batch the uplink may send survives a crash or a SIGKILL of the collector;
+//! - sequence numbers are assigned here, strictly increasing, and persisted, so a restarted
+//!   collector continues where it stopped;
+//! - a spool that has never been welcomed by an aggregator renumbers everything it holds after the
+//!   aggregator's last durable sequence: a new or wiped spool can never be taken for duplicates;
+//! - when the spool outgrows its limit it does not drop data: [`Spool::compact`] merges its oldest
+//!   batches and keeps fewer readings per meter — always each meter's last one — so every meter's
+//!   energy stays exact and only time resolution is lost; the merged batch is marked `compacted`.
+//!
+//! Without a directory the spool lives in memory (same code, same guarantees except surviving a
+//! restart).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use footprint_proto::v1::{Allocation, Batch, Reading};
+use prost::Message;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+const BATCHES: TableDefinition<u64, &[u8]> = TableDefinition::new("batches");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const NEXT_SEQ: &str = "next_seq";
+const WELCOMED: &str = "welcomed";
+
+/// File name of the spool inside its directory.
+pub const SPOOL_FILE: &str = "spool.redb";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("spool storage: {0}")]
+    Storage(#[from] redb::Error),
+    #[error("spool: a stored batch cannot be decoded: {0}")]
+    Decode(#[from] prost::DecodeError),
+    #[error("spool directory: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<redb::DatabaseError> for SpoolError {
+    fn from(error: redb::DatabaseError) -> Self {
+        Self::Storage(error.into())
+    }
+}
+impl From<redb::TransactionError> for SpoolError {
+    fn from(error: redb::TransactionError) -> Self {
+        Self::Storage(error.into())
+    }
+}
+impl From<redb::TableError> for SpoolError {
+    fn from(error: redb::TableError) -> Self {
+        Self::Storage(error.into())
+    }
+}
+impl From<redb::StorageError> for SpoolError {
+    fn from(error: redb::StorageError) -> Self {
+        Self::Storage(error.into())
+    }
+}
+impl From<redb::CommitError> for SpoolError {
+    fn from(error: redb::CommitError) -> Self {
+        Self::Storage(error.into())
+    }
+}
+
+pub type Result<T, E = SpoolError> = std::result::Result<T, E>;
+
+/// What a compaction did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Compaction {
+    pub batches_merged: usize,
+    pub readings_before: usize,
+    pub readings_after: usize,
+}
+
+/// Durable, ordered store of unacknowledged batches.
+#[derive(Debug)]
+pub struct Spool {
+    database: Database,
+    collector_id: String,
+    next_seq: u64,
+    welcomed: bool,
+    /// Encoded size of the batches held, bytes.
+    bytes: u64,
+    max_bytes: u64,
+}
+
+impl Spool {
+    /// Opens (or creates) the spool in `directory`, or in memory when `None`.
+    ///
+    /// # Errors
+    /// The directory or the database cannot be opened.
+    pub fn open(directory: Option<&Path>, collector_id: &str, max_bytes: u64) -> Result<Self> {
+        let database = match directory {
+            Some(directory) => {
+                std::fs::create_dir_all(directory)?;
+                Database::create(directory.join(SPOOL_FILE))?
+            }
+            None => {
+                Database::builder().create_with_backend(redb::backends::InMemoryBackend::new())?
+            }
+        };
+        let transaction = database.begin_write()?;
+        let (next_seq, welcomed) = {
+            let meta = transaction.open_table(META)?;
+            let next_seq = meta.get(NEXT_SEQ)?.map_or(1, |v| v.value());
+            let welcomed = meta.get(WELCOMED)?.is_some_and(|v| v.value() == 1);
+            (next_seq, welcomed)
+        };
+        let bytes = {
+            let batches = transaction.open_table(BATCHES)?;
+            let mut total = 0u64;
+            for entry in batches.iter()? {
+                total += entry?.1.value().len() as u64;
+            }
+            total
+        };
+        transaction.commit()?;
+        Ok(Self {
+            database,
+            collector_id: collector_id.to_owned(),
+            next_seq,
+            welcomed,
+            bytes,
+            max_bytes,
+        })
+    }
+
+    /// Batches held.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn len(&self) -> Result<u64> {
+        let transaction = self.database.begin_read()?;
+        Ok(transaction.open_table(BATCHES)?.len()?)
+    }
+
+    /// # Errors
+    /// A storage error.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Encoded size of the batches held, bytes.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Stores a new batch and returns its sequence number. Durable when it returns. Compacts the
+    /// oldest batches first if the spool is over its size limit.
+    ///
+    /// # Errors
+    /// A storage error; the batch is then not stored.
+    pub fn append(&mut self, readings: Vec<Reading>, allocations: Vec<Allocation>) -> Result<u64> {
+        while self.bytes > self.max_bytes {
+            let done = self.compact()?;
+            if done.batches_merged < 2 && done.readings_before == done.readings_after {
+                // Nothing left to thin: keep everything rather than drop it.
+                break;
+            }
+        }
+        let seq = self.next_seq;
+        let batch = Batch {
+            collector_id: self.collector_id.clone(),
+            seq,
+            readings,
+            allocations,
+            compacted: false,
+        };
+        let encoded = batch.encode_to_vec();
+        let transaction = self.database.begin_write()?;
+        {
+            transaction
+                .open_table(BATCHES)?
+                .insert(seq, encoded.as_slice())?;
+            transaction.open_table(META)?.insert(NEXT_SEQ, seq + 1)?;
+        }
+        transaction.commit()?;
+        self.next_seq = seq + 1;
+        self.bytes += encoded.len() as u64;
+        Ok(seq)
+    }
+
+    /// Forgets every batch up to and including `seq`.
+    ///
+    /// # Errors
+    /// A storage error; nothing is forgotten then.
+    pub fn acknowledge(&mut self, seq: u64) -> Result<usize> {
+        let transaction = self.database.begin_write()?;
+        let (removed, freed) = {
+            let mut batches = transaction.open_table(BATCHES)?;
+            let mut freed = 0u64;
+            let mut removed = 0usize;
+            for entry in batches.extract_from_if(..=seq, |_, _| true)? {
+                freed += entry?.1.value().len() as u64;
+                removed += 1;
+            }
+            (removed, freed)
+        };
+        transaction.commit()?;
+        self.bytes = self.bytes.saturating_sub(freed);
+        Ok(removed)
+    }
+
+    /// Applies the aggregator's `Welcome`: batches up to `last_durable` are already stored there.
+    /// The first welcome a spool ever gets renumbers what it holds after `last_durable` instead,
+    /// since nothing in a new spool can have reached the aggregator.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn welcome(&mut self, last_durable: u64) -> Result<()> {
+        if self.welcomed {
+            self.acknowledge(last_durable)?;
+            if self.next_seq <= last_durable {
+                self.next_seq = last_durable + 1;
+                self.store_next_seq()?;
+            }
+            return Ok(());
+        }
+        let held = self.read_after(0, usize::MAX)?;
+        let transaction = self.database.begin_write()?;
+        let mut next = last_durable + 1;
+        {
+            let mut batches = transaction.open_table(BATCHES)?;
+            batches.retain(|_, _| false)?;
+            for mut batch in held {
+                batch.seq = next;
+                batches.insert(next, batch.encode_to_vec().as_slice())?;
+                next += 1;
+            }
+            let mut meta = transaction.open_table(META)?;
+            meta.insert(NEXT_SEQ, next)?;
+            meta.insert(WELCOMED, 1)?;
+        }
+        transaction.commit()?;
+        self.next_seq = next;
+        self.welcomed = true;
+        Ok(())
+    }
+
+    /// Up to `max` batches with a sequence number above `after`, in order.
+    ///
+    /// # Errors
+    /// A storage or decoding error.
+    pub fn read_after(&self, after: u64, max: usize) -> Result<Vec<Batch>> {
+        let transaction = self.database.begin_read()?;
+        let batches = transaction.open_table(BATCHES)?;
+        let mut out = Vec::new();
+        for entry in batches.range(after.saturating_add(1)..)? {
+            if out.len() >= max {
+                break;
+            }
+            out.push(Batch::decode(entry?.1.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Merges the oldest half of the spool (at least two batches) into one batch that keeps every
+    /// other reading of each meter and always its last, under the highest sequence number of the
+    /// merged ones. Each meter's first-to-last counter difference, hence its energy, is unchanged.
+    ///
+    /// # Errors
+    /// A storage or decoding error; the spool is unchanged then.
+    pub fn compact(&mut self) -> Result<Compaction> {
+        let held = self.len()? as usize;
+        let take = (held / 2).max(2).min(held);
+        let oldest = self.read_after(0, take)?;
+        let Some(last) = oldest.last() else {
+            return Ok(Compaction::default());
+        };
+        let seq = last.seq;
+        let readings_before: usize = oldest.iter().map(|b| b.readings.len()).sum();
+        let mut by_meter: BTreeMap<String, Vec<Reading>> = BTreeMap::new();
+        let mut allocations = Vec::new();
+        for batch in &oldest {
+            for reading in &batch.readings {
+                by_meter
+                    .entry(reading.meter_id.clone())
+                    .or_default()
+                    .push(reading.clone());
+            }
+            allocations.extend(batch.allocations.iter().cloned());
+        }
+        let mut readings = Vec::with_capacity(readings_before / 2 + by_meter.len());
+        for (_, mut series) in by_meter {
+            series.sort_by_key(|r| r.timestamp_ns);
+            let last_index = series.len() - 1;
+            // Keep odd positions counted back from the last, so the last is always kept.
+            readings.extend(
+                series
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| (last_index - i) % 2 == 0)
+                    .map(|(_, r)| r),
+            );
+        }
+        readings.sort_by(|a, b| {
+            a.timestamp_ns
+                .cmp(&b.timestamp_ns)
+                .then_with(|| a.meter_id.cmp(&b.meter_id))
+        });
+        let merged = Batch {
+            collector_id: self.collector_id.clone(),
+            seq,
+            readings,
+            allocations,
+            compacted: true,
+        };
+        let readings_after = merged.readings.len();
+        let encoded = merged.encode_to_vec();
+        let transaction = self.database.begin_write()?;
+        let freed = {
+            let mut batches = transaction.open_table(BATCHES)?;
+            let mut freed = 0u64;
+            for entry in batches.extract_from_if(..=seq, |_, _| true)? {
+                freed += entry?.1.value().len() as u64;
+            }
+            batches.insert(seq, encoded.as_slice())?;
+            freed
+        };
+        transaction.commit()?;
+        self.bytes = self.bytes.saturating_sub(freed) + encoded.len() as u64;
+        Ok(Compaction {
+            batches_merged: oldest.len(),
+            readings_before,
+            readings_after,
+        })
+    }
+
+    fn store_next_seq(&self) -> Result<()> {
+        let transaction = self.database.begin_write()?;
+        transaction
+            .open_table(META)?
+            .insert(NEXT_SEQ, self.next_seq)?;
+        transaction.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// Append a batch with one reading per listed meter (meter index, growth).
+        Append(Vec<(u8, u32)>),
+        /// Acknowledge through the n-th held batch (modulo the count).
+        Acknowledge(usize),
+        /// The aggregator says it holds everything up to this sequence number.
+        Welcome(u64),
+        Compact,
+        /// Drop the spool without closing it cleanly and open it again.
+        Crash,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => prop::collection::vec((0u8..3, 0u32..1_000), 0..4).prop_map(Op::Append),
+            2 => (0usize..8).prop_map(Op::Acknowledge),
+            1 => (0u64..30).prop_map(Op::Welcome),
+            1 => Just(Op::Compact),
+            1 => Just(Op::Crash),
+        ]
+    }
+
+    /// The model: batches in order, the next sequence number, whether welcomed.
+    #[derive(Debug, Default)]
+    struct Model {
+        batches: Vec<Batch>,
+        next_seq: u64,
+        welcomed: bool,
+    }
+
+    fn readings_by_meter(batches: &[Batch]) -> BTreeMap<String, Vec<(i64, u64)>> {
+        let mut by_meter: BTreeMap<String, Vec<(i64, u64)>> = BTreeMap::new();
+        for batch in batches {
+            for r in &batch.readings {
+                by_meter
+                    .entry(r.meter_id.clone())
+                    .or_default()
+                    .push((r.timestamp_ns, r.value));
+            }
+        }
+        for series in by_meter.values_mut() {
+            series.sort_unstable();
+        }
+        by_meter
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+        #[test]
+        fn spool_matches_its_model(ops in prop::collection::vec(op(), 1..30)) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut spool = Spool::open(Some(dir.path()), "c", u64::MAX).unwrap();
+            let mut model = Model { next_seq: 1, ..Model::default() };
+            let mut counters = [0u64; 3];
+            let mut clock = 0i64;
+            for op in ops {
+                match op {
+                    Op::Append(meters) => {
+                        let readings: Vec<Reading> = meters
+                            .iter()
+                            .map(|(meter, growth)| {
+                                clock += 1;
+                                counters[*meter as usize] += u64::from(*growth);
+                                Reading { meter_id: format!("m{meter}"), value: counters[*meter as usize], timestamp_ns: clock, quality: 1, method: String::new() }
+                            })
+                            .collect();
+                        let seq = spool.append(readings.clone(), Vec::new()).unwrap();
+                        prop_assert_eq!(seq, model.next_seq);
+                        model.batches.push(Batch { collector_id: "c".into(), seq, readings, allocations: vec![], compacted: false });
+                        model.next_seq += 1;
+                    }
+                    Op::Acknowledge(nth) => {
+                        if let Some(batch) = model.batches.get(nth % model.batches.len().max(1)) {
+                            let through = batch.seq;
+                            spool.acknowledge(through).unwrap();
+                            model.batches.retain(|b| b.seq > through);
+                        }
+                    }
+                    Op::Welcome(last) => {
+                        spool.welcome(last).unwrap();
+                        if model.welcomed {
+                            model.batches.retain(|b| b.seq > last);
+                            model.next_seq = model.next_seq.max(last + 1);
+                        } else {
+                            for (offset, batch) in model.batches.iter_mut().enumerate() {
+                                batch.seq = last + 1 + offset as u64;
+                            }
+                            model.next_seq = last + 1 + model.batches.len() as u64;
+                            model.welcomed = true;
+                        }
+                    }
+                    Op::Compact => {
+                        let before = readings_by_meter(&model.batches);
+                        let count_before = model.batches.len();
+                        spool.compact().unwrap();
+                        let after_batches = spool.read_after(0, usize::MAX).unwrap();
+                        let after = readings_by_meter(&after_batches);
+                        prop_assert_eq!(before.keys().collect::<Vec<_>>(), after.keys().collect::<Vec<_>>());
+                        for (meter, series) in &before {
+                            let kept = &after[meter];
+                            // Each meter keeps its last reading (so its energy is unchanged) and
+                            // only ever loses readings, never gains or alters one.
+                            prop_assert_eq!(kept.last(), series.last());
+                            prop_assert!(kept.iter().all(|r| series.contains(r)));
+                        }
+                        if count_before >= 2 {
+                            prop_assert!(after_batches.len() < count_before);
+                            prop_assert!(after_batches[0].compacted);
+                        }
+                        model.batches = after_batches;
+                    }
+                    Op::Crash => {
+                        drop(spool);
+                        spool = Spool::open(Some(dir.path()), "c", u64::MAX).unwrap();
+                    }
+                }
+                let held = spool.read_after(0, usize::MAX).unwrap();
+                prop_assert_eq!(&held, &model.batches);
+                prop_assert!(held.windows(2).all(|pair| pair[0].seq < pair[1].seq));
+                prop_assert_eq!(spool.len().unwrap() as usize, model.batches.len());
+            }
+            // Whatever happened, the next number is above everything held.
+            let seq = spool.append(Vec::new(), Vec::new()).unwrap();
+            prop_assert_eq!(seq, model.next_seq);
+            prop_assert!(model.batches.iter().all(|b| b.seq < seq));
+        }
+    }
+
+    #[test]
+    fn a_full_spool_compacts_instead_of_dropping() {
+        let mut spool = Spool::open(None, "c", 4_000).unwrap();
+        let mut total = 0u64;
+        for index in 0..400i64 {
+            total += 250;
+            let reading = Reading {
+                meter_id: "gpu0".into(),
+                value: total,
+                timestamp_ns: index,
+                quality: 1,
+                method: String::new(),
+            };
+            spool.append(vec![reading], Vec::new()).unwrap();
+        }
+        let held = spool.read_after(0, usize::MAX).unwrap();
+        let readings: Vec<&Reading> = held.iter().flat_map(|b| &b.readings).collect();
+        assert!(spool.bytes() < 8_000, "{} bytes", spool.bytes());
+        assert!(readings.len() < 400 && held.iter().any(|b| b.compacted));
+        assert_eq!(readings.last().map(|r| r.value), Some(400 * 250));
+    }
+
+    #[test]
+    fn a_new_spool_renumbers_after_the_aggregators_last_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(Some(dir.path()), "c", u64::MAX).unwrap();
+        assert_eq!(spool.append(Vec::new(), Vec::new()).unwrap(), 1);
+        // The aggregator already holds 1..=41 from this collector's previous (lost) spool.
+        spool.welcome(41).unwrap();
+        assert_eq!(spool.read_after(0, 10).unwrap()[0].seq, 42);
+        drop(spool);
+        let mut spool = Spool::open(Some(dir.path()), "c", u64::MAX).unwrap();
+        assert_eq!(spool.append(Vec::new(), Vec::new()).unwrap(), 43);
+        // Once welcomed, a later welcome only forgets what is durable there.
+        spool.welcome(42).unwrap();
+        assert_eq!(
+            spool
+                .read_after(0, 10)
+                .unwrap()
+                .iter()
+                .map(|b| b.seq)
+                .collect::<Vec<_>>(),
+            vec![43]
+        );
+    }
+}
