@@ -64,9 +64,10 @@ fn quality_from_code(code: i32) -> Quality {
 }
 
 fn interval_quality(reading_quality: i32, step: i64) -> Quality {
+    use crate::store::{STEP_COMPACTED, STEP_GAP, STEP_KIND_MASK, STEP_RESET};
     let mut quality = quality_from_code(reading_quality);
-    // A gap or a reset: the energy is exact but its place in time is not.
-    if step >= crate::store::STEP_GAP || step % 8 == crate::store::STEP_RESET {
+    // A gap, a reset or a spool compaction: the energy is exact but its place in time is not.
+    if step & (STEP_GAP | STEP_COMPACTED) != 0 || step & STEP_KIND_MASK == STEP_RESET {
         quality = quality.worst(Quality::Interpolated);
     }
     quality

@@ -106,6 +106,7 @@ async fn bad_readings_are_rejected_by_field_counted_and_the_rest_is_stored() {
     let baseline = Batch {
         collector_id: "c1".into(),
         seq: 1,
+        compacted: false,
         readings: vec![
             reading("gpu0", 1_000_000, T0),
             reading("gpu1", 9_000_000_000, T0),
@@ -132,6 +133,7 @@ async fn bad_readings_are_rejected_by_field_counted_and_the_rest_is_stored() {
     let mixed = Batch {
         collector_id: "c1".into(),
         seq: 2,
+        compacted: false,
         readings: vec![
             reading("gpu0", 1_000_000 + 3_000_000, at), // 300 W for 10 s: fine
             reading("gpu1", 8_000_000_000, at),         // fell by 1 GJ: not a wrap, not a reset
@@ -183,6 +185,7 @@ async fn bad_readings_are_rejected_by_field_counted_and_the_rest_is_stored() {
         .send(Batch {
             collector_id: "c1".into(),
             seq: 2,
+            compacted: false,
             readings: vec![reading("gpu0", 99, at)],
             allocations: vec![],
         })
@@ -208,6 +211,7 @@ async fn bad_readings_are_rejected_by_field_counted_and_the_rest_is_stored() {
         .send(Batch {
             collector_id: "c1".into(),
             seq: 3,
+            compacted: false,
             readings: vec![
                 reading("gpu0", 1_000_000 + 9_000_000, later),
                 reading("gpu1", 9_000_000_000 + 2_000_000, later),
@@ -269,6 +273,7 @@ async fn welcome_reports_the_last_durable_sequence_after_a_restart() {
             .send(Batch {
                 collector_id: "c1".into(),
                 seq,
+                compacted: false,
                 readings: vec![reading("gpu0", seq * 1000, T0 + seq as i64 * SECOND)],
                 allocations: vec![],
             })

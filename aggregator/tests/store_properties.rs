@@ -10,7 +10,7 @@ use std::sync::Arc;
 use footprint_aggregator::AggregatorConfig;
 use footprint_aggregator::metrics::AggregatorMetrics;
 use footprint_aggregator::store::{
-    LEDGER_FILE, STEP_ADVANCED, STEP_GAP, STEP_RESET, STEP_WRAPPED, StoreHandle, schema,
+    LEDGER_FILE, STEP_ADVANCED, STEP_KIND_MASK, STEP_RESET, STEP_WRAPPED, StoreHandle, schema,
 };
 use footprint_proto::v1::{Batch, Hello, MeterInfo, MeterKind, Reading};
 use proptest::prelude::*;
@@ -99,7 +99,7 @@ proptest! {
                     .collect();
                 let count = readings.len() as u64;
                 let outcome = store
-                    .submit(accepted.collector, Batch { collector_id: "random".into(), seq: *seq, readings, allocations: vec![] })
+                    .submit(accepted.collector, Batch { collector_id: "random".into(), seq: *seq, readings, allocations: vec![], compacted: false })
                     .await
                     .unwrap()
                     .await
@@ -151,7 +151,7 @@ proptest! {
                     prop_assert_eq!(prev_meter, meter, "a meter's first reading must be a baseline");
                     prop_assert_eq!(from, prev_ts);
                     let delta = delta.unwrap() as u64;
-                    let expected = match step.unwrap() % STEP_GAP {
+                    let expected = match step.unwrap() & STEP_KIND_MASK {
                         s if s == STEP_ADVANCED => value - prev_value,
                         s if s == STEP_WRAPPED => (counter_max as u64 - prev_value) + 1 + value,
                         s if s == STEP_RESET => value,

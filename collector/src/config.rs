@@ -28,11 +28,17 @@ pub struct CollectorConfig {
     /// Samples grouped into one batch. 1 sends every tick at once.
     #[serde(default = "default_samples_per_batch")]
     pub samples_per_batch: u32,
-    /// Batches kept in memory while the aggregator has not acknowledged them. When full, the
-    /// collector stops sampling until acks arrive (counters lose no energy, only resolution).
-    #[serde(default = "default_max_pending_batches")]
-    pub max_pending_batches: usize,
-    /// Seconds to keep trying to deliver unacknowledged batches after sampling stops.
+    /// Directory of the spool (`spool.redb`): every batch is written there, durably, before it
+    /// is sent, and stays until the aggregator acknowledges it, across restarts. Absent: the
+    /// spool is kept in memory and what is unacknowledged is lost when the collector stops.
+    #[serde(default)]
+    pub spool_dir: Option<PathBuf>,
+    /// Size above which the spool compacts its oldest batches (fewer readings per meter, each
+    /// meter's energy exact), bytes. Default 1 GiB.
+    #[serde(default = "default_spool_max_bytes")]
+    pub spool_max_bytes: u64,
+    /// Seconds to keep trying to deliver the spool after sampling stops; what is left stays in
+    /// the spool for the next start.
     #[serde(default = "default_flush_timeout_s")]
     pub flush_timeout_s: u64,
     /// A simulated clock, for replays and demos. Absent: the wall clock.
@@ -76,8 +82,8 @@ fn default_sample_interval_ms() -> u64 {
 fn default_samples_per_batch() -> u32 {
     1
 }
-fn default_max_pending_batches() -> usize {
-    10_000
+fn default_spool_max_bytes() -> u64 {
+    1 << 30
 }
 fn default_flush_timeout_s() -> u64 {
     30
@@ -133,9 +139,9 @@ impl CollectorConfig {
             "must be above 0",
         );
         problems.check(
-            self.max_pending_batches > 0,
-            "max_pending_batches",
-            "must be above 0",
+            self.spool_max_bytes >= 1 << 20,
+            "spool_max_bytes",
+            "must be at least 1 MiB (1048576)",
         );
         problems.check(
             !self.sources.is_empty(),

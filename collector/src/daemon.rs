@@ -1,5 +1,5 @@
-//! The collector's main loop: sample every source at each tick, group ticks into batches, hand
-//! them to the uplink, and on stop flush what is unacknowledged within a time limit.
+//! The collector's main loop: sample every source at each tick, group ticks into batches, append
+//! each to the spool (durable), and on stop let the uplink flush the spool within a time limit.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -7,15 +7,16 @@ use std::time::Duration;
 
 use footprint_core::UnixNanos;
 use footprint_proto::v1::Hello;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::clock::Clock;
 use crate::config::{CollectorConfig, SourceConfig};
-use crate::source::Source;
+use crate::source::{Sample, Source};
+use crate::spool::Spool;
 use crate::time::{parse_timestamp, wall_clock_now};
-use crate::uplink::{Outgoing, Uplink};
+use crate::uplink::{SharedSpool, Uplink, with_spool};
 use crate::{Error, Result, SOFTWARE_VERSION};
 
 /// Live counters of a running collector (for progress displays and self-metrics).
@@ -89,16 +90,31 @@ pub async fn run(
         software_version: SOFTWARE_VERSION.to_owned(),
         meters: sources.iter().flat_map(|s| s.meters()).collect(),
     };
+    if config.spool_dir.is_none() {
+        warn!(
+            "No spool_dir: unacknowledged batches are kept in memory and lost if the collector stops."
+        );
+    }
+    let spool = Spool::open(
+        config.spool_dir.as_deref(),
+        &hello.collector_id,
+        config.spool_max_bytes,
+    )
+    .map_err(|e| Error::Uplink(e.to_string()))?;
+    let spool: SharedSpool = Arc::new(std::sync::Mutex::new(spool));
     info!(collector = %hello.collector_id, host = %hello.host, meters = hello.meters.len(), aggregator = %config.aggregator, "Collector starting.");
 
-    let (batches_tx, batches_rx) = mpsc::channel::<Outgoing>(16);
+    let appended = Arc::new(Notify::new());
+    let sampling_done = CancellationToken::new();
     let uplink = Uplink::new(
         config.aggregator.clone(),
-        hello,
-        config.max_pending_batches,
+        hello.clone(),
+        Arc::clone(&spool),
+        Arc::clone(&appended),
+        sampling_done.clone(),
         Arc::clone(&stats),
     );
-    let mut uplink_task = tokio::spawn(uplink.run(batches_rx));
+    let mut uplink_task = tokio::spawn(uplink.run());
 
     let interval_ns = i64::try_from(config.sample_interval_ms)
         .unwrap_or(i64::MAX / 2_000_000)
@@ -107,8 +123,9 @@ pub async fn run(
     if tick < origin {
         tick = UnixNanos(tick.0 + interval_ns);
     }
-    let mut outgoing = Outgoing::default();
+    let mut outgoing = Sample::default();
     let mut ticks_in_batch = 0u32;
+    let mut spool_failure = None;
     loop {
         if stop_at.is_some_and(|stop| tick > stop) {
             break;
@@ -136,12 +153,8 @@ pub async fn run(
         ticks_in_batch += 1;
         if ticks_in_batch >= config.samples_per_batch {
             ticks_in_batch = 0;
-            // Waits when the uplink's backlog is full: sampling slows down, nothing is dropped.
-            if batches_tx
-                .send(std::mem::take(&mut outgoing))
-                .await
-                .is_err()
-            {
+            if let Err(error) = append(&spool, &appended, std::mem::take(&mut outgoing)).await {
+                spool_failure = Some(error);
                 break;
             }
         }
@@ -154,21 +167,41 @@ pub async fn run(
             }
         }
     }
-    if !outgoing.readings.is_empty() || !outgoing.allocations.is_empty() {
-        let _ = batches_tx.send(outgoing).await;
+    if spool_failure.is_none()
+        && (!outgoing.readings.is_empty() || !outgoing.allocations.is_empty())
+    {
+        spool_failure = append(&spool, &appended, outgoing).await.err();
     }
-    drop(batches_tx);
-    info!("Sampling stopped; flushing unacknowledged batches.");
+    sampling_done.cancel();
+    if let Some(error) = spool_failure {
+        uplink_task.abort();
+        return Err(Error::Uplink(format!("the spool refused a batch: {error}")));
+    }
+    info!("Sampling stopped; flushing the spool.");
     let flush = Duration::from_secs(config.flush_timeout_s);
     match tokio::time::timeout(flush, &mut uplink_task).await {
         Ok(_) => Ok(()),
         Err(_) => {
             uplink_task.abort();
+            let left = with_spool(&spool, |s| s.len()).await.unwrap_or(0);
             Err(Error::Uplink(format!(
-                "batches still unacknowledged after {} s of flushing (last acknowledged seq {})",
-                config.flush_timeout_s,
-                stats.acked_seq.load(Ordering::Relaxed)
+                "{left} batch(es) still unacknowledged after {} s of flushing; they stay in the spool and are sent at the next start",
+                config.flush_timeout_s
             )))
         }
     }
+}
+
+/// Appends one batch to the spool (durable when this returns) and wakes the uplink.
+async fn append(
+    spool: &SharedSpool,
+    appended: &Notify,
+    sample: Sample,
+) -> Result<u64, crate::spool::SpoolError> {
+    let seq = with_spool(spool, move |s| {
+        s.append(sample.readings, sample.allocations)
+    })
+    .await?;
+    appended.notify_one();
+    Ok(seq)
 }

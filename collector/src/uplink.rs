@@ -1,36 +1,33 @@
-//! The uplink: streams numbered batches to the aggregator and forgets a batch only when the
+//! The uplink: streams the spool's batches to the aggregator and forgets a batch only when the
 //! aggregator acknowledges it as durable.
 //!
 //! Guarantees:
-//! - batches are sent in sequence order, and after a reconnect every unacknowledged batch is
-//!   sent again, in order (the aggregator drops the copies it already has);
-//! - sequence numbers continue after the aggregator's last durable one (`Welcome`), so a restarted
-//!   collector never reuses a number;
-//! - memory is bounded: at most `max_pending` batches wait; beyond that the uplink stops taking
-//!   batches and the sampler waits (a counter's next reading still covers the energy).
+//! - batches are sent in sequence order; after a reconnect, or a restart of the collector, every
+//!   batch still in the spool is sent again, in order (the aggregator drops the copies it has);
+//! - at most [`IN_FLIGHT_WINDOW`] batches are sent and unacknowledged at a time; the rest wait in
+//!   the spool, on disk, whose size is bounded by compaction;
+//! - sampling never waits for the network: the sampler appends to the spool, the uplink drains it.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use footprint_core::rng::SplitMix64;
 use footprint_proto::v1::aggregator_message::Body as Down;
 use footprint_proto::v1::collector_message::Body as Up;
 use footprint_proto::v1::ingest_client::IngestClient;
-use footprint_proto::v1::{Allocation, Batch, CollectorMessage, Hello, Reading};
-use tokio::sync::mpsc;
+use footprint_proto::v1::{Batch, CollectorMessage, Hello};
+use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::daemon::CollectorStats;
+use crate::spool::{Spool, SpoolError};
 
-/// Readings and allocations of one or more ticks, not yet numbered.
-#[derive(Clone, Debug, Default)]
-pub struct Outgoing {
-    pub readings: Vec<Reading>,
-    pub allocations: Vec<Allocation>,
-}
+/// Batches sent and not yet acknowledged, at most.
+pub const IN_FLIGHT_WINDOW: usize = 64;
 
 /// Why a session with the aggregator ended before its work was done.
 #[derive(Debug, thiserror::Error)]
@@ -43,109 +40,90 @@ pub enum SessionError {
     Closed,
     #[error("protocol: {0}")]
     Protocol(String),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
 }
 
-/// Batches sent but not yet acknowledged, plus those waiting for a sequence number.
-#[derive(Debug, Default)]
-struct Backlog {
-    numbered: VecDeque<Batch>,
-    unnumbered: VecDeque<Outgoing>,
-    next_seq: Option<u64>,
-    input_closed: bool,
+/// The spool, shared by the sampler (appends) and the uplink (reads, acknowledges).
+pub type SharedSpool = Arc<Mutex<Spool>>;
+
+/// Runs `work` on the spool on a blocking thread: redb commits wait for the disk.
+pub async fn with_spool<T: Send + 'static>(
+    spool: &SharedSpool,
+    work: impl FnOnce(&mut Spool) -> Result<T, SpoolError> + Send + 'static,
+) -> Result<T, SpoolError> {
+    let spool = Arc::clone(spool);
+    tokio::task::spawn_blocking(move || {
+        let mut guard = spool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        work(&mut guard)
+    })
+    .await
+    .unwrap_or_else(|join| Err(SpoolError::Io(std::io::Error::other(join.to_string()))))
 }
 
-impl Backlog {
-    fn len(&self) -> usize {
-        self.numbered.len() + self.unnumbered.len()
-    }
-
-    fn is_done(&self) -> bool {
-        self.input_closed && self.len() == 0
-    }
-
-    fn number_waiting(&mut self, collector_id: &str) {
-        let Some(next) = self.next_seq.as_mut() else {
-            return;
-        };
-        while let Some(outgoing) = self.unnumbered.pop_front() {
-            self.numbered.push_back(Batch {
-                collector_id: collector_id.to_owned(),
-                seq: *next,
-                readings: outgoing.readings,
-                allocations: outgoing.allocations,
-                compacted: false,
-            });
-            *next += 1;
-        }
-    }
-}
-
-/// Streams batches to one aggregator.
+/// Streams one collector's spool to one aggregator.
 #[derive(Debug)]
 pub struct Uplink {
     endpoint: String,
     hello: Hello,
-    max_pending: usize,
+    spool: SharedSpool,
+    /// Signalled by the sampler after each append.
+    appended: Arc<Notify>,
+    /// Cancelled when the sampler has stopped for good.
+    sampling_done: CancellationToken,
     stats: Arc<CollectorStats>,
 }
-
-const IN_FLIGHT_WINDOW: usize = 64;
 
 impl Uplink {
     pub fn new(
         endpoint: String,
         hello: Hello,
-        max_pending: usize,
+        spool: SharedSpool,
+        appended: Arc<Notify>,
+        sampling_done: CancellationToken,
         stats: Arc<CollectorStats>,
     ) -> Self {
         Self {
             endpoint,
             hello,
-            max_pending,
+            spool,
+            appended,
+            sampling_done,
             stats,
         }
     }
 
-    /// Runs until `input` is closed and every batch has been acknowledged. Reconnects with
-    /// jittered exponential backoff on any failure. Cancel it (drop the future) to give up.
-    pub async fn run(self, mut input: mpsc::Receiver<Outgoing>) {
-        let mut backlog = Backlog::default();
+    async fn finished(&self) -> bool {
+        self.sampling_done.is_cancelled()
+            && with_spool(&self.spool, |s| s.is_empty())
+                .await
+                .unwrap_or(false)
+    }
+
+    /// Runs until sampling is done and the spool is empty. Reconnects with jittered exponential
+    /// backoff on any failure. Drop the future to give up (the spool keeps what is left).
+    pub async fn run(self) {
         let mut rng = SplitMix64::new(seed_from(&self.hello.collector_id));
         let mut failures = 0u32;
-        while !backlog.is_done() {
-            match self.session(&mut backlog, &mut input).await {
+        while !self.finished().await {
+            match self.session().await {
                 Ok(()) => failures = 0,
                 Err(error) => {
                     failures = failures.saturating_add(1);
                     self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
                     let base_ms = (100u64 << failures.min(6)).min(5_000);
                     let wait = Duration::from_millis(base_ms / 2 + rng.range(0, base_ms));
-                    warn!(endpoint = %self.endpoint, error = %error, retry_in_ms = wait.as_millis() as u64, pending = backlog.len(), "Aggregator session failed.");
-                    let deadline = tokio::time::sleep(wait);
-                    tokio::pin!(deadline);
-                    // Keep accepting batches while waiting, within the bound.
-                    loop {
-                        tokio::select! {
-                            () = &mut deadline => break,
-                            received = input.recv(), if !backlog.input_closed && backlog.len() < self.max_pending => {
-                                match received {
-                                    Some(outgoing) => backlog.unnumbered.push_back(outgoing),
-                                    None => backlog.input_closed = true,
-                                }
-                            }
-                        }
-                    }
+                    warn!(endpoint = %self.endpoint, error = %error, retry_in_ms = wait.as_millis() as u64, "Aggregator session failed; batches stay in the spool.");
+                    tokio::time::sleep(wait).await;
                 }
             }
         }
         info!(collector = %self.hello.collector_id, "All batches acknowledged.");
     }
 
-    async fn session(
-        &self,
-        backlog: &mut Backlog,
-        input: &mut mpsc::Receiver<Outgoing>,
-    ) -> Result<(), SessionError> {
+    async fn session(&self) -> Result<(), SessionError> {
         let channel = tonic::transport::Endpoint::from_shared(self.endpoint.clone())
             .map_err(|e| SessionError::Connect {
                 endpoint: self.endpoint.clone(),
@@ -182,33 +160,46 @@ impl Uplink {
             },
         };
         let durable = welcome.last_durable_seq;
-        backlog.numbered.retain(|batch| batch.seq > durable);
-        let next = backlog.next_seq.unwrap_or(1).max(durable + 1);
-        backlog.next_seq = Some(next);
-        backlog.number_waiting(&self.hello.collector_id);
-        debug!(collector = %self.hello.collector_id, durable, resend = backlog.numbered.len(), "Welcomed.");
+        with_spool(&self.spool, move |s| s.welcome(durable)).await?;
+        debug!(collector = %self.hello.collector_id, durable, "Welcomed.");
 
-        let mut sent = 0usize;
+        let mut in_flight: VecDeque<u64> = VecDeque::new();
+        let mut last_sent = durable;
         loop {
-            if backlog.is_done() {
+            if in_flight.is_empty() && self.finished().await {
                 // Half-close: the aggregator ends the stream when it has seen our end.
                 drop(tx);
                 while inbound.message().await?.is_some() {}
                 return Ok(());
             }
+            if in_flight.len() < IN_FLIGHT_WINDOW {
+                let room = IN_FLIGHT_WINDOW - in_flight.len();
+                let batches: Vec<Batch> =
+                    with_spool(&self.spool, move |s| s.read_after(last_sent, room)).await?;
+                for batch in batches {
+                    last_sent = batch.seq;
+                    in_flight.push_back(batch.seq);
+                    tx.send(CollectorMessage {
+                        body: Some(Up::Batch(batch)),
+                    })
+                    .await
+                    .map_err(|_| SessionError::Closed)?;
+                }
+            }
             tokio::select! {
                 message = inbound.message() => {
                     match message?.and_then(|m| m.body) {
                         Some(Down::Ack(ack)) => {
-                            while backlog.numbered.front().is_some_and(|b| b.seq <= ack.seq) {
-                                backlog.numbered.pop_front();
-                                sent = sent.saturating_sub(1);
+                            let seq = ack.seq;
+                            with_spool(&self.spool, move |s| s.acknowledge(seq)).await?;
+                            while in_flight.front().is_some_and(|&s| s <= seq) {
+                                in_flight.pop_front();
                                 self.stats.batches_acked.fetch_add(1, Ordering::Relaxed);
                             }
-                            self.stats.acked_seq.fetch_max(ack.seq, Ordering::Relaxed);
+                            self.stats.acked_seq.fetch_max(seq, Ordering::Relaxed);
                             for rejection in &ack.rejections {
                                 self.stats.readings_rejected.fetch_add(1, Ordering::Relaxed);
-                                warn!(seq = ack.seq, meter = %rejection.meter_id, field = %rejection.field, reason = %rejection.reason, "Aggregator rejected a reading.");
+                                warn!(seq, meter = %rejection.meter_id, field = %rejection.field, reason = %rejection.reason, "Aggregator rejected a reading.");
                             }
                         }
                         Some(Down::Directive(directive)) => {
@@ -218,20 +209,8 @@ impl Uplink {
                         None => return Err(SessionError::Closed),
                     }
                 }
-                permit = tx.reserve(), if sent < backlog.numbered.len() => {
-                    let permit = permit.map_err(|_| SessionError::Closed)?;
-                    permit.send(CollectorMessage { body: Some(Up::Batch(backlog.numbered[sent].clone())) });
-                    sent += 1;
-                }
-                received = input.recv(), if !backlog.input_closed && backlog.len() < self.max_pending => {
-                    match received {
-                        Some(outgoing) => {
-                            backlog.unnumbered.push_back(outgoing);
-                            backlog.number_waiting(&self.hello.collector_id);
-                        }
-                        None => backlog.input_closed = true,
-                    }
-                }
+                () = self.appended.notified(), if in_flight.len() < IN_FLIGHT_WINDOW => {}
+                () = self.sampling_done.cancelled(), if in_flight.is_empty() => {}
             }
         }
     }

@@ -9,7 +9,9 @@
 pub mod schema;
 mod writer;
 
-pub use writer::{STEP_ADVANCED, STEP_GAP, STEP_RESET, STEP_WRAPPED};
+pub use writer::{
+    STEP_ADVANCED, STEP_COMPACTED, STEP_GAP, STEP_KIND_MASK, STEP_RESET, STEP_WRAPPED,
+};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

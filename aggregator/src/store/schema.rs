@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS batches (
     rejected INTEGER NOT NULL,
     PRIMARY KEY (collector, seq)
 ) WITHOUT ROWID;
--- step: 0 advanced, 1 wrapped, 2 reset; +8 when the interval is longer than max_sample_gap_s.
+-- step: 0 advanced, 1 wrapped, 2 reset; | 8 when the interval is longer than max_sample_gap_s;
+-- | 16 when the collector's spool compacted the readings (Batch.compacted).
 CREATE TABLE IF NOT EXISTS readings (
     meter INTEGER NOT NULL,
     ts_ns INTEGER NOT NULL,

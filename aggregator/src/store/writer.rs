@@ -23,7 +23,12 @@ use crate::{Error, Result};
 pub const STEP_ADVANCED: i64 = 0;
 pub const STEP_WRAPPED: i64 = 1;
 pub const STEP_RESET: i64 = 2;
+/// Flag: the interval is longer than `max_sample_gap_s`.
 pub const STEP_GAP: i64 = 8;
+/// Flag: the collector's spool thinned the readings around this one (`Batch.compacted`).
+pub const STEP_COMPACTED: i64 = 16;
+/// The bits of `step` that say how the counter moved (advanced, wrapped, reset).
+pub const STEP_KIND_MASK: i64 = 7;
 
 #[derive(Debug)]
 struct MeterState {
@@ -335,7 +340,10 @@ impl WriterState {
                                 counter::CounterStep::Reset { .. } => STEP_RESET,
                             };
                             if sample.at.0 - previous_at > max_gap_ns {
-                                code += STEP_GAP;
+                                code |= STEP_GAP;
+                            }
+                            if batch.compacted {
+                                code |= STEP_COMPACTED;
                             }
                             (Some(previous_at), Some(to_i64(step.delta())), Some(code))
                         }

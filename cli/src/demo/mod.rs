@@ -83,6 +83,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         speed: options.speed,
         sample_interval_ms: 5_000,
         samples_per_batch: 12,
+        spool_root: Some(data_dir.join("spool")),
     };
     let collectors = plan.collectors(&endpoint);
     let config_dir = data_dir.join("config");

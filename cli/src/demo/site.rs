@@ -28,6 +28,8 @@ pub struct SitePlan {
     pub speed: f64,
     pub sample_interval_ms: u64,
     pub samples_per_batch: u32,
+    /// Where each collector's spool directory goes (one per collector); `None`: in memory.
+    pub spool_root: Option<std::path::PathBuf>,
 }
 
 const TRAINING_MODELS: [&str; 5] = [
@@ -190,7 +192,8 @@ impl SitePlan {
             aggregator: aggregator.to_owned(),
             sample_interval_ms: self.sample_interval_ms,
             samples_per_batch: self.samples_per_batch,
-            max_pending_batches: 10_000,
+            spool_dir: self.spool_root.as_ref().map(|root| root.join(name)),
+            spool_max_bytes: 1 << 30,
             flush_timeout_s: 60,
             clock: Some(SimulatedClockConfig {
                 start: format_timestamp(self.start),
@@ -243,6 +246,7 @@ mod tests {
             speed: 1440.0,
             sample_interval_ms: 5_000,
             samples_per_batch: 12,
+            spool_root: None,
         }
     }
 
