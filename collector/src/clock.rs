@@ -21,10 +21,21 @@ pub enum Clock {
 }
 
 impl Clock {
-    pub fn simulated(origin: UnixNanos, speed: f64) -> Self {
+    /// A simulated clock reading `origin` now, or — given `real_start`, a wall-clock instant — as
+    /// it read `origin` at `real_start` (so a restarted process continues the same timeline).
+    pub fn simulated(origin: UnixNanos, speed: f64, real_start: Option<UnixNanos>) -> Self {
+        let now = Instant::now();
+        let started = match real_start {
+            Some(real_start) => {
+                let ago_ns = wall_clock_now().0.saturating_sub(real_start.0).max(0);
+                now.checked_sub(std::time::Duration::from_nanos(ago_ns as u64))
+                    .unwrap_or(now)
+            }
+            None => now,
+        };
         Clock::Simulated {
             origin,
-            started: Instant::now(),
+            started,
             speed,
         }
     }

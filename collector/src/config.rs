@@ -60,6 +60,10 @@ pub struct SimulatedClockConfig {
     /// RFC 3339 instant after which the collector takes a last sample, flushes and exits.
     #[serde(default)]
     pub stop_at: Option<String>,
+    /// RFC 3339 wall-clock instant at which the simulated clock read `start`. Default: when the
+    /// collector starts. Set it so that a restarted collector continues the same timeline.
+    #[serde(default)]
+    pub real_start: Option<String>,
 }
 
 /// One source. `type` picks the variant.
@@ -158,6 +162,9 @@ impl CollectorConfig {
                 "clock.speed",
                 "must be a positive number",
             );
+            if let Some(Err(message)) = clock.real_start.as_deref().map(parse_timestamp) {
+                problems.add("clock.real_start", message);
+            }
             if let Some(stop_at) = &clock.stop_at {
                 match (parse_timestamp(stop_at), &start) {
                     (Err(message), _) => problems.add("clock.stop_at", message),

@@ -79,7 +79,13 @@ pub async fn run(
                 .map(parse_timestamp)
                 .transpose()
                 .map_err(Error::Uplink)?;
-            (Clock::simulated(start, sim.speed), start, stop)
+            let real_start = sim
+                .real_start
+                .as_deref()
+                .map(parse_timestamp)
+                .transpose()
+                .map_err(Error::Uplink)?;
+            (Clock::simulated(start, sim.speed, real_start), start, stop)
         }
         None => (Clock::Wall, wall_clock_now(), None),
     };
@@ -119,9 +125,23 @@ pub async fn run(
     let interval_ns = i64::try_from(config.sample_interval_ms)
         .unwrap_or(i64::MAX / 2_000_000)
         .saturating_mul(1_000_000);
-    let mut tick = UnixNanos(origin.0 - origin.0.rem_euclid(interval_ns));
-    if tick < origin {
-        tick = UnixNanos(tick.0 + interval_ns);
+    // First tick: a fresh simulated clock starts at its start, whatever its pace; the wall clock,
+    // or a simulated clock anchored to it, at the tick holding "now". Never at or before the last
+    // tick this collector spooled before a restart.
+    let anchored = config.clock.as_ref().is_none_or(|c| c.real_start.is_some());
+    let mut tick = if anchored {
+        let now = clock.now();
+        UnixNanos(now.0 - now.0.rem_euclid(interval_ns)).max(origin)
+    } else {
+        origin
+    };
+    let resume_after = with_spool(&spool, |s| Ok(s.last_tick_ns()))
+        .await
+        .map_err(|e| Error::Uplink(e.to_string()))?;
+    if let Some(last) = resume_after
+        && tick.0 <= last
+    {
+        tick = UnixNanos(last - last.rem_euclid(interval_ns) + interval_ns);
     }
     let mut outgoing = Sample::default();
     let mut ticks_in_batch = 0u32;

@@ -26,6 +26,7 @@ const BATCHES: TableDefinition<u64, &[u8]> = TableDefinition::new("batches");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const NEXT_SEQ: &str = "next_seq";
 const WELCOMED: &str = "welcomed";
+const LAST_TICK: &str = "last_tick_ns";
 
 /// File name of the spool inside its directory.
 pub const SPOOL_FILE: &str = "spool.redb";
@@ -83,6 +84,8 @@ pub struct Spool {
     collector_id: String,
     next_seq: u64,
     welcomed: bool,
+    /// Latest reading time ever appended (ns), kept across restarts.
+    last_tick_ns: Option<i64>,
     /// Encoded size of the batches held, bytes.
     bytes: u64,
     max_bytes: u64,
@@ -104,11 +107,12 @@ impl Spool {
             }
         };
         let transaction = database.begin_write()?;
-        let (next_seq, welcomed) = {
+        let (next_seq, welcomed, last_tick_ns) = {
             let meta = transaction.open_table(META)?;
             let next_seq = meta.get(NEXT_SEQ)?.map_or(1, |v| v.value());
             let welcomed = meta.get(WELCOMED)?.is_some_and(|v| v.value() == 1);
-            (next_seq, welcomed)
+            let last_tick_ns = meta.get(LAST_TICK)?.map(|v| v.value() as i64);
+            (next_seq, welcomed, last_tick_ns)
         };
         let bytes = {
             let batches = transaction.open_table(BATCHES)?;
@@ -124,6 +128,7 @@ impl Spool {
             collector_id: collector_id.to_owned(),
             next_seq,
             welcomed,
+            last_tick_ns,
             bytes,
             max_bytes,
         })
@@ -142,6 +147,12 @@ impl Spool {
     /// A storage error.
     pub fn is_empty(&self) -> Result<bool> {
         Ok(self.len()? == 0)
+    }
+
+    /// The latest reading time ever appended, across restarts: a restarted collector resumes
+    /// after it, so no instant is sampled twice.
+    pub fn last_tick_ns(&self) -> Option<i64> {
+        self.last_tick_ns
     }
 
     /// Encoded size of the batches held, bytes.
@@ -163,6 +174,11 @@ impl Spool {
             }
         }
         let seq = self.next_seq;
+        let last_tick_ns = readings
+            .iter()
+            .map(|r| r.timestamp_ns)
+            .max()
+            .max(self.last_tick_ns);
         let batch = Batch {
             collector_id: self.collector_id.clone(),
             seq,
@@ -176,10 +192,16 @@ impl Spool {
             transaction
                 .open_table(BATCHES)?
                 .insert(seq, encoded.as_slice())?;
-            transaction.open_table(META)?.insert(NEXT_SEQ, seq + 1)?;
+            let mut meta = transaction.open_table(META)?;
+            meta.insert(NEXT_SEQ, seq + 1)?;
+            if let Some(at) = last_tick_ns {
+                // Stored as the bits of an i64: the table holds u64.
+                meta.insert(LAST_TICK, at as u64)?;
+            }
         }
         transaction.commit()?;
         self.next_seq = seq + 1;
+        self.last_tick_ns = last_tick_ns;
         self.bytes += encoded.len() as u64;
         Ok(seq)
     }

@@ -199,6 +199,7 @@ impl SitePlan {
                 start: format_timestamp(self.start),
                 speed: self.speed,
                 stop_at: Some(format_timestamp(self.end())),
+                real_start: None,
             }),
             sources: vec![source],
         }
