@@ -5,7 +5,8 @@
 //! flight while each ack still means "durable". Both hops are bounded channels: when the writer
 //! falls behind, the stream stops reading and HTTP/2 flow control pushes back on the collector.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use footprint_proto::v1::aggregator_message::Body as Down;
 use footprint_proto::v1::collector_message::Body as Up;
@@ -23,15 +24,60 @@ use crate::{Error, Result};
 /// Batches of one stream waiting for their commit.
 const IN_FLIGHT_PER_STREAM: usize = 256;
 
+/// Collector ids with an open stream, and where each stream comes from.
+type OpenStreams = Arc<Mutex<HashMap<String, String>>>;
+
 #[derive(Clone, Debug)]
 pub struct IngestService {
     store: StoreHandle,
     metrics: Arc<AggregatorMetrics>,
+    open: OpenStreams,
 }
 
 impl IngestService {
     pub fn new(store: StoreHandle, metrics: Arc<AggregatorMetrics>) -> Self {
-        Self { store, metrics }
+        Self {
+            store,
+            metrics,
+            open: OpenStreams::default(),
+        }
+    }
+}
+
+/// A collector id's claim on the ingest path, released when its stream ends.
+struct StreamClaim {
+    open: OpenStreams,
+    collector_id: String,
+}
+
+impl StreamClaim {
+    /// Claims `collector_id` for the stream from `peer`, unless another stream holds it: two
+    /// collectors sharing an id would interleave sequence numbers and lose each other's batches.
+    fn take(open: &OpenStreams, collector_id: &str, peer: &str) -> Result<Self, Status> {
+        let mut streams = open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(holder) = streams.get(collector_id) {
+            return Err(Status::already_exists(format!(
+                "hello.collector_id: {collector_id:?} already has an open stream (from {holder}); \
+                 two collectors cannot share an id — give each host its own collector_id"
+            )));
+        }
+        streams.insert(collector_id.to_owned(), peer.to_owned());
+        Ok(Self {
+            open: Arc::clone(open),
+            collector_id: collector_id.to_owned(),
+        })
+    }
+}
+
+impl Drop for StreamClaim {
+    fn drop(&mut self) {
+        let mut streams = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        streams.remove(&self.collector_id);
     }
 }
 
@@ -50,9 +96,14 @@ type Outbound = mpsc::Sender<Result<AggregatorMessage, Status>>;
 async fn serve_stream(
     mut inbound: Streaming<CollectorMessage>,
     outbound: Outbound,
-    store: StoreHandle,
-    metrics: Arc<AggregatorMetrics>,
+    service: IngestService,
+    peer: String,
 ) -> Result<(), Status> {
+    let IngestService {
+        store,
+        metrics,
+        open,
+    } = service;
     let hello = match inbound.message().await? {
         Some(CollectorMessage {
             body: Some(Up::Hello(hello)),
@@ -67,6 +118,8 @@ async fn serve_stream(
         None => return Ok(()),
     };
     let collector_id = hello.collector_id.clone();
+    let _claim = StreamClaim::take(&open, &collector_id, &peer)
+        .map_err(|status| refuse(&metrics, "id_in_use", status))?;
     let accepted = store.hello(hello).await.map_err(|error| match error {
         Error::Collector { .. } => refuse(
             &metrics,
@@ -182,11 +235,14 @@ impl Ingest for IngestService {
         &self,
         request: Request<Streaming<CollectorMessage>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
+        let peer = request
+            .remote_addr()
+            .map_or_else(|| "an unknown peer".to_owned(), |a| a.to_string());
         let inbound = request.into_inner();
         let (outbound, receiver) = mpsc::channel(IN_FLIGHT_PER_STREAM);
-        let (store, metrics) = (self.store.clone(), Arc::clone(&self.metrics));
+        let service = self.clone();
         tokio::spawn(async move {
-            if let Err(status) = serve_stream(inbound, outbound.clone(), store, metrics).await {
+            if let Err(status) = serve_stream(inbound, outbound.clone(), service, peer).await {
                 warn!(code = ?status.code(), message = status.message(), "Ingest stream failed.");
                 let _ = outbound.send(Err(status)).await;
             }

@@ -311,3 +311,40 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     response
 }
+
+#[tokio::test]
+async fn two_collectors_claiming_one_id_at_once_are_refused() {
+    let (aggregator, _dir) = start().await;
+    let (first, _) = Session::open(&aggregator, hello("host-a")).await.unwrap();
+    let refused = Session::open(&aggregator, hello("host-a"))
+        .await
+        .err()
+        .expect("the id is in use");
+    assert_eq!(refused.code(), tonic::Code::AlreadyExists);
+    assert!(
+        refused.message().contains("already has an open stream"),
+        "{}",
+        refused.message()
+    );
+    // Once the first stream ends, the id is free again (a restarted collector reconnects).
+    drop(first);
+    let mut reopened = None;
+    for _ in 0..50 {
+        if let Ok(session) = Session::open(&aggregator, hello("host-a")).await {
+            reopened = Some(session);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        reopened.is_some(),
+        "the id stayed claimed after its stream ended"
+    );
+    let metrics = http_get(aggregator.http_addr, "/metrics").await;
+    assert!(
+        metrics.contains("footprint_aggregator_streams_refused_total{reason=\"id_in_use\"} 1"),
+        "{metrics}"
+    );
+    drop(reopened);
+    aggregator.stop().await.unwrap();
+}
