@@ -1,5 +1,6 @@
 //! Nothing lost, nothing counted twice, with SIGKILL: the aggregator and two collectors (each with
-//! a durable spool) are killed at random moments and restarted while they run; afterwards every
+//! a durable spool) are killed at random moments and restarted while they run, and the collectors'
+//! connections, which pass through a loopback proxy, are cut and stalled; afterwards every
 //! meter's energy in the ledger must equal, exactly, what its counter counted between the first
 //! and last stored readings, and every job must match the replayed trace up to the part the
 //! ledger itself flags as interpolated or estimated.
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::proxy::ChaosProxy;
 use common::{
     INFER, PlannedJob, Running, SECOND_NS, T0, TRAIN, collector_config, cpu_energy_mj,
     gpu_energy_mj, job_table,
@@ -35,6 +37,7 @@ fn free_port() -> u16 {
 }
 
 struct Site {
+    proxy: ChaosProxy,
     /// Wall-clock instant (ns) at which the simulated clock read T0.
     real_start_ns: i64,
     speed: f64,
@@ -93,6 +96,9 @@ fn prepare(dir: &Path, speed: f64) -> Site {
     )
     .unwrap();
     let endpoint = format!("http://127.0.0.1:{grpc}");
+    // Collectors reach the aggregator only through the proxy.
+    let proxy = ChaosProxy::start(format!("127.0.0.1:{grpc}").parse().unwrap());
+    let through_proxy = format!("http://{}", proxy.addr);
     // Anchor the simulated clock to the wall clock so restarted collectors continue one timeline.
     let real_start = wall_clock_now();
     let clock = format!("real_start = \"{}\"", format_timestamp(real_start));
@@ -118,7 +124,7 @@ fn prepare(dir: &Path, speed: f64) -> Site {
         .map(|(host, body)| {
             let spool = dir.join(format!("spool-{host}"));
             let extra = format!("spool_dir = {spool:?}\nsamples_per_batch = 2");
-            let text = collector_config(host, &endpoint, "", &clock, speed, body)
+            let text = collector_config(host, &through_proxy, "", &clock, speed, body)
                 .replace("samples_per_batch = 6\n", &format!("{extra}\n"));
             let path = dir.join(format!("{host}.toml"));
             std::fs::write(&path, text).unwrap();
@@ -126,6 +132,7 @@ fn prepare(dir: &Path, speed: f64) -> Site {
         })
         .collect();
     Site {
+        proxy,
         real_start_ns: real_start.0,
         speed,
         dir: dir.to_path_buf(),
@@ -180,11 +187,23 @@ fn run_with_kills(seed: u64, speed: f64, kill_window: Duration, min_kills: usize
     let mut dead: [Vec<(i64, i64)>; 2] = [Vec::new(), Vec::new()];
     let mut rng = SplitMix64::new(seed);
     let started = Instant::now();
-    let mut kills = 0;
+    let (mut kills, mut cuts, mut stalls) = (0, 0, 0);
     while started.elapsed() < kill_window || kills < min_kills {
         std::thread::sleep(Duration::from_millis(rng.range(100, 450)));
-        let victim = rng.range(0, 3) as usize;
+        let victim = rng.range(0, 5) as usize;
         let pause = Duration::from_millis(rng.range(0, 250));
+        if victim == 3 {
+            site.proxy.cut();
+            cuts += 1;
+            continue;
+        }
+        if victim == 4 {
+            site.proxy.stall(true);
+            std::thread::sleep(Duration::from_millis(rng.range(100, 800)));
+            site.proxy.stall(false);
+            stalls += 1;
+            continue;
+        }
         if victim == 0 {
             aggregator.0.kill().unwrap();
             aggregator.0.wait().unwrap();
@@ -344,7 +363,7 @@ fn run_with_kills(seed: u64, speed: f64, kill_window: Duration, min_kills: usize
         );
     }
     eprintln!(
-        "seed {seed}: {kills} kills, every meter exact, {} long intervals all explained by kills",
+        "seed {seed}: {kills} kills, {cuts} connection cuts, {stalls} stalls; every meter exact, {} long intervals all explained by kills",
         long.len()
     );
 }

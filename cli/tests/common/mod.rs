@@ -4,6 +4,8 @@
 // Not every test file uses every helper.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod proxy;
+
 use std::path::Path;
 use std::process::Child;
 
