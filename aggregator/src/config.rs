@@ -32,6 +32,13 @@ pub struct AggregatorConfig {
     /// Batches committed together at most (group commit); acks wait for the commit.
     #[serde(default = "default_group_commit_max_batches")]
     pub group_commit_max_batches: usize,
+    /// Bytes of received batches (encoded size) that may wait for their commit, across all
+    /// streams. Past it, streams are answered RESOURCE_EXHAUSTED and collectors back off.
+    #[serde(default = "default_ingest_budget_bytes")]
+    pub ingest_budget_bytes: u64,
+    /// How long a batch may wait for room in the ingest budget before that answer, ms.
+    #[serde(default = "default_overload_wait_ms")]
+    pub overload_wait_ms: u64,
     /// The largest plausible power per meter kind; a reading implying more is rejected.
     #[serde(default)]
     pub limits: PowerLimits,
@@ -92,6 +99,12 @@ fn default_max_sample_gap_s() -> u64 {
 fn default_group_commit_max_batches() -> usize {
     256
 }
+fn default_ingest_budget_bytes() -> u64 {
+    256 << 20
+}
+fn default_overload_wait_ms() -> u64 {
+    1_000
+}
 fn default_gpu_w() -> u64 {
     5_000
 }
@@ -122,6 +135,8 @@ impl AggregatorConfig {
             max_future_skew_s: default_max_future_skew_s(),
             max_sample_gap_s: default_max_sample_gap_s(),
             group_commit_max_batches: default_group_commit_max_batches(),
+            ingest_budget_bytes: default_ingest_budget_bytes(),
+            overload_wait_ms: default_overload_wait_ms(),
             limits: PowerLimits::default(),
         }
     }
@@ -167,6 +182,11 @@ impl AggregatorConfig {
             (1..=100_000).contains(&self.group_commit_max_batches),
             "group_commit_max_batches",
             "must be between 1 and 100000",
+        );
+        problems.check(
+            self.ingest_budget_bytes >= 64 << 10,
+            "ingest_budget_bytes",
+            "must be at least 65536",
         );
         for (key, value) in [
             ("limits.gpu_w", self.limits.gpu_w),

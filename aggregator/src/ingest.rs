@@ -3,7 +3,9 @@
 //! A stream reads batches and hands each to the store's writer as soon as it arrives; a separate
 //! task awaits their outcomes in order and sends the acks. So a collector can have many batches in
 //! flight while each ack still means "durable". Both hops are bounded channels: when the writer
-//! falls behind, the stream stops reading and HTTP/2 flow control pushes back on the collector.
+//! falls behind, the stream stops reading and HTTP/2 flow control pushes back on the collector;
+//! and all streams share one [`IngestBudget`] of bytes awaiting commit: past it, a stream is
+//! answered `RESOURCE_EXHAUSTED` and its collector backs off.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,11 +14,13 @@ use footprint_proto::v1::aggregator_message::Body as Down;
 use footprint_proto::v1::collector_message::Body as Up;
 use footprint_proto::v1::ingest_server::Ingest;
 use footprint_proto::v1::{Ack, AggregatorMessage, CollectorMessage, Welcome};
-use tokio::sync::{mpsc, oneshot};
+use prost::Message as _;
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
+use crate::budget::IngestBudget;
 use crate::metrics::AggregatorMetrics;
 use crate::store::{BatchOutcome, StoreHandle};
 use crate::{Error, Result};
@@ -32,14 +36,20 @@ pub struct IngestService {
     store: StoreHandle,
     metrics: Arc<AggregatorMetrics>,
     open: OpenStreams,
+    budget: Arc<IngestBudget>,
 }
 
 impl IngestService {
-    pub fn new(store: StoreHandle, metrics: Arc<AggregatorMetrics>) -> Self {
+    pub fn new(
+        store: StoreHandle,
+        metrics: Arc<AggregatorMetrics>,
+        budget: Arc<IngestBudget>,
+    ) -> Self {
         Self {
             store,
             metrics,
             open: OpenStreams::default(),
+            budget,
         }
     }
 }
@@ -103,6 +113,7 @@ async fn serve_stream(
         store,
         metrics,
         open,
+        budget,
     } = service;
     let hello = match inbound.message().await? {
         Some(CollectorMessage {
@@ -136,11 +147,15 @@ async fn serve_stream(
     )
     .await?;
 
-    let (pending_tx, mut pending_rx) =
-        mpsc::channel::<oneshot::Receiver<Result<BatchOutcome>>>(IN_FLIGHT_PER_STREAM);
+    let (pending_tx, mut pending_rx) = mpsc::channel::<(
+        oneshot::Receiver<Result<BatchOutcome>>,
+        OwnedSemaphorePermit,
+    )>(IN_FLIGHT_PER_STREAM);
     let acker_outbound = outbound.clone();
     let acker = tokio::spawn(async move {
-        while let Some(outcome) = pending_rx.recv().await {
+        // The permit travels with the outcome: the batch's room in the budget is freed once it
+        // is committed and acknowledged.
+        while let Some((outcome, _permit)) = pending_rx.recv().await {
             let message = match outcome.await {
                 Ok(Ok(outcome)) => Ok(AggregatorMessage {
                     body: Some(Down::Ack(Ack {
@@ -188,9 +203,13 @@ async fn serve_stream(
                 // A repeated sequence number is not an error: the store acknowledges it as a
                 // duplicate and stores nothing.
                 last_seq = last_seq.max(batch.seq);
+                let permit = match budget.admit(batch.encoded_len()).await {
+                    Ok(permit) => permit,
+                    Err(status) => break Err(refuse(&metrics, "overloaded", status)),
+                };
                 match store.submit(accepted.collector, batch).await {
                     Ok(outcome) => {
-                        if pending_tx.send(outcome).await.is_err() {
+                        if pending_tx.send((outcome, permit)).await.is_err() {
                             break Ok(());
                         }
                     }

@@ -11,6 +11,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::budget::IngestBudget;
 use crate::config::AggregatorConfig;
 use crate::ingest::IngestService;
 use crate::metrics::AggregatorMetrics;
@@ -60,9 +61,16 @@ pub async fn start(config: &AggregatorConfig) -> Result<RunningAggregator> {
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
 
-    let ingest = IngestServer::new(IngestService::new(store.clone(), Arc::clone(&metrics)))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let ingest = IngestServer::new(IngestService::new(
+        store.clone(),
+        Arc::clone(&metrics),
+        Arc::new(IngestBudget::new(
+            config.ingest_budget_bytes,
+            std::time::Duration::from_millis(config.overload_wait_ms),
+        )),
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let query = QueryServer::new(QueryService::new(reader.clone()));
     let grpc_shutdown = shutdown.clone();
     let grpc_failed = failed.clone();

@@ -348,3 +348,40 @@ async fn two_collectors_claiming_one_id_at_once_are_refused() {
     drop(reopened);
     aggregator.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_batch_beyond_the_ingest_budget_is_answered_resource_exhausted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = AggregatorConfig::with_data_dir(dir.path().to_path_buf());
+    config.grpc_listen = "127.0.0.1:0".parse().unwrap();
+    config.http_listen = "127.0.0.1:0".parse().unwrap();
+    config.ingest_budget_bytes = 64 << 10;
+    let aggregator = server::start(&config).await.unwrap();
+    let (session, _) = Session::open(&aggregator, hello("host-a")).await.unwrap();
+    let Session { tx, mut inbound } = session;
+    let readings = (0..4_000)
+        .map(|i| reading("gpu0", i, T0 + i as i64 * SECOND))
+        .collect();
+    tx.send(CollectorMessage {
+        body: Some(Up::Batch(Batch {
+            collector_id: "c1".into(),
+            seq: 1,
+            readings,
+            allocations: vec![],
+            compacted: false,
+        })),
+    })
+    .await
+    .unwrap();
+    let status = inbound
+        .message()
+        .await
+        .expect_err("the stream must end with RESOURCE_EXHAUSTED");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        status.message().contains("ingest budget"),
+        "{}",
+        status.message()
+    );
+    aggregator.stop().await.unwrap();
+}
