@@ -12,6 +12,7 @@ use footprint_proto::v1 as pb;
 use footprint_proto::v1::query_client::QueryClient;
 
 mod demo;
+mod loadgen;
 mod logging;
 
 /// Footprint measures what AI work costs the physical world — energy per job, conserved to the
@@ -50,6 +51,36 @@ enum Command {
         /// Start of the simulated span (RFC 3339).
         #[arg(long, default_value = "2024-11-04T00:00:00Z")]
         start: String,
+    },
+    /// Load generator: many simulated collectors (the real collector code, synthetic meters, wall
+    /// clock) streaming to an aggregator; prints durable readings/s, ack latency, CPU and memory.
+    Loadgen {
+        /// Instead of an aggregator, send the same readings as InfluxDB 2 line protocol to this
+        /// HTTP base URL (e.g. http://127.0.0.1:8428 for VictoriaMetrics), for comparison.
+        #[arg(long, value_name = "URL", conflicts_with = "aggregator")]
+        line_protocol: Option<String>,
+        /// The aggregator's gRPC endpoint. Default: one started in this process.
+        #[arg(long, value_name = "URL")]
+        aggregator: Option<String>,
+        /// The receiving process's id (aggregator or database), to report its CPU time and peak
+        /// memory.
+        #[arg(long, value_name = "PID")]
+        aggregator_pid: Option<u32>,
+        /// Simulated collectors.
+        #[arg(long, default_value_t = 1000)]
+        collectors: u32,
+        /// Meters per collector.
+        #[arg(long, default_value_t = 80)]
+        meters: u32,
+        /// Samples per second per meter.
+        #[arg(long, default_value_t = 1.0)]
+        rate: f64,
+        /// Seconds to measure (after a warm-up).
+        #[arg(long, default_value_t = 30)]
+        duration: u64,
+        /// Samples per batch.
+        #[arg(long, default_value_t = 1)]
+        samples_per_batch: u32,
     },
     /// Lists jobs and their energy, from a ledger directory or a running aggregator.
     Jobs {
@@ -151,6 +182,29 @@ async fn main() -> anyhow::Result<()> {
                 hosts,
                 gpus_per_host,
                 start,
+            })
+            .await?;
+        }
+        Command::Loadgen {
+            line_protocol,
+            aggregator,
+            aggregator_pid,
+            collectors,
+            meters,
+            rate,
+            duration,
+            samples_per_batch,
+        } => {
+            logging::init("error");
+            loadgen::run(loadgen::LoadOptions {
+                line_protocol,
+                aggregator,
+                aggregator_pid,
+                collectors,
+                meters,
+                rate_hz: rate,
+                duration_s: duration,
+                samples_per_batch,
             })
             .await?;
         }

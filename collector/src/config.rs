@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::sources::replay::ReplayConfig;
 use crate::sources::site_replay::SiteReplayConfig;
+use crate::sources::synthetic::SyntheticConfig;
 use crate::time::parse_timestamp;
 
 /// `footprint-collector --config FILE`.
@@ -75,6 +76,8 @@ pub enum SourceConfig {
     Replay(ReplayConfig),
     /// A simulated facility meter: the IT load of the listed hosts times an hourly PUE, plus a base.
     SiteReplay(SiteReplayConfig),
+    /// Many GPU meters at a steady power, for load tests (`footprint loadgen`).
+    Synthetic(SyntheticConfig),
 }
 
 fn default_aggregator() -> String {
@@ -181,6 +184,7 @@ impl CollectorConfig {
             match source {
                 SourceConfig::Replay(replay) => replay.validate(&path, &mut problems),
                 SourceConfig::SiteReplay(site) => site.validate(&path, &mut problems),
+                SourceConfig::Synthetic(synthetic) => synthetic.validate(&path, &mut problems),
             }
             for meter in source.meter_ids() {
                 if !meter_ids.insert(meter.clone()) {
@@ -201,6 +205,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Replay(replay) => replay.meter_ids(),
             SourceConfig::SiteReplay(site) => vec![site.meter_id.clone()],
+            SourceConfig::Synthetic(synthetic) => synthetic.meter_ids(),
         }
     }
 }

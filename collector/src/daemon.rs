@@ -25,11 +25,30 @@ pub struct CollectorStats {
     pub readings_sampled: AtomicU64,
     pub source_errors: AtomicU64,
     pub batches_acked: AtomicU64,
+    /// Readings in acknowledged batches (sent by this process; rejected ones included).
+    pub readings_acked: AtomicU64,
     pub acked_seq: AtomicU64,
     pub readings_rejected: AtomicU64,
     pub reconnects: AtomicU64,
     /// The clock's instant of the last tick, ns.
     pub last_tick_ns: AtomicI64,
+    /// Time from sending a batch to its ack, µs, for the first [`MAX_LATENCY_SAMPLES`] acks.
+    pub ack_latencies_us: std::sync::Mutex<Vec<u32>>,
+}
+
+/// Ack latencies kept per collector at most (a benchmark's worth; memory stays bounded).
+pub const MAX_LATENCY_SAMPLES: usize = 1 << 20;
+
+impl CollectorStats {
+    pub(crate) fn record_ack_latency(&self, latency: std::time::Duration) {
+        let mut samples = self
+            .ack_latencies_us
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if samples.len() < MAX_LATENCY_SAMPLES {
+            samples.push(u32::try_from(latency.as_micros()).unwrap_or(u32::MAX));
+        }
+    }
 }
 
 /// Builds the sources of a config.
@@ -48,6 +67,9 @@ pub fn build_sources(config: &CollectorConfig, origin: UnixNanos) -> Result<Vec<
                 }
                 SourceConfig::SiteReplay(site) => {
                     site.build(origin).map(|s| Box::new(s) as Box<dyn Source>)
+                }
+                SourceConfig::Synthetic(synthetic) => {
+                    Ok(Box::new(synthetic.build(origin)) as Box<dyn Source>)
                 }
             };
             built.map_err(|message| Error::Source {

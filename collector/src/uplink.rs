@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use footprint_core::rng::SplitMix64;
 use footprint_proto::v1::aggregator_message::Body as Down;
@@ -163,7 +163,7 @@ impl Uplink {
         with_spool(&self.spool, move |s| s.welcome(durable)).await?;
         debug!(collector = %self.hello.collector_id, durable, "Welcomed.");
 
-        let mut in_flight: VecDeque<u64> = VecDeque::new();
+        let mut in_flight: VecDeque<(u64, Instant, u64)> = VecDeque::new();
         let mut last_sent = durable;
         loop {
             if in_flight.is_empty() && self.finished().await {
@@ -178,7 +178,7 @@ impl Uplink {
                     with_spool(&self.spool, move |s| s.read_after(last_sent, room)).await?;
                 for batch in batches {
                     last_sent = batch.seq;
-                    in_flight.push_back(batch.seq);
+                    in_flight.push_back((batch.seq, Instant::now(), batch.readings.len() as u64));
                     tx.send(CollectorMessage {
                         body: Some(Up::Batch(batch)),
                     })
@@ -192,9 +192,14 @@ impl Uplink {
                         Some(Down::Ack(ack)) => {
                             let seq = ack.seq;
                             with_spool(&self.spool, move |s| s.acknowledge(seq)).await?;
-                            while in_flight.front().is_some_and(|&s| s <= seq) {
+                            while let Some(&(sent_seq, sent_at, readings)) = in_flight.front() {
+                                if sent_seq > seq {
+                                    break;
+                                }
                                 in_flight.pop_front();
                                 self.stats.batches_acked.fetch_add(1, Ordering::Relaxed);
+                                self.stats.readings_acked.fetch_add(readings, Ordering::Relaxed);
+                                self.stats.record_ack_latency(sent_at.elapsed());
                             }
                             self.stats.acked_seq.fetch_max(seq, Ordering::Relaxed);
                             for rejection in &ack.rejections {

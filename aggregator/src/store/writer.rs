@@ -687,9 +687,23 @@ fn store_allocation(
 }
 
 /// The writer thread's loop.
+/// Longest a collector's windows wait for building while batches keep arriving.
+const MAX_BUILD_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub(super) fn run(mut state: WriterState, mut requests: mpsc::Receiver<Request>, max_group: usize) {
     let mut waiting: Option<Request> = None;
+    // Collectors with new readings whose windows are not built yet. Building waits until no
+    // batch is queued (or MAX_BUILD_DELAY), so it never delays a commit and hence an ack.
+    let mut dirty: BTreeSet<i64> = BTreeSet::new();
+    let mut dirty_since = std::time::Instant::now();
     loop {
+        if !dirty.is_empty()
+            && waiting.is_none()
+            && (requests.is_empty() || dirty_since.elapsed() >= MAX_BUILD_DELAY)
+            && let Err(error) = state.build_windows(std::mem::take(&mut dirty))
+        {
+            error!(error = %error, "Building windows failed; they will be retried after the next commit.");
+        }
         let Some(first) = waiting.take().or_else(|| requests.blocking_recv()) else {
             break;
         };
@@ -698,6 +712,7 @@ pub(super) fn run(mut state: WriterState, mut requests: mpsc::Receiver<Request>,
                 let _ = reply.send(state.hello(&hello));
             }
             Request::BuildWindows { reply } => {
+                dirty.clear();
                 let all: Vec<i64> = state.collectors.keys().copied().collect();
                 let _ = reply.send(state.build_windows(all));
             }
@@ -722,11 +737,17 @@ pub(super) fn run(mut state: WriterState, mut requests: mpsc::Receiver<Request>,
                     }
                 }
                 let touched = state.commit_group(group);
-                if let Err(error) = state.build_windows(touched) {
-                    error!(error = %error, "Building windows failed; they will be retried after the next commit.");
+                if dirty.is_empty() {
+                    dirty_since = std::time::Instant::now();
                 }
+                dirty.extend(touched);
             }
         }
+    }
+    if !dirty.is_empty()
+        && let Err(error) = state.build_windows(dirty)
+    {
+        error!(error = %error, "Building the last windows failed.");
     }
     info!("Ledger writer stopped.");
 }

@@ -4,3 +4,4 @@
 pub mod power_model;
 pub mod replay;
 pub mod site_replay;
+pub mod synthetic;

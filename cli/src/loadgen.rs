@@ -1,0 +1,421 @@
+//! `footprint loadgen`: many simulated collectors (the real collector: sources, spool, uplink)
+//! streaming synthetic counters to an aggregator over gRPC, on the wall clock. Reports durable
+//! readings/s (acknowledged only after the aggregator's commit), ack latency, and CPU and memory of
+//! this process and, given its PID, of the aggregator.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use footprint_aggregator::{AggregatorConfig, server};
+use footprint_collector::config::{CollectorConfig, SourceConfig};
+use footprint_collector::daemon::{self, CollectorStats};
+use footprint_collector::sources::synthetic::SyntheticConfig;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Send InfluxDB line protocol over HTTP to this base URL (e.g. VictoriaMetrics) instead of
+    /// streaming to a Footprint aggregator: the same readings, for comparison.
+    pub line_protocol: Option<String>,
+    pub aggregator: Option<String>,
+    pub aggregator_pid: Option<u32>,
+    pub collectors: u32,
+    pub meters: u32,
+    pub rate_hz: f64,
+    pub duration_s: u64,
+    pub samples_per_batch: u32,
+}
+
+/// CPU time (user + system) and peak resident memory of a process, from /proc.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+struct ProcessUsage {
+    cpu_s: f64,
+    peak_rss_mib: f64,
+}
+
+fn process_usage(pid: &str) -> Option<ProcessUsage> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let peak_kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    // USER_HZ is 100 on every Linux platform Rust targets.
+    Some(ProcessUsage {
+        cpu_s: ticks / 100.0,
+        peak_rss_mib: peak_kib / 1024.0,
+    })
+}
+
+#[derive(Debug, Serialize)]
+struct LoadReport {
+    collectors: u32,
+    meters_per_collector: u32,
+    rate_hz: f64,
+    offered_readings_per_s: f64,
+    durable_readings_per_s: f64,
+    duration_s: f64,
+    readings_acked: u64,
+    readings_rejected: u64,
+    ack_latency_ms_p50: f64,
+    ack_latency_ms_p99: f64,
+    ack_latency_ms_max: f64,
+    loadgen: ProcessUsage,
+    aggregator: Option<ProcessUsage>,
+    aggregator_durable_readings_per_cpu_s: Option<f64>,
+}
+
+fn percentile(sorted: &[u32], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    f64::from(sorted[index.min(sorted.len() - 1)]) / 1000.0
+}
+
+pub async fn run(options: LoadOptions) -> anyhow::Result<()> {
+    if let Some(url) = options.line_protocol.clone() {
+        return line_protocol::run(options, &url).await;
+    }
+    if options.collectors == 0
+        || options.meters == 0
+        || !(options.rate_hz > 0.0 && options.rate_hz <= 1000.0)
+    {
+        bail!("--collectors and --meters must be above 0, --rate between 0 and 1000 Hz");
+    }
+    let (endpoint, local) = match &options.aggregator {
+        Some(endpoint) => (endpoint.clone(), None),
+        None => {
+            let dir = tempfile::Builder::new()
+                .prefix("footprint-loadgen-")
+                .tempdir()?
+                .keep();
+            let mut config = AggregatorConfig::with_data_dir(dir.clone());
+            config.grpc_listen = "127.0.0.1:0".parse()?;
+            config.http_listen = "127.0.0.1:0".parse()?;
+            let running = server::start(&config).await?;
+            println!(
+                "In-process aggregator on {}, ledger in {}",
+                running.grpc_addr,
+                dir.display()
+            );
+            (format!("http://{}", running.grpc_addr), Some(running))
+        }
+    };
+    let interval_ms = (1000.0 / options.rate_hz).round().max(1.0) as u64;
+    let shutdown = CancellationToken::new();
+    let mut tasks = Vec::new();
+    let mut stats = Vec::new();
+    for index in 0..options.collectors {
+        let name = format!("load-{index:05}");
+        let config = CollectorConfig {
+            collector_id: Some(name.clone()),
+            host: name,
+            aggregator: endpoint.clone(),
+            sample_interval_ms: interval_ms,
+            samples_per_batch: options.samples_per_batch,
+            spool_dir: None,
+            spool_max_bytes: 1 << 30,
+            flush_timeout_s: 120,
+            clock: None,
+            sources: vec![SourceConfig::Synthetic(SyntheticConfig {
+                meters: options.meters,
+                power_w: 300.0,
+            })],
+        };
+        config.validate().context("generated collector config")?;
+        let collector_stats = Arc::new(CollectorStats::default());
+        stats.push(Arc::clone(&collector_stats));
+        tasks.push(tokio::spawn(daemon::run(
+            config,
+            shutdown.clone(),
+            collector_stats,
+        )));
+    }
+    let own_pid = std::process::id().to_string();
+    let aggregator_pid = options
+        .aggregator_pid
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| own_pid.clone());
+    // Warm up for two intervals (connections, first batches), then measure.
+    tokio::time::sleep(
+        Duration::from_millis(2 * interval_ms * u64::from(options.samples_per_batch))
+            .max(Duration::from_secs(2)),
+    )
+    .await;
+    let acked = |stats: &[Arc<CollectorStats>]| {
+        stats
+            .iter()
+            .map(|s| s.readings_acked.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
+    let (start_acked, start_own, start_aggregator) = (
+        acked(&stats),
+        process_usage(&own_pid),
+        process_usage(&aggregator_pid),
+    );
+    for latencies in &stats {
+        latencies
+            .ack_latencies_us
+            .lock()
+            .map(|mut l| l.clear())
+            .ok();
+    }
+    let started = Instant::now();
+    let mut next_report = Duration::from_secs(5);
+    while started.elapsed() < Duration::from_secs(options.duration_s) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if started.elapsed() >= next_report {
+            next_report += Duration::from_secs(5);
+            let done = acked(&stats) - start_acked;
+            eprintln!(
+                "  {:>4.0} s  {:>10.0} durable readings/s",
+                started.elapsed().as_secs_f64(),
+                done as f64 / started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let (end_acked, end_own, end_aggregator) = (
+        acked(&stats),
+        process_usage(&own_pid),
+        process_usage(&aggregator_pid),
+    );
+    let mut latencies: Vec<u32> = stats
+        .iter()
+        .flat_map(|s| {
+            s.ack_latencies_us
+                .lock()
+                .map(|l| l.clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    latencies.sort_unstable();
+    shutdown.cancel();
+    for task in tasks {
+        let _ = task.await;
+    }
+    let durable = (end_acked - start_acked) as f64 / elapsed;
+    let usage = |start: Option<ProcessUsage>, end: Option<ProcessUsage>| {
+        start.zip(end).map(|(s, e)| ProcessUsage {
+            cpu_s: e.cpu_s - s.cpu_s,
+            peak_rss_mib: e.peak_rss_mib,
+        })
+    };
+    let aggregator = if options.aggregator_pid.is_some() {
+        usage(start_aggregator, end_aggregator)
+    } else {
+        None
+    };
+    let report = LoadReport {
+        collectors: options.collectors,
+        meters_per_collector: options.meters,
+        rate_hz: options.rate_hz,
+        offered_readings_per_s: f64::from(options.collectors) * f64::from(options.meters) * 1000.0
+            / interval_ms as f64,
+        durable_readings_per_s: durable,
+        duration_s: elapsed,
+        readings_acked: end_acked - start_acked,
+        readings_rejected: stats
+            .iter()
+            .map(|s| s.readings_rejected.load(Ordering::Relaxed))
+            .sum(),
+        ack_latency_ms_p50: percentile(&latencies, 0.50),
+        ack_latency_ms_p99: percentile(&latencies, 0.99),
+        ack_latency_ms_max: percentile(&latencies, 1.0),
+        loadgen: usage(start_own, end_own).unwrap_or_default(),
+        aggregator_durable_readings_per_cpu_s: aggregator
+            .map(|a| (end_acked - start_acked) as f64 / a.cpu_s.max(1e-9)),
+        aggregator,
+    };
+    println!("{}", serde_json::to_string(&report)?);
+    if let Some(running) = local {
+        running.stop().await?;
+    }
+    Ok(())
+}
+
+/// The same load as InfluxDB 2 line protocol (`POST /api/v2/write`), for comparing with a
+/// time-series database on the same machine. Its 204 means "accepted", not "durable".
+mod line_protocol {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    use anyhow::{Context, bail};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    use tokio_util::sync::CancellationToken;
+
+    use super::{LoadOptions, LoadReport, ProcessUsage, percentile, process_usage};
+
+    struct Connection {
+        stream: TcpStream,
+        host: String,
+    }
+
+    impl Connection {
+        async fn open(authority: &str) -> anyhow::Result<Self> {
+            let stream = TcpStream::connect(authority)
+                .await
+                .with_context(|| format!("connecting to {authority}"))?;
+            stream.set_nodelay(true)?;
+            Ok(Self {
+                stream,
+                host: authority.to_owned(),
+            })
+        }
+
+        /// POSTs `body`; returns the HTTP status. Keeps the connection open.
+        async fn post(&mut self, path: &str, body: &[u8]) -> anyhow::Result<u16> {
+            let head = format!(
+                "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+                self.host,
+                body.len()
+            );
+            self.stream.write_all(head.as_bytes()).await?;
+            self.stream.write_all(body).await?;
+            let mut response = Vec::new();
+            let mut buffer = [0u8; 4096];
+            loop {
+                let n = self.stream.read(&mut buffer).await?;
+                if n == 0 {
+                    bail!("connection closed");
+                }
+                response.extend_from_slice(&buffer[..n]);
+                if let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&response[..end]).to_string();
+                    let status: u16 = head
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    let mut have = response.len() - end - 4;
+                    while have < length {
+                        have += self.stream.read(&mut buffer).await?;
+                    }
+                    return Ok(status);
+                }
+            }
+        }
+    }
+
+    pub async fn run(options: LoadOptions, url: &str) -> anyhow::Result<()> {
+        let authority = url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_owned();
+        let interval = Duration::from_secs_f64(1.0 / options.rate_hz);
+        let accepted = Arc::new(AtomicU64::new(0));
+        let latencies = Arc::new(std::sync::Mutex::new(Vec::<u32>::new()));
+        let stop = CancellationToken::new();
+        let mut tasks = Vec::new();
+        for collector in 0..options.collectors {
+            let (authority, accepted, latencies, stop) = (
+                authority.clone(),
+                Arc::clone(&accepted),
+                Arc::clone(&latencies),
+                stop.clone(),
+            );
+            let meters = options.meters;
+            tasks.push(tokio::spawn(async move {
+                let mut connection = Connection::open(&authority).await?;
+                let mut counters = vec![0u64; meters as usize];
+                let mut ticker = tokio::time::interval(interval);
+                while !stop.is_cancelled() {
+                    ticker.tick().await;
+                    let at = footprint_collector::time::wall_clock_now().0;
+                    let mut body = String::with_capacity(meters as usize * 80);
+                    for (meter, counter) in counters.iter_mut().enumerate() {
+                        *counter += 300_000 + meter as u64 % 50 * 1_000;
+                        body.push_str(&format!("footprint_energy,collector=load-{collector:05},meter=synthetic-{meter} mj={counter}i {at}\n"));
+                    }
+                    let sent = Instant::now();
+                    let status = connection.post("/api/v2/write?org=footprint&bucket=footprint&precision=ns", body.as_bytes()).await?;
+                    if status / 100 == 2 {
+                        accepted.fetch_add(u64::from(meters), Ordering::Relaxed);
+                        if let Ok(mut l) = latencies.lock() {
+                            l.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+                        }
+                    }
+                }
+                anyhow::Ok(())
+            }));
+        }
+        let own_pid = std::process::id().to_string();
+        let target_pid = options
+            .aggregator_pid
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| own_pid.clone());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (start_accepted, start_own, start_target) = (
+            accepted.load(Ordering::Relaxed),
+            process_usage(&own_pid),
+            process_usage(&target_pid),
+        );
+        latencies.lock().map(|mut l| l.clear()).ok();
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_secs(options.duration_s)).await;
+        let elapsed = started.elapsed().as_secs_f64();
+        let (end_accepted, end_own, end_target) = (
+            accepted.load(Ordering::Relaxed),
+            process_usage(&own_pid),
+            process_usage(&target_pid),
+        );
+        stop.cancel();
+        for task in tasks {
+            let _ = task.await;
+        }
+        let mut sorted = latencies.lock().map(|l| l.clone()).unwrap_or_default();
+        sorted.sort_unstable();
+        let usage = |s: Option<ProcessUsage>, e: Option<ProcessUsage>| {
+            s.zip(e).map(|(s, e)| ProcessUsage {
+                cpu_s: e.cpu_s - s.cpu_s,
+                peak_rss_mib: e.peak_rss_mib,
+            })
+        };
+        let target = if options.aggregator_pid.is_some() {
+            usage(start_target, end_target)
+        } else {
+            None
+        };
+        let done = end_accepted - start_accepted;
+        let report = LoadReport {
+            collectors: options.collectors,
+            meters_per_collector: options.meters,
+            rate_hz: options.rate_hz,
+            offered_readings_per_s: f64::from(options.collectors)
+                * f64::from(options.meters)
+                * options.rate_hz,
+            durable_readings_per_s: done as f64 / elapsed,
+            duration_s: elapsed,
+            readings_acked: done,
+            readings_rejected: 0,
+            ack_latency_ms_p50: percentile(&sorted, 0.50),
+            ack_latency_ms_p99: percentile(&sorted, 0.99),
+            ack_latency_ms_max: percentile(&sorted, 1.0),
+            loadgen: usage(start_own, end_own).unwrap_or_default(),
+            aggregator_durable_readings_per_cpu_s: target.map(|t| done as f64 / t.cpu_s.max(1e-9)),
+            aggregator: target,
+        };
+        println!("{}", serde_json::to_string(&report)?);
+        Ok(())
+    }
+}
