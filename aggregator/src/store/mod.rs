@@ -85,8 +85,9 @@ impl StoreHandle {
         std::fs::create_dir_all(&config.data_dir)?;
         let path = config.data_dir.join(LEDGER_FILE);
         let state = writer::WriterState::open(&path, config, metrics)?;
-        // Bounded: when the writer falls behind, ingest streams wait here (backpressure).
-        let (requests, receiver) = mpsc::channel(1_024);
+        // Bounded, but wide: the ingest budget (bytes awaiting commit) is the limit that binds
+        // first, so overload is answered RESOURCE_EXHAUSTED rather than queued here.
+        let (requests, receiver) = mpsc::channel(65_536);
         let max_group = config.group_commit_max_batches;
         std::thread::Builder::new()
             .name("ledger-writer".into())

@@ -115,6 +115,13 @@ pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
     let connection = Connection::open(path)?;
     connection.pragma_update(None, "journal_mode", "WAL")?;
     connection.pragma_update(None, "synchronous", "FULL")?;
+    // Every commit touches one leaf page per active meter; keep them in memory (128 MiB page
+    // cache, reads through mmap) instead of re-reading them through the kernel each time, and
+    // checkpoint the WAL every 32 MiB rather than every 4 MiB. Durability is unchanged.
+    connection.pragma_update(None, "cache_size", -131_072)?;
+    connection.pragma_update(None, "mmap_size", 1_i64 << 30)?;
+    connection.pragma_update(None, "wal_autocheckpoint", 8_192)?;
+    connection.pragma_update(None, "temp_store", "MEMORY")?;
     connection.busy_timeout(std::time::Duration::from_secs(10))?;
     connection.execute_batch(SCHEMA)?;
     connection.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -131,6 +138,7 @@ pub fn open_reader(path: &std::path::Path) -> rusqlite::Result<Connection> {
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     connection.busy_timeout(std::time::Duration::from_secs(10))?;
+    connection.pragma_update(None, "mmap_size", 1_i64 << 30)?;
     Ok(connection)
 }
 
