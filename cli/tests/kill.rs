@@ -382,7 +382,7 @@ fn sigkill_anywhere_loses_and_duplicates_nothing() {
 }
 
 #[test]
-#[ignore = "soak: about two minutes"]
+#[ignore = "soak: about three minutes"]
 fn sigkill_soak() {
     run_with_kills(seed(), 60.0, Duration::from_secs(100), 200);
 }
