@@ -15,17 +15,34 @@ use footprint_collector::sources::synthetic::SyntheticConfig;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Clone, Debug)]
+/// What `footprint loadgen` was asked to do.
+#[derive(Clone, Debug, clap::Args)]
 pub struct LoadOptions {
-    /// Send InfluxDB line protocol over HTTP to this base URL (e.g. VictoriaMetrics) instead of
-    /// streaming to a Footprint aggregator: the same readings, for comparison.
+    /// Instead of an aggregator, send the same readings as InfluxDB 2 line protocol to this HTTP
+    /// base URL (e.g. http://127.0.0.1:8428 for VictoriaMetrics), for comparison.
+    #[arg(long, value_name = "URL", conflicts_with = "aggregator")]
     pub line_protocol: Option<String>,
+    /// The aggregator's gRPC endpoint. Default: one started in this process.
+    #[arg(long, value_name = "URL")]
     pub aggregator: Option<String>,
+    /// The receiving process's id (aggregator or database), to report its CPU time and peak
+    /// memory.
+    #[arg(long, value_name = "PID")]
     pub aggregator_pid: Option<u32>,
+    /// Simulated collectors.
+    #[arg(long, default_value_t = 1000)]
     pub collectors: u32,
+    /// Meters per collector.
+    #[arg(long, default_value_t = 80)]
     pub meters: u32,
+    /// Samples per second per meter.
+    #[arg(long = "rate", default_value_t = 1.0)]
     pub rate_hz: f64,
+    /// Seconds to measure (after a warm-up).
+    #[arg(long = "duration", default_value_t = 30)]
     pub duration_s: u64,
+    /// Samples per batch.
+    #[arg(long, default_value_t = 1)]
     pub samples_per_batch: u32,
 }
 
@@ -54,6 +71,43 @@ fn process_usage(pid: &str) -> Option<ProcessUsage> {
         cpu_s: ticks / 100.0,
         peak_rss_mib: peak_kib / 1024.0,
     })
+}
+
+/// CPU and memory of this process and of the receiving one over a measured window.
+struct UsageWindow {
+    own_pid: String,
+    target_pid: Option<String>,
+    own_start: Option<ProcessUsage>,
+    target_start: Option<ProcessUsage>,
+}
+
+impl UsageWindow {
+    fn start(target_pid: Option<u32>) -> Self {
+        let own_pid = std::process::id().to_string();
+        let target_pid = target_pid.map(|p| p.to_string());
+        Self {
+            own_start: process_usage(&own_pid),
+            target_start: target_pid.as_deref().and_then(process_usage),
+            own_pid,
+            target_pid,
+        }
+    }
+
+    /// (this process, the receiving process) since `start`.
+    fn finish(&self) -> (ProcessUsage, Option<ProcessUsage>) {
+        let since = |start: Option<ProcessUsage>, end: Option<ProcessUsage>| {
+            start.zip(end).map(|(s, e)| ProcessUsage {
+                cpu_s: e.cpu_s - s.cpu_s,
+                peak_rss_mib: e.peak_rss_mib,
+            })
+        };
+        let own = since(self.own_start, process_usage(&self.own_pid)).unwrap_or_default();
+        let target = since(
+            self.target_start,
+            self.target_pid.as_deref().and_then(process_usage),
+        );
+        (own, target)
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -141,11 +195,6 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<()> {
             collector_stats,
         )));
     }
-    let own_pid = std::process::id().to_string();
-    let aggregator_pid = options
-        .aggregator_pid
-        .map(|p| p.to_string())
-        .unwrap_or_else(|| own_pid.clone());
     // Warm up for two intervals (connections, first batches), then measure.
     tokio::time::sleep(
         Duration::from_millis(2 * interval_ms * u64::from(options.samples_per_batch))
@@ -158,11 +207,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<()> {
             .map(|s| s.readings_acked.load(Ordering::Relaxed))
             .sum::<u64>()
     };
-    let (start_acked, start_own, start_aggregator) = (
-        acked(&stats),
-        process_usage(&own_pid),
-        process_usage(&aggregator_pid),
-    );
+    let (start_acked, window) = (acked(&stats), UsageWindow::start(options.aggregator_pid));
     for latencies in &stats {
         latencies
             .ack_latencies_us
@@ -185,11 +230,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<()> {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let (end_acked, end_own, end_aggregator) = (
-        acked(&stats),
-        process_usage(&own_pid),
-        process_usage(&aggregator_pid),
-    );
+    let (end_acked, (loadgen, aggregator)) = (acked(&stats), window.finish());
     let mut latencies: Vec<u32> = stats
         .iter()
         .flat_map(|s| {
@@ -205,17 +246,6 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<()> {
         let _ = task.await;
     }
     let durable = (end_acked - start_acked) as f64 / elapsed;
-    let usage = |start: Option<ProcessUsage>, end: Option<ProcessUsage>| {
-        start.zip(end).map(|(s, e)| ProcessUsage {
-            cpu_s: e.cpu_s - s.cpu_s,
-            peak_rss_mib: e.peak_rss_mib,
-        })
-    };
-    let aggregator = if options.aggregator_pid.is_some() {
-        usage(start_aggregator, end_aggregator)
-    } else {
-        None
-    };
     let report = LoadReport {
         collectors: options.collectors,
         meters_per_collector: options.meters,
@@ -232,7 +262,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<()> {
         ack_latency_ms_p50: percentile(&latencies, 0.50),
         ack_latency_ms_p99: percentile(&latencies, 0.99),
         ack_latency_ms_max: percentile(&latencies, 1.0),
-        loadgen: usage(start_own, end_own).unwrap_or_default(),
+        loadgen,
         aggregator_durable_readings_per_cpu_s: aggregator
             .map(|a| (end_acked - start_acked) as f64 / a.cpu_s.max(1e-9)),
         aggregator,
@@ -256,7 +286,7 @@ mod line_protocol {
     use tokio::net::TcpStream;
     use tokio_util::sync::CancellationToken;
 
-    use super::{LoadOptions, LoadReport, ProcessUsage, percentile, process_usage};
+    use super::{LoadOptions, LoadReport, UsageWindow, percentile};
 
     struct Connection {
         stream: TcpStream,
@@ -359,43 +389,22 @@ mod line_protocol {
                 anyhow::Ok(())
             }));
         }
-        let own_pid = std::process::id().to_string();
-        let target_pid = options
-            .aggregator_pid
-            .map(|p| p.to_string())
-            .unwrap_or_else(|| own_pid.clone());
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let (start_accepted, start_own, start_target) = (
+        let (start_accepted, window) = (
             accepted.load(Ordering::Relaxed),
-            process_usage(&own_pid),
-            process_usage(&target_pid),
+            UsageWindow::start(options.aggregator_pid),
         );
         latencies.lock().map(|mut l| l.clear()).ok();
         let started = Instant::now();
         tokio::time::sleep(Duration::from_secs(options.duration_s)).await;
         let elapsed = started.elapsed().as_secs_f64();
-        let (end_accepted, end_own, end_target) = (
-            accepted.load(Ordering::Relaxed),
-            process_usage(&own_pid),
-            process_usage(&target_pid),
-        );
+        let (end_accepted, (loadgen, target)) = (accepted.load(Ordering::Relaxed), window.finish());
         stop.cancel();
         for task in tasks {
             let _ = task.await;
         }
         let mut sorted = latencies.lock().map(|l| l.clone()).unwrap_or_default();
         sorted.sort_unstable();
-        let usage = |s: Option<ProcessUsage>, e: Option<ProcessUsage>| {
-            s.zip(e).map(|(s, e)| ProcessUsage {
-                cpu_s: e.cpu_s - s.cpu_s,
-                peak_rss_mib: e.peak_rss_mib,
-            })
-        };
-        let target = if options.aggregator_pid.is_some() {
-            usage(start_target, end_target)
-        } else {
-            None
-        };
         let done = end_accepted - start_accepted;
         let report = LoadReport {
             collectors: options.collectors,
@@ -411,7 +420,7 @@ mod line_protocol {
             ack_latency_ms_p50: percentile(&sorted, 0.50),
             ack_latency_ms_p99: percentile(&sorted, 0.99),
             ack_latency_ms_max: percentile(&sorted, 1.0),
-            loadgen: usage(start_own, end_own).unwrap_or_default(),
+            loadgen,
             aggregator_durable_readings_per_cpu_s: target.map(|t| done as f64 / t.cpu_s.max(1e-9)),
             aggregator: target,
         };

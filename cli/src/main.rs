@@ -28,60 +28,10 @@ struct Cli {
 enum Command {
     /// Runs a whole simulated site on loopback (aggregator, one collector per host, a facility
     /// meter) on a simulated clock, then prints each job's energy and writes DATA_DIR/summary.json.
-    Demo {
-        /// Where the ledger, the generated collector configs and summary.json go. Default: a new
-        /// temporary directory (kept, and printed).
-        #[arg(long, value_name = "DIR")]
-        data_dir: Option<PathBuf>,
-        /// Simulated hours.
-        #[arg(long, default_value_t = 24)]
-        hours: u32,
-        /// Seed of the site's jobs; the same seed gives the same site.
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// Simulated seconds per real second (1440: a day in a minute).
-        #[arg(long, default_value_t = 1440.0)]
-        speed: f64,
-        /// Simulated hosts.
-        #[arg(long, default_value_t = 4)]
-        hosts: u32,
-        /// GPUs per host (even).
-        #[arg(long, default_value_t = 8)]
-        gpus_per_host: u32,
-        /// Start of the simulated span (RFC 3339).
-        #[arg(long, default_value = "2024-11-04T00:00:00Z")]
-        start: String,
-    },
+    Demo(demo::DemoOptions),
     /// Load generator: many simulated collectors (the real collector code, synthetic meters, wall
     /// clock) streaming to an aggregator; prints durable readings/s, ack latency, CPU and memory.
-    Loadgen {
-        /// Instead of an aggregator, send the same readings as InfluxDB 2 line protocol to this
-        /// HTTP base URL (e.g. http://127.0.0.1:8428 for VictoriaMetrics), for comparison.
-        #[arg(long, value_name = "URL", conflicts_with = "aggregator")]
-        line_protocol: Option<String>,
-        /// The aggregator's gRPC endpoint. Default: one started in this process.
-        #[arg(long, value_name = "URL")]
-        aggregator: Option<String>,
-        /// The receiving process's id (aggregator or database), to report its CPU time and peak
-        /// memory.
-        #[arg(long, value_name = "PID")]
-        aggregator_pid: Option<u32>,
-        /// Simulated collectors.
-        #[arg(long, default_value_t = 1000)]
-        collectors: u32,
-        /// Meters per collector.
-        #[arg(long, default_value_t = 80)]
-        meters: u32,
-        /// Samples per second per meter.
-        #[arg(long, default_value_t = 1.0)]
-        rate: f64,
-        /// Seconds to measure (after a warm-up).
-        #[arg(long, default_value_t = 30)]
-        duration: u64,
-        /// Samples per batch.
-        #[arg(long, default_value_t = 1)]
-        samples_per_batch: u32,
-    },
+    Loadgen(loadgen::LoadOptions),
     /// Lists jobs and their energy, from a ledger directory or a running aggregator.
     Jobs {
         #[command(flatten)]
@@ -164,49 +114,13 @@ async fn fetch_jobs(
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Demo {
-            data_dir,
-            hours,
-            seed,
-            speed,
-            hosts,
-            gpus_per_host,
-            start,
-        } => {
+        Command::Demo(options) => {
             logging::init("warn");
-            demo::run(demo::DemoOptions {
-                data_dir,
-                hours,
-                seed,
-                speed,
-                hosts,
-                gpus_per_host,
-                start,
-            })
-            .await?;
+            demo::run(options).await?;
         }
-        Command::Loadgen {
-            line_protocol,
-            aggregator,
-            aggregator_pid,
-            collectors,
-            meters,
-            rate,
-            duration,
-            samples_per_batch,
-        } => {
+        Command::Loadgen(options) => {
             logging::init("error");
-            loadgen::run(loadgen::LoadOptions {
-                line_protocol,
-                aggregator,
-                aggregator_pid,
-                collectors,
-                meters,
-                rate_hz: rate,
-                duration_s: duration,
-                samples_per_batch,
-            })
-            .await?;
+            loadgen::run(options).await?;
         }
         Command::Jobs { source, json } => {
             logging::init("warn");

@@ -28,14 +28,29 @@ use tokio_util::sync::CancellationToken;
 use site::SitePlan;
 
 /// What `footprint demo` was asked to do.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct DemoOptions {
+    /// Where the ledger, the spools, the generated collector configs, summary.json and the chart
+    /// go. Default: a new temporary directory (kept, and printed).
+    #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Simulated hours.
+    #[arg(long, default_value_t = 24)]
     pub hours: u32,
+    /// Seed of the site's jobs; the same seed gives the same site.
+    #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Simulated seconds per real second (1440: a day in a minute).
+    #[arg(long, default_value_t = 1440.0)]
     pub speed: f64,
+    /// Simulated hosts.
+    #[arg(long, default_value_t = 4)]
     pub hosts: u32,
+    /// GPUs per host (even).
+    #[arg(long, default_value_t = 8)]
     pub gpus_per_host: u32,
+    /// Start of the simulated span (RFC 3339).
+    #[arg(long, default_value = "2024-11-04T00:00:00Z")]
     pub start: String,
 }
 
