@@ -181,3 +181,34 @@ fn the_same_seed_gives_a_byte_identical_summary_whatever_the_speed() {
         "the simulated clock's pace must not change any figure"
     );
 }
+
+#[test]
+fn loadgen_streams_durable_readings_and_reports_them() {
+    let output = Command::new(env!("CARGO_BIN_EXE_footprint"))
+        .args([
+            "loadgen",
+            "--collectors",
+            "3",
+            "--meters",
+            "5",
+            "--rate",
+            "5",
+            "--duration",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert!(report["readings_acked"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["readings_rejected"], 0, "{report}");
+    assert!(
+        report["ack_latency_ms_p99"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+}
