@@ -92,21 +92,29 @@ pub async fn run(
 ) -> Result<()> {
     // A simulated clock's counters integrate from its configured start, so a replay gives the
     // same counter values on every run; the wall clock's from now.
+    let clock_key = |key: &'static str| {
+        move |message: String| {
+            Error::Config(footprint_core::config::ConfigError::Parse {
+                path: format!("clock.{key}"),
+                message,
+            })
+        }
+    };
     let (clock, origin, stop_at) = match &config.clock {
         Some(sim) => {
-            let start = parse_timestamp(&sim.start).map_err(Error::Uplink)?;
+            let start = parse_timestamp(&sim.start).map_err(clock_key("start"))?;
             let stop = sim
                 .stop_at
                 .as_deref()
                 .map(parse_timestamp)
                 .transpose()
-                .map_err(Error::Uplink)?;
+                .map_err(clock_key("stop_at"))?;
             let real_start = sim
                 .real_start
                 .as_deref()
                 .map(parse_timestamp)
                 .transpose()
-                .map_err(Error::Uplink)?;
+                .map_err(clock_key("real_start"))?;
             (Clock::simulated(start, sim.speed, real_start), start, stop)
         }
         None => (Clock::Wall, wall_clock_now(), None),
@@ -127,8 +135,7 @@ pub async fn run(
         config.spool_dir.as_deref(),
         &hello.collector_id,
         config.spool_max_bytes,
-    )
-    .map_err(|e| Error::Uplink(e.to_string()))?;
+    )?;
     let spool: SharedSpool = Arc::new(std::sync::Mutex::new(spool));
     info!(collector = %hello.collector_id, host = %hello.host, meters = hello.meters.len(), aggregator = %config.aggregator, "Collector starting.");
 
@@ -157,9 +164,7 @@ pub async fn run(
     } else {
         origin
     };
-    let resume_after = with_spool(&spool, |s| Ok(s.last_tick_ns()))
-        .await
-        .map_err(|e| Error::Uplink(e.to_string()))?;
+    let resume_after = with_spool(&spool, |s| Ok(s.last_tick_ns())).await?;
     if let Some(last) = resume_after
         && tick.0 <= last
     {
@@ -217,7 +222,7 @@ pub async fn run(
     sampling_done.cancel();
     if let Some(error) = spool_failure {
         uplink_task.abort();
-        return Err(Error::Uplink(format!("the spool refused a batch: {error}")));
+        return Err(Error::Spool(error));
     }
     info!("Sampling stopped; flushing the spool.");
     let flush = Duration::from_secs(config.flush_timeout_s);

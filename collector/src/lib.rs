@@ -33,6 +33,8 @@ pub enum Error {
     Trace(String),
     #[error("uplink: {0}")]
     Uplink(String),
+    #[error(transparent)]
+    Spool(#[from] spool::SpoolError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
