@@ -147,15 +147,18 @@ async fn serve_stream(
     )
     .await?;
 
+    // Each waiting batch: its outcome, its room in the budget, and when it arrived.
     let (pending_tx, mut pending_rx) = mpsc::channel::<(
         oneshot::Receiver<Result<BatchOutcome>>,
         OwnedSemaphorePermit,
+        std::time::Instant,
     )>(IN_FLIGHT_PER_STREAM);
     let acker_outbound = outbound.clone();
+    let acker_metrics = Arc::clone(&metrics);
     let acker = tokio::spawn(async move {
         // The permit travels with the outcome: the batch's room in the budget is freed once it
         // is committed and acknowledged.
-        while let Some((outcome, _permit)) = pending_rx.recv().await {
+        while let Some((outcome, _permit, received)) = pending_rx.recv().await {
             let message = match outcome.await {
                 Ok(Ok(outcome)) => Ok(AggregatorMessage {
                     body: Some(Down::Ack(Ack {
@@ -168,7 +171,11 @@ async fn serve_stream(
                 Err(_) => Err(Status::unavailable("the ledger writer stopped")),
             };
             let failed = message.is_err();
-            if acker_outbound.send(message).await.is_err() || failed {
+            let sent = acker_outbound.send(message).await;
+            acker_metrics
+                .ack_latency
+                .observe(received.elapsed().as_secs_f64());
+            if sent.is_err() || failed {
                 return;
             }
         }
@@ -203,13 +210,14 @@ async fn serve_stream(
                 // A repeated sequence number is not an error: the store acknowledges it as a
                 // duplicate and stores nothing.
                 last_seq = last_seq.max(batch.seq);
+                let received = std::time::Instant::now();
                 let permit = match budget.admit(batch.encoded_len()).await {
                     Ok(permit) => permit,
                     Err(status) => break Err(refuse(&metrics, "overloaded", status)),
                 };
                 match store.submit(accepted.collector, batch).await {
                     Ok(outcome) => {
-                        if pending_tx.send((outcome, permit)).await.is_err() {
+                        if pending_tx.send((outcome, permit, received)).await.is_err() {
                             break Ok(());
                         }
                     }

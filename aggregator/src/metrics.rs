@@ -4,6 +4,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -17,8 +18,10 @@ pub struct OutcomeLabel {
 }
 
 /// Counters shared by the ingest path, the store and the ledger.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AggregatorMetrics {
+    /// From receiving a batch to sending its ack (validation, commit, fsync, queueing), seconds.
+    pub ack_latency: Histogram,
     pub readings_stored: Counter,
     pub readings_rejected: Family<ReasonLabel, Counter>,
     pub allocations_rejected: Family<ReasonLabel, Counter>,
@@ -27,10 +30,31 @@ pub struct AggregatorMetrics {
     pub streams_refused: Family<ReasonLabel, Counter>,
 }
 
+impl Default for AggregatorMetrics {
+    fn default() -> Self {
+        Self {
+            // 1 ms to about 33 s.
+            ack_latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            readings_stored: Counter::default(),
+            readings_rejected: Family::default(),
+            allocations_rejected: Family::default(),
+            batches: Family::default(),
+            windows_built: Counter::default(),
+            streams_refused: Family::default(),
+        }
+    }
+}
+
 impl AggregatorMetrics {
     /// A registry exposing these counters under `footprint_aggregator_`.
     pub fn registry(self: &std::sync::Arc<Self>) -> Registry {
         let mut registry = Registry::with_prefix("footprint_aggregator");
+        registry.register_with_unit(
+            "ack_latency",
+            "From receiving a batch to sending its ack (validation, commit, queueing)",
+            prometheus_client::registry::Unit::Seconds,
+            self.ack_latency.clone(),
+        );
         registry.register(
             "readings_stored",
             "Readings committed to the ledger",

@@ -201,6 +201,8 @@ async fn bad_readings_are_rejected_by_field_counted_and_the_rest_is_stored() {
         "footprint_aggregator_readings_rejected_total{reason=\"future_timestamp\"} 1",
         "footprint_aggregator_allocations_rejected_total{reason=\"missing_job\"} 1",
         "footprint_aggregator_batches_total{outcome=\"duplicate\"} 1",
+        // Two stored batches and one duplicate were acknowledged so far.
+        "footprint_aggregator_ack_latency_seconds_count 3",
     ] {
         assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
     }
