@@ -4,6 +4,17 @@ use async_trait::async_trait;
 use footprint_core::UnixNanos;
 use footprint_proto::v1::{Allocation, MeterInfo, Reading};
 
+/// A counter reading taken at `at`, measured, with the meter's own method.
+pub fn measured_reading(meter_id: &str, value: u64, at: UnixNanos) -> Reading {
+    Reading {
+        meter_id: meter_id.to_owned(),
+        value,
+        timestamp_ns: at.0,
+        quality: footprint_proto::v1::Quality::Measured as i32,
+        method: String::new(),
+    }
+}
+
 /// What one source read at one tick.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Sample {

@@ -11,13 +11,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use footprint_core::UnixNanos;
 use footprint_core::config::Problems;
-use footprint_proto::v1::{Allocation, Job, JobKind, MeterInfo, MeterKind, Quality, Reading};
+use footprint_proto::v1::{Allocation, Job, JobKind, MeterInfo, MeterKind};
 use serde::{Deserialize, Serialize};
 
 use super::power_model::{IntegratedCounter, PowerStep};
 use crate::config::load_trace;
 use crate::cpulist::parse_cpulist;
-use crate::source::{Sample, Source};
+use crate::source::{Sample, Source, measured_reading};
 use crate::time::parse_timestamp;
 use crate::trace::EMBEDDED_TRACE_NAME;
 
@@ -540,13 +540,9 @@ impl Source for ReplaySource {
                 ModelMeter::Package(p) => counter.advance(at.0, |t| model.package_power(p, t)),
                 ModelMeter::Dram(p) => counter.advance(at.0, |t| model.dram_power(p, t)),
             };
-            sample.readings.push(Reading {
-                meter_id: info.meter_id.clone(),
-                value,
-                timestamp_ns: at.0,
-                quality: Quality::Measured as i32,
-                method: String::new(),
-            });
+            sample
+                .readings
+                .push(measured_reading(&info.meter_id, value, at));
         }
         for (job, announced) in model.jobs.iter().zip(&mut self.announced) {
             let starts = !announced.0 && at.0 >= job.start_ns;

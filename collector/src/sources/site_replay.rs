@@ -5,12 +5,12 @@
 use async_trait::async_trait;
 use footprint_core::UnixNanos;
 use footprint_core::config::Problems;
-use footprint_proto::v1::{MeterInfo, MeterKind, Quality, Reading};
+use footprint_proto::v1::{MeterInfo, MeterKind};
 use serde::{Deserialize, Serialize};
 
 use super::power_model::{IntegratedCounter, PowerStep};
 use super::replay::{ReplayConfig, ReplayHostModel};
-use crate::source::{Sample, Source};
+use crate::source::{Sample, Source, measured_reading};
 
 const HOUR_NS: i64 = 3_600_000_000_000;
 const DAY_NS: i64 = 24 * HOUR_NS;
@@ -150,13 +150,7 @@ impl Source for SiteReplaySource {
             .counter
             .advance(at.0, |t| site_power(hosts, pue, base, t));
         Ok(Sample {
-            readings: vec![Reading {
-                meter_id: self.info.meter_id.clone(),
-                value,
-                timestamp_ns: at.0,
-                quality: Quality::Measured as i32,
-                method: String::new(),
-            }],
+            readings: vec![measured_reading(&self.info.meter_id, value, at)],
             allocations: Vec::new(),
         })
     }

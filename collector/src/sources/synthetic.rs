@@ -5,11 +5,11 @@
 use async_trait::async_trait;
 use footprint_core::UnixNanos;
 use footprint_core::config::Problems;
-use footprint_proto::v1::{MeterInfo, MeterKind, Quality, Reading};
+use footprint_proto::v1::{MeterInfo, MeterKind};
 use serde::{Deserialize, Serialize};
 
 use super::power_model::{IntegratedCounter, PowerStep};
-use crate::source::{Sample, Source};
+use crate::source::{Sample, Source, measured_reading};
 
 /// Synthetic GPU meters.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -94,16 +94,11 @@ impl Source for SyntheticSource {
             .iter_mut()
             .map(|(info, power_mw, counter)| {
                 let power_mw = *power_mw;
-                Reading {
-                    meter_id: info.meter_id.clone(),
-                    value: counter.advance(at.0, |_| PowerStep {
-                        power_mw,
-                        until_ns: i64::MAX,
-                    }),
-                    timestamp_ns: at.0,
-                    quality: Quality::Measured as i32,
-                    method: String::new(),
-                }
+                let value = counter.advance(at.0, |_| PowerStep {
+                    power_mw,
+                    until_ns: i64::MAX,
+                });
+                measured_reading(&info.meter_id, value, at)
             })
             .collect();
         Ok(Sample {
