@@ -120,6 +120,10 @@ struct LoadReport {
     duration_s: f64,
     readings_acked: u64,
     readings_rejected: u64,
+    /// Sessions the collectors had to reopen (refused, cut, RESOURCE_EXHAUSTED …).
+    reconnects: u64,
+    /// Source reads that failed.
+    source_errors: u64,
     ack_latency_ms_p50: f64,
     ack_latency_ms_p99: f64,
     ack_latency_ms_max: f64,
@@ -246,6 +250,12 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<()> {
         let _ = task.await;
     }
     let durable = (end_acked - start_acked) as f64 / elapsed;
+    let total = |counter: fn(&CollectorStats) -> &std::sync::atomic::AtomicU64| {
+        stats
+            .iter()
+            .map(|s| counter(s).load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
     let report = LoadReport {
         collectors: options.collectors,
         meters_per_collector: options.meters,
@@ -255,10 +265,9 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<()> {
         durable_readings_per_s: durable,
         duration_s: elapsed,
         readings_acked: end_acked - start_acked,
-        readings_rejected: stats
-            .iter()
-            .map(|s| s.readings_rejected.load(Ordering::Relaxed))
-            .sum(),
+        readings_rejected: total(|s| &s.readings_rejected),
+        reconnects: total(|s| &s.reconnects),
+        source_errors: total(|s| &s.source_errors),
         ack_latency_ms_p50: percentile(&latencies, 0.50),
         ack_latency_ms_p99: percentile(&latencies, 0.99),
         ack_latency_ms_max: percentile(&latencies, 1.0),
@@ -417,6 +426,8 @@ mod line_protocol {
             duration_s: elapsed,
             readings_acked: done,
             readings_rejected: 0,
+            reconnects: 0,
+            source_errors: 0,
             ack_latency_ms_p50: percentile(&sorted, 0.50),
             ack_latency_ms_p99: percentile(&sorted, 0.99),
             ack_latency_ms_max: percentile(&sorted, 1.0),

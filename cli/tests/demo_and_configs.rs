@@ -207,6 +207,7 @@ fn loadgen_streams_durable_readings_and_reports_them() {
     let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert!(report["readings_acked"].as_u64().unwrap() > 0, "{report}");
     assert_eq!(report["readings_rejected"], 0, "{report}");
+    assert_eq!(report["source_errors"], 0, "{report}");
     assert!(
         report["ack_latency_ms_p99"].as_f64().unwrap() > 0.0,
         "{report}"

@@ -27,7 +27,6 @@ pub struct CollectorStats {
     pub batches_acked: AtomicU64,
     /// Readings in acknowledged batches (sent by this process; rejected ones included).
     pub readings_acked: AtomicU64,
-    pub acked_seq: AtomicU64,
     pub readings_rejected: AtomicU64,
     pub reconnects: AtomicU64,
     /// The clock's instant of the last tick, ns.

@@ -29,8 +29,6 @@ pub enum Error {
         source_name: String,
         message: String,
     },
-    #[error("trace: {0}")]
-    Trace(String),
     #[error("uplink: {0}")]
     Uplink(String),
     #[error(transparent)]

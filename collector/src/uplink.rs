@@ -201,7 +201,6 @@ impl Uplink {
                                 self.stats.readings_acked.fetch_add(readings, Ordering::Relaxed);
                                 self.stats.record_ack_latency(sent_at.elapsed());
                             }
-                            self.stats.acked_seq.fetch_max(seq, Ordering::Relaxed);
                             for rejection in &ack.rejections {
                                 self.stats.readings_rejected.fetch_add(1, Ordering::Relaxed);
                                 warn!(seq, meter = %rejection.meter_id, field = %rejection.field, reason = %rejection.reason, "Aggregator rejected a reading.");

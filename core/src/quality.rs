@@ -21,14 +21,6 @@ impl Quality {
     pub fn worst(self, other: Quality) -> Quality {
         self.max(other)
     }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Quality::Measured => "measured",
-            Quality::Interpolated => "interpolated",
-            Quality::Estimated => "estimated",
-        }
-    }
 }
 
 /// An amount of energy in millijoules, split by how it was obtained.

@@ -27,18 +27,6 @@ pub struct UnixNanos(pub i64);
 impl Millijoules {
     /// Millijoules in one kilowatt-hour.
     pub const PER_KWH: u64 = 3_600_000_000;
-
-    /// For display only: never feed the result back into a ledger.
-    pub fn as_kwh(self) -> f64 {
-        self.0 as f64 / Self::PER_KWH as f64
-    }
-}
-
-impl UnixNanos {
-    /// Seconds since the epoch, for display.
-    pub fn from_seconds(seconds: i64) -> Self {
-        Self(seconds.saturating_mul(NANOS_PER_SECOND))
-    }
 }
 
 /// A half-open span of time `[start, end)`.
@@ -71,10 +59,6 @@ impl Span {
         let start = self.start.max(other.start);
         let end = self.end.min(other.end);
         (start < end).then_some(Span { start, end })
-    }
-
-    pub fn contains(&self, at: UnixNanos) -> bool {
-        self.start <= at && at < self.end
     }
 }
 

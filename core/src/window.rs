@@ -41,17 +41,6 @@ impl WindowLength {
     pub fn window_at(&self, start: UnixNanos) -> Span {
         Span::new(start, UnixNanos(start.0.saturating_add(self.nanos)))
     }
-
-    /// Starts of the windows `span` touches, in order.
-    pub fn starts_touching(&self, span: Span) -> impl Iterator<Item = UnixNanos> + '_ {
-        let first = self.start_of(span.start).0;
-        let end = span.end.0;
-        let step = self.nanos;
-        (0..)
-            .map(move |index: i64| first + index * step)
-            .take_while(move |&start| start < end)
-            .map(UnixNanos)
-    }
 }
 
 /// The part of a delta that falls inside a window.
@@ -132,8 +121,11 @@ mod tests {
             let span = Span::new(UnixNanos(start), UnixNanos(start + len));
             let mut total: u128 = 0;
             let mut covered: u64 = 0;
-            for window_start in windows.starts_touching(span) {
-                let share = share_in_window(span, amount, Quality::Measured, windows.window_at(window_start));
+            let mut window_start = windows.start_of(span.start);
+            while window_start < span.end {
+                let window = windows.window_at(window_start);
+                window_start = window.end;
+                let share = share_in_window(span, amount, Quality::Measured, window);
                 let share = share.unwrap();
                 total += u128::from(share.amount);
                 covered += share.span.len_ns();

@@ -512,10 +512,6 @@ impl ReplaySource {
             announced,
         }
     }
-
-    pub fn model(&self) -> &Arc<ReplayHostModel> {
-        &self.model
-    }
 }
 
 #[async_trait]
