@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use footprint_core::config::{ConfigError, Problems, parse_toml, read_file};
+use footprint_core::config::{ConfigError, ConfigFile, Problems};
 use serde::{Deserialize, Serialize};
 
 /// `footprint-aggregator --config FILE`.
@@ -143,28 +143,10 @@ impl AggregatorConfig {
             limits: PowerLimits::default(),
         }
     }
+}
 
-    /// Parses and validates a config file's text.
-    ///
-    /// # Errors
-    /// The key path and reason of an unknown key or bad value, or every validation problem.
-    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let config: Self = parse_toml(text)?;
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// Reads and validates a config file.
-    ///
-    /// # Errors
-    /// As [`AggregatorConfig::from_toml`], or the file cannot be read.
-    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
-        Self::from_toml(&read_file(path)?)
-    }
-
-    /// # Errors
-    /// Every problem found, each with its key path.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+impl ConfigFile for AggregatorConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Problems::default();
         problems.check(
             !self.data_dir.as_os_str().is_empty(),
@@ -211,6 +193,7 @@ impl AggregatorConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use footprint_core::config::ConfigFile;
 
     #[test]
     fn unknown_key_fails_with_its_path() {

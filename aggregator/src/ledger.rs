@@ -247,10 +247,7 @@ fn write_window(
     if result.measured.total_mj() == 0 && gpu_time.is_empty() {
         return Ok(());
     }
-    let mut measured = EnergyByQuality::default();
-    measured.merge(&result.measured.gpu);
-    measured.merge(&result.measured.cpu);
-    measured.merge(&result.measured.dram);
+    let measured = result.measured.by_quality();
     connection
         .prepare_cached(
             "INSERT OR REPLACE INTO window_hosts (collector, start_ns, it_mj, idle_mj, unattributed_mj, measured_mj, interpolated_mj, estimated_mj)
@@ -278,10 +275,7 @@ fn write_window(
         jobs.entry(*job).or_default().1 = *ns;
     }
     for (job, (energy, gpu_ns)) in jobs {
-        let mut quality = EnergyByQuality::default();
-        quality.merge(&energy.gpu);
-        quality.merge(&energy.cpu);
-        quality.merge(&energy.dram);
+        let quality = energy.by_quality();
         insert.execute(params![
             collector,
             start_ns,

@@ -12,6 +12,7 @@ use footprint_aggregator::{AggregatorConfig, server};
 use footprint_collector::config::{CollectorConfig, SourceConfig};
 use footprint_collector::daemon::{self, CollectorStats};
 use footprint_collector::sources::synthetic::SyntheticConfig;
+use footprint_core::config::ConfigFile;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 

@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use footprint_aggregator::AggregatorConfig;
 use footprint_collector::config::CollectorConfig;
+use footprint_core::config::ConfigFile;
 use footprint_exporters::summary::JobLine;
 use footprint_exporters::table;
 use footprint_proto::v1 as pb;

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use footprint_core::config::{ConfigError, Problems, parse_toml, read_file};
+use footprint_core::config::{ConfigError, ConfigFile, Problems};
 use serde::{Deserialize, Serialize};
 
 use crate::sources::replay::ReplayConfig;
@@ -100,31 +100,36 @@ fn default_speed() -> f64 {
 }
 
 impl CollectorConfig {
-    /// Parses and validates a config file's text.
-    ///
-    /// # Errors
-    /// The key path and reason of an unknown key or bad value, or every validation problem.
-    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let config: Self = parse_toml(text)?;
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// Reads and validates a config file.
-    ///
-    /// # Errors
-    /// As [`CollectorConfig::from_toml`], or the file cannot be read.
-    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
-        Self::from_toml(&read_file(path)?)
-    }
-
     pub fn collector_id(&self) -> &str {
         self.collector_id.as_deref().unwrap_or(&self.host)
     }
+}
 
-    /// # Errors
-    /// Every problem found, each with its key path.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+impl SourceConfig {
+    /// The ids of the meters this source will announce.
+    pub fn meter_ids(&self) -> Vec<String> {
+        match self {
+            SourceConfig::Replay(replay) => replay.meter_ids(),
+            SourceConfig::SiteReplay(site) => vec![site.meter_id.clone()],
+            SourceConfig::Synthetic(synthetic) => synthetic.meter_ids(),
+        }
+    }
+}
+
+/// A trace file named in config, or the embedded default.
+pub(crate) fn load_trace(path: Option<&PathBuf>) -> Result<crate::trace::PowerTrace, String> {
+    match path {
+        None => crate::trace::PowerTrace::parse(crate::trace::EMBEDDED_TRACE),
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            crate::trace::PowerTrace::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+        }
+    }
+}
+
+impl ConfigFile for CollectorConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Problems::default();
         problems.check(!self.host.trim().is_empty(), "host", "must not be empty");
         if let Some(id) = &self.collector_id {
@@ -196,28 +201,5 @@ impl CollectorConfig {
             }
         }
         problems.finish()
-    }
-}
-
-impl SourceConfig {
-    /// The ids of the meters this source will announce.
-    pub fn meter_ids(&self) -> Vec<String> {
-        match self {
-            SourceConfig::Replay(replay) => replay.meter_ids(),
-            SourceConfig::SiteReplay(site) => vec![site.meter_id.clone()],
-            SourceConfig::Synthetic(synthetic) => synthetic.meter_ids(),
-        }
-    }
-}
-
-/// A trace file named in config, or the embedded default.
-pub(crate) fn load_trace(path: Option<&PathBuf>) -> Result<crate::trace::PowerTrace, String> {
-    match path {
-        None => crate::trace::PowerTrace::parse(crate::trace::EMBEDDED_TRACE),
-        Some(path) => {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            crate::trace::PowerTrace::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
-        }
     }
 }

@@ -66,6 +66,14 @@ impl ResourceEnergy {
         self.gpu.total_mj() + self.cpu.total_mj() + self.dram.total_mj()
     }
 
+    /// All resources together, split by how the energy was obtained.
+    pub fn by_quality(&self) -> EnergyByQuality {
+        let mut all = self.gpu;
+        all.merge(&self.cpu);
+        all.merge(&self.dram);
+        all
+    }
+
     pub fn merge(&mut self, other: &ResourceEnergy) {
         self.gpu.merge(&other.gpu);
         self.cpu.merge(&other.cpu);

@@ -53,11 +53,39 @@ impl Problems {
     }
 }
 
+/// A config file: parsed with key paths in errors, then validated as a whole. Implementors
+/// provide [`ConfigFile::validate`]; loading comes with it.
+pub trait ConfigFile: DeserializeOwned {
+    /// Every problem found, each with its key path.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] listing them.
+    fn validate(&self) -> Result<(), ConfigError>;
+
+    /// Parses and validates a config file's text.
+    ///
+    /// # Errors
+    /// The key path and reason of an unknown key or bad value, or every validation problem.
+    fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = parse_toml(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and validates a config file.
+    ///
+    /// # Errors
+    /// As [`ConfigFile::from_toml`], or the file cannot be read.
+    fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        Self::from_toml(&read_file(path)?)
+    }
+}
+
 /// Reads a config file's text.
 ///
 /// # Errors
 /// [`ConfigError::Parse`] naming the file when it cannot be read.
-pub fn read_file(path: &std::path::Path) -> Result<String, ConfigError> {
+fn read_file(path: &std::path::Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path).map_err(|error| ConfigError::Parse {
         path: path.display().to_string(),
         message: error.to_string(),

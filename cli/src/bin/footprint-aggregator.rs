@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Parser;
 use footprint_aggregator::{AggregatorConfig, server};
+use footprint_core::config::ConfigFile;
 
 #[path = "../logging.rs"]
 mod logging;

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use footprint_collector::config::CollectorConfig;
 use footprint_collector::daemon::{self, CollectorStats};
+use footprint_core::config::ConfigFile;
 use tokio_util::sync::CancellationToken;
 
 #[path = "../logging.rs"]

@@ -236,6 +236,7 @@ impl SitePlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use footprint_core::config::ConfigFile;
 
     fn plan(seed: u64) -> SitePlan {
         SitePlan {

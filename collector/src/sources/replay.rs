@@ -563,6 +563,7 @@ impl Source for ReplaySource {
 mod tests {
     use super::*;
     use crate::time::parse_timestamp;
+    use footprint_core::config::ConfigFile;
 
     fn config() -> ReplayConfig {
         crate::config::CollectorConfig::from_toml(
