@@ -124,19 +124,17 @@ impl Uplink {
     }
 
     async fn session(&self) -> Result<(), SessionError> {
+        let cannot_connect = |error: tonic::transport::Error| SessionError::Connect {
+            endpoint: self.endpoint.clone(),
+            message: error.to_string(),
+        };
         let channel = tonic::transport::Endpoint::from_shared(self.endpoint.clone())
-            .map_err(|e| SessionError::Connect {
-                endpoint: self.endpoint.clone(),
-                message: e.to_string(),
-            })?
+            .map_err(cannot_connect)?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .connect()
             .await
-            .map_err(|e| SessionError::Connect {
-                endpoint: self.endpoint.clone(),
-                message: e.to_string(),
-            })?;
+            .map_err(cannot_connect)?;
         let mut client = IngestClient::new(channel)
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20);

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use footprint_aggregator::{AggregatorConfig, server};
+use footprint_collector::config::SourceConfig;
 use footprint_collector::daemon::{self, CollectorStats};
 use footprint_collector::time::{format_timestamp, parse_timestamp};
 use footprint_core::UnixNanos;
@@ -109,10 +110,14 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             toml::to_string(collector)?,
         )?;
     }
-    let job_count: usize = plan
-        .hosts()
+    let job_count = collectors
         .iter()
-        .flat_map(|(_, h)| h.jobs.iter().map(|j| j.id.clone()))
+        .flat_map(|(_, c)| &c.sources)
+        .filter_map(|source| match source {
+            SourceConfig::Replay(replay) => Some(replay.jobs.iter().map(|j| j.id.as_str())),
+            _ => None,
+        })
+        .flatten()
         .collect::<std::collections::BTreeSet<_>>()
         .len();
     println!(
