@@ -30,7 +30,9 @@ impl Millijoules {
 }
 
 /// A half-open span of time `[start, end)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Span {
     pub start: UnixNanos,
     pub end: UnixNanos,
