@@ -42,6 +42,108 @@ pub struct AggregatorConfig {
     /// The largest plausible power per meter kind; a reading implying more is rejected.
     #[serde(default)]
     pub limits: PowerLimits,
+    /// How a host's energy is split between its jobs.
+    #[serde(default)]
+    pub attribution: AttributionConfig,
+    /// The facility's overhead when there is no site meter.
+    #[serde(default)]
+    pub facility: FacilityConfig,
+    /// Grid intensity and contracted supply, for location- and market-based carbon.
+    #[serde(default)]
+    pub carbon: CarbonConfig,
+    /// Devices' embodied carbon.
+    #[serde(default)]
+    pub embodied: EmbodiedConfig,
+}
+
+/// `[attribution]`: the site's attribution policy; reports name every setting.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttributionConfig {
+    /// Where a CPU package's (and DRAM's) baseline power goes when jobs report CPU time:
+    /// `by_cores` (to the jobs by cores held × time, unheld cores idle) or `idle`.
+    #[serde(default)]
+    pub cpu_baseline: CpuBaseline,
+    /// Baseline (idle) power of one CPU package, W; the energy above it is dynamic and follows
+    /// each job's CPU time. 0: all package energy is dynamic.
+    #[serde(default)]
+    pub package_baseline_w: f64,
+    /// Baseline power of one DRAM zone, W.
+    #[serde(default)]
+    pub dram_baseline_w: f64,
+    /// For hosts without an outlet (PDU or IPMI) meter: PSU loss, fans, NICs and disks as a
+    /// fraction of GPU + CPU + DRAM energy (0.08 = 8 %), flagged estimated. 0 adds nothing.
+    #[serde(default)]
+    pub host_overhead_factor: f64,
+}
+
+/// `attribution.cpu_baseline`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CpuBaseline {
+    #[default]
+    ByCores,
+    Idle,
+}
+
+/// `[facility]`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FacilityConfig {
+    /// PUE assumed for windows without a site energy meter (flagged estimated). Unset: no
+    /// overhead is added without a meter.
+    pub assumed_pue: Option<f64>,
+}
+
+/// `[carbon]`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CarbonConfig {
+    /// The grid zone the site draws from, as the intensity feeds name it (`DE`, `CISO`, …).
+    #[serde(default)]
+    pub zone: String,
+    /// Intensity files imported at start (CSV in any of the three layouts, WattTime v3 or
+    /// Electricity Maps JSON; see `footprint_core::carbon`). Importing twice changes nothing.
+    #[serde(default)]
+    pub intensity_files: Vec<PathBuf>,
+    /// Residual-mix factor for energy no contract covers, g/kWh. Unset: the grid average.
+    pub residual_mix_g_per_kwh: Option<f64>,
+    /// Guarantees of origin retired for the site per year, MWh, spread evenly over the year's
+    /// hours; an hour's unused share carries forward within the year.
+    #[serde(default)]
+    pub guarantees_of_origin_mwh_per_year: f64,
+    /// Power purchase agreements, matched hour by hour.
+    #[serde(default)]
+    pub ppa: Vec<PpaConfig>,
+}
+
+/// `[[carbon.ppa]]`: one contract's hourly delivery: a flat power, an hourly file, or both added.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PpaConfig {
+    /// Name in reports.
+    pub name: String,
+    /// Constant delivery, kW.
+    #[serde(default)]
+    pub flat_kw: f64,
+    /// CSV `datetime,kwh` with each hour's delivery (hours not listed deliver nothing).
+    pub hourly_kwh_csv: Option<PathBuf>,
+}
+
+/// `[embodied]`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbodiedConfig {
+    /// Model of GPUs whose meter does not name one.
+    #[serde(default)]
+    pub default_gpu_model: String,
+    /// Server model of every host (its chassis, CPUs, memory and storage).
+    #[serde(default)]
+    pub server_model: String,
+    /// Entries that replace or add to the shipped device table (same fields as
+    /// `core/data/embodied-devices-v1.toml`).
+    #[serde(default)]
+    pub devices: Vec<footprint_core::embodied::DeviceEntry>,
 }
 
 /// Largest plausible power (or flow) of one meter, per kind.
@@ -141,6 +243,10 @@ impl AggregatorConfig {
             ingest_budget_bytes: default_ingest_budget_bytes(),
             overload_wait_ms: default_overload_wait_ms(),
             limits: PowerLimits::default(),
+            attribution: AttributionConfig::default(),
+            facility: FacilityConfig::default(),
+            carbon: CarbonConfig::default(),
+            embodied: EmbodiedConfig::default(),
         }
     }
 }
@@ -185,6 +291,76 @@ impl ConfigFile for AggregatorConfig {
             ),
         ] {
             problems.check(value > 0, key, "must be above 0");
+        }
+        let attribution = &self.attribution;
+        for (key, watts) in [
+            (
+                "attribution.package_baseline_w",
+                attribution.package_baseline_w,
+            ),
+            ("attribution.dram_baseline_w", attribution.dram_baseline_w),
+        ] {
+            problems.check(
+                watts.is_finite() && (0.0..=2_000.0).contains(&watts),
+                key,
+                format!("{watts} is not between 0 and 2000 W"),
+            );
+        }
+        problems.check(
+            attribution.host_overhead_factor.is_finite()
+                && (0.0..=1.0).contains(&attribution.host_overhead_factor),
+            "attribution.host_overhead_factor",
+            "must be between 0 and 1",
+        );
+        if let Some(pue) = self.facility.assumed_pue {
+            problems.check(
+                pue.is_finite() && (1.0..=5.0).contains(&pue),
+                "facility.assumed_pue",
+                format!("{pue} is not between 1 and 5"),
+            );
+        }
+        let carbon = &self.carbon;
+        problems.check(
+            carbon.intensity_files.is_empty() || !carbon.zone.trim().is_empty(),
+            "carbon.zone",
+            "must name the site's zone when intensity files are given",
+        );
+        if let Some(residual) = carbon.residual_mix_g_per_kwh {
+            problems.check(
+                residual.is_finite() && (0.0..=2_000.0).contains(&residual),
+                "carbon.residual_mix_g_per_kwh",
+                format!("{residual} is not between 0 and 2000"),
+            );
+        }
+        problems.check(
+            carbon.guarantees_of_origin_mwh_per_year.is_finite()
+                && carbon.guarantees_of_origin_mwh_per_year >= 0.0,
+            "carbon.guarantees_of_origin_mwh_per_year",
+            "must be a non-negative number",
+        );
+        for (index, ppa) in carbon.ppa.iter().enumerate() {
+            problems.check(
+                !ppa.name.trim().is_empty(),
+                format!("carbon.ppa[{index}].name"),
+                "must not be empty",
+            );
+            problems.check(
+                ppa.flat_kw.is_finite() && ppa.flat_kw >= 0.0,
+                format!("carbon.ppa[{index}].flat_kw"),
+                "must be a non-negative number",
+            );
+        }
+        for (index, device) in self.embodied.devices.iter().enumerate() {
+            problems.check(
+                matches!(device.kind.as_str(), "gpu" | "server"),
+                format!("embodied.devices[{index}].kind"),
+                format!("{:?} is not gpu or server", device.kind),
+            );
+            problems.check(
+                device.lifetime_years > 0,
+                format!("embodied.devices[{index}].lifetime_years"),
+                "must be above 0",
+            );
         }
         problems.finish()
     }

@@ -54,7 +54,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `from` and `to` in ns since the epoch; `step_s` in seconds (0: one total).
+/// `from` and `to` in ns since the epoch; `step_s` in seconds (0: one total); `by_host` gives
+/// one series per host.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RangeQuery {
@@ -64,6 +65,27 @@ struct RangeQuery {
     to: i64,
     #[serde(default)]
     step_s: u64,
+    #[serde(default)]
+    by_host: bool,
+}
+
+/// Jobs active in `[from, to)` (ns, 0 = unbounded), filtered by exact user, project, model and
+/// kind (`training`, `inference`, `other`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobQuery {
+    #[serde(default)]
+    from: i64,
+    #[serde(default)]
+    to: i64,
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    project: String,
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    kind: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -73,11 +95,20 @@ struct JobList {
 
 async fn list_jobs(
     State(state): State<HttpState>,
-    Query(range): Query<RangeQuery>,
+    Query(query): Query<JobQuery>,
 ) -> Result<Json<JobList>, ApiError> {
+    let filter = ledger::JobFilter {
+        from_ns: query.from,
+        to_ns: query.to,
+        id: None,
+        user: query.user,
+        project: query.project,
+        model: query.model,
+        kind: query.kind,
+    };
     let jobs = state
         .reader
-        .with(move |c| ledger::list_jobs(c, range.from, range.to, None))
+        .with(move |c| ledger::list_jobs(c, &filter))
         .await
         .map_err(ApiError)?;
     Ok(Json(JobList { jobs }))
@@ -106,7 +137,7 @@ async fn facility(
 ) -> Result<Json<FacilityBody>, ApiError> {
     let windows = state
         .reader
-        .facility(range.from, range.to, range.step_s)
+        .facility(range.from, range.to, range.step_s, range.by_host)
         .await
         .map_err(ApiError)?;
     Ok(Json(FacilityBody { windows }))

@@ -14,6 +14,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod query;
 pub mod server;
+pub mod settings;
 pub mod store;
 
 pub use config::AggregatorConfig;

@@ -27,6 +27,7 @@ pub struct AggregatorMetrics {
     pub allocations_rejected: Family<ReasonLabel, Counter>,
     pub batches: Family<OutcomeLabel, Counter>,
     pub windows_built: Counter,
+    pub hours_settled: Counter,
     pub streams_refused: Family<ReasonLabel, Counter>,
 }
 
@@ -40,6 +41,7 @@ impl Default for AggregatorMetrics {
             allocations_rejected: Family::default(),
             batches: Family::default(),
             windows_built: Counter::default(),
+            hours_settled: Counter::default(),
             streams_refused: Family::default(),
         }
     }
@@ -79,6 +81,11 @@ impl AggregatorMetrics {
             "windows_built",
             "Host attribution windows built",
             self.windows_built.clone(),
+        );
+        registry.register(
+            "hours_settled",
+            "Hours of the site settled: facility overhead, water and carbon shared out",
+            self.hours_settled.clone(),
         );
         registry.register(
             "streams_refused",

@@ -62,6 +62,7 @@ impl LedgerReader {
         from_ns: i64,
         to_ns: i64,
         step_s: u64,
+        by_host: bool,
     ) -> Result<Vec<FacilityWindow>> {
         let step_ns = i64::try_from(step_s)
             .unwrap_or(i64::MAX)
@@ -90,6 +91,7 @@ impl LedgerReader {
                     footprint_core::UnixNanos(end),
                 ),
                 step_ns,
+                by_host,
             )
         })
         .await
@@ -109,7 +111,7 @@ pub fn jobs_in_data_dir(dir: &std::path::Path, only: Option<&str>) -> Result<Vec
     let connection = schema::open_reader(&path)?;
     match only {
         Some(id) => Ok(vec![ledger::get_job(&connection, id)?]),
-        None => ledger::list_jobs(&connection, 0, 0, None),
+        None => ledger::list_jobs(&connection, &ledger::JobFilter::default()),
     }
 }
 
@@ -139,6 +141,8 @@ impl From<JobFootprint> for pb::JobFootprint {
                 project: job.project,
                 kind: job_kind(&job.kind),
                 model: job.model,
+                functional_unit: job.functional_unit,
+                functional_units: job.functional_units,
             }),
             energy_mj: job.energy_mj,
             energy_quality: Some(pb::EnergyByQuality {
@@ -153,21 +157,53 @@ impl From<JobFootprint> for pb::JobFootprint {
             hosts: job.hosts,
             first_ns: job.first_window_ns,
             last_ns: job.last_window_ns,
+            remainder_mj: job.remainder_mj,
+            overhead_mj: job.overhead_mj,
+            it_energy_mj: job.it_energy_mj,
+            water_ml: job.water_ml,
+            co2e_location_mg: job.co2e_location_mg,
+            co2e_market_mg: job.co2e_market_mg,
+            co2e_embodied_mg: job.co2e_embodied_mg,
+            sci_mg_per_unit: job.sci_mg_per_unit,
+            method: job.method,
+        }
+    }
+}
+
+impl From<ledger::Balance> for pb::Balance {
+    fn from(balance: ledger::Balance) -> Self {
+        pb::Balance {
+            site: balance.site,
+            jobs: balance.jobs,
+            idle: balance.idle,
+            unattributed: balance.unattributed,
         }
     }
 }
 
 impl From<FacilityWindow> for pb::FacilityWindow {
     fn from(window: FacilityWindow) -> Self {
+        let (pue, wue, cfe) = (window.pue(), window.wue_l_per_kwh(), window.cfe_share());
         pb::FacilityWindow {
             start_ns: window.start_ns,
             end_ns: window.end_ns,
-            measured_mj: window.measured_mj,
-            jobs_mj: window.jobs_mj,
-            idle_mj: window.idle_mj,
-            unattributed_mj: window.unattributed_mj,
+            measured_mj: window.energy_mj.site.max(0) as u64,
+            jobs_mj: window.energy_mj.jobs.max(0) as u64,
+            idle_mj: window.energy_mj.idle.max(0) as u64,
+            unattributed_mj: window.energy_mj.unattributed,
             it_mj: window.it_mj,
             measured_method: window.measured_method,
+            host: window.host,
+            overhead_mj: window.overhead_mj,
+            water_ml: Some(window.water_ml.into()),
+            co2e_location_mg: Some(window.co2e_location_mg.into()),
+            co2e_market_mg: Some(window.co2e_market_mg.into()),
+            co2e_embodied_mg: Some(window.co2e_embodied_mg.into()),
+            pue,
+            wue_l_per_kwh: wue,
+            ppa_matched_mj: window.ppa_matched_mj,
+            go_matched_mj: window.go_matched_mj,
+            cfe_share: cfe,
         }
     }
 }
@@ -190,9 +226,18 @@ impl Query for QueryService {
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
         let request = request.into_inner();
+        let filter = ledger::JobFilter {
+            from_ns: request.from_ns,
+            to_ns: request.to_ns,
+            id: None,
+            user: request.user,
+            project: request.project,
+            model: request.model,
+            kind: request.kind,
+        };
         let jobs = self
             .reader
-            .with(move |c| ledger::list_jobs(c, request.from_ns, request.to_ns, None))
+            .with(move |c| ledger::list_jobs(c, &filter))
             .await
             .map_err(status_of)?;
         Ok(Response::new(pb::ListJobsResponse {
@@ -220,7 +265,12 @@ impl Query for QueryService {
         let request = request.into_inner();
         let windows = self
             .reader
-            .facility(request.from_ns, request.to_ns, request.step_s)
+            .facility(
+                request.from_ns,
+                request.to_ns,
+                request.step_s,
+                request.by_host,
+            )
             .await
             .map_err(status_of)?;
         Ok(Response::new(pb::FacilityTotalsResponse {

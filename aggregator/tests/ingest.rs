@@ -121,6 +121,7 @@ async fn bad_readings_are_rejected_by_field_counted_and_the_rest_is_stored() {
             cpus: vec![],
             start_ns: T0,
             end_ns: 0,
+            mig: vec![],
         }],
     };
     let ack = session.send(baseline).await;
@@ -151,6 +152,7 @@ async fn bad_readings_are_rejected_by_field_counted_and_the_rest_is_stored() {
             cpus: vec![],
             start_ns: T0,
             end_ns: 0,
+            mig: vec![],
         }],
     };
     let ack = session.send(mixed).await;
@@ -232,14 +234,31 @@ async fn bad_readings_are_rejected_by_field_counted_and_the_rest_is_stored() {
     // assumes constant power (interpolated).
     assert_eq!(job["energy_quality"]["measured_mj"], 3_000_000, "{job}");
     assert_eq!(job["energy_quality"]["interpolated_mj"], 6_000_000, "{job}");
+    // Facility figures cover settled hours only: close the hour (10 W on each GPU till then).
+    let hour_end = T0 + 3_600 * SECOND;
+    let ack = session
+        .send(Batch {
+            collector_id: "c1".into(),
+            seq: 4,
+            compacted: false,
+            readings: vec![
+                reading("gpu0", 1_000_000 + 9_000_000 + 35_700_000, hour_end),
+                reading("gpu1", 9_000_000_000 + 2_000_000 + 35_700_000, hour_end),
+            ],
+            allocations: vec![],
+        })
+        .await;
+    assert!(ack.rejections.is_empty(), "{:?}", ack.rejections);
+    aggregator.store.build_windows().await.unwrap();
     let facility = http_get(aggregator.http_addr, "/api/v1/facility").await;
     let facility: serde_json::Value =
         serde_json::from_str(facility.split("\r\n\r\n").nth(1).unwrap()).unwrap();
-    let total = &facility["windows"][0];
-    assert_eq!(total["measured_mj"], 11_000_000, "{facility}");
-    assert_eq!(total["jobs_mj"], 9_000_000);
-    assert_eq!(total["idle_mj"], 2_000_000);
-    assert_eq!(total["unattributed_mj"], 0);
+    let energy = &facility["windows"][0]["energy_mj"];
+    // No site meter: the site's energy is its IT energy.
+    assert_eq!(energy["site"], 82_400_000, "{facility}");
+    assert_eq!(energy["jobs"], 9_000_000 + 35_700_000);
+    assert_eq!(energy["idle"], 2_000_000 + 35_700_000);
+    assert_eq!(energy["unattributed"], 0);
     drop(session);
     aggregator.stop().await.unwrap();
 }

@@ -28,6 +28,7 @@ fn hello() -> Hello {
         counter_max,
         cpus: vec![0, 1],
         method: "test".into(),
+        model: String::new(),
     };
     Hello {
         collector_id: "random".into(),

@@ -45,8 +45,37 @@ fn demo_writes_a_summary_whose_books_balance_exactly() {
     let jobs_total: i64 = jobs.iter().map(|j| j["energy_mj"].as_i64().unwrap()).sum();
     assert!(jobs.len() >= 3 && measured > 0, "{summary}");
     assert_eq!(jobs_total + idle + unattributed, measured, "{summary}");
-    // The facility meter sees the IT load times a PUE above 1: overhead is positive, not hidden.
-    assert!(unattributed > 0 && summary["site"]["it_mj"].as_i64().unwrap() < measured);
+    // The facility meter sees the IT load times a PUE above 1: the overhead is shared out.
+    assert!(
+        summary["site"]["overhead_mj"].as_i64().unwrap() > 0,
+        "{summary}"
+    );
+    assert!(summary["site"]["it_mj"].as_i64().unwrap() < measured);
+    // Water and each carbon method balance exactly too, and every one is really there.
+    for key in [
+        "water_ml",
+        "co2e_location_mg",
+        "co2e_market_mg",
+        "co2e_embodied_mg",
+    ] {
+        let site = summary["site"][key].as_i64().unwrap();
+        let jobs_sum: i64 = jobs.iter().map(|j| j[key].as_i64().unwrap()).sum();
+        let idle = summary[format!("idle_{key}")].as_i64().unwrap();
+        let unattributed = summary[format!("unattributed_{key}")].as_i64().unwrap();
+        assert!(site > 0 && jobs_sum > 0, "{key}: {summary}");
+        assert_eq!(jobs_sum + idle + unattributed, site, "{key}: {summary}");
+    }
+    // The demo site buys wind and solar power: market-based carbon differs from location-based,
+    // and some of each hour's load is matched by supply in the same hour.
+    assert_ne!(
+        summary["site"]["co2e_market_mg"],
+        summary["site"]["co2e_location_mg"]
+    );
+    assert!(summary["site"]["hourly_cfe_share"].as_f64().unwrap() > 0.0);
+    assert!(
+        jobs.iter()
+            .all(|j| j["sci_mg_per_unit"].as_f64().unwrap() > 0.0)
+    );
     assert!(
         jobs.iter().any(|j| j["kind"] == "training")
             && jobs.iter().any(|j| j["kind"] == "inference")

@@ -425,9 +425,7 @@ fn attribute_gpu(
 fn baseline_mj(piece: &EnergyPiece<'_>, baseline_mw: u64) -> u64 {
     let nanojoule_millis = u128::from(baseline_mw) * u128::from(piece.span.len_ns());
     let mj = nanojoule_millis / 1_000_000_000;
-    u64::try_from(mj)
-        .unwrap_or(u64::MAX)
-        .min(piece.energy_mj)
+    u64::try_from(mj).unwrap_or(u64::MAX).min(piece.energy_mj)
 }
 
 fn attribute_cpu(

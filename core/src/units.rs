@@ -29,6 +29,20 @@ impl Millijoules {
     pub const PER_KWH: u64 = 3_600_000_000;
 }
 
+/// The UTC calendar year holding `at`: `[1 January 00:00, next 1 January 00:00)`, in ns. The
+/// year is what annual instruments (guarantees of origin) and annual reports count in.
+pub fn utc_year_of(at: UnixNanos) -> Span {
+    let start_of = |year: i16| -> i64 {
+        jiff::tz::TimeZone::UTC
+            .to_timestamp(jiff::civil::date(year, 1, 1).at(0, 0, 0, 0))
+            .map_or(0, |timestamp| timestamp.as_nanosecond() as i64)
+    };
+    let year = jiff::Timestamp::from_nanosecond(i128::from(at.0)).map_or(1970, |t| {
+        t.to_zoned_datetime(jiff::tz::TimeZone::UTC).year()
+    });
+    Span::new(UnixNanos(start_of(year)), UnixNanos(start_of(year + 1)))
+}
+
 /// A half-open span of time `[start, end)`.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
@@ -67,6 +81,14 @@ impl Span {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_year_runs_from_new_year_to_new_year() {
+        // 2024-02-29T12:00Z lies in the leap year 2024: 366 days.
+        let year = utc_year_of(UnixNanos(1_709_208_000 * NANOS_PER_SECOND));
+        assert_eq!(year.start, UnixNanos(1_704_067_200 * NANOS_PER_SECOND));
+        assert_eq!(year.len_ns(), 366 * 86_400 * NANOS_PER_SECOND as u64);
+    }
 
     #[test]
     fn intersect_of_disjoint_spans_is_none() {

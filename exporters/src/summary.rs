@@ -1,34 +1,61 @@
-//! The run summary (`summary.json`): the facility's measured energy and how it splits between
-//! jobs, idle devices and what is not attributed, with `Σ jobs + idle + unattributed = measured`
-//! exactly, in millijoules.
+//! The run summary (`summary.json`): the facility's measured energy, water and carbon and how
+//! each splits between jobs, idle devices and what is not attributed, with
+//! `Σ jobs + idle + unattributed = site` exactly, in integer units (mJ, mL, mg CO2e).
 
-use footprint_proto::v1::{FacilityWindow, JobFootprint, JobKind};
+use footprint_proto::v1::{Balance, FacilityWindow, JobFootprint, JobKind};
 use serde::Serialize;
 
 use crate::{Error, Result};
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// The keys balanced besides energy, as `summary.json` names them.
+pub const BALANCED_KEYS: [&str; 4] = [
+    "water_ml",
+    "co2e_location_mg",
+    "co2e_market_mg",
+    "co2e_embodied_mg",
+];
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Summary {
     pub site: SiteTotals,
     pub idle_mj: u64,
-    /// Facility overhead not yet attributed (cooling, UPS and distribution losses) plus energy the
-    /// hosts could not attribute. Negative only when the site meter reads below the IT meters.
+    /// Energy neither a job nor idle: what hosts could not attribute, plus facility overhead in
+    /// windows without IT energy. Negative only when a meter reads below the meters inside it.
     pub unattributed_mj: i64,
+    pub idle_water_ml: i64,
+    pub unattributed_water_ml: i64,
+    pub idle_co2e_location_mg: i64,
+    pub unattributed_co2e_location_mg: i64,
+    pub idle_co2e_market_mg: i64,
+    pub unattributed_co2e_market_mg: i64,
+    pub idle_co2e_embodied_mg: i64,
+    pub unattributed_co2e_embodied_mg: i64,
     pub jobs: Vec<JobLine>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct SiteTotals {
     pub measured_mj: u64,
     /// How `measured_mj` was obtained.
     pub measured_method: String,
-    /// Energy of the IT meters (GPU, CPU package, DRAM).
+    /// Energy at the IT boundary (outlets, else GPU + CPU + DRAM + host overhead factor).
     pub it_mj: u64,
+    /// Facility overhead shared out to jobs and idle (cooling, UPS, distribution).
+    pub overhead_mj: u64,
+    pub water_ml: i64,
+    pub co2e_location_mg: i64,
+    pub co2e_market_mg: i64,
+    pub co2e_embodied_mg: i64,
+    /// measured / IT, and litres of water per kWh of IT energy, over the span.
+    pub pue: f64,
+    pub wue_l_per_kwh: f64,
+    /// Share of the load met by PPA supply in the same hour (24/7 CFE score).
+    pub hourly_cfe_share: f64,
     pub start_ns: i64,
     pub end_ns: i64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct JobLine {
     pub id: String,
     pub name: String,
@@ -37,13 +64,26 @@ pub struct JobLine {
     pub user: String,
     pub project: String,
     pub hosts: Vec<String>,
+    /// Facility energy: IT energy + facility overhead share.
     pub energy_mj: u64,
+    pub it_energy_mj: u64,
     pub gpu_energy_mj: u64,
     pub cpu_energy_mj: u64,
     pub dram_energy_mj: u64,
+    pub remainder_mj: u64,
+    pub overhead_mj: u64,
+    /// How the IT energy was obtained.
     pub measured_mj: u64,
     pub interpolated_mj: u64,
     pub estimated_mj: u64,
+    pub water_ml: u64,
+    pub co2e_location_mg: u64,
+    pub co2e_market_mg: u64,
+    pub co2e_embodied_mg: u64,
+    pub functional_unit: String,
+    pub functional_units: u64,
+    /// (location-based + embodied) / functional units, facility overhead included.
+    pub sci_mg_per_unit: f64,
     pub gpu_hours: f64,
     /// `energy_mj / site.measured_mj`, for display.
     pub share_of_site: f64,
@@ -71,18 +111,39 @@ impl JobLine {
             project: job.project,
             hosts: footprint.hosts.clone(),
             energy_mj: footprint.energy_mj,
+            it_energy_mj: footprint.it_energy_mj,
             gpu_energy_mj: footprint.gpu_energy_mj,
             cpu_energy_mj: footprint.cpu_energy_mj,
             dram_energy_mj: footprint.dram_energy_mj,
+            remainder_mj: footprint.remainder_mj,
+            overhead_mj: footprint.overhead_mj,
             measured_mj: quality.measured_mj,
             interpolated_mj: quality.interpolated_mj,
             estimated_mj: quality.estimated_mj,
+            water_ml: footprint.water_ml,
+            co2e_location_mg: footprint.co2e_location_mg,
+            co2e_market_mg: footprint.co2e_market_mg,
+            co2e_embodied_mg: footprint.co2e_embodied_mg,
+            functional_unit: job.functional_unit,
+            functional_units: job.functional_units,
+            sci_mg_per_unit: footprint.sci_mg_per_unit,
             gpu_hours: footprint.gpu_hours,
             share_of_site: if site_mj == 0 {
                 0.0
             } else {
                 footprint.energy_mj as f64 / site_mj as f64
             },
+        }
+    }
+
+    /// The job's figure for one of [`BALANCED_KEYS`].
+    pub fn balanced(&self, key: &str) -> u64 {
+        match key {
+            "water_ml" => self.water_ml,
+            "co2e_location_mg" => self.co2e_location_mg,
+            "co2e_market_mg" => self.co2e_market_mg,
+            "co2e_embodied_mg" => self.co2e_embodied_mg,
+            _ => self.energy_mj,
         }
     }
 }
@@ -97,32 +158,100 @@ impl Summary {
             .iter()
             .map(|footprint| JobLine::from_footprint(footprint, facility.measured_mj))
             .collect();
-        let jobs_mj: u64 = lines.iter().map(|l| l.energy_mj).sum();
-        if jobs_mj != facility.jobs_mj {
-            return Err(Error::Summary(format!(
-                "jobs listed add up to {jobs_mj} mJ but the facility total counts {} mJ for jobs",
-                facility.jobs_mj
-            )));
-        }
-        Ok(Self {
+        let balance = |b: Option<Balance>| b.unwrap_or_default();
+        let (water, location, market, embodied) = (
+            balance(facility.water_ml),
+            balance(facility.co2e_location_mg),
+            balance(facility.co2e_market_mg),
+            balance(facility.co2e_embodied_mg),
+        );
+        let summary = Self {
             site: SiteTotals {
                 measured_mj: facility.measured_mj,
                 measured_method: facility.measured_method.clone(),
                 it_mj: facility.it_mj,
+                overhead_mj: facility.overhead_mj,
+                water_ml: water.site,
+                co2e_location_mg: location.site,
+                co2e_market_mg: market.site,
+                co2e_embodied_mg: embodied.site,
+                pue: facility.pue,
+                wue_l_per_kwh: facility.wue_l_per_kwh,
+                hourly_cfe_share: facility.cfe_share,
                 start_ns: facility.start_ns,
                 end_ns: facility.end_ns,
             },
             idle_mj: facility.idle_mj,
             unattributed_mj: facility.unattributed_mj,
+            idle_water_ml: water.idle,
+            unattributed_water_ml: water.unattributed,
+            idle_co2e_location_mg: location.idle,
+            unattributed_co2e_location_mg: location.unattributed,
+            idle_co2e_market_mg: market.idle,
+            unattributed_co2e_market_mg: market.unattributed,
+            idle_co2e_embodied_mg: embodied.idle,
+            unattributed_co2e_embodied_mg: embodied.unattributed,
             jobs: lines,
-        })
+        };
+        let expected_jobs = [
+            ("energy_mj", facility.jobs_mj as i64),
+            ("water_ml", water.jobs),
+            ("co2e_location_mg", location.jobs),
+            ("co2e_market_mg", market.jobs),
+            ("co2e_embodied_mg", embodied.jobs),
+        ];
+        for (key, expected) in expected_jobs {
+            let listed: i128 = summary
+                .jobs
+                .iter()
+                .map(|j| i128::from(j.balanced(key)))
+                .sum();
+            if listed != i128::from(expected) {
+                return Err(Error::Summary(format!(
+                    "{key}: jobs listed add up to {listed} but the facility total counts {expected} for jobs"
+                )));
+            }
+        }
+        Ok(summary)
     }
 
-    /// `Σ jobs + idle + unattributed − measured`: zero when the books balance.
+    /// `Σ jobs + idle + unattributed − site` for `key` (`energy_mj` or one of
+    /// [`BALANCED_KEYS`]): zero when the books balance.
+    pub fn imbalance(&self, key: &str) -> i128 {
+        let jobs: i128 = self.jobs.iter().map(|j| i128::from(j.balanced(key))).sum();
+        let (idle, unattributed, site) = match key {
+            "water_ml" => (
+                self.idle_water_ml,
+                self.unattributed_water_ml,
+                self.site.water_ml,
+            ),
+            "co2e_location_mg" => (
+                self.idle_co2e_location_mg,
+                self.unattributed_co2e_location_mg,
+                self.site.co2e_location_mg,
+            ),
+            "co2e_market_mg" => (
+                self.idle_co2e_market_mg,
+                self.unattributed_co2e_market_mg,
+                self.site.co2e_market_mg,
+            ),
+            "co2e_embodied_mg" => (
+                self.idle_co2e_embodied_mg,
+                self.unattributed_co2e_embodied_mg,
+                self.site.co2e_embodied_mg,
+            ),
+            _ => (
+                self.idle_mj as i64,
+                self.unattributed_mj,
+                self.site.measured_mj as i64,
+            ),
+        };
+        jobs + i128::from(idle) + i128::from(unattributed) - i128::from(site)
+    }
+
+    /// `Σ jobs + idle + unattributed − measured` for energy.
     pub fn imbalance_mj(&self) -> i128 {
-        let jobs: i128 = self.jobs.iter().map(|j| i128::from(j.energy_mj)).sum();
-        jobs + i128::from(self.idle_mj) + i128::from(self.unattributed_mj)
-            - i128::from(self.site.measured_mj)
+        self.imbalance("energy_mj")
     }
 
     /// Pretty JSON.

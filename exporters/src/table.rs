@@ -3,12 +3,32 @@
 use crate::summary::{JobLine, Summary};
 
 const MJ_PER_KWH: f64 = 3_600_000_000.0;
-const HEADER: [&str; 7] = ["JOB", "KIND", "MODEL", "HOSTS", "GPU-h", "kWh", "SITE"];
+const HEADER: [&str; 11] = [
+    "JOB",
+    "KIND",
+    "MODEL",
+    "HOSTS",
+    "GPU-h",
+    "kWh",
+    "SITE",
+    "WATER L",
+    "kgCO2e LOC",
+    "kgCO2e MKT",
+    "kgCO2e EMB",
+];
 /// Columns holding text (left-aligned); the others hold figures (right-aligned).
 const TEXT_COLUMNS: usize = 3;
 
 fn kwh(mj: i128) -> String {
     format!("{:.2}", mj as f64 / MJ_PER_KWH)
+}
+
+fn litres(ml: i128) -> String {
+    format!("{:.1}", ml as f64 / 1_000.0)
+}
+
+fn kilograms(mg: i128) -> String {
+    format!("{:.3}", mg as f64 / 1e6)
 }
 
 fn percent(part: i128, whole: u64) -> String {
@@ -18,19 +38,44 @@ fn percent(part: i128, whole: u64) -> String {
     format!("{:.1}%", part as f64 * 100.0 / whole as f64)
 }
 
-fn job_row(job: &JobLine, site_mj: u64) -> Vec<String> {
+/// Energy (mJ), water (mL) and carbon (mg: location, market, embodied) of a row.
+type Figures = [i128; 5];
+
+fn figure_cells(figures: Figures, site_mj: u64) -> Vec<String> {
     vec![
+        kwh(figures[0]),
+        percent(figures[0], site_mj),
+        litres(figures[1]),
+        kilograms(figures[2]),
+        kilograms(figures[3]),
+        kilograms(figures[4]),
+    ]
+}
+
+fn job_figures(job: &JobLine) -> Figures {
+    [
+        job.energy_mj,
+        job.water_ml,
+        job.co2e_location_mg,
+        job.co2e_market_mg,
+        job.co2e_embodied_mg,
+    ]
+    .map(i128::from)
+}
+
+fn job_row(job: &JobLine, site_mj: u64) -> Vec<String> {
+    let mut row = vec![
         job.id.clone(),
         job.kind.clone(),
         job.model.clone(),
         job.hosts.len().to_string(),
         format!("{:.1}", job.gpu_hours),
-        kwh(i128::from(job.energy_mj)),
-        percent(i128::from(job.energy_mj), site_mj),
-    ]
+    ];
+    row.extend(figure_cells(job_figures(job), site_mj));
+    row
 }
 
-fn total_row(label: &str, gpu_hours: Option<f64>, mj: i128, site_mj: u64) -> Vec<String> {
+fn total_row(label: &str, gpu_hours: Option<f64>, figures: Figures, site_mj: u64) -> Vec<String> {
     let mut row = vec![
         label.to_owned(),
         String::new(),
@@ -38,8 +83,7 @@ fn total_row(label: &str, gpu_hours: Option<f64>, mj: i128, site_mj: u64) -> Vec
         String::new(),
     ];
     row.push(gpu_hours.map(|h| format!("{h:.1}")).unwrap_or_default());
-    row.push(kwh(mj));
-    row.push(percent(mj, site_mj));
+    row.extend(figure_cells(figures, site_mj));
     row
 }
 
@@ -82,7 +126,12 @@ pub fn render_summary(summary: &Summary) -> String {
     let site = summary.site.measured_mj;
     let mut rows = vec![header()];
     rows.extend(summary.jobs.iter().map(|job| job_row(job, site)));
-    let jobs_total: i128 = summary.jobs.iter().map(|j| i128::from(j.energy_mj)).sum();
+    let mut jobs_total: Figures = [0; 5];
+    for job in &summary.jobs {
+        for (total, figure) in jobs_total.iter_mut().zip(job_figures(job)) {
+            *total += figure;
+        }
+    }
     let gpu_hours: f64 = summary.jobs.iter().map(|j| j.gpu_hours).sum();
     rows.push(total_row(
         &format!("all {} jobs", summary.jobs.len()),
@@ -93,16 +142,39 @@ pub fn render_summary(summary: &Summary) -> String {
     rows.push(total_row(
         "idle devices",
         None,
-        i128::from(summary.idle_mj),
+        [
+            i128::from(summary.idle_mj),
+            i128::from(summary.idle_water_ml),
+            i128::from(summary.idle_co2e_location_mg),
+            i128::from(summary.idle_co2e_market_mg),
+            i128::from(summary.idle_co2e_embodied_mg),
+        ],
         site,
     ));
     rows.push(total_row(
         "unattributed",
         None,
-        i128::from(summary.unattributed_mj),
+        [
+            i128::from(summary.unattributed_mj),
+            i128::from(summary.unattributed_water_ml),
+            i128::from(summary.unattributed_co2e_location_mg),
+            i128::from(summary.unattributed_co2e_market_mg),
+            i128::from(summary.unattributed_co2e_embodied_mg),
+        ],
         site,
     ));
-    rows.push(total_row("site (measured)", None, i128::from(site), site));
+    rows.push(total_row(
+        "site (measured)",
+        None,
+        [
+            i128::from(site),
+            i128::from(summary.site.water_ml),
+            i128::from(summary.site.co2e_location_mg),
+            i128::from(summary.site.co2e_market_mg),
+            i128::from(summary.site.co2e_embodied_mg),
+        ],
+        site,
+    ));
     layout(&rows, &[0, summary.jobs.len()])
 }
 
@@ -135,18 +207,39 @@ pub fn render_job(job: &JobLine) -> String {
     out.push_str(&format!("hosts      {}\n", job.hosts.join(", ")));
     out.push_str(&format!("GPU-hours  {:.2}\n", job.gpu_hours));
     out.push_str(&format!(
-        "energy     {} kWh = GPU {} + CPU {} + DRAM {}\n",
+        "energy     {} kWh = GPU {} + CPU {} + DRAM {} + host remainder {} + facility overhead {}\n",
         kwh_of(job.energy_mj),
         kwh_of(job.gpu_energy_mj),
         kwh_of(job.cpu_energy_mj),
-        kwh_of(job.dram_energy_mj)
+        kwh_of(job.dram_energy_mj),
+        kwh_of(job.remainder_mj),
+        kwh_of(job.overhead_mj)
     ));
     out.push_str(&format!(
-        "obtained   measured {} kWh, interpolated {} kWh, estimated {} kWh\n",
+        "obtained   IT energy: measured {} kWh, interpolated {} kWh, estimated {} kWh\n",
         kwh_of(job.measured_mj),
         kwh_of(job.interpolated_mj),
         kwh_of(job.estimated_mj)
     ));
+    out.push_str(&format!(
+        "water      {} L\n",
+        litres(i128::from(job.water_ml))
+    ));
+    out.push_str(&format!(
+        "carbon     location-based {} kg, market-based {} kg, embodied {} kg CO2e\n",
+        kilograms(i128::from(job.co2e_location_mg)),
+        kilograms(i128::from(job.co2e_market_mg)),
+        kilograms(i128::from(job.co2e_embodied_mg))
+    ));
+    if job.functional_units > 0 {
+        out.push_str(&format!(
+            "per unit   {} {}: SCI {:.3} g CO2e per {} (location-based + embodied, facility overhead included)\n",
+            job.functional_units,
+            job.functional_unit,
+            job.sci_mg_per_unit / 1_000.0,
+            job.functional_unit
+        ));
+    }
     out
 }
 
@@ -174,18 +267,25 @@ mod tests {
             estimated_mj: 0,
             gpu_hours: 16.0,
             share_of_site: 0.5,
+            water_ml: 2_500,
+            co2e_location_mg: 1_000_000,
+            co2e_market_mg: 500_000,
+            co2e_embodied_mg: 10_000,
+            ..JobLine::default()
         };
         let summary = Summary {
             site: SiteTotals {
                 measured_mj: 14_400_000_000,
                 measured_method: "m".into(),
-                it_mj: 0,
-                start_ns: 0,
-                end_ns: 0,
+                water_ml: 4_000,
+                co2e_location_mg: 2_000_000,
+                ..SiteTotals::default()
             },
             idle_mj: 3_600_000_000,
             unattributed_mj: 3_600_000_000,
+            idle_water_ml: 1_500,
             jobs: vec![job],
+            ..Summary::default()
         };
         let text = render_summary(&summary);
         let rows: Vec<Vec<&str>> = text
@@ -202,16 +302,37 @@ mod tests {
                 "2",
                 "16.0",
                 "2.00",
-                "50.0%"
+                "50.0%",
+                "2.5",
+                "1.000",
+                "0.500",
+                "0.010"
             ],
             "{text}"
         );
         assert!(
-            rows.contains(&vec!["site", "(measured)", "4.00", "100.0%"]),
+            rows.contains(&vec![
+                "site",
+                "(measured)",
+                "4.00",
+                "100.0%",
+                "4.0",
+                "2.000",
+                "0.000",
+                "0.000"
+            ]),
             "{text}"
         );
         assert!(
-            rows.contains(&vec!["unattributed", "1.00", "25.0%"]),
+            rows.contains(&vec![
+                "unattributed",
+                "1.00",
+                "25.0%",
+                "0.0",
+                "0.000",
+                "0.000",
+                "0.000"
+            ]),
             "{text}"
         );
     }

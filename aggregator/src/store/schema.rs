@@ -6,7 +6,7 @@
 
 use rusqlite::Connection;
 
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = r"
 CREATE TABLE IF NOT EXISTS collectors (
@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS meters (
     counter_max INTEGER NOT NULL,
     cpus TEXT NOT NULL,
     method TEXT NOT NULL,
+    model TEXT NOT NULL DEFAULT '',
     UNIQUE (collector, meter_id)
 );
 CREATE TABLE IF NOT EXISTS batches (
@@ -66,7 +67,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     user TEXT NOT NULL,
     project TEXT NOT NULL,
     kind INTEGER NOT NULL,
-    model TEXT NOT NULL
+    model TEXT NOT NULL,
+    functional_unit TEXT NOT NULL DEFAULT '',
+    functional_units INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS allocations (
     collector INTEGER NOT NULL,
@@ -75,17 +78,35 @@ CREATE TABLE IF NOT EXISTS allocations (
     end_ns INTEGER,
     gpus TEXT NOT NULL,
     cpus TEXT NOT NULL,
+    -- MIG instances held, `device:slices` comma-separated.
+    mig TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (collector, job, start_ns)
 ) WITHOUT ROWID;
+-- One host's window. Energy columns are mJ; idle_mj and unattributed_mj include their share of
+-- the host remainder. The facility columns (overhead, water, carbon) are filled when the
+-- window's hour settles (site_windows then holds the window).
 CREATE TABLE IF NOT EXISTS window_hosts (
     collector INTEGER NOT NULL,
     start_ns INTEGER NOT NULL,
     it_mj INTEGER NOT NULL,
+    host_mj INTEGER NOT NULL,
+    remainder_mj INTEGER NOT NULL,
+    remainder_source INTEGER NOT NULL,
+    remainder_deficit_mj INTEGER NOT NULL,
     idle_mj INTEGER NOT NULL,
     unattributed_mj INTEGER NOT NULL,
     measured_mj INTEGER NOT NULL,
     interpolated_mj INTEGER NOT NULL,
     estimated_mj INTEGER NOT NULL,
+    idle_embodied_mg INTEGER NOT NULL,
+    idle_overhead_mj INTEGER NOT NULL DEFAULT 0,
+    idle_water_ml INTEGER NOT NULL DEFAULT 0,
+    idle_co2e_location_mg INTEGER NOT NULL DEFAULT 0,
+    idle_co2e_market_mg INTEGER NOT NULL DEFAULT 0,
+    unattributed_overhead_mj INTEGER NOT NULL DEFAULT 0,
+    unattributed_water_ml INTEGER NOT NULL DEFAULT 0,
+    unattributed_co2e_location_mg INTEGER NOT NULL DEFAULT 0,
+    unattributed_co2e_market_mg INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (collector, start_ns)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS window_jobs (
@@ -95,12 +116,61 @@ CREATE TABLE IF NOT EXISTS window_jobs (
     gpu_mj INTEGER NOT NULL,
     cpu_mj INTEGER NOT NULL,
     dram_mj INTEGER NOT NULL,
+    remainder_mj INTEGER NOT NULL,
     measured_mj INTEGER NOT NULL,
     interpolated_mj INTEGER NOT NULL,
     estimated_mj INTEGER NOT NULL,
     gpu_ns INTEGER NOT NULL,
+    embodied_mg INTEGER NOT NULL,
+    overhead_mj INTEGER NOT NULL DEFAULT 0,
+    water_ml INTEGER NOT NULL DEFAULT 0,
+    co2e_location_mg INTEGER NOT NULL DEFAULT 0,
+    co2e_market_mg INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (collector, start_ns, job)
 ) WITHOUT ROWID;
+-- The site in one window: the facility meter, the IT total, and what could not be placed on any
+-- host's account (a negative overhead when the site meter reads below the IT meters).
+CREATE TABLE IF NOT EXISTS site_windows (
+    start_ns INTEGER PRIMARY KEY,
+    facility_mj INTEGER NOT NULL,
+    it_mj INTEGER NOT NULL,
+    overhead_source INTEGER NOT NULL,
+    overhead_deficit_mj INTEGER NOT NULL,
+    unattributed_mj INTEGER NOT NULL,
+    water_ml INTEGER NOT NULL,
+    unattributed_water_ml INTEGER NOT NULL,
+    intensity_mg_per_kwh INTEGER,
+    intensity_quality INTEGER,
+    co2e_location_mg INTEGER NOT NULL,
+    unattributed_co2e_location_mg INTEGER NOT NULL,
+    co2e_market_mg INTEGER NOT NULL,
+    unattributed_co2e_market_mg INTEGER NOT NULL
+);
+-- Market-based matching of each hour of the site.
+CREATE TABLE IF NOT EXISTS site_hours (
+    hour_ns INTEGER PRIMARY KEY,
+    load_mj INTEGER NOT NULL,
+    ppa_mj INTEGER NOT NULL,
+    go_mj INTEGER NOT NULL,
+    uncovered_mj INTEGER NOT NULL,
+    go_balance_after_mj INTEGER NOT NULL,
+    uncovered_mg_per_kwh INTEGER NOT NULL,
+    residual_mix INTEGER NOT NULL,
+    co2e_market_mg INTEGER NOT NULL
+);
+-- Grid intensity by zone and hour, as imported, with the feed it came from.
+CREATE TABLE IF NOT EXISTS intensity (
+    zone TEXT NOT NULL,
+    hour_ns INTEGER NOT NULL,
+    mg_per_kwh INTEGER NOT NULL,
+    quality INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    PRIMARY KEY (zone, hour_ns)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ledger_state (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
 CREATE INDEX IF NOT EXISTS window_jobs_by_job ON window_jobs (job, start_ns);
 CREATE INDEX IF NOT EXISTS window_jobs_by_time ON window_jobs (start_ns);
 CREATE INDEX IF NOT EXISTS window_hosts_by_time ON window_hosts (start_ns);
@@ -123,6 +193,13 @@ pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
     connection.pragma_update(None, "wal_autocheckpoint", 8_192)?;
     connection.pragma_update(None, "temp_store", "MEMORY")?;
     connection.busy_timeout(std::time::Duration::from_secs(10))?;
+    let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if version != 0 && version != SCHEMA_VERSION {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "{} holds ledger schema {version}; this build reads schema {SCHEMA_VERSION} (no migration exists yet)",
+            path.display()
+        )));
+    }
     connection.execute_batch(SCHEMA)?;
     connection.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     Ok(connection)

@@ -17,6 +17,7 @@ use super::{BatchOutcome, HelloAccepted, Request};
 use crate::config::{AggregatorConfig, PowerLimits};
 use crate::ledger::{self, HostLayout, LayoutMeter};
 use crate::metrics::AggregatorMetrics;
+use crate::settings::{self, LedgerSettings};
 use crate::{Error, Result};
 
 /// `readings.step` values.
@@ -36,6 +37,7 @@ struct MeterState {
     kind: MeterKind,
     device: String,
     cpus: Vec<u32>,
+    model: String,
     limits: CounterLimits,
     last: Option<CounterSample>,
 }
@@ -57,6 +59,7 @@ pub(super) struct WriterState {
     collectors: HashMap<i64, CollectorState>,
     by_name: HashMap<String, i64>,
     metrics: Arc<AggregatorMetrics>,
+    settings: LedgerSettings,
 }
 
 fn limits_for(kind: MeterKind, counter_max: u64, limits: &PowerLimits) -> CounterLimits {
@@ -112,6 +115,11 @@ impl WriterState {
         metrics: Arc<AggregatorMetrics>,
     ) -> Result<Self> {
         let connection = schema::open(path)?;
+        let settings = LedgerSettings::from_config(config)?;
+        for file in &config.carbon.intensity_files {
+            let (feed, stored) = settings::import_file(&connection, file)?;
+            info!(file = %file.display(), format = feed.format, hours = stored, gaps = feed.gaps, "Imported grid intensity.");
+        }
         let mut state = Self {
             connection,
             window: WindowLength::from_seconds(config.window_seconds).unwrap_or_default(),
@@ -124,6 +132,7 @@ impl WriterState {
             collectors: HashMap::new(),
             by_name: HashMap::new(),
             metrics,
+            settings,
         };
         state.reload(None)?;
         Ok(state)
@@ -169,7 +178,7 @@ impl WriterState {
         }
         drop(statement);
         let mut statement = self.connection.prepare(
-            "SELECT m.id, m.collector, m.meter_id, m.kind, m.device, m.counter_max, m.cpus,
+            "SELECT m.id, m.collector, m.meter_id, m.kind, m.device, m.counter_max, m.cpus, m.model,
                     (SELECT ts_ns FROM readings r WHERE r.meter = m.id ORDER BY ts_ns DESC LIMIT 1),
                     (SELECT value FROM readings r WHERE r.meter = m.id ORDER BY ts_ns DESC LIMIT 1)
              FROM meters m WHERE ?1 IS NULL OR m.collector = ?1",
@@ -183,13 +192,24 @@ impl WriterState {
                 row.get::<_, String>(4)?,
                 row.get::<_, i64>(5)?,
                 row.get::<_, String>(6)?,
-                row.get::<_, Option<i64>>(7)?,
+                row.get::<_, String>(7)?,
                 row.get::<_, Option<i64>>(8)?,
+                row.get::<_, Option<i64>>(9)?,
             ))
         })?;
         for row in rows {
-            let (key, collector, meter_id, kind, device, counter_max, cpus, last_ts, last_value) =
-                row?;
+            let (
+                key,
+                collector,
+                meter_id,
+                kind,
+                device,
+                counter_max,
+                cpus,
+                model,
+                last_ts,
+                last_value,
+            ) = row?;
             let kind = MeterKind::try_from(kind).unwrap_or(MeterKind::Unspecified);
             let last = last_ts.zip(last_value).map(|(at, value)| CounterSample {
                 value: from_i64(value),
@@ -203,6 +223,7 @@ impl WriterState {
                         kind,
                         device,
                         cpus: schema::split_cpus(&cpus),
+                        model,
                         limits: limits_for(kind, from_i64(counter_max), &self.limits),
                         last,
                     },
@@ -281,12 +302,12 @@ impl WriterState {
         };
         for meter in &hello.meters {
             transaction.execute(
-                "INSERT INTO meters (collector, meter_id, kind, device, counter_max, cpus, method)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                "INSERT INTO meters (collector, meter_id, kind, device, counter_max, cpus, method, model)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (collector, meter_id) DO UPDATE SET
                    kind = excluded.kind, device = excluded.device, counter_max = excluded.counter_max,
-                   cpus = excluded.cpus, method = excluded.method",
-                params![key, meter.meter_id, meter.kind, meter.device, to_i64(meter.counter_max), join_list(&meter.cpus), meter.method],
+                   cpus = excluded.cpus, method = excluded.method, model = excluded.model",
+                params![key, meter.meter_id, meter.kind, meter.device, to_i64(meter.counter_max), join_list(&meter.cpus), meter.method, meter.model],
             )?;
         }
         transaction.commit()?;
@@ -473,7 +494,11 @@ impl WriterState {
                 .filter(|m| {
                     matches!(
                         m.kind,
-                        MeterKind::GpuEnergy | MeterKind::CpuPackageEnergy | MeterKind::DramEnergy
+                        MeterKind::GpuEnergy
+                            | MeterKind::CpuPackageEnergy
+                            | MeterKind::DramEnergy
+                            | MeterKind::OutletEnergy
+                            | MeterKind::HostEnergy
                     )
                 })
                 .map(|m| LayoutMeter {
@@ -481,6 +506,7 @@ impl WriterState {
                     kind: m.kind,
                     device: m.device.clone(),
                     cpus: m.cpus.clone(),
+                    model: m.model.clone(),
                     last_ns: m.last.map(|s| s.at.0),
                 })
                 .collect();
@@ -490,7 +516,8 @@ impl WriterState {
                 built_until: state.built_until,
             };
             let transaction = self.connection.transaction()?;
-            let progress = ledger::build_ready_windows(&transaction, &layout, self.window)?;
+            let progress =
+                ledger::build_ready_windows(&transaction, &layout, self.window, &self.settings)?;
             if let Some(until) = progress.built_until {
                 transaction.execute(
                     "UPDATE collectors SET built_until_ns = ?2 WHERE id = ?1",
@@ -501,6 +528,13 @@ impl WriterState {
             state.built_until = progress.built_until.or(state.built_until);
             self.metrics.windows_built.inc_by(progress.windows);
             built += progress.windows;
+        }
+        if built > 0 {
+            let transaction = self.connection.transaction()?;
+            let hours =
+                ledger::site::settle_ready_hours(&transaction, &self.settings, self.window)?;
+            transaction.commit()?;
+            self.metrics.hours_settled.inc_by(hours);
         }
         Ok(built)
     }
@@ -664,22 +698,53 @@ fn store_allocation(
             ));
         }
     }
+    let mut mig = Vec::with_capacity(allocation.mig.len());
+    for instance in &allocation.mig {
+        let known = state
+            .meters
+            .values()
+            .any(|m| m.kind == MeterKind::GpuEnergy && m.device == instance.device);
+        if !known {
+            return Err(refusal(
+                "",
+                field("mig[].device"),
+                "unknown_device",
+                format!(
+                    "{:?} is not the device of any GPU meter of this collector",
+                    instance.device
+                ),
+            ));
+        }
+        if !(1..=footprint_core::attribution::MIG_COMPUTE_SLICES).contains(&instance.slices) {
+            return Err(refusal(
+                "",
+                field("mig[].slices"),
+                "bad_value",
+                format!("{} is not between 1 and 7", instance.slices),
+            ));
+        }
+        mig.push(format!("{}:{}", instance.device, instance.slices));
+    }
     let stored = (|| -> rusqlite::Result<()> {
         let job_key: i64 = transaction.query_row(
-            "INSERT INTO jobs (job_id, scheduler, name, user, project, kind, model) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            "INSERT INTO jobs (job_id, scheduler, name, user, project, kind, model, functional_unit, functional_units)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT (job_id) DO UPDATE SET scheduler = excluded.scheduler, name = excluded.name, user = excluded.user,
-               project = excluded.project, kind = excluded.kind, model = excluded.model
+               project = excluded.project, kind = excluded.kind, model = excluded.model,
+               functional_unit = excluded.functional_unit,
+               functional_units = MAX(functional_units, excluded.functional_units)
              RETURNING id",
-            params![job.id, job.scheduler, job.name, job.user, job.project, job.kind, job.model],
+            params![job.id, job.scheduler, job.name, job.user, job.project, job.kind, job.model,
+                    job.functional_unit, to_i64(job.functional_units)],
             |row| row.get(0),
         )?;
         let mut cpus = allocation.cpus.clone();
         cpus.sort_unstable();
         cpus.dedup();
         transaction.execute(
-            "INSERT INTO allocations (collector, job, start_ns, end_ns, gpus, cpus) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (collector, job, start_ns) DO UPDATE SET end_ns = excluded.end_ns, gpus = excluded.gpus, cpus = excluded.cpus",
-            params![collector, job_key, allocation.start_ns, (allocation.end_ns != 0).then_some(allocation.end_ns), join_list(&allocation.gpus), join_list(&cpus)],
+            "INSERT INTO allocations (collector, job, start_ns, end_ns, gpus, cpus, mig) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (collector, job, start_ns) DO UPDATE SET end_ns = excluded.end_ns, gpus = excluded.gpus, cpus = excluded.cpus, mig = excluded.mig",
+            params![collector, job_key, allocation.start_ns, (allocation.end_ns != 0).then_some(allocation.end_ns), join_list(&allocation.gpus), join_list(&cpus), join_list(&mig)],
         )?;
         Ok(())
     })();

@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use footprint_aggregator::config::PpaConfig;
 use footprint_aggregator::{AggregatorConfig, server};
 use footprint_collector::config::SourceConfig;
 use footprint_collector::daemon::{self, CollectorStats};
@@ -51,8 +52,72 @@ pub struct DemoOptions {
     #[arg(long, default_value_t = 8)]
     pub gpus_per_host: u32,
     /// Start of the simulated span (RFC 3339).
-    #[arg(long, default_value = "2024-11-04T00:00:00Z")]
+    #[arg(long, default_value = "2023-11-06T00:00:00Z")]
     pub start: String,
+}
+
+/// The real German grid intensity of the demo's default fortnight (`cli/data/README.md`).
+const DEMO_INTENSITY_CSV: &str = include_str!("../../data/grid-intensity-de-2023-11.csv");
+/// Peak delivery of the demo site's solar PPA, kW.
+const DEMO_SOLAR_PPA_PEAK_KW: f64 = 9.0;
+/// Constant delivery of the demo site's wind PPA, kW (a flat contract shape).
+const DEMO_WIND_PPA_KW: f64 = 2.0;
+
+/// The demo aggregator: loopback on free ports; German grid intensity; a flat wind PPA and a solar
+/// PPA (hourly profile written next to the config), 15 MWh a year of guarantees of origin and an
+/// illustrative residual mix (600 g/kWh, not an AIB figure); an 8 % host overhead for hosts
+/// without an outlet meter.
+fn demo_aggregator_config(
+    data_dir: &std::path::Path,
+    config_dir: &std::path::Path,
+    start: UnixNanos,
+    hours: u32,
+) -> anyhow::Result<AggregatorConfig> {
+    let intensity = config_dir.join("grid-intensity-de-2023-11.csv");
+    std::fs::write(&intensity, DEMO_INTENSITY_CSV)?;
+    let ppa = config_dir.join("ppa-solar.csv");
+    std::fs::write(&ppa, solar_profile_csv(start, hours))?;
+    let mut config = AggregatorConfig::with_data_dir(data_dir.to_path_buf());
+    config.grpc_listen = "127.0.0.1:0".parse()?;
+    config.http_listen = "127.0.0.1:0".parse()?;
+    config.attribution.host_overhead_factor = 0.08;
+    config.carbon.zone = "DE".to_owned();
+    config.carbon.intensity_files = vec![intensity];
+    config.carbon.residual_mix_g_per_kwh = Some(600.0);
+    config.carbon.guarantees_of_origin_mwh_per_year = 15.0;
+    config.carbon.ppa = vec![
+        PpaConfig {
+            name: "demo wind PPA".to_owned(),
+            flat_kw: DEMO_WIND_PPA_KW,
+            hourly_kwh_csv: None,
+        },
+        PpaConfig {
+            name: "demo solar PPA".to_owned(),
+            flat_kw: 0.0,
+            hourly_kwh_csv: Some(ppa),
+        },
+    ];
+    Ok(config)
+}
+
+/// A clear-sky solar shape over the demo's hours (sunrise 07:00, sunset 16:00 UTC in a German
+/// November), `datetime,kwh` per hour.
+fn solar_profile_csv(start: UnixNanos, hours: u32) -> String {
+    let hour_ns = 3_600_000_000_000i64;
+    let first = start.0.div_euclid(hour_ns) * hour_ns;
+    let mut csv = String::from("datetime,kwh\n");
+    for index in 0..=i64::from(hours) {
+        let at = first + index * hour_ns;
+        let hour_of_day = at.rem_euclid(24 * hour_ns) / hour_ns;
+        let daylight = (hour_of_day as f64 + 0.5 - 7.0) / 9.0;
+        let kwh = if (0.0..=1.0).contains(&daylight) {
+            DEMO_SOLAR_PPA_PEAK_KW * (std::f64::consts::PI * daylight).sin()
+        } else {
+            0.0
+        };
+        csv.push_str(&format!("{},{kwh:.3}\n", format_timestamp(UnixNanos(at))));
+    }
+    csv
 }
 
 pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
@@ -82,9 +147,14 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     println!("Footprint demo: data directory {}", data_dir.display());
     let started = Instant::now();
 
-    let mut config = AggregatorConfig::with_data_dir(data_dir.clone());
-    config.grpc_listen = "127.0.0.1:0".parse()?;
-    config.http_listen = "127.0.0.1:0".parse()?;
+    let config_dir = data_dir.join("config");
+    std::fs::create_dir_all(&config_dir)?;
+    let start = parse_timestamp(&options.start).map_err(anyhow::Error::msg)?;
+    let config = demo_aggregator_config(&data_dir, &config_dir, start, options.hours)?;
+    std::fs::write(
+        config_dir.join("aggregator.toml"),
+        toml::to_string(&config)?,
+    )?;
     let aggregator = server::start(&config)
         .await
         .context("starting the aggregator")?;
@@ -93,7 +163,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let plan = SitePlan {
         hosts: options.hosts,
         gpus_per_host: options.gpus_per_host,
-        start: parse_timestamp(&options.start).map_err(anyhow::Error::msg)?,
+        start,
         hours: options.hours,
         seed: options.seed,
         speed: options.speed,
@@ -102,8 +172,6 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         spool_root: Some(data_dir.join("spool")),
     };
     let collectors = plan.collectors(&endpoint);
-    let config_dir = data_dir.join("config");
-    std::fs::create_dir_all(&config_dir)?;
     for (name, collector) in &collectors {
         std::fs::write(
             config_dir.join(format!("{name}.toml")),
@@ -216,6 +284,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             from_ns: plan.start.0,
             to_ns: plan.end().0,
             step_s: 0,
+            by_host: false,
         })
         .await?
         .into_inner()
@@ -227,6 +296,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         .list_jobs(ListJobsRequest {
             from_ns: facility.start_ns,
             to_ns: facility.end_ns,
+            ..ListJobsRequest::default()
         })
         .await?
         .into_inner()
@@ -238,6 +308,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             from_ns: facility.start_ns,
             to_ns: facility.end_ns,
             step_s: 3_600,
+            by_host: false,
         })
         .await?
         .into_inner()

@@ -7,7 +7,7 @@
 //! each job from a random hour of Nov–Dec 2024.
 
 use footprint_collector::config::{CollectorConfig, SimulatedClockConfig, SourceConfig};
-use footprint_collector::sources::replay::{ReplayConfig, ReplayJobConfig};
+use footprint_collector::sources::replay::{ReplayConfig, ReplayJobConfig, ReplayOutletConfig};
 use footprint_collector::sources::site_replay::SiteReplayConfig;
 use footprint_collector::time::format_timestamp;
 use footprint_collector::trace::PowerTrace;
@@ -39,6 +39,10 @@ const TRAINING_MODELS: [&str; 5] = [
     "whisper-large-ft",
     "sdxl-ft",
 ];
+/// Throughput the demo's jobs report, thousands of tokens per GPU-hour: illustrative round
+/// figures for H100-class GPUs, used only to show per-unit figures and SCI.
+const TRAINING_KTOKENS_PER_GPU_HOUR: u64 = 2_000;
+const INFERENCE_KTOKENS_PER_GPU_HOUR: u64 = 4_000;
 const INFERENCE_MODELS: [&str; 4] = ["llama-3-8b-chat", "e5-embed", "whisper-asr", "bge-rerank"];
 const TEAMS: [(&str, &str); 4] = [
     ("ana", "nlp"),
@@ -110,6 +114,8 @@ impl SitePlan {
                     end: format_timestamp(UnixNanos(distributed_end)),
                     trace_host: "cbsugpu08".into(),
                     trace_start: distributed_trace.clone(),
+                    functional_unit: "1k tokens".into(),
+                    units_per_hour: TRAINING_KTOKENS_PER_GPU_HOUR * u64::from(self.gpus_per_host),
                 });
                 lane_start = distributed_end;
             }
@@ -147,6 +153,7 @@ impl SitePlan {
                             "cbsugpu05",
                         )
                     };
+                    let gpus_held = gpus.len() as u64;
                     jobs.push(ReplayJobConfig {
                         name: format!("{} {model}", if training { "train" } else { "serve" }),
                         id,
@@ -160,6 +167,12 @@ impl SitePlan {
                         end: format_timestamp(UnixNanos(job_end)),
                         trace_host: trace_host.into(),
                         trace_start: trace_start(&mut rng, &trace, trace_host),
+                        functional_unit: "1k tokens".into(),
+                        units_per_hour: if training {
+                            TRAINING_KTOKENS_PER_GPU_HOUR
+                        } else {
+                            INFERENCE_KTOKENS_PER_GPU_HOUR
+                        } * gpus_held,
                     });
                     at = job_end;
                 }
@@ -178,6 +191,13 @@ impl SitePlan {
                     dram_core_w: 0.4,
                     rapl_counter_max_mj: 262_143_328,
                     counter_start_mj: rng.range(0, 1_000_000_000),
+                    gpu_model: "NVIDIA H100 80GB HBM3".into(),
+                    // Odd-numbered hosts sit on a metered PDU outlet; the others rely on the
+                    // aggregator's host overhead factor.
+                    outlet: (host % 2 == 0).then_some(ReplayOutletConfig {
+                        psu_efficiency: 0.94,
+                        unmetered_w: 180.0,
+                    }),
                     jobs,
                 },
             ));
@@ -216,6 +236,11 @@ impl SitePlan {
                 1.30, 1.30, 1.29, 1.27, 1.24, 1.21, 1.18, 1.16, 1.14, 1.13, 1.125,
             ],
             counter_start_mj: 7_200_000_000_000,
+            water_meter_id: Some("site-water".into()),
+            wue_by_hour: vec![
+                0.9, 0.85, 0.8, 0.8, 0.85, 0.9, 1.0, 1.2, 1.4, 1.7, 2.0, 2.3, 2.5, 2.6, 2.6, 2.5,
+                2.3, 2.0, 1.7, 1.4, 1.2, 1.1, 1.0, 0.95,
+            ],
             hosts: hosts.iter().map(|(_, config)| config.clone()).collect(),
         };
         let mut collectors: Vec<(String, CollectorConfig)> = hosts

@@ -60,9 +60,38 @@ pub struct ReplayConfig {
     /// Counter value at the clock's start, mJ, so that counters do not start at zero.
     #[serde(default)]
     pub counter_start_mj: u64,
+    /// GPU model as NVML would name it; the aggregator looks up embodied carbon by it.
+    #[serde(default = "default_gpu_model")]
+    pub gpu_model: String,
+    /// A simulated PDU outlet meter (`outlet`) seeing the whole host: omit for a host without.
+    #[serde(default)]
+    pub outlet: Option<ReplayOutletConfig>,
     /// Jobs holding this host's devices.
     #[serde(default)]
     pub jobs: Vec<ReplayJobConfig>,
+}
+
+/// The simulated outlet: components' power through the power supply, plus what no component
+/// meter sees (fans, NICs, disks, BMC).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayOutletConfig {
+    /// Power-supply efficiency, 0.5–1.
+    #[serde(default = "default_psu_efficiency")]
+    pub psu_efficiency: f64,
+    /// Power of everything besides GPUs, CPU packages and DRAM, W.
+    #[serde(default = "default_unmetered_w")]
+    pub unmetered_w: f64,
+}
+
+fn default_gpu_model() -> String {
+    "NVIDIA H100 80GB HBM3".to_owned()
+}
+fn default_psu_efficiency() -> f64 {
+    0.94
+}
+fn default_unmetered_w() -> f64 {
+    180.0
 }
 
 /// A job that holds GPUs and cores from `start` to `end`, its GPUs drawing the power of the
@@ -98,6 +127,12 @@ pub struct ReplayJobConfig {
     pub trace_host: String,
     /// `hour_start_local` label of the trace row the job starts at.
     pub trace_start: String,
+    /// What the job produces (`1k tokens`, `request`, `training run`); empty: none reported.
+    #[serde(default)]
+    pub functional_unit: String,
+    /// Functional units produced per hour; the total is announced when the job ends.
+    #[serde(default)]
+    pub units_per_hour: u64,
 }
 
 fn default_cpus() -> u32 {
@@ -177,6 +212,18 @@ impl ReplayConfig {
             format!("{path}.rapl_counter_max_mj"),
             "must be above 0",
         );
+        if let Some(outlet) = &self.outlet {
+            problems.check(
+                outlet.psu_efficiency.is_finite() && (0.5..=1.0).contains(&outlet.psu_efficiency),
+                format!("{path}.outlet.psu_efficiency"),
+                format!("{} is outside 0.5..1", outlet.psu_efficiency),
+            );
+            problems.check(
+                outlet.unmetered_w.is_finite() && (0.0..=5_000.0).contains(&outlet.unmetered_w),
+                format!("{path}.outlet.unmetered_w"),
+                format!("{} W is outside 0..5000", outlet.unmetered_w),
+            );
+        }
         let trace = match load_trace(self.trace.as_ref()) {
             Ok(trace) => Some(trace),
             Err(message) => {
@@ -281,6 +328,7 @@ struct PlannedJob {
     end_ns: i64,
     trace_rows: Arc<[u64]>,
     first_row: usize,
+    units_per_hour: u64,
 }
 
 impl PlannedJob {
@@ -301,6 +349,9 @@ pub struct ReplayHostModel {
     dram_idle_mw: u64,
     dram_core_mw: u64,
     trace_name: String,
+    gpu_model: String,
+    /// Outlet: PSU efficiency in thousandths, unmetered power in mW.
+    outlet: Option<(u64, u64)>,
 }
 
 impl ReplayHostModel {
@@ -330,6 +381,8 @@ impl ReplayHostModel {
                     project: job.project.clone(),
                     kind: job_kind(&job.kind).unwrap_or(JobKind::Other) as i32,
                     model: job.model.clone(),
+                    functional_unit: job.functional_unit.clone(),
+                    functional_units: 0,
                 },
                 gpus: job.gpus.iter().map(|&g| g as usize).collect(),
                 cpus: parse_cpulist(&job.cpus)?,
@@ -337,6 +390,7 @@ impl ReplayHostModel {
                 end_ns: parse_timestamp(&job.end)?.0,
                 trace_rows: hours.iter().map(|h| h.power_mw).collect(),
                 first_row,
+                units_per_hour: job.units_per_hour,
             });
         }
         Ok(Self {
@@ -353,6 +407,13 @@ impl ReplayHostModel {
                 .as_ref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| EMBEDDED_TRACE_NAME.to_owned()),
+            gpu_model: config.gpu_model.clone(),
+            outlet: config.outlet.as_ref().map(|outlet| {
+                (
+                    (outlet.psu_efficiency * 1_000.0).round() as u64,
+                    watts_to_mw(outlet.unmetered_w),
+                )
+            }),
         })
     }
 
@@ -436,6 +497,19 @@ impl ReplayHostModel {
         }
         total
     }
+
+    /// What the host draws from the wall: its outlet meter's power when it has one, else the
+    /// components' power.
+    pub fn wall_power(&self, at: i64) -> PowerStep {
+        let components = self.total_power(at);
+        match self.outlet {
+            Some((efficiency_milli, unmetered_mw)) => PowerStep {
+                power_mw: (components.power_mw + unmetered_mw) * 1_000 / efficiency_milli.max(1),
+                until_ns: components.until_ns,
+            },
+            None => components,
+        }
+    }
 }
 
 /// Which meter of the model a counter follows.
@@ -444,6 +518,7 @@ enum ModelMeter {
     Gpu(usize),
     Package(usize),
     Dram(usize),
+    Outlet,
 }
 
 /// The running `replay` source.
@@ -472,6 +547,7 @@ impl ReplaySource {
                     counter_max: 0,
                     cpus: Vec::new(),
                     method: gpu_method.clone(),
+                    model: model.gpu_model.clone(),
                 },
                 ModelMeter::Gpu(gpu),
                 IntegratedCounter::new(origin.0, config.counter_start_mj, u64::MAX),
@@ -495,6 +571,7 @@ impl ReplaySource {
                         counter_max: rapl_max,
                         cpus: cpus.clone(),
                         method: rapl_method.to_owned(),
+                        model: String::new(),
                     },
                     which,
                     IntegratedCounter::new(
@@ -504,6 +581,21 @@ impl ReplaySource {
                     ),
                 ));
             }
+        }
+        if model.outlet.is_some() {
+            meters.push((
+                MeterInfo {
+                    meter_id: "outlet".to_owned(),
+                    kind: MeterKind::OutletEnergy as i32,
+                    device: "outlet".to_owned(),
+                    counter_max: 0,
+                    cpus: Vec::new(),
+                    method: "simulated PDU outlet energy counter: components through the PSU plus unmetered parts, integrated".to_owned(),
+                    model: String::new(),
+                },
+                ModelMeter::Outlet,
+                IntegratedCounter::new(origin.0, config.counter_start_mj, u64::MAX),
+            ));
         }
         let announced = vec![(false, false); model.jobs.len()];
         Self {
@@ -535,6 +627,7 @@ impl Source for ReplaySource {
                 ModelMeter::Gpu(gpu) => counter.advance(at.0, |t| model.gpu_power(gpu, t)),
                 ModelMeter::Package(p) => counter.advance(at.0, |t| model.package_power(p, t)),
                 ModelMeter::Dram(p) => counter.advance(at.0, |t| model.dram_power(p, t)),
+                ModelMeter::Outlet => counter.advance(at.0, |t| model.wall_power(t)),
             };
             sample
                 .readings
@@ -546,12 +639,19 @@ impl Source for ReplaySource {
             if starts || ends {
                 announced.0 = true;
                 announced.1 |= ends;
+                let mut announced_job = job.job.clone();
+                if announced.1 {
+                    let hours_ns = u128::try_from(job.end_ns - job.start_ns).unwrap_or(0);
+                    announced_job.functional_units =
+                        (u128::from(job.units_per_hour) * hours_ns / HOUR_NS as u128) as u64;
+                }
                 sample.allocations.push(Allocation {
-                    job: Some(job.job.clone()),
+                    job: Some(announced_job),
                     gpus: job.gpus.iter().map(|g| format!("gpu{g}")).collect(),
                     cpus: job.cpus.clone(),
                     start_ns: job.start_ns,
                     end_ns: if announced.1 { job.end_ns } else { 0 },
+                    mig: Vec::new(),
                 });
             }
         }

@@ -1,6 +1,8 @@
-//! `type = "site_replay"`: a simulated facility energy meter. It sees the IT load of the hosts it
-//! is given (their replay models), times the hour's PUE (cooling, UPS and distribution losses
-//! rise in the afternoon heat), plus a constant base load.
+//! `type = "site_replay"`: a simulated facility energy meter and, optionally, a water meter. The
+//! energy meter sees the IT load of the hosts it is given (their replay models, at the wall),
+//! times the hour's PUE (cooling, UPS and distribution losses rise in the afternoon heat), plus a
+//! constant base load; the water meter sees the IT load times the hour's WUE (evaporative
+//! cooling drinks more in the heat).
 
 use async_trait::async_trait;
 use footprint_core::UnixNanos;
@@ -31,6 +33,12 @@ pub struct SiteReplayConfig {
     /// Counter value at the clock's start, mJ.
     #[serde(default)]
     pub counter_start_mj: u64,
+    /// Id of the water meter; omit for a site without one.
+    #[serde(default)]
+    pub water_meter_id: Option<String>,
+    /// Water drawn per kWh of IT energy for each hour of the day, UTC, L/kWh (24 values).
+    #[serde(default = "default_wue_by_hour")]
+    pub wue_by_hour: Vec<f64>,
     /// The hosts behind this meter, configured as their own replay sources are.
     pub hosts: Vec<ReplayConfig>,
 }
@@ -45,6 +53,13 @@ fn default_pue_by_hour() -> Vec<f64> {
     vec![
         1.12, 1.115, 1.11, 1.11, 1.115, 1.12, 1.13, 1.15, 1.18, 1.21, 1.24, 1.27, 1.29, 1.30, 1.30,
         1.29, 1.27, 1.24, 1.21, 1.18, 1.16, 1.14, 1.13, 1.125,
+    ]
+}
+
+fn default_wue_by_hour() -> Vec<f64> {
+    vec![
+        0.9, 0.85, 0.8, 0.8, 0.85, 0.9, 1.0, 1.2, 1.4, 1.7, 2.0, 2.3, 2.5, 2.6, 2.6, 2.5, 2.3, 2.0,
+        1.7, 1.4, 1.2, 1.1, 1.0, 0.95,
     ]
 }
 
@@ -72,6 +87,25 @@ impl SiteReplayConfig {
                 format!("{pue} is outside 1..5"),
             );
         }
+        problems.check(
+            self.wue_by_hour.len() == 24,
+            format!("{path}.wue_by_hour"),
+            "needs 24 values, one per hour",
+        );
+        for (hour, wue) in self.wue_by_hour.iter().enumerate() {
+            problems.check(
+                wue.is_finite() && (0.0..=20.0).contains(wue),
+                format!("{path}.wue_by_hour[{hour}]"),
+                format!("{wue} is outside 0..20 L/kWh"),
+            );
+        }
+        if let Some(id) = &self.water_meter_id {
+            problems.check(
+                !id.trim().is_empty() && *id != self.meter_id,
+                format!("{path}.water_meter_id"),
+                "must be non-empty and differ from meter_id",
+            );
+        }
         for (index, host) in self.hosts.iter().enumerate() {
             host.validate(&format!("{path}.hosts[{index}]"), problems);
         }
@@ -94,7 +128,28 @@ impl SiteReplayConfig {
                 cpus: Vec::new(),
                 method: "simulated facility meter: IT load × hourly PUE + base load, integrated"
                     .to_owned(),
+                model: String::new(),
             },
+            water: self.water_meter_id.as_ref().map(|id| {
+                (
+                    MeterInfo {
+                        meter_id: id.clone(),
+                        kind: MeterKind::SiteWater as i32,
+                        device: "site".to_owned(),
+                        counter_max: 0,
+                        cpus: Vec::new(),
+                        method: "simulated water meter (mL): IT load × hourly WUE, integrated"
+                            .to_owned(),
+                        model: String::new(),
+                    },
+                    IntegratedCounter::new(origin.0, 0, u64::MAX),
+                )
+            }),
+            wue_milli: self
+                .wue_by_hour
+                .iter()
+                .map(|w| (w * 1000.0).round() as u64)
+                .collect(),
             hosts,
             pue_milli: self
                 .pue_by_hour
@@ -115,22 +170,45 @@ pub struct SiteReplaySource {
     pue_milli: Vec<u64>,
     base_mw: u64,
     counter: IntegratedCounter,
+    water: Option<(MeterInfo, IntegratedCounter)>,
+    wue_milli: Vec<u64>,
 }
 
-fn site_power(hosts: &[ReplayHostModel], pue_milli: &[u64], base_mw: u64, at: i64) -> PowerStep {
+/// The IT load behind the site meter at `at`.
+fn it_power(hosts: &[ReplayHostModel], at: i64) -> PowerStep {
     let mut it_mw = 0u64;
     let mut until_ns = i64::MAX;
     for host in hosts {
-        let step = host.total_power(at);
+        let step = host.wall_power(at);
         it_mw += step.power_mw;
         until_ns = until_ns.min(step.until_ns);
     }
-    let hour = (at.rem_euclid(DAY_NS) / HOUR_NS) as usize;
     let next_hour = at - at.rem_euclid(HOUR_NS) + HOUR_NS;
+    PowerStep {
+        power_mw: it_mw,
+        until_ns: until_ns.min(next_hour),
+    }
+}
+
+/// Water flow at `at` in µL/s, so that the integrating counter (which turns mW into mJ) counts
+/// microlitres: L/h = kW × L/kWh, hence µL/s = mW × (L/kWh × 1000) / 3 600 000.
+fn water_flow(hosts: &[ReplayHostModel], wue_milli: &[u64], at: i64) -> PowerStep {
+    let it = it_power(hosts, at);
+    let hour = (at.rem_euclid(DAY_NS) / HOUR_NS) as usize;
+    let wue = wue_milli.get(hour).copied().unwrap_or(0);
+    PowerStep {
+        power_mw: it.power_mw * wue / 3_600_000,
+        until_ns: it.until_ns,
+    }
+}
+
+fn site_power(hosts: &[ReplayHostModel], pue_milli: &[u64], base_mw: u64, at: i64) -> PowerStep {
+    let it = it_power(hosts, at);
+    let hour = (at.rem_euclid(DAY_NS) / HOUR_NS) as usize;
     let pue = pue_milli.get(hour).copied().unwrap_or(1_000);
     PowerStep {
-        power_mw: it_mw * pue / 1_000 + base_mw,
-        until_ns: until_ns.min(next_hour),
+        power_mw: it.power_mw * pue / 1_000 + base_mw,
+        until_ns: it.until_ns,
     }
 }
 
@@ -141,7 +219,9 @@ impl Source for SiteReplaySource {
     }
 
     fn meters(&self) -> Vec<MeterInfo> {
-        vec![self.info.clone()]
+        let mut meters = vec![self.info.clone()];
+        meters.extend(self.water.as_ref().map(|(info, _)| info.clone()));
+        meters
     }
 
     async fn sample(&mut self, at: UnixNanos) -> Result<Sample, String> {
@@ -149,8 +229,14 @@ impl Source for SiteReplaySource {
         let value = self
             .counter
             .advance(at.0, |t| site_power(hosts, pue, base, t));
+        let mut readings = vec![measured_reading(&self.info.meter_id, value, at)];
+        if let Some((info, counter)) = &mut self.water {
+            let wue = &self.wue_milli;
+            let microlitres = counter.advance(at.0, |t| water_flow(hosts, wue, t));
+            readings.push(measured_reading(&info.meter_id, microlitres / 1_000, at));
+        }
         Ok(Sample {
-            readings: vec![measured_reading(&self.info.meter_id, value, at)],
+            readings,
             allocations: Vec::new(),
         })
     }

@@ -57,6 +57,7 @@ impl SyntheticConfig {
                         cpus: Vec::new(),
                         method: "synthetic load-test counter: constant power, integrated"
                             .to_owned(),
+                        model: String::new(),
                     };
                     (
                         info,

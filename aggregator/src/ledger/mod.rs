@@ -1,0 +1,373 @@
+//! The ledger: building attribution windows from stored readings and allocations, and reading
+//! the results back.
+//!
+//! Two stages. The **host stage** (here) builds a host's window `[start, start + len)` once every
+//! meter of the host (GPU, CPU package, DRAM, outlet) has a reading at or after its end: from then
+//! on no delta that touches it can arrive in order. The energy of each reading's interval is cut
+//! at window boundaries (`footprint_core::window`), attributed (`footprint_core::attribution`)
+//! and charged its devices' embodied carbon (`footprint_core::embodied`). The **site stage**
+//! ([`site`]) settles whole hours once every host and site meter has passed them: facility
+//! overhead, water and location-based carbon per window, market-based carbon per hour.
+
+use std::collections::{BTreeMap, HashMap};
+
+use footprint_core::attribution::{
+    self, DeviceKey, EnergyPiece, Holding, MigInstance, Resource, Usage,
+};
+use footprint_core::embodied::{self, HostDevices};
+use footprint_core::window::{WindowLength, share_in_window};
+use footprint_core::{Quality, Span, UnixNanos};
+use footprint_proto::v1::MeterKind;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::settings::LedgerSettings;
+use crate::store::schema::{split_cpus, split_list};
+use crate::{Error, Result};
+
+pub mod read;
+pub mod site;
+
+pub use read::*;
+
+/// An IT meter of a host, as the builder needs it.
+#[derive(Clone, Debug)]
+pub struct LayoutMeter {
+    pub key: i64,
+    pub kind: MeterKind,
+    pub device: String,
+    pub cpus: Vec<u32>,
+    /// The device's model (GPUs), for embodied carbon.
+    pub model: String,
+    /// Time of the meter's last accepted reading.
+    pub last_ns: Option<i64>,
+}
+
+/// A host (collector) and how far its windows are built.
+#[derive(Clone, Debug)]
+pub struct HostLayout {
+    pub collector: i64,
+    pub meters: Vec<LayoutMeter>,
+    pub built_until: Option<i64>,
+}
+
+/// What a build did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BuildProgress {
+    pub windows: u64,
+    pub built_until: Option<i64>,
+}
+
+/// Windows loaded and attributed together.
+const WINDOWS_PER_CHUNK: i64 = 360;
+
+/// One reading's interval.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Interval {
+    pub span: Span,
+    pub delta: u64,
+    pub quality: Quality,
+}
+
+/// How a quality is stored.
+pub fn quality_code(quality: Quality) -> i32 {
+    match quality {
+        Quality::Measured => 1,
+        Quality::Interpolated => 2,
+        Quality::Estimated => 3,
+    }
+}
+
+pub(crate) fn quality_from_code(code: i32) -> Quality {
+    match code {
+        2 => Quality::Interpolated,
+        3 => Quality::Estimated,
+        _ => Quality::Measured,
+    }
+}
+
+fn interval_quality(reading_quality: i32, step: i64) -> Quality {
+    use crate::store::{STEP_COMPACTED, STEP_GAP, STEP_KIND_MASK, STEP_RESET};
+    let mut quality = quality_from_code(reading_quality);
+    // A gap, a reset or a spool compaction: the energy is exact but its place in time is not.
+    if step & (STEP_GAP | STEP_COMPACTED) != 0 || step & STEP_KIND_MASK == STEP_RESET {
+        quality = quality.worst(Quality::Interpolated);
+    }
+    quality
+}
+
+pub(crate) fn load_intervals(
+    connection: &Connection,
+    meter: i64,
+    range: Span,
+) -> Result<Vec<Interval>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT from_ns, ts_ns, delta, quality, step FROM readings
+         WHERE meter = ?1 AND ts_ns > ?2 AND delta IS NOT NULL ORDER BY ts_ns",
+    )?;
+    let mut rows = statement.query(params![meter, range.start.0])?;
+    let mut intervals = Vec::new();
+    while let Some(row) = rows.next()? {
+        let from_ns: i64 = row.get(0)?;
+        if from_ns >= range.end.0 {
+            break;
+        }
+        let delta: i64 = row.get(2)?;
+        intervals.push(Interval {
+            span: Span::new(UnixNanos(from_ns), UnixNanos(row.get(1)?)),
+            delta: delta as u64,
+            quality: interval_quality(row.get(3)?, row.get(4)?),
+        });
+    }
+    Ok(intervals)
+}
+
+fn load_holdings(
+    connection: &Connection,
+    collector: i64,
+    range: Span,
+    devices: &HashMap<String, DeviceKey>,
+) -> Result<Vec<Holding>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT job, start_ns, end_ns, gpus, cpus, mig FROM allocations
+         WHERE collector = ?1 AND start_ns < ?2 AND (end_ns IS NULL OR end_ns > ?3)",
+    )?;
+    let rows = statement.query_map(params![collector, range.end.0, range.start.0], |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, i64>(1)?,
+            row.get::<_, Option<i64>>(2)?,
+            row.get::<_, String>(3)?,
+            row.get::<_, String>(4)?,
+            row.get::<_, String>(5)?,
+        ))
+    })?;
+    let mut holdings = Vec::new();
+    for row in rows {
+        let (job, start, end, gpus, cpus, mig) = row?;
+        holdings.push(Holding {
+            job: u32::try_from(job)
+                .map_err(|_| Error::Server(format!("job key {job} out of range")))?,
+            span: Span::new(UnixNanos(start), UnixNanos(end.unwrap_or(i64::MAX))),
+            gpus: split_list(&gpus)
+                .iter()
+                .filter_map(|g| devices.get(g).copied())
+                .collect(),
+            mig: split_list(&mig)
+                .iter()
+                .filter_map(|item| {
+                    let (device, slices) = item.rsplit_once(':')?;
+                    Some(MigInstance {
+                        device: devices.get(device).copied()?,
+                        slices: slices.parse().ok()?,
+                    })
+                })
+                .collect(),
+            cpus: split_cpus(&cpus),
+        });
+    }
+    Ok(holdings)
+}
+
+/// Builds every window of `host` that all its IT meters have reported past.
+///
+/// # Errors
+/// A database error; nothing is recorded as built then.
+pub fn build_ready_windows(
+    connection: &Connection,
+    host: &HostLayout,
+    window: WindowLength,
+    settings: &LedgerSettings,
+) -> Result<BuildProgress> {
+    let reporting: Vec<&LayoutMeter> = host.meters.iter().filter(|m| m.last_ns.is_some()).collect();
+    let Some(watermark) = reporting.iter().filter_map(|m| m.last_ns).min() else {
+        return Ok(BuildProgress::default());
+    };
+    let end = window.start_of(UnixNanos(watermark)).0;
+    let start = match host.built_until {
+        Some(until) => until,
+        None => {
+            let keys: Vec<String> = reporting.iter().map(|m| m.key.to_string()).collect();
+            let first: Option<i64> = connection
+                .query_row(
+                    &format!(
+                        "SELECT MIN(ts_ns) FROM readings WHERE meter IN ({})",
+                        keys.join(",")
+                    ),
+                    [],
+                    |row| row.get(0),
+                )
+                .optional()?
+                .flatten();
+            match first {
+                Some(first) => window.start_of(UnixNanos(first)).0,
+                None => return Ok(BuildProgress::default()),
+            }
+        }
+    };
+    if start >= end {
+        return Ok(BuildProgress {
+            windows: 0,
+            built_until: host.built_until,
+        });
+    }
+    let mut devices: HashMap<String, DeviceKey> = HashMap::new();
+    let mut host_devices = HostDevices::default();
+    let mut host_cpus: Vec<u32> = Vec::new();
+    for meter in &host.meters {
+        match meter.kind {
+            MeterKind::GpuEnergy => {
+                let next = devices.len() as DeviceKey;
+                let key = *devices.entry(meter.device.clone()).or_insert(next);
+                if key == next
+                    && let Some(entry) = settings.gpu_entry(&meter.model)
+                {
+                    host_devices
+                        .gpus
+                        .push((key, entry.embodied_mg(), entry.lifetime_ns()));
+                }
+            }
+            MeterKind::CpuPackageEnergy => host_cpus.extend(&meter.cpus),
+            _ => {}
+        }
+    }
+    host_cpus.sort_unstable();
+    host_cpus.dedup();
+    host_devices.cpus = host_cpus.len() as u64;
+    host_devices.server = settings
+        .server_entry()
+        .map(|entry| (entry.embodied_mg(), entry.lifetime_ns()));
+    let mut progress = BuildProgress::default();
+    let mut chunk_start = start;
+    while chunk_start < end {
+        let chunk_end = (chunk_start + WINDOWS_PER_CHUNK * window.nanos()).min(end);
+        let chunk = Span::new(UnixNanos(chunk_start), UnixNanos(chunk_end));
+        let holdings = load_holdings(connection, host.collector, chunk, &devices)?;
+        let intervals: Vec<(&LayoutMeter, Vec<Interval>)> = host
+            .meters
+            .iter()
+            .map(|meter| Ok((meter, load_intervals(connection, meter.key, chunk)?)))
+            .collect::<Result<_>>()?;
+        let mut cursors = vec![0usize; intervals.len()];
+        let mut window_start = chunk_start;
+        while window_start < chunk_end {
+            let span = window.window_at(UnixNanos(window_start));
+            let mut pieces = Vec::new();
+            for ((meter, list), cursor) in intervals.iter().zip(cursors.iter_mut()) {
+                while *cursor < list.len() && list[*cursor].span.end <= span.start {
+                    *cursor += 1;
+                }
+                let resource = match meter.kind {
+                    MeterKind::GpuEnergy => Resource::Gpu(
+                        devices
+                            .get(&meter.device)
+                            .copied()
+                            .unwrap_or(DeviceKey::MAX),
+                    ),
+                    MeterKind::CpuPackageEnergy => Resource::CpuPackage(&meter.cpus),
+                    MeterKind::DramEnergy => Resource::Dram(&meter.cpus),
+                    _ => Resource::Host,
+                };
+                for interval in list[*cursor..]
+                    .iter()
+                    .take_while(|i| i.span.start < span.end)
+                {
+                    if let Some(share) =
+                        share_in_window(interval.span, interval.delta, interval.quality, span)
+                    {
+                        pieces.push(EnergyPiece {
+                            resource,
+                            span: share.span,
+                            energy_mj: share.amount,
+                            quality: share.quality,
+                        });
+                    }
+                }
+            }
+            let result =
+                attribution::attribute(&pieces, &holdings, &Usage::default(), &settings.policy);
+            let gpu_time = attribution::gpu_time_held(span, &holdings);
+            let embodied = embodied::split_embodied(span, &host_devices, &holdings);
+            write_window(
+                connection,
+                host.collector,
+                window_start,
+                &result,
+                &gpu_time,
+                &embodied,
+            )?;
+            progress.windows += 1;
+            window_start += window.nanos();
+        }
+        chunk_start = chunk_end;
+    }
+    progress.built_until = Some(end);
+    Ok(progress)
+}
+
+fn write_window(
+    connection: &Connection,
+    collector: i64,
+    start_ns: i64,
+    result: &attribution::HostAttribution,
+    gpu_time: &BTreeMap<u32, u64>,
+    embodied: &embodied::EmbodiedSplit,
+) -> Result<()> {
+    if result.measured.total_mj() == 0 && gpu_time.is_empty() && embodied.total_mg == 0 {
+        return Ok(());
+    }
+    let measured = result.measured.by_quality();
+    connection
+        .prepare_cached(
+            "INSERT OR REPLACE INTO window_hosts (collector, start_ns, it_mj, host_mj, remainder_mj, remainder_source,
+               remainder_deficit_mj, idle_mj, unattributed_mj, measured_mj, interpolated_mj, estimated_mj, idle_embodied_mg)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )?
+        .execute(params![
+            collector,
+            start_ns,
+            result.measured.components_mj() as i64,
+            result.host_mj() as i64,
+            result.measured.remainder.total_mj() as i64,
+            result.remainder_source as i64,
+            result.remainder_deficit_mj as i64,
+            result.idle.total_mj() as i64,
+            result.unattributed.total_mj() as i64,
+            measured.measured_mj as i64,
+            measured.interpolated_mj as i64,
+            measured.estimated_mj as i64,
+            embodied.idle_mg as i64,
+        ])?;
+    let mut insert = connection.prepare_cached(
+        "INSERT OR REPLACE INTO window_jobs (collector, start_ns, job, gpu_mj, cpu_mj, dram_mj, remainder_mj,
+           measured_mj, interpolated_mj, estimated_mj, gpu_ns, embodied_mg)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?;
+    let mut jobs: BTreeMap<u32, (attribution::ResourceEnergy, u64, u64)> = BTreeMap::new();
+    for (job, energy) in &result.jobs {
+        jobs.entry(*job).or_default().0 = *energy;
+    }
+    for (job, ns) in gpu_time {
+        jobs.entry(*job).or_default().1 = *ns;
+    }
+    for (job, mg) in &embodied.jobs {
+        jobs.entry(*job).or_default().2 = *mg;
+    }
+    for (job, (energy, gpu_ns, embodied_mg)) in jobs {
+        let quality = energy.by_quality();
+        insert.execute(params![
+            collector,
+            start_ns,
+            job,
+            energy.gpu.total_mj() as i64,
+            energy.cpu.total_mj() as i64,
+            energy.dram.total_mj() as i64,
+            energy.remainder.total_mj() as i64,
+            quality.measured_mj as i64,
+            quality.interpolated_mj as i64,
+            quality.estimated_mj as i64,
+            gpu_ns as i64,
+            embodied_mg as i64,
+        ])?;
+    }
+    Ok(())
+}

@@ -1,0 +1,528 @@
+//! Reading the ledger: jobs' footprints and the facility's balances.
+
+use footprint_core::{EnergyByQuality, Span};
+use footprint_proto::v1::JobKind;
+use rusqlite::{Connection, params};
+use serde::Serialize;
+
+use super::site;
+use crate::{Error, Result};
+
+/// A job's footprint over a span of time.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct JobFootprint {
+    pub id: String,
+    pub scheduler: String,
+    pub name: String,
+    pub user: String,
+    pub project: String,
+    pub kind: String,
+    pub model: String,
+    pub functional_unit: String,
+    pub functional_units: u64,
+    /// Facility energy: `it_energy_mj + overhead_mj`.
+    pub energy_mj: u64,
+    /// GPU + CPU package + DRAM + host remainder.
+    pub it_energy_mj: u64,
+    pub gpu_energy_mj: u64,
+    pub cpu_energy_mj: u64,
+    pub dram_energy_mj: u64,
+    pub remainder_mj: u64,
+    pub overhead_mj: u64,
+    /// How the IT energy was obtained (the parts add up to `it_energy_mj`).
+    pub energy_quality: EnergyByQuality,
+    pub water_ml: u64,
+    pub co2e_location_mg: u64,
+    pub co2e_market_mg: u64,
+    pub co2e_embodied_mg: u64,
+    /// SCI per functional unit: (location-based + embodied) / units, mg CO2e; facility overhead
+    /// included. 0 when the job reported no units.
+    pub sci_mg_per_unit: f64,
+    pub gpu_hours: f64,
+    pub hosts: Vec<String>,
+    pub first_window_ns: i64,
+    pub last_window_ns: i64,
+    /// How the figures were obtained.
+    pub method: String,
+}
+
+/// Method note carried by every job figure.
+pub const JOB_METHOD: &str = "GPU: counter delta of each held GPU, split by time overlap when the holder changes, \
+by NVML per-process utilisation when shared (evenly without it, estimated), by slices for MIG (estimated); \
+CPU package and DRAM: counter delta, dynamic part by CPU time and baseline by policy, else by cores held x time (estimated); \
+host remainder: outlet meter - components, else the configured overhead factor (estimated), shared by component energy; \
+facility overhead and water: site meters' delta per window minus IT, shared by IT energy (the window's measured PUE and WUE); \
+location-based carbon: facility energy x the hour's grid intensity of the site's zone; \
+market-based: hourly PPA matching, then guarantees of origin, then residual mix; \
+embodied: device table amortised over lifetime by time held; SCI: (location-based + embodied) / functional units, facility overhead included";
+
+pub fn kind_name(kind: i32) -> &'static str {
+    match JobKind::try_from(kind) {
+        Ok(JobKind::Training) => "training",
+        Ok(JobKind::Inference) => "inference",
+        _ => "other",
+    }
+}
+
+fn kind_code(kind: &str) -> Option<i32> {
+    match kind {
+        "training" => Some(JobKind::Training as i32),
+        "inference" => Some(JobKind::Inference as i32),
+        "other" => Some(JobKind::Other as i32),
+        _ => None,
+    }
+}
+
+/// Which jobs to list: a time span (0 = unbounded) and exact-match filters (empty = any).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    pub from_ns: i64,
+    pub to_ns: i64,
+    pub id: Option<String>,
+    pub user: String,
+    pub project: String,
+    pub model: String,
+    /// `training`, `inference` or `other`; empty = any.
+    pub kind: String,
+}
+
+/// Every job with energy in the filter's span, largest first.
+///
+/// # Errors
+/// [`Error::NotFound`] for an unknown kind, or a database error.
+pub fn list_jobs(connection: &Connection, filter: &JobFilter) -> Result<Vec<JobFootprint>> {
+    let to_ns = if filter.to_ns <= 0 {
+        i64::MAX
+    } else {
+        filter.to_ns
+    };
+    let kind = match filter.kind.as_str() {
+        "" => None,
+        other => Some(kind_code(other).ok_or_else(|| {
+            Error::NotFound(format!("job kind {other:?} (training, inference or other)"))
+        })?),
+    };
+    let mut statement = connection.prepare_cached(
+        "SELECT j.id, j.job_id, j.scheduler, j.name, j.user, j.project, j.kind, j.model, j.functional_unit, j.functional_units,
+                SUM(w.gpu_mj), SUM(w.cpu_mj), SUM(w.dram_mj), SUM(w.remainder_mj), SUM(w.overhead_mj),
+                SUM(w.measured_mj), SUM(w.interpolated_mj), SUM(w.estimated_mj),
+                SUM(w.gpu_ns), MIN(w.start_ns), MAX(w.start_ns),
+                SUM(w.water_ml), SUM(w.co2e_location_mg), SUM(w.co2e_market_mg), SUM(w.embodied_mg)
+         FROM window_jobs w JOIN jobs j ON j.id = w.job
+         WHERE w.start_ns >= ?1 AND w.start_ns < ?2 AND (?3 IS NULL OR j.job_id = ?3)
+           AND (?4 = '' OR j.user = ?4) AND (?5 = '' OR j.project = ?5) AND (?6 = '' OR j.model = ?6)
+           AND (?7 IS NULL OR j.kind = ?7)
+         GROUP BY j.id",
+    )?;
+    let rows = statement.query_map(
+        params![
+            filter.from_ns,
+            to_ns,
+            filter.id,
+            filter.user,
+            filter.project,
+            filter.model,
+            kind
+        ],
+        |row| {
+            let as_u64 = |index: usize| row.get::<_, i64>(index).map(|v| v as u64);
+            let (gpu, cpu, dram, remainder, overhead) = (
+                as_u64(10)?,
+                as_u64(11)?,
+                as_u64(12)?,
+                as_u64(13)?,
+                as_u64(14)?,
+            );
+            let units = as_u64(9)?;
+            let (location, embodied) = (as_u64(22)?, as_u64(24)?);
+            let it = gpu + cpu + dram + remainder;
+            Ok((
+                row.get::<_, i64>(0)?,
+                JobFootprint {
+                    id: row.get(1)?,
+                    scheduler: row.get(2)?,
+                    name: row.get(3)?,
+                    user: row.get(4)?,
+                    project: row.get(5)?,
+                    kind: kind_name(row.get(6)?).to_owned(),
+                    model: row.get(7)?,
+                    functional_unit: row.get(8)?,
+                    functional_units: units,
+                    energy_mj: it + overhead,
+                    it_energy_mj: it,
+                    gpu_energy_mj: gpu,
+                    cpu_energy_mj: cpu,
+                    dram_energy_mj: dram,
+                    remainder_mj: remainder,
+                    overhead_mj: overhead,
+                    energy_quality: EnergyByQuality {
+                        measured_mj: as_u64(15)?,
+                        interpolated_mj: as_u64(16)?,
+                        estimated_mj: as_u64(17)?,
+                    },
+                    water_ml: as_u64(21)?,
+                    co2e_location_mg: location,
+                    co2e_market_mg: as_u64(23)?,
+                    co2e_embodied_mg: embodied,
+                    sci_mg_per_unit: if units == 0 {
+                        0.0
+                    } else {
+                        (location + embodied) as f64 / units as f64
+                    },
+                    gpu_hours: as_u64(18)? as f64 / 3.6e12,
+                    hosts: Vec::new(),
+                    first_window_ns: row.get(19)?,
+                    last_window_ns: row.get(20)?,
+                    method: JOB_METHOD.to_owned(),
+                },
+            ))
+        },
+    )?;
+    let mut jobs = Vec::new();
+    let mut hosts_of = connection.prepare_cached(
+        "SELECT DISTINCT c.host FROM allocations a JOIN collectors c ON c.id = a.collector WHERE a.job = ?1 ORDER BY c.host",
+    )?;
+    for row in rows {
+        let (key, mut job) = row?;
+        job.hosts = hosts_of
+            .query_map([key], |row| row.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        jobs.push(job);
+    }
+    jobs.sort_by(|a, b| b.energy_mj.cmp(&a.energy_mj).then_with(|| a.id.cmp(&b.id)));
+    Ok(jobs)
+}
+
+/// One job's footprint.
+///
+/// # Errors
+/// [`Error::NotFound`] for an unknown job, or a database error.
+pub fn get_job(connection: &Connection, id: &str) -> Result<JobFootprint> {
+    let filter = JobFilter {
+        id: Some(id.to_owned()),
+        ..JobFilter::default()
+    };
+    list_jobs(connection, &filter)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::NotFound(format!("job {id:?}")))
+}
+
+/// A quantity over a span and where it went: `site = jobs + idle + unattributed`, exactly.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Balance {
+    pub site: i64,
+    pub jobs: i64,
+    pub idle: i64,
+    pub unattributed: i64,
+}
+
+impl Balance {
+    /// `jobs + idle + unattributed − site`; zero when the books balance.
+    pub fn imbalance(&self) -> i64 {
+        self.jobs + self.idle + self.unattributed - self.site
+    }
+}
+
+/// The facility (or one host) over a span: energy, water and carbon, each balanced.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FacilityWindow {
+    pub start_ns: i64,
+    pub end_ns: i64,
+    /// The host of a per-host series; empty for the site.
+    pub host: String,
+    pub energy_mj: Balance,
+    pub measured_method: String,
+    /// Energy at the IT boundary: outlets, or components + overhead factor.
+    pub it_mj: u64,
+    /// Facility overhead shared out.
+    pub overhead_mj: u64,
+    pub water_ml: Balance,
+    pub co2e_location_mg: Balance,
+    pub co2e_market_mg: Balance,
+    pub co2e_embodied_mg: Balance,
+    pub ppa_matched_mj: u64,
+    pub go_matched_mj: u64,
+}
+
+impl FacilityWindow {
+    pub fn pue(&self) -> f64 {
+        if self.it_mj == 0 {
+            0.0
+        } else {
+            self.energy_mj.site as f64 / self.it_mj as f64
+        }
+    }
+
+    pub fn wue_l_per_kwh(&self) -> f64 {
+        if self.it_mj == 0 {
+            0.0
+        } else {
+            (self.water_ml.site as f64 / 1_000.0) / (self.it_mj as f64 / 3.6e9)
+        }
+    }
+
+    /// Share of the load covered by PPA supply in the same hour.
+    pub fn cfe_share(&self) -> f64 {
+        if self.energy_mj.site <= 0 {
+            0.0
+        } else {
+            self.ppa_matched_mj as f64 / self.energy_mj.site as f64
+        }
+    }
+}
+
+/// The span the site stage has settled: from the first built window to the settled hour.
+///
+/// # Errors
+/// A database error.
+pub fn settled_span(connection: &Connection) -> Result<Option<Span>> {
+    let Some(end) = site::settled_until(connection)? else {
+        return Ok(None);
+    };
+    let start: Option<i64> =
+        connection.query_row("SELECT MIN(start_ns) FROM site_windows", [], |row| {
+            row.get(0)
+        })?;
+    Ok(start.filter(|start| *start < end).map(|start| {
+        Span::new(
+            footprint_core::UnixNanos(start),
+            footprint_core::UnixNanos(end),
+        )
+    }))
+}
+
+/// Sums of one bucket's rows.
+#[derive(Default)]
+struct HostSums {
+    jobs_it: i64,
+    jobs_overhead: i64,
+    jobs_water: i64,
+    jobs_location: i64,
+    jobs_market: i64,
+    jobs_embodied: i64,
+    idle: i64,
+    idle_overhead: i64,
+    unattributed: i64,
+    unattributed_overhead: i64,
+    deficit: i64,
+    host_mj: i64,
+    idle_water: i64,
+    unattributed_water: i64,
+    idle_location: i64,
+    unattributed_location: i64,
+    idle_market: i64,
+    unattributed_market: i64,
+    idle_embodied: i64,
+}
+
+fn host_sums(connection: &Connection, bucket: Span, collector: Option<i64>) -> Result<HostSums> {
+    let mut sums = HostSums::default();
+    connection
+        .prepare_cached(
+            "SELECT COALESCE(SUM(gpu_mj + cpu_mj + dram_mj + remainder_mj), 0), COALESCE(SUM(overhead_mj), 0),
+                    COALESCE(SUM(water_ml), 0), COALESCE(SUM(co2e_location_mg), 0), COALESCE(SUM(co2e_market_mg), 0),
+                    COALESCE(SUM(embodied_mg), 0)
+             FROM window_jobs WHERE start_ns >= ?1 AND start_ns < ?2 AND (?3 IS NULL OR collector = ?3)",
+        )?
+        .query_row(params![bucket.start.0, bucket.end.0, collector], |row| {
+            sums.jobs_it = row.get(0)?;
+            sums.jobs_overhead = row.get(1)?;
+            sums.jobs_water = row.get(2)?;
+            sums.jobs_location = row.get(3)?;
+            sums.jobs_market = row.get(4)?;
+            sums.jobs_embodied = row.get(5)?;
+            Ok(())
+        })?;
+    connection
+        .prepare_cached(
+            "SELECT COALESCE(SUM(idle_mj), 0), COALESCE(SUM(idle_overhead_mj), 0), COALESCE(SUM(unattributed_mj), 0),
+                    COALESCE(SUM(unattributed_overhead_mj), 0), COALESCE(SUM(remainder_deficit_mj), 0), COALESCE(SUM(host_mj), 0),
+                    COALESCE(SUM(idle_water_ml), 0), COALESCE(SUM(unattributed_water_ml), 0),
+                    COALESCE(SUM(idle_co2e_location_mg), 0), COALESCE(SUM(unattributed_co2e_location_mg), 0),
+                    COALESCE(SUM(idle_co2e_market_mg), 0), COALESCE(SUM(unattributed_co2e_market_mg), 0),
+                    COALESCE(SUM(idle_embodied_mg), 0)
+             FROM window_hosts WHERE start_ns >= ?1 AND start_ns < ?2 AND (?3 IS NULL OR collector = ?3)",
+        )?
+        .query_row(params![bucket.start.0, bucket.end.0, collector], |row| {
+            sums.idle = row.get(0)?;
+            sums.idle_overhead = row.get(1)?;
+            sums.unattributed = row.get(2)?;
+            sums.unattributed_overhead = row.get(3)?;
+            sums.deficit = row.get(4)?;
+            sums.host_mj = row.get(5)?;
+            sums.idle_water = row.get(6)?;
+            sums.unattributed_water = row.get(7)?;
+            sums.idle_location = row.get(8)?;
+            sums.unattributed_location = row.get(9)?;
+            sums.idle_market = row.get(10)?;
+            sums.unattributed_market = row.get(11)?;
+            sums.idle_embodied = row.get(12)?;
+            Ok(())
+        })?;
+    Ok(sums)
+}
+
+/// Balances of the site over `bucket`.
+fn site_bucket(connection: &Connection, bucket: Span) -> Result<FacilityWindow> {
+    let sums = host_sums(connection, bucket, None)?;
+    let mut window = FacilityWindow {
+        start_ns: bucket.start.0,
+        end_ns: bucket.end.0,
+        host: String::new(),
+        energy_mj: Balance::default(),
+        measured_method: String::new(),
+        it_mj: sums.host_mj as u64,
+        overhead_mj: (sums.jobs_overhead + sums.idle_overhead + sums.unattributed_overhead) as u64,
+        water_ml: Balance::default(),
+        co2e_location_mg: Balance::default(),
+        co2e_market_mg: Balance::default(),
+        co2e_embodied_mg: Balance {
+            site: sums.jobs_embodied + sums.idle_embodied,
+            jobs: sums.jobs_embodied,
+            idle: sums.idle_embodied,
+            unattributed: 0,
+        },
+        ppa_matched_mj: 0,
+        go_matched_mj: 0,
+    };
+    let mut methods = [0i64; 3];
+    connection
+        .prepare_cached(
+            "SELECT COALESCE(SUM(facility_mj), 0), COALESCE(SUM(unattributed_mj), 0), COALESCE(SUM(water_ml), 0),
+                    COALESCE(SUM(unattributed_water_ml), 0), COALESCE(SUM(co2e_location_mg), 0),
+                    COALESCE(SUM(unattributed_co2e_location_mg), 0), COALESCE(SUM(co2e_market_mg), 0),
+                    COALESCE(SUM(unattributed_co2e_market_mg), 0),
+                    COALESCE(SUM(overhead_source = 0), 0), COALESCE(SUM(overhead_source = 1), 0), COALESCE(SUM(overhead_source = 2), 0)
+             FROM site_windows WHERE start_ns >= ?1 AND start_ns < ?2",
+        )?
+        .query_row(params![bucket.start.0, bucket.end.0], |row| {
+            window.energy_mj = Balance {
+                site: row.get(0)?,
+                jobs: sums.jobs_it + sums.jobs_overhead,
+                idle: sums.idle + sums.idle_overhead,
+                unattributed: sums.unattributed + sums.unattributed_overhead + row.get::<_, i64>(1)?,
+            };
+            window.water_ml = Balance {
+                site: row.get(2)?,
+                jobs: sums.jobs_water,
+                idle: sums.idle_water,
+                unattributed: sums.unattributed_water + row.get::<_, i64>(3)?,
+            };
+            window.co2e_location_mg = Balance {
+                site: row.get(4)?,
+                jobs: sums.jobs_location,
+                idle: sums.idle_location,
+                unattributed: sums.unattributed_location + row.get::<_, i64>(5)?,
+            };
+            window.co2e_market_mg = Balance {
+                site: row.get(6)?,
+                jobs: sums.jobs_market,
+                idle: sums.idle_market,
+                unattributed: sums.unattributed_market + row.get::<_, i64>(7)?,
+            };
+            methods = [row.get(8)?, row.get(9)?, row.get(10)?];
+            Ok(())
+        })?;
+    window.measured_method = match methods {
+        [0, _, 0] => "site energy meter delta per window (split at window edges assuming constant power between readings)".to_owned(),
+        [_, 0, 0] => "no site meter: IT energy (outlets, else GPU + CPU + DRAM + host overhead factor)".to_owned(),
+        [0, 0, _] => "no site meter: IT energy x the configured PUE (estimated)".to_owned(),
+        [none, meter, assumed] => format!(
+            "mixed: {meter} window(s) from the site meter, {assumed} from the assumed PUE, {none} from IT energy alone"
+        ),
+    };
+    connection
+        .prepare_cached(
+            "SELECT COALESCE(SUM(ppa_mj), 0), COALESCE(SUM(go_mj), 0) FROM site_hours WHERE hour_ns >= ?1 AND hour_ns < ?2",
+        )?
+        .query_row(params![bucket.start.0, bucket.end.0], |row| {
+            window.ppa_matched_mj = row.get::<_, i64>(0)? as u64;
+            window.go_matched_mj = row.get::<_, i64>(1)? as u64;
+            Ok(())
+        })?;
+    Ok(window)
+}
+
+/// Balances of one host over `bucket`: its outlet energy (or components + factor) plus its
+/// facility shares.
+fn host_bucket(
+    connection: &Connection,
+    bucket: Span,
+    collector: i64,
+    host: &str,
+) -> Result<FacilityWindow> {
+    let sums = host_sums(connection, bucket, Some(collector))?;
+    let jobs = sums.jobs_it + sums.jobs_overhead;
+    let idle = sums.idle + sums.idle_overhead;
+    let unattributed = sums.unattributed + sums.unattributed_overhead - sums.deficit;
+    let balance = |jobs: i64, idle: i64, unattributed: i64| Balance {
+        site: jobs + idle + unattributed,
+        jobs,
+        idle,
+        unattributed,
+    };
+    Ok(FacilityWindow {
+        start_ns: bucket.start.0,
+        end_ns: bucket.end.0,
+        host: host.to_owned(),
+        energy_mj: balance(jobs, idle, unattributed),
+        measured_method: "the host's outlet meter (else its components + overhead factor) plus its share of the facility overhead".to_owned(),
+        it_mj: sums.host_mj as u64,
+        overhead_mj: (sums.jobs_overhead + sums.idle_overhead + sums.unattributed_overhead) as u64,
+        water_ml: balance(sums.jobs_water, sums.idle_water, sums.unattributed_water),
+        co2e_location_mg: balance(
+            sums.jobs_location,
+            sums.idle_location,
+            sums.unattributed_location,
+        ),
+        co2e_market_mg: balance(sums.jobs_market, sums.idle_market, sums.unattributed_market),
+        co2e_embodied_mg: balance(sums.jobs_embodied, sums.idle_embodied, 0),
+        ppa_matched_mj: 0,
+        go_matched_mj: 0,
+    })
+}
+
+/// Facility totals over `span`, in steps of `step_ns` (0: one total), for the site or per host.
+///
+/// # Errors
+/// A database error.
+pub fn facility_totals(
+    connection: &Connection,
+    span: Span,
+    step_ns: i64,
+    by_host: bool,
+) -> Result<Vec<FacilityWindow>> {
+    let step = if step_ns <= 0 {
+        span.len_ns() as i64
+    } else {
+        step_ns
+    };
+    let hosts: Vec<(i64, String)> = if by_host {
+        connection
+            .prepare_cached(
+                "SELECT id, host FROM collectors WHERE built_until_ns IS NOT NULL ORDER BY host, id",
+            )?
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?
+    } else {
+        Vec::new()
+    };
+    let mut windows = Vec::new();
+    let mut bucket_start = span.start.0;
+    while bucket_start < span.end.0 {
+        let bucket = Span::new(
+            footprint_core::UnixNanos(bucket_start),
+            footprint_core::UnixNanos(bucket_start.saturating_add(step).min(span.end.0)),
+        );
+        if by_host {
+            for (collector, host) in &hosts {
+                windows.push(host_bucket(connection, bucket, *collector, host)?);
+            }
+        } else {
+            windows.push(site_bucket(connection, bucket)?);
+        }
+        bucket_start = bucket.end.0;
+    }
+    Ok(windows)
+}

@@ -1,0 +1,391 @@
+//! The site stage: settles whole hours once every host has built them and every site meter has
+//! reported past them. Per window it shares the facility overhead, the water and the
+//! location-based carbon over every account the hosts produced (a job on a host, a host's idle,
+//! a host's unattributed); per hour it matches the load against contracted supply and shares
+//! the market-based carbon (`footprint_core::facility`).
+
+use footprint_core::apportion::apportion;
+use footprint_core::carbon;
+use footprint_core::facility::{self, HourMatch, Intensity, SiteMeters};
+use footprint_core::window::{WindowLength, share_in_window};
+use footprint_core::{Quality, Span, UnixNanos};
+use footprint_proto::v1::MeterKind;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{load_intervals, quality_code, quality_from_code};
+use crate::Result;
+use crate::settings::LedgerSettings;
+
+pub const HOUR_NS: i64 = 3_600_000_000_000;
+const SETTLED_KEY: &str = "site_settled_until_ns";
+
+/// Where the site stage has got to: every window before it is settled.
+///
+/// # Errors
+/// A database error.
+pub fn settled_until(connection: &Connection) -> Result<Option<i64>> {
+    Ok(connection
+        .query_row(
+            "SELECT value FROM ledger_state WHERE key = ?1",
+            [SETTLED_KEY],
+            |row| row.get(0),
+        )
+        .optional()?)
+}
+
+/// The hour every host and site meter has passed, if any.
+fn ready_until(connection: &Connection) -> Result<Option<i64>> {
+    // Hosts with IT meters that have built nothing yet hold everything back: they may still
+    // deliver the hours in question.
+    let hosts: (Option<i64>, i64) = connection.query_row(
+        "SELECT MIN(c.built_until_ns), SUM(c.built_until_ns IS NULL) FROM collectors c
+         WHERE EXISTS (SELECT 1 FROM meters m WHERE m.collector = c.id AND m.kind IN (?1, ?2, ?3))",
+        params![
+            MeterKind::GpuEnergy as i32,
+            MeterKind::CpuPackageEnergy as i32,
+            MeterKind::DramEnergy as i32
+        ],
+        |row| Ok((row.get(0)?, row.get::<_, Option<i64>>(1)?.unwrap_or(0))),
+    )?;
+    let (Some(mut until), 0) = hosts else {
+        return Ok(None);
+    };
+    let site_meters: Vec<Option<i64>> = connection
+        .prepare_cached(
+            "SELECT (SELECT MAX(ts_ns) FROM readings r WHERE r.meter = m.id) FROM meters m WHERE m.kind IN (?1, ?2)",
+        )?
+        .query_map(
+            params![MeterKind::SiteEnergy as i32, MeterKind::SiteWater as i32],
+            |row| row.get(0),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    for last in site_meters {
+        match last {
+            Some(last) => until = until.min(last),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(until.div_euclid(HOUR_NS) * HOUR_NS))
+}
+
+/// The grid intensity of the hour at `hour_ns` in `zone`, with the gap rule applied.
+///
+/// # Errors
+/// A database error.
+pub fn intensity_of_hour(
+    connection: &Connection,
+    zone: &str,
+    hour_ns: i64,
+) -> Result<Option<Intensity>> {
+    if zone.is_empty() {
+        return Ok(None);
+    }
+    let near = |sql: &str| -> Result<Option<(i64, u64, Quality)>> {
+        Ok(connection
+            .prepare_cached(sql)?
+            .query_row(params![zone, hour_ns], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, i64>(1)? as u64,
+                    quality_from_code(row.get(2)?),
+                ))
+            })
+            .optional()?)
+    };
+    let before = near(
+        "SELECT hour_ns, mg_per_kwh, quality FROM intensity WHERE zone = ?1 AND hour_ns <= ?2 ORDER BY hour_ns DESC LIMIT 1",
+    )?;
+    let after = if before.is_some_and(|(at, _, _)| at == hour_ns) {
+        None
+    } else {
+        near(
+            "SELECT hour_ns, mg_per_kwh, quality FROM intensity WHERE zone = ?1 AND hour_ns > ?2 ORDER BY hour_ns LIMIT 1",
+        )?
+    };
+    Ok(
+        carbon::fill(hour_ns, before, after).map(|(mg_per_kwh, quality)| Intensity {
+            mg_per_kwh,
+            quality,
+        }),
+    )
+}
+
+/// One account of a window: a row of `window_jobs` or the idle / unattributed part of a row of
+/// `window_hosts`.
+#[derive(Clone, Copy, Debug)]
+enum Account {
+    Job { collector: i64, job: i64 },
+    Idle { collector: i64 },
+    Unattributed { collector: i64 },
+}
+
+/// Delta of every meter of `kind` inside each window of `hour`, or `None` without such a meter.
+fn site_deltas(
+    connection: &Connection,
+    kind: MeterKind,
+    hour: Span,
+    window: WindowLength,
+) -> Result<Option<Vec<u64>>> {
+    let meters: Vec<i64> = connection
+        .prepare_cached("SELECT id FROM meters WHERE kind = ?1")?
+        .query_map([kind as i32], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if meters.is_empty() {
+        return Ok(None);
+    }
+    let count = (hour.len_ns() / window.nanos() as u64) as usize;
+    let mut deltas = vec![0u64; count];
+    for meter in meters {
+        for interval in load_intervals(connection, meter, hour)? {
+            for (index, slot) in deltas.iter_mut().enumerate() {
+                let span =
+                    window.window_at(UnixNanos(hour.start.0 + index as i64 * window.nanos()));
+                if let Some(share) =
+                    share_in_window(interval.span, interval.delta, interval.quality, span)
+                {
+                    *slot += share.amount;
+                }
+            }
+        }
+    }
+    Ok(Some(deltas))
+}
+
+/// Settles every hour that is ready. Returns the number of hours settled.
+///
+/// # Errors
+/// A database error; the hour being settled is then left for the next call.
+pub fn settle_ready_hours(
+    connection: &Connection,
+    settings: &LedgerSettings,
+    window: WindowLength,
+) -> Result<u64> {
+    let Some(ready) = ready_until(connection)? else {
+        return Ok(0);
+    };
+    let mut next = match settled_until(connection)? {
+        Some(until) => until,
+        None => {
+            let first: Option<i64> =
+                connection.query_row("SELECT MIN(start_ns) FROM window_hosts", [], |row| {
+                    row.get(0)
+                })?;
+            match first {
+                Some(first) => first.div_euclid(HOUR_NS) * HOUR_NS,
+                None => return Ok(0),
+            }
+        }
+    };
+    let mut settled = 0;
+    while next + HOUR_NS <= ready {
+        settle_hour(connection, settings, window, next)?;
+        next += HOUR_NS;
+        connection
+            .prepare_cached("INSERT OR REPLACE INTO ledger_state (key, value) VALUES (?1, ?2)")?
+            .execute(params![SETTLED_KEY, next])?;
+        settled += 1;
+    }
+    Ok(settled)
+}
+
+/// The guarantees of origin left after the hour before `hour_ns` (none at a new year).
+fn go_balance_before(connection: &Connection, hour_ns: i64) -> Result<u64> {
+    if footprint_core::units::utc_year_of(UnixNanos(hour_ns))
+        .start
+        .0
+        == hour_ns
+    {
+        return Ok(0);
+    }
+    let balance: Option<i64> = connection
+        .prepare_cached("SELECT go_balance_after_mj FROM site_hours WHERE hour_ns = ?1")?
+        .query_row([hour_ns - HOUR_NS], |row| row.get(0))
+        .optional()?;
+    Ok(balance.unwrap_or(0) as u64)
+}
+
+fn settle_hour(
+    connection: &Connection,
+    settings: &LedgerSettings,
+    window: WindowLength,
+    hour_ns: i64,
+) -> Result<()> {
+    let hour = Span::new(UnixNanos(hour_ns), UnixNanos(hour_ns + HOUR_NS));
+    let energy = site_deltas(connection, MeterKind::SiteEnergy, hour, window)?;
+    let water = site_deltas(connection, MeterKind::SiteWater, hour, window)?;
+    let intensity = intensity_of_hour(connection, &settings.zone, hour_ns)?;
+    let windows = (HOUR_NS / window.nanos()) as usize;
+    // Per window: its accounts, their facility energy (for market-based carbon) and the split.
+    let mut settled: Vec<(i64, Vec<Account>, Vec<u64>, facility::SiteWindow)> =
+        Vec::with_capacity(windows);
+    for index in 0..windows {
+        let start_ns = hour_ns + index as i64 * window.nanos();
+        let (accounts, energies) = accounts_of(connection, start_ns)?;
+        let meters = SiteMeters {
+            energy_mj: energy.as_ref().map(|d| d[index]),
+            water_ml: water.as_ref().map(|d| d[index]),
+            assumed_pue_ppm: settings.assumed_pue_ppm,
+        };
+        let split = facility::split_site_window(&energies, &meters, intensity);
+        let facility_energy: Vec<u64> = energies
+            .iter()
+            .zip(&split.overhead_mj)
+            .map(|(it, overhead)| it + overhead)
+            .collect();
+        settled.push((start_ns, accounts, facility_energy, split));
+    }
+    let load_mj: u64 = settled
+        .iter()
+        .map(|(_, _, _, split)| split.facility_mj)
+        .sum();
+    let matched = facility::match_hour(
+        load_mj,
+        &settings.instruments(hour_ns),
+        go_balance_before(connection, hour_ns)?,
+        intensity,
+    );
+    write_hour(connection, hour_ns, &matched)?;
+    let per_window: Vec<u64> = settled.iter().map(|s| s.3.facility_mj).collect();
+    let market_by_window = apportion(matched.market_mg, &per_window).unwrap_or_else(|| {
+        let mut first_only = vec![0; settled.len()];
+        if let Some(first) = first_only.first_mut() {
+            *first = matched.market_mg;
+        }
+        first_only
+    });
+    for ((start_ns, accounts, facility_energy, split), market_mg) in
+        settled.into_iter().zip(market_by_window)
+    {
+        let (market, unattributed_market) = match apportion(market_mg, &facility_energy) {
+            Some(parts) => (parts, 0),
+            None => (vec![0; accounts.len()], market_mg),
+        };
+        write_window(
+            connection,
+            start_ns,
+            &accounts,
+            &split,
+            &market,
+            unattributed_market,
+            intensity,
+        )?;
+    }
+    Ok(())
+}
+
+fn accounts_of(connection: &Connection, start_ns: i64) -> Result<(Vec<Account>, Vec<u64>)> {
+    let mut accounts = Vec::new();
+    let mut energies = Vec::new();
+    let mut jobs = connection.prepare_cached(
+        "SELECT collector, job, gpu_mj + cpu_mj + dram_mj + remainder_mj FROM window_jobs WHERE start_ns = ?1 ORDER BY collector, job",
+    )?;
+    let mut rows = jobs.query([start_ns])?;
+    while let Some(row) = rows.next()? {
+        accounts.push(Account::Job {
+            collector: row.get(0)?,
+            job: row.get(1)?,
+        });
+        energies.push(row.get::<_, i64>(2)? as u64);
+    }
+    let mut hosts = connection.prepare_cached(
+        "SELECT collector, idle_mj, unattributed_mj FROM window_hosts WHERE start_ns = ?1 ORDER BY collector",
+    )?;
+    let mut rows = hosts.query([start_ns])?;
+    while let Some(row) = rows.next()? {
+        let collector: i64 = row.get(0)?;
+        accounts.push(Account::Idle { collector });
+        energies.push(row.get::<_, i64>(1)? as u64);
+        accounts.push(Account::Unattributed { collector });
+        energies.push(row.get::<_, i64>(2)? as u64);
+    }
+    Ok((accounts, energies))
+}
+
+fn write_hour(connection: &Connection, hour_ns: i64, matched: &HourMatch) -> Result<()> {
+    connection
+        .prepare_cached(
+            "INSERT OR REPLACE INTO site_hours (hour_ns, load_mj, ppa_mj, go_mj, uncovered_mj, go_balance_after_mj,
+               uncovered_mg_per_kwh, residual_mix, co2e_market_mg)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            hour_ns,
+            matched.load_mj as i64,
+            matched.ppa_mj as i64,
+            matched.go_mj as i64,
+            matched.uncovered_mj as i64,
+            matched.go_balance_after_mj as i64,
+            matched.uncovered_mg_per_kwh as i64,
+            i64::from(matched.used_residual_mix),
+            matched.market_mg as i64,
+        ])?;
+    Ok(())
+}
+
+fn write_window(
+    connection: &Connection,
+    start_ns: i64,
+    accounts: &[Account],
+    split: &facility::SiteWindow,
+    market: &[u64],
+    unattributed_market_mg: u64,
+    intensity: Option<Intensity>,
+) -> Result<()> {
+    let mut job_update = connection.prepare_cached(
+        "UPDATE window_jobs SET overhead_mj = ?4, water_ml = ?5, co2e_location_mg = ?6, co2e_market_mg = ?7
+         WHERE collector = ?1 AND start_ns = ?2 AND job = ?3",
+    )?;
+    let mut idle_update = connection.prepare_cached(
+        "UPDATE window_hosts SET idle_overhead_mj = ?3, idle_water_ml = ?4, idle_co2e_location_mg = ?5, idle_co2e_market_mg = ?6
+         WHERE collector = ?1 AND start_ns = ?2",
+    )?;
+    let mut unattributed_update = connection.prepare_cached(
+        "UPDATE window_hosts SET unattributed_overhead_mj = ?3, unattributed_water_ml = ?4,
+           unattributed_co2e_location_mg = ?5, unattributed_co2e_market_mg = ?6
+         WHERE collector = ?1 AND start_ns = ?2",
+    )?;
+    for (index, account) in accounts.iter().enumerate() {
+        let figures = (
+            split.overhead_mj[index] as i64,
+            split.water_ml[index] as i64,
+            split.co2e_location_mg[index] as i64,
+            market[index] as i64,
+        );
+        match *account {
+            Account::Job { collector, job } => job_update.execute(params![
+                collector, start_ns, job, figures.0, figures.1, figures.2, figures.3
+            ])?,
+            Account::Idle { collector } => idle_update.execute(params![
+                collector, start_ns, figures.0, figures.1, figures.2, figures.3
+            ])?,
+            Account::Unattributed { collector } => unattributed_update.execute(params![
+                collector, start_ns, figures.0, figures.1, figures.2, figures.3
+            ])?,
+        };
+    }
+    let market_total: u64 = market.iter().sum::<u64>() + unattributed_market_mg;
+    connection
+        .prepare_cached(
+            "INSERT OR REPLACE INTO site_windows (start_ns, facility_mj, it_mj, overhead_source, overhead_deficit_mj,
+               unattributed_mj, water_ml, unattributed_water_ml, intensity_mg_per_kwh, intensity_quality,
+               co2e_location_mg, unattributed_co2e_location_mg, co2e_market_mg, unattributed_co2e_market_mg)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        )?
+        .execute(params![
+            start_ns,
+            split.facility_mj as i64,
+            split.it_mj as i64,
+            split.overhead_source as i64,
+            split.overhead_deficit_mj as i64,
+            split.unattributed_mj(),
+            split.site_water_ml as i64,
+            split.unattributed_water_ml as i64,
+            intensity.map(|i| i.mg_per_kwh as i64),
+            intensity.map(|i| quality_code(i.quality)),
+            split.site_location_mg as i64,
+            split.unattributed_location_mg as i64,
+            market_total as i64,
+            unattributed_market_mg as i64,
+        ])?;
+    Ok(())
+}

@@ -1,0 +1,232 @@
+//! The ledger's settings resolved from the config: the attribution policy in integer units, the
+//! contracted supply hour by hour, the device table, and the intensity feeds imported into the
+//! ledger (each hour with its source).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use footprint_core::attribution::{CpuBaselinePolicy, Policy};
+use footprint_core::carbon::{self, Feed};
+use footprint_core::embodied::{DeviceEntry, DeviceTable};
+use footprint_core::facility::MarketInstruments;
+use footprint_core::{Span, UnixNanos};
+use rusqlite::{Connection, params};
+
+use crate::config::{AggregatorConfig, CpuBaseline};
+use crate::{Error, Result};
+
+const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
+const MJ_PER_KWH: f64 = 3_600_000_000.0;
+
+/// Everything the ledger needs beyond the readings.
+#[derive(Clone, Debug, Default)]
+pub struct LedgerSettings {
+    pub policy: Policy,
+    pub assumed_pue_ppm: Option<u64>,
+    pub zone: String,
+    pub residual_mg_per_kwh: Option<u64>,
+    /// Guarantees of origin per year, mJ.
+    pub go_mj_per_year: u64,
+    /// PPA delivery of each hour from the hourly files, mJ.
+    pub ppa_hourly_mj: BTreeMap<i64, u64>,
+    /// PPA delivery every hour from the flat contracts, mJ.
+    pub ppa_flat_mj_per_hour: u64,
+    pub devices: DeviceTable,
+    pub default_gpu_model: String,
+    pub server_model: String,
+    /// What a reader of a report needs to know about these settings, in words.
+    pub description: String,
+}
+
+fn watts_to_mw(watts: f64) -> u64 {
+    (watts * 1_000.0).round() as u64
+}
+
+fn kwh_to_mj(kwh: f64) -> u64 {
+    (kwh * MJ_PER_KWH).round() as u64
+}
+
+/// Reads `datetime,kwh` rows.
+fn read_ppa_csv(path: &Path, into: &mut BTreeMap<i64, u64>) -> Result<()> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Server(format!("carbon.ppa: reading {}: {e}", path.display())))?;
+    for (index, line) in text.lines().enumerate().skip(1) {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let bad = |reason: String| {
+            Error::Server(format!("{} line {}: {reason}", path.display(), index + 1))
+        };
+        let (time, kwh) = line
+            .split_once(',')
+            .ok_or_else(|| bad("expected `datetime,kwh`".into()))?;
+        let at = carbon::parse_time(time).map_err(|e| bad(format!("datetime: {e}")))?;
+        let kwh: f64 = kwh
+            .trim()
+            .parse()
+            .ok()
+            .filter(|k: &f64| k.is_finite() && *k >= 0.0)
+            .ok_or_else(|| bad(format!("kwh: {kwh:?} is not a non-negative number")))?;
+        *into
+            .entry(at.div_euclid(NANOS_PER_HOUR) * NANOS_PER_HOUR)
+            .or_default() += kwh_to_mj(kwh);
+    }
+    Ok(())
+}
+
+impl LedgerSettings {
+    /// Resolves `config`, reading the PPA files it names.
+    ///
+    /// # Errors
+    /// A PPA file that cannot be read or parsed (named with its line).
+    pub fn from_config(config: &AggregatorConfig) -> Result<Self> {
+        let attribution = &config.attribution;
+        let policy = Policy {
+            cpu_baseline: match attribution.cpu_baseline {
+                CpuBaseline::ByCores => CpuBaselinePolicy::ByCores,
+                CpuBaseline::Idle => CpuBaselinePolicy::Idle,
+            },
+            package_baseline_mw: watts_to_mw(attribution.package_baseline_w),
+            dram_baseline_mw: watts_to_mw(attribution.dram_baseline_w),
+            host_overhead_ppm: (attribution.host_overhead_factor * 1e6).round() as u64,
+        };
+        let carbon = &config.carbon;
+        let mut ppa_hourly_mj = BTreeMap::new();
+        let mut flat_kw = 0.0;
+        for ppa in &carbon.ppa {
+            flat_kw += ppa.flat_kw;
+            if let Some(path) = &ppa.hourly_kwh_csv {
+                read_ppa_csv(path, &mut ppa_hourly_mj)?;
+            }
+        }
+        let mut devices = DeviceTable::builtin()?;
+        for entry in &config.embodied.devices {
+            devices
+                .devices
+                .retain(|d| !(d.model == entry.model && d.kind == entry.kind));
+            devices.devices.push(entry.clone());
+        }
+        let description = format!(
+            "attribution: CPU baseline {:?} ({} W per package, {} W per DRAM zone), host overhead factor {} without an outlet meter; \
+             facility: overhead = site meter − IT per window{}; carbon zone {:?}, residual mix {}, guarantees of origin {} MWh/year, {} PPA(s); \
+             embodied: device table v{}{}",
+            attribution.cpu_baseline,
+            attribution.package_baseline_w,
+            attribution.dram_baseline_w,
+            attribution.host_overhead_factor,
+            config
+                .facility
+                .assumed_pue
+                .map(|p| format!(", assumed PUE {p} without a site meter"))
+                .unwrap_or_default(),
+            carbon.zone,
+            carbon
+                .residual_mix_g_per_kwh
+                .map_or("grid average".to_owned(), |r| format!("{r} g/kWh")),
+            carbon.guarantees_of_origin_mwh_per_year,
+            carbon.ppa.len(),
+            devices.version,
+            if config.embodied.devices.is_empty() {
+                ""
+            } else {
+                " with site entries"
+            },
+        );
+        Ok(Self {
+            policy,
+            assumed_pue_ppm: config
+                .facility
+                .assumed_pue
+                .map(|p| (p * 1e6).round() as u64),
+            zone: carbon.zone.clone(),
+            residual_mg_per_kwh: carbon
+                .residual_mix_g_per_kwh
+                .map(|g| (g * 1_000.0).round() as u64),
+            go_mj_per_year: (carbon.guarantees_of_origin_mwh_per_year * 1_000.0 * MJ_PER_KWH)
+                .round() as u64,
+            ppa_hourly_mj,
+            ppa_flat_mj_per_hour: kwh_to_mj(flat_kw),
+            devices,
+            default_gpu_model: config.embodied.default_gpu_model.clone(),
+            server_model: config.embodied.server_model.clone(),
+            description,
+        })
+    }
+
+    /// The instruments of the hour starting at `hour_ns`.
+    pub fn instruments(&self, hour_ns: i64) -> MarketInstruments {
+        MarketInstruments {
+            ppa_mj: self.ppa_flat_mj_per_hour
+                + self.ppa_hourly_mj.get(&hour_ns).copied().unwrap_or(0),
+            go_accrual_mj: go_accrual(self.go_mj_per_year, hour_ns),
+            residual_mg_per_kwh: self.residual_mg_per_kwh,
+        }
+    }
+
+    /// The embodied-carbon entry of a GPU model (the configured default when the meter names
+    /// none).
+    pub fn gpu_entry(&self, model: &str) -> Option<&DeviceEntry> {
+        let model = if model.is_empty() {
+            self.default_gpu_model.as_str()
+        } else {
+            model
+        };
+        self.devices.lookup("gpu", model)
+    }
+
+    pub fn server_entry(&self) -> Option<&DeviceEntry> {
+        self.devices.lookup("server", &self.server_model)
+    }
+}
+
+/// Guarantees of origin accruing in the hour at `hour_ns`: the year's volume spread evenly over
+/// its hours (telescoping, so a whole year accrues exactly the volume).
+fn go_accrual(mj_per_year: u64, hour_ns: i64) -> u64 {
+    let year = footprint_core::units::utc_year_of(UnixNanos(hour_ns));
+    footprint_core::facility::accrued_in(
+        mj_per_year,
+        year.start.0,
+        year.len_ns(),
+        Span::new(UnixNanos(hour_ns), UnixNanos(hour_ns + NANOS_PER_HOUR)),
+    )
+}
+
+/// Imports a feed's hours for every zone into the ledger; a re-import replaces equal hours.
+/// Returns the hours stored.
+///
+/// # Errors
+/// A database error.
+pub fn store_feed(connection: &Connection, feed: &Feed, source: &str) -> Result<usize> {
+    let mut insert = connection.prepare_cached(
+        "INSERT OR REPLACE INTO intensity (zone, hour_ns, mg_per_kwh, quality, source) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for hour in &feed.hours {
+        insert.execute(params![
+            hour.zone,
+            hour.hour_ns,
+            hour.mg_per_kwh as i64,
+            crate::ledger::quality_code(hour.quality),
+            source
+        ])?;
+    }
+    Ok(feed.hours.len())
+}
+
+/// Reads and imports an intensity file.
+///
+/// # Errors
+/// The file cannot be read or parsed (the message names file, line and field), or a database
+/// error.
+pub fn import_file(connection: &Connection, path: &Path) -> Result<(Feed, usize)> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Server(format!("intensity file {}: {e}", path.display())))?;
+    let feed = carbon::parse_feed(&text)
+        .map_err(|e| Error::Server(format!("intensity file {}: {e}", path.display())))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let source = format!("{} ({})", name, feed.format);
+    let stored = store_feed(connection, &feed, &source)?;
+    Ok((feed, stored))
+}

@@ -1,0 +1,355 @@
+//! The facility's share of every account: overhead energy from the site meter (the window's
+//! measured PUE), water from the site water meter (the window's WUE), location-based and
+//! market-based carbon, and embodied carbon.
+//!
+//! An *account* is whatever the host stage produced for one window: a job on a host, a host's
+//! idle share or a host's unattributed share. Each carries its host-level energy (components +
+//! host remainder). The rules, all exact in integers:
+//! - **Overhead** = site meter − Σ accounts, split in proportion to each account's energy. A site
+//!   meter that reads *below* the IT meters gives no negative shares: the difference is kept as
+//!   [`SiteWindow::overhead_deficit_mj`], a data-quality finding. Without a site meter, an
+//!   assumed PUE may stand in (estimated), else there is no overhead.
+//! - **Water** = the site water meter's delta, split by account energy (IT energy drives cooling).
+//! - **Location-based carbon** = facility energy × the hour's grid intensity, rounded once per
+//!   window for the site and then split by each account's facility energy (energy + overhead).
+//! - **Market-based carbon** is settled per hour ([`match_hour`]) and split over the hour's
+//!   accounts by facility energy.
+//!
+//! Σ accounts + unattributed = site, for each quantity, is property-tested below.
+
+use crate::apportion::apportion;
+use crate::quality::Quality;
+use crate::units::Span;
+
+/// Millijoules in one kilowatt-hour.
+const MJ_PER_KWH: u128 = 3_600_000_000;
+
+/// Grid carbon intensity in milligrams CO2e per kWh (g/kWh × 1000), and how it was obtained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Intensity {
+    pub mg_per_kwh: u64,
+    pub quality: Quality,
+}
+
+/// Carbon of `energy_mj` at `mg_per_kwh`, rounded half up to whole milligrams.
+pub fn carbon_mg(energy_mj: u64, mg_per_kwh: u64) -> u64 {
+    let wide = u128::from(energy_mj) * u128::from(mg_per_kwh);
+    u64::try_from((wide + MJ_PER_KWH / 2) / MJ_PER_KWH).unwrap_or(u64::MAX)
+}
+
+/// What the site meters said about one window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SiteMeters {
+    /// The facility energy meter's delta in the window, if the site has one.
+    pub energy_mj: Option<u64>,
+    /// The water meter's delta in the window, if the site has one.
+    pub water_ml: Option<u64>,
+    /// PUE assumed when there is no energy meter, in parts per million (1.3 → 1 300 000).
+    pub assumed_pue_ppm: Option<u64>,
+}
+
+/// How a window's overhead was obtained.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OverheadSource {
+    /// No site meter and no assumed PUE: facility energy is the IT energy.
+    #[default]
+    None,
+    /// The site meter minus IT energy: the window's measured PUE.
+    SiteMeter,
+    /// The configured PUE (estimated).
+    AssumedPue,
+}
+
+/// One window of the site, split over its accounts (indices match the input).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SiteWindow {
+    pub overhead_source: OverheadSource,
+    /// The facility's energy: the site meter's reading, else IT × assumed PUE, else IT.
+    pub facility_mj: u64,
+    pub it_mj: u64,
+    pub overhead_mj: Vec<u64>,
+    /// How far the site meter read below the IT meters (a finding); 0 normally.
+    pub overhead_deficit_mj: u64,
+    pub water_ml: Vec<u64>,
+    /// Water that could not be placed because no IT energy was counted in the window.
+    pub unattributed_water_ml: u64,
+    pub site_water_ml: u64,
+    pub co2e_location_mg: Vec<u64>,
+    pub unattributed_location_mg: u64,
+    pub site_location_mg: u64,
+}
+
+/// Splits one window's facility overhead, water and location-based carbon over `accounts_mj`
+/// (each account's host-level energy).
+pub fn split_site_window(
+    accounts_mj: &[u64],
+    meters: &SiteMeters,
+    intensity: Option<Intensity>,
+) -> SiteWindow {
+    let it_mj: u64 = accounts_mj.iter().sum();
+    let mut window = SiteWindow {
+        it_mj,
+        overhead_mj: vec![0; accounts_mj.len()],
+        water_ml: vec![0; accounts_mj.len()],
+        co2e_location_mg: vec![0; accounts_mj.len()],
+        ..SiteWindow::default()
+    };
+    let facility_mj = match (meters.energy_mj, meters.assumed_pue_ppm) {
+        (Some(site), _) => {
+            window.overhead_source = OverheadSource::SiteMeter;
+            site
+        }
+        (None, Some(pue_ppm)) => {
+            window.overhead_source = OverheadSource::AssumedPue;
+            let wide = u128::from(it_mj) * u128::from(pue_ppm.max(1_000_000));
+            u64::try_from((wide + 500_000) / 1_000_000).unwrap_or(u64::MAX)
+        }
+        (None, None) => it_mj,
+    };
+    window.facility_mj = facility_mj;
+    if facility_mj < it_mj {
+        window.overhead_deficit_mj = it_mj - facility_mj;
+    } else if let Some(parts) = apportion(facility_mj - it_mj, accounts_mj) {
+        window.overhead_mj = parts;
+    }
+    // With no IT energy at all, overhead has nobody to go to; it stays in facility − Σ shares.
+    if let Some(water) = meters.water_ml {
+        window.site_water_ml = water;
+        match apportion(water, accounts_mj) {
+            Some(parts) => window.water_ml = parts,
+            None => window.unattributed_water_ml = water,
+        }
+    }
+    if let Some(intensity) = intensity {
+        window.site_location_mg = carbon_mg(facility_mj, intensity.mg_per_kwh);
+        let facility_shares: Vec<u64> = accounts_mj
+            .iter()
+            .zip(&window.overhead_mj)
+            .map(|(energy, overhead)| energy + overhead)
+            .collect();
+        match apportion(window.site_location_mg, &facility_shares) {
+            Some(parts) => window.co2e_location_mg = parts,
+            None => window.unattributed_location_mg = window.site_location_mg,
+        }
+    }
+    window
+}
+
+impl SiteWindow {
+    /// Facility energy no account received: overhead with nobody to carry it (no IT energy),
+    /// minus the deficit when the site meter read low. Σ accounts' energy + overhead + this =
+    /// facility energy.
+    pub fn unattributed_mj(&self) -> i64 {
+        let shared: u64 = self.overhead_mj.iter().sum();
+        self.facility_mj as i64 - self.it_mj as i64 - shared as i64
+    }
+}
+
+/// Carbon-free supply contracted for the site, and the factor for what it does not cover.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MarketInstruments {
+    /// PPA energy delivered in this hour (hourly matching: only this hour's load can use it).
+    pub ppa_mj: u64,
+    /// Guarantees of origin accrued in this hour (annual volume spread evenly over the year's
+    /// hours; what an hour does not use carries forward within the year).
+    pub go_accrual_mj: u64,
+    /// Residual-mix factor for energy no instrument covers; `None` uses the grid average.
+    pub residual_mg_per_kwh: Option<u64>,
+}
+
+/// One hour of the site, matched against its instruments.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HourMatch {
+    pub load_mj: u64,
+    pub ppa_mj: u64,
+    pub go_mj: u64,
+    pub uncovered_mj: u64,
+    /// Guarantees of origin left for later hours of the year.
+    pub go_balance_after_mj: u64,
+    pub market_mg: u64,
+    /// The factor applied to the uncovered energy, and whether it is the residual mix.
+    pub uncovered_mg_per_kwh: u64,
+    pub used_residual_mix: bool,
+}
+
+impl HourMatch {
+    /// The hour's carbon-free energy score: PPA-covered share of the load, in parts per million.
+    pub fn cfe_ppm(&self) -> u64 {
+        if self.load_mj == 0 {
+            return 1_000_000;
+        }
+        (u128::from(self.ppa_mj) * 1_000_000 / u128::from(self.load_mj)) as u64
+    }
+}
+
+/// Market-based matching of one hour: PPA supply first (same hour only), then guarantees of
+/// origin from the running balance, then the residual mix (else the grid average) for the rest.
+pub fn match_hour(
+    load_mj: u64,
+    instruments: &MarketInstruments,
+    go_balance_before_mj: u64,
+    grid: Option<Intensity>,
+) -> HourMatch {
+    let ppa_mj = load_mj.min(instruments.ppa_mj);
+    let balance = go_balance_before_mj.saturating_add(instruments.go_accrual_mj);
+    let go_mj = (load_mj - ppa_mj).min(balance);
+    let uncovered_mj = load_mj - ppa_mj - go_mj;
+    let (factor, used_residual_mix) = match (instruments.residual_mg_per_kwh, grid) {
+        (Some(residual), _) => (residual, true),
+        (None, Some(grid)) => (grid.mg_per_kwh, false),
+        (None, None) => (0, false),
+    };
+    HourMatch {
+        load_mj,
+        ppa_mj,
+        go_mj,
+        uncovered_mj,
+        go_balance_after_mj: balance - go_mj,
+        market_mg: carbon_mg(uncovered_mj, factor),
+        uncovered_mg_per_kwh: factor,
+        used_residual_mix,
+    }
+}
+
+/// The part of `total` that accrues in `[start, end)` when it accrues evenly over
+/// `[origin, origin + period)`: telescoping, so consecutive spans add up to exactly `total` over a
+/// period (used for embodied carbon over a lifetime and for guarantees of origin over a year).
+pub fn accrued_in(total: u64, origin_ns: i64, period_ns: u64, span: Span) -> u64 {
+    if period_ns == 0 {
+        return 0;
+    }
+    let cumulative = |at: i64| -> u128 {
+        let elapsed = (i128::from(at) - i128::from(origin_ns)).clamp(0, i128::from(period_ns));
+        u128::from(total) * elapsed as u128 / u128::from(period_ns)
+    };
+    (cumulative(span.end.0) - cumulative(span.start.0)) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::units::UnixNanos;
+    use proptest::prelude::*;
+
+    #[test]
+    fn overhead_follows_the_window_pue() {
+        // IT 3 000 mJ in two accounts, site meter 4 500 mJ: PUE 1.5.
+        let window = split_site_window(
+            &[1_000, 2_000],
+            &SiteMeters {
+                energy_mj: Some(4_500),
+                water_ml: Some(30),
+                assumed_pue_ppm: None,
+            },
+            Some(Intensity {
+                mg_per_kwh: 360_000_000,
+                quality: Quality::Measured,
+            }),
+        );
+        assert_eq!(window.overhead_mj, vec![500, 1_000]);
+        assert_eq!(window.water_ml, vec![10, 20]);
+        // 4 500 mJ at 360 kg/kWh = 450 mg.
+        assert_eq!(window.site_location_mg, 450);
+        assert_eq!(window.co2e_location_mg, vec![150, 300]);
+        assert_eq!(window.unattributed_mj(), 0);
+    }
+
+    #[test]
+    fn a_site_meter_below_it_is_a_deficit() {
+        let window = split_site_window(
+            &[1_000],
+            &SiteMeters {
+                energy_mj: Some(900),
+                ..SiteMeters::default()
+            },
+            None,
+        );
+        assert_eq!(window.overhead_deficit_mj, 100);
+        assert_eq!(window.overhead_mj, vec![0]);
+        assert_eq!(window.unattributed_mj(), -100);
+    }
+
+    #[test]
+    fn ppa_then_guarantees_then_residual() {
+        let instruments = MarketInstruments {
+            ppa_mj: 1_000,
+            go_accrual_mj: 500,
+            residual_mg_per_kwh: Some(3_600_000_000),
+        };
+        let hour = match_hour(2_000, &instruments, 200, None);
+        assert_eq!(
+            (hour.ppa_mj, hour.go_mj, hour.uncovered_mj),
+            (1_000, 700, 300)
+        );
+        assert_eq!(hour.go_balance_after_mj, 0);
+        assert_eq!(hour.market_mg, 300);
+        assert_eq!(hour.cfe_ppm(), 500_000);
+        // Surplus PPA supply does not carry over; surplus guarantees do.
+        let light = match_hour(100, &instruments, 0, None);
+        assert_eq!((light.ppa_mj, light.go_mj, light.market_mg), (100, 0, 0));
+        assert_eq!(light.go_balance_after_mj, 500);
+    }
+
+    proptest! {
+        #[test]
+        fn site_split_conserves_every_quantity(
+            accounts in prop::collection::vec(0u64..1u64 << 40, 0..12),
+            site in prop::option::of(0u64..1u64 << 44),
+            water in prop::option::of(0u64..1u64 << 30),
+            pue in prop::option::of(1_000_000u64..3_000_000),
+            intensity in prop::option::of(0u64..2_000_000),
+        ) {
+            let meters = SiteMeters { energy_mj: site, water_ml: water, assumed_pue_ppm: pue };
+            let window = split_site_window(
+                &accounts,
+                &meters,
+                intensity.map(|mg_per_kwh| Intensity { mg_per_kwh, quality: Quality::Measured }),
+            );
+            let it: u64 = accounts.iter().sum();
+            let overhead: u64 = window.overhead_mj.iter().sum();
+            prop_assert_eq!(
+                i128::from(it) + i128::from(overhead) + i128::from(window.unattributed_mj()),
+                i128::from(window.facility_mj)
+            );
+            if let Some(site) = site {
+                prop_assert_eq!(window.facility_mj, site);
+            }
+            let water_sum: u64 = window.water_ml.iter().sum();
+            prop_assert_eq!(water_sum + window.unattributed_water_ml, water.unwrap_or(0));
+            let carbon: u64 = window.co2e_location_mg.iter().sum();
+            prop_assert_eq!(carbon + window.unattributed_location_mg, window.site_location_mg);
+            prop_assert!(window.overhead_deficit_mj == 0 || overhead == 0);
+        }
+
+        #[test]
+        fn hourly_matching_covers_the_load_exactly(
+            load in 0u64..1u64 << 42,
+            ppa in 0u64..1u64 << 42,
+            accrual in 0u64..1u64 << 40,
+            balance in 0u64..1u64 << 41,
+        ) {
+            let instruments = MarketInstruments { ppa_mj: ppa, go_accrual_mj: accrual, residual_mg_per_kwh: Some(500_000) };
+            let hour = match_hour(load, &instruments, balance, None);
+            prop_assert_eq!(hour.ppa_mj + hour.go_mj + hour.uncovered_mj, load);
+            prop_assert_eq!(hour.go_balance_after_mj + hour.go_mj, balance + accrual);
+            prop_assert!(hour.ppa_mj <= ppa);
+        }
+
+        #[test]
+        fn accrual_telescopes_over_any_cut(
+            total in 0u64..1u64 << 50,
+            period in 1u64..1u64 << 50,
+            cuts in prop::collection::btree_set(-(1i64 << 40)..(1i64 << 51), 1..20),
+        ) {
+            let cuts: Vec<i64> = cuts.into_iter().collect();
+            let sum: u64 = cuts
+                .windows(2)
+                .map(|pair| accrued_in(total, 0, period, Span::new(UnixNanos(pair[0]), UnixNanos(pair[1]))))
+                .sum();
+            let whole = accrued_in(total, 0, period, Span::new(UnixNanos(cuts[0]), UnixNanos(*cuts.last().unwrap_or(&cuts[0]))));
+            prop_assert_eq!(sum, whole);
+            let all = accrued_in(total, 0, period, Span::new(UnixNanos(-1), UnixNanos(period as i64 + 1)));
+            prop_assert_eq!(all, total);
+        }
+    }
+}
