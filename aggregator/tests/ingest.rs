@@ -3,18 +3,14 @@
 // Test helpers panic on failure by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use footprint_aggregator::{AggregatorConfig, RunningAggregator, server};
-use footprint_proto::v1::aggregator_message::Body as Down;
-use footprint_proto::v1::collector_message::Body as Up;
-use footprint_proto::v1::ingest_client::IngestClient;
-use footprint_proto::v1::{
-    Ack, Allocation, Batch, CollectorMessage, Hello, Job, JobKind, MeterInfo, MeterKind, Quality,
-    Reading,
-};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+mod common;
 
-const SECOND: i64 = 1_000_000_000;
+use common::{SECOND, Session, http_get, reading};
+use footprint_aggregator::{AggregatorConfig, RunningAggregator, server};
+use footprint_proto::v1::collector_message::Body as Up;
+use footprint_proto::v1::{
+    Allocation, Batch, CollectorMessage, Hello, Job, JobKind, MeterInfo, MeterKind,
+};
 /// 2024-11-01T00:00:00Z
 const T0: i64 = 1_730_419_200 * SECOND;
 
@@ -45,56 +41,6 @@ fn hello(host: &str) -> Hello {
                 ..Default::default()
             },
         ],
-    }
-}
-
-fn reading(meter: &str, value: u64, at: i64) -> Reading {
-    Reading {
-        meter_id: meter.into(),
-        value,
-        timestamp_ns: at,
-        quality: Quality::Measured as i32,
-        method: String::new(),
-    }
-}
-
-struct Session {
-    tx: mpsc::Sender<CollectorMessage>,
-    inbound: tonic::Streaming<footprint_proto::v1::AggregatorMessage>,
-}
-
-impl Session {
-    async fn open(
-        aggregator: &RunningAggregator,
-        hello: Hello,
-    ) -> Result<(Self, u64), tonic::Status> {
-        let mut client = IngestClient::connect(format!("http://{}", aggregator.grpc_addr))
-            .await
-            .unwrap();
-        let (tx, rx) = mpsc::channel(16);
-        tx.send(CollectorMessage {
-            body: Some(Up::Hello(hello)),
-        })
-        .await
-        .unwrap();
-        let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
-        match inbound.message().await?.and_then(|m| m.body) {
-            Some(Down::Welcome(welcome)) => Ok((Self { tx, inbound }, welcome.last_durable_seq)),
-            other => panic!("expected Welcome, got {other:?}"),
-        }
-    }
-
-    async fn send(&mut self, batch: Batch) -> Ack {
-        self.tx
-            .send(CollectorMessage {
-                body: Some(Up::Batch(batch)),
-            })
-            .await
-            .unwrap();
-        match self.inbound.message().await.unwrap().and_then(|m| m.body) {
-            Some(Down::Ack(ack)) => ack,
-            other => panic!("expected Ack, got {other:?}"),
-        }
     }
 }
 
@@ -317,21 +263,6 @@ fn now_ns() -> i64 {
 }
 
 /// A minimal HTTP/1.1 GET over loopback (no client library needed for a test).
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response
-}
 
 #[tokio::test]
 async fn two_collectors_claiming_one_id_at_once_are_refused() {

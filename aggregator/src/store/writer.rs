@@ -529,13 +529,11 @@ impl WriterState {
             self.metrics.windows_built.inc_by(progress.windows);
             built += progress.windows;
         }
-        if built > 0 {
-            let transaction = self.connection.transaction()?;
-            let hours =
-                ledger::site::settle_ready_hours(&transaction, &self.settings, self.window)?;
-            transaction.commit()?;
-            self.metrics.hours_settled.inc_by(hours);
-        }
+        // Site meters' readings can be what completes an hour, so try after every build.
+        let transaction = self.connection.transaction()?;
+        let hours = ledger::site::settle_ready_hours(&transaction, &self.settings, self.window)?;
+        transaction.commit()?;
+        self.metrics.hours_settled.inc_by(hours);
         Ok(built)
     }
 }
