@@ -98,20 +98,18 @@ impl LedgerReader {
     }
 }
 
-/// Jobs of the ledger in an aggregator's data directory (all of them, or the one named), read
-/// directly: for tools on the same machine as a stopped or running aggregator.
-///
-/// # Errors
-/// [`Error::NotFound`] when the directory holds no ledger or the job is unknown.
-pub fn jobs_in_data_dir(dir: &std::path::Path, only: Option<&str>) -> Result<Vec<JobFootprint>> {
-    let path = dir.join(crate::store::LEDGER_FILE);
-    if !path.exists() {
-        return Err(Error::NotFound(format!("a ledger in {}", dir.display())));
-    }
-    let connection = schema::open_reader(&path)?;
-    match only {
-        Some(id) => Ok(vec![ledger::get_job(&connection, id)?]),
-        None => ledger::list_jobs(&connection, &ledger::JobFilter::default()),
+impl LedgerReader {
+    /// A reader of the ledger in an aggregator's data directory: for tools on the same machine
+    /// as a stopped or running aggregator.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when the directory holds no ledger.
+    pub fn for_data_dir(dir: &std::path::Path) -> Result<Self> {
+        let path = dir.join(crate::store::LEDGER_FILE);
+        if !path.exists() {
+            return Err(Error::NotFound(format!("a ledger in {}", dir.display())));
+        }
+        Ok(Self::new(path))
     }
 }
 

@@ -5,9 +5,11 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use footprint_aggregator::AggregatorConfig;
+use footprint_aggregator::ledger;
+use footprint_aggregator::query::LedgerReader;
 use footprint_collector::config::CollectorConfig;
 use footprint_core::config::ConfigFile;
-use footprint_exporters::summary::JobLine;
+use footprint_exporters::summary::{JobLine, TotalsLine};
 use footprint_exporters::table;
 use footprint_proto::v1 as pb;
 use footprint_proto::v1::query_client::QueryClient;
@@ -33,10 +35,34 @@ enum Command {
     /// Load generator: many simulated collectors (the real collector code, synthetic meters, wall
     /// clock) streaming to an aggregator; prints durable readings/s, ack latency, CPU and memory.
     Loadgen(loadgen::LoadOptions),
-    /// Lists jobs and their energy, from a ledger directory or a running aggregator.
+    /// Lists jobs with their energy, water and carbon, from a ledger directory or a running
+    /// aggregator.
     Jobs {
         #[command(flatten)]
         source: LedgerSource,
+        #[command(flatten)]
+        filter: JobFilterArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The site's (or each host's) energy, water and carbon, each balanced: site = jobs + idle +
+    /// unattributed, with PUE, WUE and hourly CFE.
+    Totals {
+        #[command(flatten)]
+        source: LedgerSource,
+        /// Start (RFC 3339); default: the first settled hour.
+        #[arg(long)]
+        from: Option<String>,
+        /// End (RFC 3339, exclusive); default: the last settled hour.
+        #[arg(long)]
+        to: Option<String>,
+        /// Step of the series: `hour`, `day`, or a number of seconds; default: one total.
+        #[arg(long)]
+        step: Option<String>,
+        /// One series per host instead of one for the site.
+        #[arg(long)]
+        by_host: bool,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -67,6 +93,62 @@ enum Command {
     },
 }
 
+/// Which jobs to list.
+#[derive(Debug, Default, clap::Args)]
+struct JobFilterArgs {
+    /// Only this user's jobs.
+    #[arg(long)]
+    user: Option<String>,
+    /// Only this project's jobs.
+    #[arg(long)]
+    project: Option<String>,
+    /// Only jobs of this model.
+    #[arg(long)]
+    model: Option<String>,
+    /// Only jobs of this kind: training, inference or other.
+    #[arg(long, value_parser = ["training", "inference", "other"])]
+    kind: Option<String>,
+    /// Only jobs active at or after this time (RFC 3339).
+    #[arg(long)]
+    from: Option<String>,
+    /// Only jobs active before this time (RFC 3339).
+    #[arg(long)]
+    to: Option<String>,
+}
+
+fn time_arg(name: &str, value: Option<&String>) -> anyhow::Result<i64> {
+    value.map_or(Ok(0), |text| {
+        footprint_collector::time::parse_timestamp(text)
+            .map(|at| at.0)
+            .map_err(|e| anyhow::anyhow!("--{name}: {e}"))
+    })
+}
+
+impl JobFilterArgs {
+    fn request(&self) -> anyhow::Result<pb::ListJobsRequest> {
+        Ok(pb::ListJobsRequest {
+            from_ns: time_arg("from", self.from.as_ref())?,
+            to_ns: time_arg("to", self.to.as_ref())?,
+            user: self.user.clone().unwrap_or_default(),
+            project: self.project.clone().unwrap_or_default(),
+            model: self.model.clone().unwrap_or_default(),
+            kind: self.kind.clone().unwrap_or_default(),
+        })
+    }
+}
+
+/// `--step`: `hour`, `day` or seconds.
+fn step_seconds(step: Option<&String>) -> anyhow::Result<u64> {
+    match step.map(String::as_str) {
+        None => Ok(0),
+        Some("hour") => Ok(3_600),
+        Some("day") => Ok(86_400),
+        Some(other) => other.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
+            anyhow::anyhow!("--step: {other:?} is not hour, day or a number of seconds")
+        }),
+    }
+}
+
 /// Where to read the ledger from.
 #[derive(Debug, clap::Args)]
 #[group(required = true, multiple = false)]
@@ -82,6 +164,7 @@ struct LedgerSource {
 async fn fetch_jobs(
     source: &LedgerSource,
     only: Option<&str>,
+    filter: pb::ListJobsRequest,
 ) -> anyhow::Result<Vec<pb::JobFootprint>> {
     if let Some(server) = &source.server {
         let mut client = QueryClient::connect(server.clone())
@@ -94,21 +177,59 @@ async fn fetch_jobs(
                     .await?
                     .into_inner(),
             ],
-            None => {
-                client
-                    .list_jobs(pb::ListJobsRequest::default())
-                    .await?
-                    .into_inner()
-                    .jobs
-            }
+            None => client.list_jobs(filter).await?.into_inner().jobs,
         });
     }
-    let dir = source
-        .data_dir
-        .as_deref()
-        .context("--data-dir or --server is needed")?;
-    let jobs = footprint_aggregator::query::jobs_in_data_dir(dir, only)?;
+    let reader = LedgerReader::for_data_dir(source.data_dir()?)?;
+    let jobs = match only {
+        Some(id) => {
+            let id = id.to_owned();
+            vec![reader.with(move |c| ledger::get_job(c, &id)).await?]
+        }
+        None => {
+            let filter = ledger::JobFilter {
+                from_ns: filter.from_ns,
+                to_ns: filter.to_ns,
+                id: None,
+                user: filter.user,
+                project: filter.project,
+                model: filter.model,
+                kind: filter.kind,
+            };
+            reader.with(move |c| ledger::list_jobs(c, &filter)).await?
+        }
+    };
     Ok(jobs.into_iter().map(Into::into).collect())
+}
+
+async fn fetch_totals(
+    source: &LedgerSource,
+    request: pb::FacilityTotalsRequest,
+) -> anyhow::Result<Vec<pb::FacilityWindow>> {
+    if let Some(server) = &source.server {
+        let mut client = QueryClient::connect(server.clone())
+            .await
+            .with_context(|| format!("connecting to {server}"))?;
+        return Ok(client.facility_totals(request).await?.into_inner().windows);
+    }
+    let reader = LedgerReader::for_data_dir(source.data_dir()?)?;
+    let windows = reader
+        .facility(
+            request.from_ns,
+            request.to_ns,
+            request.step_s,
+            request.by_host,
+        )
+        .await?;
+    Ok(windows.into_iter().map(Into::into).collect())
+}
+
+impl LedgerSource {
+    fn data_dir(&self) -> anyhow::Result<&std::path::Path> {
+        self.data_dir
+            .as_deref()
+            .context("--data-dir or --server is needed")
+    }
 }
 
 #[tokio::main]
@@ -123,9 +244,13 @@ async fn main() -> anyhow::Result<()> {
             logging::init("error");
             loadgen::run(options).await?;
         }
-        Command::Jobs { source, json } => {
+        Command::Jobs {
+            source,
+            filter,
+            json,
+        } => {
             logging::init("warn");
-            let jobs = fetch_jobs(&source, None).await?;
+            let jobs = fetch_jobs(&source, None, filter.request()?).await?;
             let lines: Vec<JobLine> = jobs.iter().map(|j| JobLine::from_footprint(j, 0)).collect();
             if json {
                 println!("{}", serde_json::to_string_pretty(&lines)?);
@@ -135,13 +260,36 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Job { id, source, json } => {
             logging::init("warn");
-            let jobs = fetch_jobs(&source, Some(&id)).await?;
+            let jobs = fetch_jobs(&source, Some(&id), pb::ListJobsRequest::default()).await?;
             let job = jobs.first().context("no such job")?;
             let line = JobLine::from_footprint(job, 0);
             if json {
                 println!("{}", serde_json::to_string_pretty(&line)?);
             } else {
                 print!("{}", table::render_job(&line));
+            }
+        }
+        Command::Totals {
+            source,
+            from,
+            to,
+            step,
+            by_host,
+            json,
+        } => {
+            logging::init("warn");
+            let request = pb::FacilityTotalsRequest {
+                from_ns: time_arg("from", from.as_ref())?,
+                to_ns: time_arg("to", to.as_ref())?,
+                step_s: step_seconds(step.as_ref())?,
+                by_host,
+            };
+            let windows = fetch_totals(&source, request).await?;
+            if json {
+                let lines: Vec<TotalsLine> = windows.iter().map(TotalsLine::from).collect();
+                println!("{}", serde_json::to_string_pretty(&lines)?);
+            } else {
+                print!("{}", table::render_totals(&windows));
             }
         }
         Command::CheckConfig {

@@ -51,6 +51,95 @@ pub fn split_evenly(total: u64, count: usize) -> Vec<u64> {
         .collect()
 }
 
+/// Fixed-point scale of carried fractions: 2^32 parts of a unit.
+const CARRY_ONE: i128 = 1 << 32;
+
+/// Apportions a run of totals (one per window) over accounts that recur from one window to the
+/// next, carrying each account's rounding forward. Plain largest remainder, applied window by
+/// window, shortchanges an account whose share is a fraction of a unit every time (a job drawing
+/// 0.3 mL of water per window would get nothing, window after window); with the carry its
+/// cumulative share never strays a unit from exact, and each window still adds up to its total.
+#[derive(Clone, Debug, Default)]
+pub struct CarriedApportioner<K: Ord + Clone> {
+    /// Exact share minus what was given, per account, in 1/2^32 units.
+    carried: std::collections::BTreeMap<K, i128>,
+}
+
+impl<K: Ord + Clone> CarriedApportioner<K> {
+    pub fn new() -> Self {
+        Self {
+            carried: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// Splits `total` over `weights`: the parts add up to `total`, an account of weight 0 gets
+    /// nothing. `None` when every weight is 0.
+    pub fn apportion(&mut self, total: u64, weights: &[(K, u64)]) -> Option<Vec<u64>> {
+        let weight_sum: u128 = weights.iter().map(|(_, w)| u128::from(*w)).sum();
+        if weight_sum == 0 {
+            return None;
+        }
+        // What each account is owed: this window's exact share plus what earlier windows owe it.
+        let wanted: Vec<i128> = weights
+            .iter()
+            .map(|(key, weight)| {
+                if *weight == 0 {
+                    return 0;
+                }
+                let exact = (u128::from(total) * u128::from(*weight) * CARRY_ONE as u128
+                    / weight_sum) as i128;
+                exact + self.carried.get(key).copied().unwrap_or(0)
+            })
+            .collect();
+        let mut parts: Vec<u64> = wanted
+            .iter()
+            .map(|w| (w.max(&0) / CARRY_ONE) as u64)
+            .collect();
+        let given: u64 = parts.iter().sum();
+        // Rank accounts by what the floor left them owed; settle the difference with the window's
+        // total there (most owed first when adding, least owed first when taking).
+        let mut order: Vec<usize> = (0..weights.len()).filter(|i| weights[*i].1 > 0).collect();
+        order.sort_by_key(|&i| {
+            (
+                std::cmp::Reverse(wanted[i] - parts[i] as i128 * CARRY_ONE),
+                i,
+            )
+        });
+        if given < total {
+            let mut left = total - given;
+            while left > 0 {
+                for &index in &order {
+                    if left == 0 {
+                        break;
+                    }
+                    parts[index] += 1;
+                    left -= 1;
+                }
+            }
+        } else {
+            let mut excess = given - total;
+            while excess > 0 {
+                for &index in order.iter().rev() {
+                    if excess == 0 {
+                        break;
+                    }
+                    if parts[index] > 0 {
+                        parts[index] -= 1;
+                        excess -= 1;
+                    }
+                }
+            }
+        }
+        for ((key, weight), (want, part)) in weights.iter().zip(wanted.iter().zip(&parts)) {
+            if *weight > 0 {
+                self.carried
+                    .insert(key.clone(), want - i128::from(*part) * CARRY_ONE);
+            }
+        }
+        Some(parts)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,7 +160,57 @@ mod tests {
         assert!(split_evenly(5, 0).is_empty());
     }
 
+    #[test]
+    fn carried_shares_reach_small_accounts() {
+        // 0.3 of a unit per window: plain largest remainder gives the small account nothing.
+        let mut carried = CarriedApportioner::new();
+        let mut small = 0;
+        for _ in 0..10 {
+            let parts = carried
+                .apportion(10, &[("big", 97), ("small", 3)])
+                .expect("weights");
+            assert_eq!(parts.iter().sum::<u64>(), 10);
+            assert_eq!(apportion(10, &[97, 3]), Some(vec![10, 0]));
+            small += parts[1];
+        }
+        assert_eq!(small, 3);
+    }
+
     proptest! {
+        /// Every window adds up; no account is ever more than two units from its exact
+        /// cumulative share; weight-0 accounts get nothing.
+        #[test]
+        fn carried_apportionment_is_exact_per_window_and_fair_over_time(
+            windows in prop::collection::vec(
+                (0u64..10_000, prop::collection::vec(0u64..1_000, 5)),
+                1..40,
+            ),
+        ) {
+            let mut carried = CarriedApportioner::new();
+            let mut given = [0u64; 5];
+            let mut exact = [0f64; 5];
+            for (total, weights) in &windows {
+                let keyed: Vec<(usize, u64)> = weights.iter().copied().enumerate().collect();
+                let sum: u64 = weights.iter().sum();
+                match carried.apportion(*total, &keyed) {
+                    Some(parts) => {
+                        prop_assert_eq!(parts.iter().sum::<u64>(), *total);
+                        for (index, part) in parts.iter().enumerate() {
+                            if weights[index] == 0 {
+                                prop_assert_eq!(*part, 0);
+                            }
+                            given[index] += part;
+                            exact[index] += *total as f64 * weights[index] as f64 / sum as f64;
+                        }
+                    }
+                    None => prop_assert_eq!(sum, 0),
+                }
+            }
+            for index in 0..5 {
+                prop_assert!((given[index] as f64 - exact[index]).abs() < 2.0, "{given:?} {exact:?}");
+            }
+        }
+
         #[test]
         fn parts_add_up_to_the_total(total in any::<u64>(), weights in prop::collection::vec(any::<u64>(), 1..20)) {
             if let Some(parts) = apportion(total, &weights) {

@@ -17,7 +17,7 @@
 //!
 //! Σ accounts + unattributed = site, for each quantity, is property-tested below.
 
-use crate::apportion::apportion;
+use crate::apportion::CarriedApportioner;
 use crate::quality::Quality;
 use crate::units::Span;
 
@@ -79,13 +79,34 @@ pub struct SiteWindow {
     pub site_location_mg: u64,
 }
 
-/// Splits one window's facility overhead, water and location-based carbon over `accounts_mj`
-/// (each account's host-level energy).
-pub fn split_site_window(
-    accounts_mj: &[u64],
+/// Rounding carried from window to window for each split (see [`CarriedApportioner`]): keep one
+/// per run of consecutive windows, e.g. per hour settled.
+#[derive(Clone, Debug)]
+pub struct SiteCarry<K: Ord + Clone> {
+    overhead: CarriedApportioner<K>,
+    water: CarriedApportioner<K>,
+    location: CarriedApportioner<K>,
+}
+
+impl<K: Ord + Clone> Default for SiteCarry<K> {
+    fn default() -> Self {
+        Self {
+            overhead: CarriedApportioner::new(),
+            water: CarriedApportioner::new(),
+            location: CarriedApportioner::new(),
+        }
+    }
+}
+
+/// Splits one window's facility overhead, water and location-based carbon over `accounts` (each
+/// account's key and host-level energy).
+pub fn split_site_window<K: Ord + Clone>(
+    accounts: &[(K, u64)],
     meters: &SiteMeters,
     intensity: Option<Intensity>,
+    carry: &mut SiteCarry<K>,
 ) -> SiteWindow {
+    let accounts_mj: Vec<u64> = accounts.iter().map(|(_, mj)| *mj).collect();
     let it_mj: u64 = accounts_mj.iter().sum();
     let mut window = SiteWindow {
         it_mj,
@@ -109,25 +130,28 @@ pub fn split_site_window(
     window.facility_mj = facility_mj;
     if facility_mj < it_mj {
         window.overhead_deficit_mj = it_mj - facility_mj;
-    } else if let Some(parts) = apportion(facility_mj - it_mj, accounts_mj) {
+    } else if let Some(parts) = carry.overhead.apportion(facility_mj - it_mj, accounts) {
         window.overhead_mj = parts;
     }
     // With no IT energy at all, overhead has nobody to go to; it stays in facility − Σ shares.
     if let Some(water) = meters.water_ml {
         window.site_water_ml = water;
-        match apportion(water, accounts_mj) {
+        match carry.water.apportion(water, accounts) {
             Some(parts) => window.water_ml = parts,
             None => window.unattributed_water_ml = water,
         }
     }
     if let Some(intensity) = intensity {
         window.site_location_mg = carbon_mg(facility_mj, intensity.mg_per_kwh);
-        let facility_shares: Vec<u64> = accounts_mj
+        let facility_shares: Vec<(K, u64)> = accounts
             .iter()
             .zip(&window.overhead_mj)
-            .map(|(energy, overhead)| energy + overhead)
+            .map(|((key, energy), overhead)| (key.clone(), energy + overhead))
             .collect();
-        match apportion(window.site_location_mg, &facility_shares) {
+        match carry
+            .location
+            .apportion(window.site_location_mg, &facility_shares)
+        {
             Some(parts) => window.co2e_location_mg = parts,
             None => window.unattributed_location_mg = window.site_location_mg,
         }
@@ -235,7 +259,7 @@ mod tests {
     fn overhead_follows_the_window_pue() {
         // IT 3 000 mJ in two accounts, site meter 4 500 mJ: PUE 1.5.
         let window = split_site_window(
-            &[1_000, 2_000],
+            &[(0, 1_000), (1, 2_000)],
             &SiteMeters {
                 energy_mj: Some(4_500),
                 water_ml: Some(30),
@@ -245,6 +269,7 @@ mod tests {
                 mg_per_kwh: 360_000_000,
                 quality: Quality::Measured,
             }),
+            &mut SiteCarry::default(),
         );
         assert_eq!(window.overhead_mj, vec![500, 1_000]);
         assert_eq!(window.water_ml, vec![10, 20]);
@@ -257,12 +282,13 @@ mod tests {
     #[test]
     fn a_site_meter_below_it_is_a_deficit() {
         let window = split_site_window(
-            &[1_000],
+            &[(0, 1_000)],
             &SiteMeters {
                 energy_mj: Some(900),
                 ..SiteMeters::default()
             },
             None,
+            &mut SiteCarry::default(),
         );
         assert_eq!(window.overhead_deficit_mj, 100);
         assert_eq!(window.overhead_mj, vec![0]);
@@ -300,10 +326,12 @@ mod tests {
             intensity in prop::option::of(0u64..2_000_000),
         ) {
             let meters = SiteMeters { energy_mj: site, water_ml: water, assumed_pue_ppm: pue };
+            let keyed: Vec<(usize, u64)> = accounts.iter().copied().enumerate().collect();
             let window = split_site_window(
-                &accounts,
+                &keyed,
                 &meters,
                 intensity.map(|mg_per_kwh| Intensity { mg_per_kwh, quality: Quality::Measured }),
+                &mut SiteCarry::default(),
             );
             let it: u64 = accounts.iter().sum();
             let overhead: u64 = window.overhead_mj.iter().sum();

@@ -29,6 +29,13 @@ impl Millijoules {
     pub const PER_KWH: u64 = 3_600_000_000;
 }
 
+/// `at` as RFC 3339 in UTC, to the second (`2023-11-06T10:00:00Z`).
+pub fn rfc3339(at: UnixNanos) -> String {
+    jiff::Timestamp::from_nanosecond(i128::from(at.0))
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|_| at.0.to_string())
+}
+
 /// The UTC calendar year holding `at`: `[1 January 00:00, next 1 January 00:00)`, in ns. The
 /// year is what annual instruments (guarantees of origin) and annual reports count in.
 pub fn utc_year_of(at: UnixNanos) -> Span {

@@ -263,6 +263,73 @@ impl Summary {
     }
 }
 
+/// One row of `footprint totals --json`: a span of the site or a host, each quantity balanced.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct TotalsLine {
+    pub start_ns: i64,
+    pub end_ns: i64,
+    /// Empty for the site.
+    pub host: String,
+    pub energy_mj: BalanceLine,
+    pub it_mj: u64,
+    pub overhead_mj: u64,
+    pub water_ml: BalanceLine,
+    pub co2e_location_mg: BalanceLine,
+    pub co2e_market_mg: BalanceLine,
+    pub co2e_embodied_mg: BalanceLine,
+    pub pue: f64,
+    pub wue_l_per_kwh: f64,
+    pub hourly_cfe_share: f64,
+    pub measured_method: String,
+}
+
+/// `site = jobs + idle + unattributed`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct BalanceLine {
+    pub site: i64,
+    pub jobs: i64,
+    pub idle: i64,
+    pub unattributed: i64,
+}
+
+impl From<Option<Balance>> for BalanceLine {
+    fn from(balance: Option<Balance>) -> Self {
+        let balance = balance.unwrap_or_default();
+        Self {
+            site: balance.site,
+            jobs: balance.jobs,
+            idle: balance.idle,
+            unattributed: balance.unattributed,
+        }
+    }
+}
+
+impl From<&FacilityWindow> for TotalsLine {
+    fn from(window: &FacilityWindow) -> Self {
+        Self {
+            start_ns: window.start_ns,
+            end_ns: window.end_ns,
+            host: window.host.clone(),
+            energy_mj: BalanceLine {
+                site: window.measured_mj as i64,
+                jobs: window.jobs_mj as i64,
+                idle: window.idle_mj as i64,
+                unattributed: window.unattributed_mj,
+            },
+            it_mj: window.it_mj,
+            overhead_mj: window.overhead_mj,
+            water_ml: window.water_ml.into(),
+            co2e_location_mg: window.co2e_location_mg.into(),
+            co2e_market_mg: window.co2e_market_mg.into(),
+            co2e_embodied_mg: window.co2e_embodied_mg.into(),
+            pue: window.pue,
+            wue_l_per_kwh: window.wue_l_per_kwh,
+            hourly_cfe_share: window.cfe_share,
+            measured_method: window.measured_method.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

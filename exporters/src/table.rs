@@ -17,7 +17,7 @@ const HEADER: [&str; 11] = [
     "kgCO2e EMB",
 ];
 /// Columns holding text (left-aligned); the others hold figures (right-aligned).
-const TEXT_COLUMNS: usize = 3;
+const JOB_TEXT_COLUMNS: usize = 3;
 
 fn kwh(mj: i128) -> String {
     format!("{:.2}", mj as f64 / MJ_PER_KWH)
@@ -88,7 +88,7 @@ fn total_row(label: &str, gpu_hours: Option<f64>, figures: Figures, site_mj: u64
 }
 
 /// Lays out rows in aligned columns, with a rule after each index in `rules_after`.
-fn layout(rows: &[Vec<String>], rules_after: &[usize]) -> String {
+fn layout(rows: &[Vec<String>], rules_after: &[usize], text_columns: usize) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let mut widths = vec![0usize; columns];
     for row in rows {
@@ -101,7 +101,7 @@ fn layout(rows: &[Vec<String>], rules_after: &[usize]) -> String {
         let mut line = String::new();
         for (column, (cell, width)) in row.iter().zip(&widths).enumerate() {
             let width = *width;
-            if column < TEXT_COLUMNS {
+            if column < text_columns {
                 line.push_str(&format!("{cell:<width$}  "));
             } else {
                 line.push_str(&format!("{cell:>width$}  "));
@@ -175,14 +175,58 @@ pub fn render_summary(summary: &Summary) -> String {
         ],
         site,
     ));
-    layout(&rows, &[0, summary.jobs.len()])
+    layout(&rows, &[0, summary.jobs.len()], JOB_TEXT_COLUMNS)
+}
+
+/// The site's (or hosts') balances, one row per span.
+pub fn render_totals(windows: &[footprint_proto::v1::FacilityWindow]) -> String {
+    let mut rows = vec![
+        [
+            "START",
+            "HOST",
+            "kWh",
+            "JOBS kWh",
+            "IDLE kWh",
+            "UNATTR kWh",
+            "PUE",
+            "WATER L",
+            "kgCO2e LOC",
+            "kgCO2e MKT",
+            "kgCO2e EMB",
+            "CFE",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    ];
+    for window in windows {
+        let balance = |b: Option<footprint_proto::v1::Balance>| b.unwrap_or_default().site;
+        rows.push(vec![
+            footprint_core::units::rfc3339(footprint_core::UnixNanos(window.start_ns)),
+            if window.host.is_empty() {
+                "site".to_owned()
+            } else {
+                window.host.clone()
+            },
+            kwh(i128::from(window.measured_mj)),
+            kwh(i128::from(window.jobs_mj)),
+            kwh(i128::from(window.idle_mj)),
+            kwh(i128::from(window.unattributed_mj)),
+            format!("{:.3}", window.pue),
+            litres(i128::from(balance(window.water_ml))),
+            kilograms(i128::from(balance(window.co2e_location_mg))),
+            kilograms(i128::from(balance(window.co2e_market_mg))),
+            kilograms(i128::from(balance(window.co2e_embodied_mg))),
+            format!("{:.1}%", window.cfe_share * 100.0),
+        ]);
+    }
+    layout(&rows, &[0], 2)
 }
 
 /// A table of jobs (no site share).
 pub fn render_jobs(jobs: &[JobLine]) -> String {
     let mut rows = vec![header()];
     rows.extend(jobs.iter().map(|job| job_row(job, 0)));
-    layout(&rows, &[0])
+    layout(&rows, &[0], JOB_TEXT_COLUMNS)
 }
 
 /// One job in detail: energy by resource and by how it was obtained.

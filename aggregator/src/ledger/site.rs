@@ -4,7 +4,7 @@
 //! a host's unattributed); per hour it matches the load against contracted supply and shares
 //! the market-based carbon (`footprint_core::facility`).
 
-use footprint_core::apportion::apportion;
+use footprint_core::apportion::{CarriedApportioner, apportion};
 use footprint_core::carbon;
 use footprint_core::facility::{self, HourMatch, Intensity, SiteMeters};
 use footprint_core::window::{WindowLength, share_in_window};
@@ -112,7 +112,7 @@ pub fn intensity_of_hour(
 
 /// One account of a window: a row of `window_jobs` or the idle / unattributed part of a row of
 /// `window_hosts`.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Account {
     Job { collector: i64, job: i64 },
     Idle { collector: i64 },
@@ -216,28 +216,27 @@ fn settle_hour(
     let intensity = intensity_of_hour(connection, &settings.zone, hour_ns)?;
     let windows = (HOUR_NS / window.nanos()) as usize;
     // Per window: its accounts, their facility energy (for market-based carbon) and the split.
-    let mut settled: Vec<(i64, Vec<Account>, Vec<u64>, facility::SiteWindow)> =
+    let mut settled: Vec<(i64, Vec<(Account, u64)>, facility::SiteWindow)> =
         Vec::with_capacity(windows);
+    let mut carry = facility::SiteCarry::default();
     for index in 0..windows {
         let start_ns = hour_ns + index as i64 * window.nanos();
-        let (accounts, energies) = accounts_of(connection, start_ns)?;
+        let accounts = accounts_of(connection, start_ns)?;
         let meters = SiteMeters {
             energy_mj: energy.as_ref().map(|d| d[index]),
             water_ml: water.as_ref().map(|d| d[index]),
             assumed_pue_ppm: settings.assumed_pue_ppm,
         };
-        let split = facility::split_site_window(&energies, &meters, intensity);
-        let facility_energy: Vec<u64> = energies
-            .iter()
+        let split = facility::split_site_window(&accounts, &meters, intensity, &mut carry);
+        // From here on an account's weight is its facility energy (IT + overhead).
+        let facility_energy = accounts
+            .into_iter()
             .zip(&split.overhead_mj)
-            .map(|(it, overhead)| it + overhead)
+            .map(|((account, it), overhead)| (account, it + overhead))
             .collect();
-        settled.push((start_ns, accounts, facility_energy, split));
+        settled.push((start_ns, facility_energy, split));
     }
-    let load_mj: u64 = settled
-        .iter()
-        .map(|(_, _, _, split)| split.facility_mj)
-        .sum();
+    let load_mj: u64 = settled.iter().map(|(_, _, split)| split.facility_mj).sum();
     let matched = facility::match_hour(
         load_mj,
         &settings.instruments(hour_ns),
@@ -245,7 +244,7 @@ fn settle_hour(
         intensity,
     );
     write_hour(connection, hour_ns, &matched)?;
-    let per_window: Vec<u64> = settled.iter().map(|s| s.3.facility_mj).collect();
+    let per_window: Vec<u64> = settled.iter().map(|s| s.2.facility_mj).collect();
     let market_by_window = apportion(matched.market_mg, &per_window).unwrap_or_else(|| {
         let mut first_only = vec![0; settled.len()];
         if let Some(first) = first_only.first_mut() {
@@ -253,13 +252,13 @@ fn settle_hour(
         }
         first_only
     });
-    for ((start_ns, accounts, facility_energy, split), market_mg) in
-        settled.into_iter().zip(market_by_window)
-    {
-        let (market, unattributed_market) = match apportion(market_mg, &facility_energy) {
+    let mut market_carry = CarriedApportioner::new();
+    for ((start_ns, accounts, split), market_mg) in settled.into_iter().zip(market_by_window) {
+        let (market, unattributed_market) = match market_carry.apportion(market_mg, &accounts) {
             Some(parts) => (parts, 0),
             None => (vec![0; accounts.len()], market_mg),
         };
+        let accounts: Vec<Account> = accounts.into_iter().map(|(account, _)| account).collect();
         write_window(
             connection,
             start_ns,
@@ -273,19 +272,19 @@ fn settle_hour(
     Ok(())
 }
 
-fn accounts_of(connection: &Connection, start_ns: i64) -> Result<(Vec<Account>, Vec<u64>)> {
+/// The window's accounts with their host-level energy.
+fn accounts_of(connection: &Connection, start_ns: i64) -> Result<Vec<(Account, u64)>> {
     let mut accounts = Vec::new();
-    let mut energies = Vec::new();
     let mut jobs = connection.prepare_cached(
         "SELECT collector, job, gpu_mj + cpu_mj + dram_mj + remainder_mj FROM window_jobs WHERE start_ns = ?1 ORDER BY collector, job",
     )?;
     let mut rows = jobs.query([start_ns])?;
     while let Some(row) = rows.next()? {
-        accounts.push(Account::Job {
+        let account = Account::Job {
             collector: row.get(0)?,
             job: row.get(1)?,
-        });
-        energies.push(row.get::<_, i64>(2)? as u64);
+        };
+        accounts.push((account, row.get::<_, i64>(2)? as u64));
     }
     let mut hosts = connection.prepare_cached(
         "SELECT collector, idle_mj, unattributed_mj FROM window_hosts WHERE start_ns = ?1 ORDER BY collector",
@@ -293,12 +292,13 @@ fn accounts_of(connection: &Connection, start_ns: i64) -> Result<(Vec<Account>, 
     let mut rows = hosts.query([start_ns])?;
     while let Some(row) = rows.next()? {
         let collector: i64 = row.get(0)?;
-        accounts.push(Account::Idle { collector });
-        energies.push(row.get::<_, i64>(1)? as u64);
-        accounts.push(Account::Unattributed { collector });
-        energies.push(row.get::<_, i64>(2)? as u64);
+        accounts.push((Account::Idle { collector }, row.get::<_, i64>(1)? as u64));
+        accounts.push((
+            Account::Unattributed { collector },
+            row.get::<_, i64>(2)? as u64,
+        ));
     }
-    Ok((accounts, energies))
+    Ok(accounts)
 }
 
 fn write_hour(connection: &Connection, hour_ns: i64, matched: &HourMatch) -> Result<()> {
