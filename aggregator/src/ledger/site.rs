@@ -204,6 +204,9 @@ fn go_balance_before(connection: &Connection, hour_ns: i64) -> Result<u64> {
     Ok(balance.unwrap_or(0) as u64)
 }
 
+/// A window split: its start, its accounts weighted by facility energy, and the split.
+type SettledWindow = (i64, Vec<(Account, u64)>, facility::SiteWindow);
+
 fn settle_hour(
     connection: &Connection,
     settings: &LedgerSettings,
@@ -216,8 +219,7 @@ fn settle_hour(
     let intensity = intensity_of_hour(connection, &settings.zone, hour_ns)?;
     let windows = (HOUR_NS / window.nanos()) as usize;
     // Per window: its accounts, their facility energy (for market-based carbon) and the split.
-    let mut settled: Vec<(i64, Vec<(Account, u64)>, facility::SiteWindow)> =
-        Vec::with_capacity(windows);
+    let mut settled: Vec<SettledWindow> = Vec::with_capacity(windows);
     let mut carry = facility::SiteCarry::default();
     for index in 0..windows {
         let start_ns = hour_ns + index as i64 * window.nanos();
