@@ -206,7 +206,6 @@ fn populate(connection: &mut Connection, hosts: i64, minutes: i64) -> Vec<HostLa
         3_800_000 * hosts * 6 / 5,
     );
     writer.meter(site, "site-water", MeterKind::SiteWater, "", "", hosts * 2);
-    drop(writer);
     transaction.commit().unwrap();
     layouts
 }
