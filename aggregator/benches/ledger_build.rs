@@ -178,6 +178,7 @@ impl Writer<'_> {
         HostLayout {
             collector,
             meters,
+            usage: Vec::new(),
             built_until: None,
         }
     }

@@ -337,3 +337,99 @@ async fn a_batch_beyond_the_ingest_budget_is_answered_resource_exhausted() {
     );
     aggregator.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn usage_counters_split_a_shared_gpu_and_a_cpu_package() {
+    let (aggregator, _dir) = start().await;
+    let usage = |id: &str, kind: MeterKind, device: &str, job: &str| MeterInfo {
+        meter_id: id.into(),
+        kind: kind as i32,
+        device: device.into(),
+        job: job.into(),
+        ..Default::default()
+    };
+    let mut meters = vec![
+        usage("gpu0", MeterKind::GpuEnergy, "gpu0", ""),
+        MeterInfo {
+            cpus: vec![0, 1, 2, 3],
+            ..usage("package-0", MeterKind::CpuPackageEnergy, "package-0", "")
+        },
+        usage("busy-a", MeterKind::GpuJobBusy, "gpu0", "A"),
+        usage("busy-b", MeterKind::GpuJobBusy, "gpu0", "B"),
+        usage("cpu-a", MeterKind::JobCpuTime, "", "A"),
+        usage("cpu-b", MeterKind::JobCpuTime, "", "B"),
+    ];
+    // A usage meter must say whose use it counts.
+    let mut nameless = hello("h1");
+    nameless.meters = vec![usage("cpu-x", MeterKind::JobCpuTime, "", "")];
+    let refused = Session::open(&aggregator, nameless).await.err().unwrap();
+    assert!(
+        refused.message().contains("hello.meters[0].job"),
+        "{refused}"
+    );
+
+    let mut announce = hello("h1");
+    announce.meters = std::mem::take(&mut meters);
+    let (mut session, _) = Session::open(&aggregator, announce).await.unwrap();
+    let holds = |job: &str, cpus: Vec<u32>| Allocation {
+        job: Some(Job {
+            id: job.into(),
+            ..Default::default()
+        }),
+        gpus: vec!["gpu0".into()],
+        cpus,
+        start_ns: T0,
+        end_ns: 0,
+        mig: vec![],
+    };
+    let values = [
+        (T0, [0, 0, 0, 0, 0, 0]),
+        // 10 s: the GPU counted 4 000 mJ, A's processes kept it 75 % busy and B's 25 %; the
+        // package counted 1 000 mJ while A used 6 s of CPU and B 2 s.
+        (
+            T0 + 10 * SECOND,
+            [
+                4_000,
+                1_000,
+                7_500_000_000,
+                2_500_000_000,
+                6_000_000_000,
+                2_000_000_000,
+            ],
+        ),
+    ];
+    let ids = ["gpu0", "package-0", "busy-a", "busy-b", "cpu-a", "cpu-b"];
+    for (seq, (at, values)) in values.into_iter().enumerate() {
+        let ack = session
+            .send(Batch {
+                collector_id: "c1".into(),
+                seq: seq as u64 + 1,
+                compacted: false,
+                readings: ids
+                    .iter()
+                    .zip(values)
+                    .map(|(id, value)| reading(id, value, at))
+                    .collect(),
+                allocations: if seq == 0 {
+                    vec![holds("A", vec![0, 1]), holds("B", vec![2, 3])]
+                } else {
+                    vec![]
+                },
+            })
+            .await;
+        assert!(ack.rejections.is_empty(), "{:?}", ack.rejections);
+    }
+    aggregator.store.build_windows().await.unwrap();
+    for (job, gpu, cpu) in [("A", 3_000, 750), ("B", 1_000, 250)] {
+        let body = http_get(aggregator.http_addr, &format!("/api/v1/jobs/{job}")).await;
+        let footprint: serde_json::Value =
+            serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(footprint["gpu_energy_mj"], gpu, "{footprint}");
+        assert_eq!(footprint["cpu_energy_mj"], cpu, "{footprint}");
+        // Split by measured utilisation: interpolated, not estimated; the package is estimated.
+        assert_eq!(footprint["energy_quality"]["interpolated_mj"], gpu);
+        assert_eq!(footprint["energy_quality"]["estimated_mj"], cpu);
+    }
+    drop(session);
+    aggregator.stop().await.unwrap();
+}

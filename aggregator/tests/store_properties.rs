@@ -29,6 +29,7 @@ fn hello() -> Hello {
         cpus: vec![0, 1],
         method: "test".into(),
         model: String::new(),
+        job: String::new(),
     };
     Hello {
         collector_id: "random".into(),

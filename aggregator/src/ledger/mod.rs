@@ -42,11 +42,24 @@ pub struct LayoutMeter {
     pub last_ns: Option<i64>,
 }
 
+/// A usage meter of a host: a job's CPU time, or its busy time on one GPU. Usage meters split
+/// shared meters; they do not hold windows back (a job's counters stop when it ends).
+#[derive(Clone, Debug)]
+pub struct UsageMeter {
+    pub key: i64,
+    pub kind: MeterKind,
+    /// The GPU, for GPU busy time.
+    pub device: String,
+    /// The job's id, as allocations name it.
+    pub job: String,
+}
+
 /// A host (collector) and how far its windows are built.
 #[derive(Clone, Debug)]
 pub struct HostLayout {
     pub collector: i64,
     pub meters: Vec<LayoutMeter>,
+    pub usage: Vec<UsageMeter>,
     pub built_until: Option<i64>,
 }
 
@@ -168,6 +181,70 @@ fn load_holdings(
     Ok(holdings)
 }
 
+/// A usage meter's intervals, resolved to the keys attribution uses.
+struct UsageSeries {
+    job: u32,
+    /// The GPU for busy time; `None` for CPU time.
+    gpu: Option<DeviceKey>,
+    intervals: Vec<Interval>,
+}
+
+fn load_usage(
+    connection: &Connection,
+    meters: &[UsageMeter],
+    range: Span,
+    devices: &HashMap<String, DeviceKey>,
+) -> Result<Vec<UsageSeries>> {
+    let mut series = Vec::with_capacity(meters.len());
+    let mut job_key = connection.prepare_cached("SELECT id FROM jobs WHERE job_id = ?1")?;
+    for meter in meters {
+        // A job nobody has announced yet holds nothing, so its use has nothing to split.
+        let Some(job) = job_key
+            .query_row([&meter.job], |row| row.get::<_, i64>(0))
+            .optional()?
+            .and_then(|key| u32::try_from(key).ok())
+        else {
+            continue;
+        };
+        let gpu = match meter.kind {
+            MeterKind::GpuJobBusy => match devices.get(&meter.device) {
+                Some(key) => Some(*key),
+                None => continue,
+            },
+            _ => None,
+        };
+        series.push(UsageSeries {
+            job,
+            gpu,
+            intervals: load_intervals(connection, meter.key, range)?,
+        });
+    }
+    Ok(series)
+}
+
+/// What each job used inside `window`, from its usage counters (spread evenly over each
+/// interval, as energy is).
+fn usage_in(series: &[UsageSeries], window: Span) -> Usage {
+    let mut usage = Usage::default();
+    for one in series {
+        let used: u64 = one
+            .intervals
+            .iter()
+            .filter(|i| i.span.start < window.end && window.start < i.span.end)
+            .filter_map(|i| share_in_window(i.span, i.delta, i.quality, window))
+            .map(|share| share.amount)
+            .sum();
+        if used == 0 {
+            continue;
+        }
+        match one.gpu {
+            Some(gpu) => *usage.gpu.entry((gpu, one.job)).or_default() += used,
+            None => *usage.cpu_ns.entry(one.job).or_default() += used,
+        }
+    }
+    usage
+}
+
 /// Builds every window of `host` that all its IT meters have reported past.
 ///
 /// # Errors
@@ -242,6 +319,7 @@ pub fn build_ready_windows(
         let chunk_end = (chunk_start + WINDOWS_PER_CHUNK * window.nanos()).min(end);
         let chunk = Span::new(UnixNanos(chunk_start), UnixNanos(chunk_end));
         let holdings = load_holdings(connection, host.collector, chunk, &devices)?;
+        let usage = load_usage(connection, &host.usage, chunk, &devices)?;
         let intervals: Vec<(&LayoutMeter, Vec<Interval>)> = host
             .meters
             .iter()
@@ -283,8 +361,8 @@ pub fn build_ready_windows(
                     }
                 }
             }
-            let result =
-                attribution::attribute(&pieces, &holdings, &Usage::default(), &settings.policy);
+            let used = usage_in(&usage, span);
+            let result = attribution::attribute(&pieces, &holdings, &used, &settings.policy);
             let gpu_time = attribution::gpu_time_held(span, &holdings);
             let embodied = embodied::split_embodied(span, &host_devices, &holdings);
             write_window(

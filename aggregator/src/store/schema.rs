@@ -28,6 +28,8 @@ CREATE TABLE IF NOT EXISTS meters (
     cpus TEXT NOT NULL,
     method TEXT NOT NULL,
     model TEXT NOT NULL DEFAULT '',
+    -- Usage meters: the job whose use the meter counts.
+    job TEXT NOT NULL DEFAULT '',
     UNIQUE (collector, meter_id)
 );
 CREATE TABLE IF NOT EXISTS batches (

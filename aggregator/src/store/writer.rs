@@ -15,7 +15,7 @@ use tracing::{error, info, warn};
 use super::schema::{self, join_list};
 use super::{BatchOutcome, HelloAccepted, Request};
 use crate::config::{AggregatorConfig, PowerLimits};
-use crate::ledger::{self, HostLayout, LayoutMeter};
+use crate::ledger::{self, HostLayout, LayoutMeter, UsageMeter};
 use crate::metrics::AggregatorMetrics;
 use crate::settings::{self, LedgerSettings};
 use crate::{Error, Result};
@@ -38,6 +38,7 @@ struct MeterState {
     device: String,
     cpus: Vec<u32>,
     model: String,
+    job: String,
     limits: CounterLimits,
     last: Option<CounterSample>,
 }
@@ -62,6 +63,9 @@ pub(super) struct WriterState {
     settings: LedgerSettings,
 }
 
+/// Most logical CPUs a host may have, for the plausibility of a job's CPU-time counter.
+const MAX_CORES: u64 = 4_096;
+
 fn limits_for(kind: MeterKind, counter_max: u64, limits: &PowerLimits) -> CounterLimits {
     // mJ per second is mW: W × 1000.
     let max_rate_per_second = match kind {
@@ -71,6 +75,9 @@ fn limits_for(kind: MeterKind, counter_max: u64, limits: &PowerLimits) -> Counte
         MeterKind::OutletEnergy | MeterKind::HostEnergy => limits.host_w * 1_000,
         MeterKind::SiteEnergy => limits.site_w.saturating_mul(1_000),
         MeterKind::SiteWater => limits.site_water_ml_per_s,
+        // CPU time: every core of a large host busy; GPU busy time: the GPU busy all the time.
+        MeterKind::JobCpuTime => MAX_CORES * 1_000_000_000,
+        MeterKind::GpuJobBusy => 1_000_000_000,
         MeterKind::Unspecified => 0,
     };
     CounterLimits {
@@ -178,7 +185,7 @@ impl WriterState {
         }
         drop(statement);
         let mut statement = self.connection.prepare(
-            "SELECT m.id, m.collector, m.meter_id, m.kind, m.device, m.counter_max, m.cpus, m.model,
+            "SELECT m.id, m.collector, m.meter_id, m.kind, m.device, m.counter_max, m.cpus, m.model, m.job,
                     (SELECT ts_ns FROM readings r WHERE r.meter = m.id ORDER BY ts_ns DESC LIMIT 1),
                     (SELECT value FROM readings r WHERE r.meter = m.id ORDER BY ts_ns DESC LIMIT 1)
              FROM meters m WHERE ?1 IS NULL OR m.collector = ?1",
@@ -193,8 +200,9 @@ impl WriterState {
                 row.get::<_, i64>(5)?,
                 row.get::<_, String>(6)?,
                 row.get::<_, String>(7)?,
-                row.get::<_, Option<i64>>(8)?,
+                row.get::<_, String>(8)?,
                 row.get::<_, Option<i64>>(9)?,
+                row.get::<_, Option<i64>>(10)?,
             ))
         })?;
         for row in rows {
@@ -207,6 +215,7 @@ impl WriterState {
                 counter_max,
                 cpus,
                 model,
+                job,
                 last_ts,
                 last_value,
             ) = row?;
@@ -224,6 +233,7 @@ impl WriterState {
                         device,
                         cpus: schema::split_cpus(&cpus),
                         model,
+                        job,
                         limits: limits_for(kind, from_i64(counter_max), &self.limits),
                         last,
                     },
@@ -257,13 +267,29 @@ impl WriterState {
                     meter.meter_id
                 )));
             }
-            if matches!(
-                MeterKind::try_from(meter.kind),
-                Err(_) | Ok(MeterKind::Unspecified)
-            ) {
+            let kind = MeterKind::try_from(meter.kind);
+            if matches!(kind, Err(_) | Ok(MeterKind::Unspecified)) {
                 return Err(refuse(format!(
                     "hello.meters[{index}].kind: {} is not a known meter kind",
                     meter.kind
+                )));
+            }
+            if matches!(kind, Ok(MeterKind::JobCpuTime | MeterKind::GpuJobBusy))
+                && meter.job.trim().is_empty()
+            {
+                return Err(refuse(format!(
+                    "hello.meters[{index}].job: a usage meter must name its job"
+                )));
+            }
+            if kind == Ok(MeterKind::GpuJobBusy)
+                && !hello
+                    .meters
+                    .iter()
+                    .any(|m| m.kind == MeterKind::GpuEnergy as i32 && m.device == meter.device)
+            {
+                return Err(refuse(format!(
+                    "hello.meters[{index}].device: {:?} is not the device of any GPU meter announced",
+                    meter.device
                 )));
             }
         }
@@ -302,12 +328,12 @@ impl WriterState {
         };
         for meter in &hello.meters {
             transaction.execute(
-                "INSERT INTO meters (collector, meter_id, kind, device, counter_max, cpus, method, model)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                "INSERT INTO meters (collector, meter_id, kind, device, counter_max, cpus, method, model, job)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (collector, meter_id) DO UPDATE SET
                    kind = excluded.kind, device = excluded.device, counter_max = excluded.counter_max,
-                   cpus = excluded.cpus, method = excluded.method, model = excluded.model",
-                params![key, meter.meter_id, meter.kind, meter.device, to_i64(meter.counter_max), join_list(&meter.cpus), meter.method, meter.model],
+                   cpus = excluded.cpus, method = excluded.method, model = excluded.model, job = excluded.job",
+                params![key, meter.meter_id, meter.kind, meter.device, to_i64(meter.counter_max), join_list(&meter.cpus), meter.method, meter.model, meter.job],
             )?;
         }
         transaction.commit()?;
@@ -510,9 +536,21 @@ impl WriterState {
                     last_ns: m.last.map(|s| s.at.0),
                 })
                 .collect();
+            let usage = state
+                .meters
+                .values()
+                .filter(|m| matches!(m.kind, MeterKind::JobCpuTime | MeterKind::GpuJobBusy))
+                .map(|m| UsageMeter {
+                    key: m.key,
+                    kind: m.kind,
+                    device: m.device.clone(),
+                    job: m.job.clone(),
+                })
+                .collect();
             let layout = HostLayout {
                 collector,
                 meters,
+                usage,
                 built_until: state.built_until,
             };
             let transaction = self.connection.transaction()?;

@@ -548,6 +548,7 @@ impl ReplaySource {
                     cpus: Vec::new(),
                     method: gpu_method.clone(),
                     model: model.gpu_model.clone(),
+                    job: String::new(),
                 },
                 ModelMeter::Gpu(gpu),
                 IntegratedCounter::new(origin.0, config.counter_start_mj, u64::MAX),
@@ -572,6 +573,7 @@ impl ReplaySource {
                         cpus: cpus.clone(),
                         method: rapl_method.to_owned(),
                         model: String::new(),
+                        job: String::new(),
                     },
                     which,
                     IntegratedCounter::new(
@@ -592,6 +594,7 @@ impl ReplaySource {
                     cpus: Vec::new(),
                     method: "simulated PDU outlet energy counter: components through the PSU plus unmetered parts, integrated".to_owned(),
                     model: String::new(),
+                    job: String::new(),
                 },
                 ModelMeter::Outlet,
                 IntegratedCounter::new(origin.0, config.counter_start_mj, u64::MAX),

@@ -129,6 +129,7 @@ impl SiteReplayConfig {
                 method: "simulated facility meter: IT load × hourly PUE + base load, integrated"
                     .to_owned(),
                 model: String::new(),
+                job: String::new(),
             },
             water: self.water_meter_id.as_ref().map(|id| {
                 (
@@ -141,6 +142,7 @@ impl SiteReplayConfig {
                         method: "simulated water meter (mL): IT load × hourly WUE, integrated"
                             .to_owned(),
                         model: String::new(),
+                        job: String::new(),
                     },
                     IntegratedCounter::new(origin.0, 0, u64::MAX),
                 )

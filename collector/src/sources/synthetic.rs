@@ -58,6 +58,7 @@ impl SyntheticConfig {
                         method: "synthetic load-test counter: constant power, integrated"
                             .to_owned(),
                         model: String::new(),
+                        job: String::new(),
                     };
                     (
                         info,
