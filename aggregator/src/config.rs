@@ -93,6 +93,10 @@ pub struct FacilityConfig {
     /// PUE assumed for windows without a site energy meter (flagged estimated). Unset: no
     /// overhead is added without a meter.
     pub assumed_pue: Option<f64>,
+    /// The site has a facility energy meter: hours wait for it to report instead of settling
+    /// on IT energy alone while its collector has not connected yet.
+    #[serde(default)]
+    pub require_site_meter: bool,
 }
 
 /// `[carbon]`.

@@ -35,6 +35,8 @@ pub enum Error {
     Collector { collector: String, reason: String },
     #[error("not found: {0}")]
     NotFound(String),
+    #[error("bad request: {0}")]
+    BadRequest(String),
     #[error("server: {0}")]
     Server(String),
 }

@@ -116,6 +116,7 @@ impl LedgerReader {
 pub(crate) fn status_of(error: Error) -> Status {
     match error {
         Error::NotFound(what) => Status::not_found(what),
+        Error::BadRequest(what) => Status::invalid_argument(what),
         other => Status::internal(other.to_string()),
     }
 }

@@ -23,6 +23,7 @@ const MJ_PER_KWH: f64 = 3_600_000_000.0;
 pub struct LedgerSettings {
     pub policy: Policy,
     pub assumed_pue_ppm: Option<u64>,
+    pub require_site_meter: bool,
     pub zone: String,
     pub residual_mg_per_kwh: Option<u64>,
     /// Guarantees of origin per year, mJ.
@@ -138,6 +139,7 @@ impl LedgerSettings {
                 .facility
                 .assumed_pue
                 .map(|p| (p * 1e6).round() as u64),
+            require_site_meter: config.facility.require_site_meter,
             zone: carbon.zone.clone(),
             residual_mg_per_kwh: carbon
                 .residual_mix_g_per_kwh

@@ -89,7 +89,7 @@ pub struct JobFilter {
 /// Every job with energy in the filter's span, largest first.
 ///
 /// # Errors
-/// [`Error::NotFound`] for an unknown kind, or a database error.
+/// [`Error::BadRequest`] for an unknown kind, or a database error.
 pub fn list_jobs(connection: &Connection, filter: &JobFilter) -> Result<Vec<JobFootprint>> {
     let to_ns = if filter.to_ns <= 0 {
         i64::MAX
@@ -99,7 +99,9 @@ pub fn list_jobs(connection: &Connection, filter: &JobFilter) -> Result<Vec<JobF
     let kind = match filter.kind.as_str() {
         "" => None,
         other => Some(kind_code(other).ok_or_else(|| {
-            Error::NotFound(format!("job kind {other:?} (training, inference or other)"))
+            Error::BadRequest(format!(
+                "kind: {other:?} is not training, inference or other"
+            ))
         })?),
     };
     let mut statement = connection.prepare_cached(
@@ -483,10 +485,13 @@ fn host_bucket(
     })
 }
 
+/// Most steps one facility query returns: a year of hours is 8 784.
+const MAX_STEPS: u64 = 100_000;
+
 /// Facility totals over `span`, in steps of `step_ns` (0: one total), for the site or per host.
 ///
 /// # Errors
-/// A database error.
+/// [`Error::BadRequest`] for more than 100 000 steps, or a database error.
 pub fn facility_totals(
     connection: &Connection,
     span: Span,
@@ -498,6 +503,13 @@ pub fn facility_totals(
     } else {
         step_ns
     };
+    if span.len_ns() / step.max(1) as u64 > MAX_STEPS {
+        return Err(Error::BadRequest(format!(
+            "step_s: {} s steps over {} s are more than {MAX_STEPS} steps",
+            step / 1_000_000_000,
+            span.len_ns() / 1_000_000_000
+        )));
+    }
     let hosts: Vec<(i64, String)> = if by_host {
         connection
             .prepare_cached(

@@ -34,7 +34,7 @@ pub fn settled_until(connection: &Connection) -> Result<Option<i64>> {
 }
 
 /// The hour every host and site meter has passed, if any.
-fn ready_until(connection: &Connection) -> Result<Option<i64>> {
+fn ready_until(connection: &Connection, require_site_meter: bool) -> Result<Option<i64>> {
     // Hosts with IT meters that have built nothing yet hold everything back: they may still
     // deliver the hours in question.
     let hosts: (Option<i64>, i64) = connection.query_row(
@@ -59,6 +59,14 @@ fn ready_until(connection: &Connection) -> Result<Option<i64>> {
             |row| row.get(0),
         )?
         .collect::<rusqlite::Result<_>>()?;
+    if require_site_meter {
+        let energy_meters: i64 = connection
+            .prepare_cached("SELECT COUNT(*) FROM meters WHERE kind = ?1")?
+            .query_row([MeterKind::SiteEnergy as i32], |row| row.get(0))?;
+        if energy_meters == 0 {
+            return Ok(None);
+        }
+    }
     for last in site_meters {
         match last {
             Some(last) => until = until.min(last),
@@ -160,7 +168,7 @@ pub fn settle_ready_hours(
     settings: &LedgerSettings,
     window: WindowLength,
 ) -> Result<u64> {
-    let Some(ready) = ready_until(connection)? else {
+    let Some(ready) = ready_until(connection, settings.require_site_meter)? else {
         return Ok(0);
     };
     let mut next = match settled_until(connection)? {

@@ -81,6 +81,7 @@ fn demo_aggregator_config(
     config.grpc_listen = "127.0.0.1:0".parse()?;
     config.http_listen = "127.0.0.1:0".parse()?;
     config.attribution.host_overhead_factor = 0.08;
+    config.facility.require_site_meter = true;
     config.carbon.zone = "DE".to_owned();
     config.carbon.intensity_files = vec![intensity];
     config.carbon.residual_mix_g_per_kwh = Some(600.0);

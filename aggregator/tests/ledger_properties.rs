@@ -1,0 +1,235 @@
+//! Conservation through the whole ledger on random sites: random hosts (with or without an outlet
+//! meter), random jobs holding random GPUs and cores over random spans, random power, a site meter
+//! that may read below the IT meters, a water meter, an intensity feed with gaps and a PPA. After
+//! building and settling, for the site and for every host, energy, water and each carbon method
+//! balance exactly (site = jobs + idle + unattributed), the jobs listed add up to the jobs' share,
+//! and the site's energy and water are exactly the meters' deltas.
+
+// Test helpers panic on failure by design.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use footprint_aggregator::AggregatorConfig;
+use footprint_aggregator::config::PpaConfig;
+use footprint_aggregator::ledger::{self, JobFilter};
+use footprint_aggregator::metrics::AggregatorMetrics;
+use footprint_aggregator::store::{LEDGER_FILE, StoreHandle, schema};
+use footprint_core::{Span, UnixNanos};
+use footprint_proto::v1::{Allocation, Batch, Hello, Job, MeterInfo, MeterKind, Reading};
+use proptest::prelude::*;
+
+const SECOND: i64 = 1_000_000_000;
+/// 2024-06-03T00:00:00Z.
+const T0: i64 = 1_717_372_800 * SECOND;
+const STEP_S: i64 = 60;
+const STEPS: i64 = 120;
+
+#[derive(Clone, Debug)]
+struct HostPlan {
+    outlet: bool,
+    /// mW per GPU (2 GPUs), per package, and the unmetered remainder seen only by the outlet.
+    gpu_mw: [u64; 2],
+    package_mw: u64,
+    unmetered_mw: u64,
+    /// (job, gpus mask, first core, cores, start step, end step).
+    jobs: Vec<(u32, u8, u32, u32, i64, i64)>,
+}
+
+fn host_plan() -> impl Strategy<Value = HostPlan> {
+    (
+        any::<bool>(),
+        [0u64..700_000, 0u64..700_000],
+        0u64..300_000,
+        0u64..200_000,
+        prop::collection::vec(
+            (0u32..4, 0u8..4, 0u32..8, 0u32..8, 0i64..STEPS, 1i64..STEPS),
+            0..4,
+        ),
+    )
+        .prop_map(
+            |(outlet, gpu_mw, package_mw, unmetered_mw, jobs)| HostPlan {
+                outlet,
+                gpu_mw,
+                package_mw,
+                unmetered_mw,
+                jobs,
+            },
+        )
+}
+
+fn meter(id: &str, kind: MeterKind, device: &str, cpus: Vec<u32>) -> MeterInfo {
+    MeterInfo {
+        meter_id: id.into(),
+        kind: kind as i32,
+        device: device.into(),
+        cpus,
+        ..Default::default()
+    }
+}
+
+fn reading(meter: &str, value: u64, at: i64) -> Reading {
+    Reading {
+        meter_id: meter.into(),
+        value,
+        timestamp_ns: at,
+        quality: 1,
+        method: String::new(),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_quantity_balances_for_the_site_and_every_host(
+        hosts in prop::collection::vec(host_plan(), 1..3),
+        pue_permille in 700u64..1_500,
+        water_ml_per_step in 0u64..400,
+        intensity_hours in prop::collection::vec(prop::option::of(50u64..600), 3),
+        ppa_kw in 0.0f64..20.0,
+        host_overhead in prop::bool::ANY,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let intensity = dir.path().join("intensity.csv");
+        let mut csv = String::from("datetime,zone,carbon_intensity_gco2_per_kwh\n");
+        for (hour, value) in intensity_hours.iter().enumerate() {
+            if let Some(value) = value {
+                let at = jiff_free_hour(hour as i64);
+                csv.push_str(&format!("{at},Z,{value}\n"));
+            }
+        }
+        std::fs::write(&intensity, csv).unwrap();
+        let mut config = AggregatorConfig::with_data_dir(dir.path().join("ledger"));
+        config.window_seconds = 60;
+        config.carbon.zone = "Z".into();
+        config.carbon.intensity_files = vec![intensity];
+        config.carbon.residual_mix_g_per_kwh = Some(450.0);
+        config.carbon.ppa = vec![PpaConfig { name: "p".into(), flat_kw: ppa_kw, hourly_kwh_csv: None }];
+        config.attribution.host_overhead_factor = if host_overhead { 0.07 } else { 0.0 };
+        config.facility.require_site_meter = true;
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (site_mj, water_ml) = runtime.block_on(async {
+            let store = StoreHandle::open(&config, Arc::new(AggregatorMetrics::default())).unwrap();
+            let mut site_mj_per_step = 0u64;
+            for (index, plan) in hosts.iter().enumerate() {
+                let name = format!("h{index}");
+                let mut meters = vec![
+                    meter("gpu0", MeterKind::GpuEnergy, "gpu0", vec![]),
+                    meter("gpu1", MeterKind::GpuEnergy, "gpu1", vec![]),
+                    meter("package", MeterKind::CpuPackageEnergy, "package", (0..8).collect()),
+                ];
+                if plan.outlet {
+                    meters.push(meter("outlet", MeterKind::OutletEnergy, "outlet", vec![]));
+                }
+                let accepted = store
+                    .hello(Hello { collector_id: name.clone(), host: name.clone(), software_version: "t".into(), meters })
+                    .await
+                    .unwrap();
+                let components = plan.gpu_mw[0] + plan.gpu_mw[1] + plan.package_mw;
+                site_mj_per_step += (components + plan.unmetered_mw) * STEP_S as u64;
+                let allocations: Vec<Allocation> = plan
+                    .jobs
+                    .iter()
+                    .map(|&(job, gpus, first, cores, start, length)| Allocation {
+                        job: Some(Job { id: format!("job{job}"), ..Default::default() }),
+                        gpus: (0..2).filter(|g| gpus & (1 << g) != 0).map(|g| format!("gpu{g}")).collect(),
+                        cpus: (first..(first + cores).min(8)).collect(),
+                        start_ns: T0 + start * STEP_S * SECOND,
+                        end_ns: T0 + (start + length) * STEP_S * SECOND,
+                        mig: vec![],
+                    })
+                    .collect();
+                for step in 0..=STEPS {
+                    let at = T0 + step * STEP_S * SECOND;
+                    let elapsed = step as u64 * STEP_S as u64;
+                    let mut readings = vec![
+                        reading("gpu0", plan.gpu_mw[0] * elapsed, at),
+                        reading("gpu1", plan.gpu_mw[1] * elapsed, at),
+                        reading("package", plan.package_mw * elapsed, at),
+                    ];
+                    if plan.outlet {
+                        readings.push(reading("outlet", (components + plan.unmetered_mw) * elapsed, at));
+                    }
+                    let outcome = store
+                        .submit(accepted.collector, Batch {
+                            collector_id: name.clone(),
+                            seq: step as u64 + 1,
+                            readings,
+                            allocations: if step == 0 { allocations.clone() } else { vec![] },
+                            compacted: false,
+                        })
+                        .await.unwrap().await.unwrap().unwrap();
+                    assert!(outcome.rejections.is_empty(), "{:?}", outcome.rejections);
+                }
+            }
+            let site_mj_per_step = site_mj_per_step * pue_permille / 1_000;
+            let accepted = store
+                .hello(Hello {
+                    collector_id: "site".into(),
+                    host: "site".into(),
+                    software_version: "t".into(),
+                    meters: vec![
+                        meter("energy", MeterKind::SiteEnergy, "site", vec![]),
+                        meter("water", MeterKind::SiteWater, "site", vec![]),
+                    ],
+                })
+                .await
+                .unwrap();
+            for step in 0..=STEPS {
+                let at = T0 + step * STEP_S * SECOND;
+                let outcome = store
+                    .submit(accepted.collector, Batch {
+                        collector_id: "site".into(),
+                        seq: step as u64 + 1,
+                        readings: vec![
+                            reading("energy", site_mj_per_step * step as u64, at),
+                            reading("water", water_ml_per_step * step as u64, at),
+                        ],
+                        allocations: vec![],
+                        compacted: false,
+                    })
+                    .await.unwrap().await.unwrap().unwrap();
+                assert!(outcome.rejections.is_empty(), "{:?}", outcome.rejections);
+            }
+            store.build_windows().await.unwrap();
+            (site_mj_per_step * STEPS as u64, water_ml_per_step * STEPS as u64)
+        });
+
+        let connection = schema::open_reader(&dir.path().join("ledger").join(LEDGER_FILE)).unwrap();
+        let settled = ledger::settled_span(&connection).unwrap().expect("two hours settle");
+        prop_assert_eq!(settled, Span::new(UnixNanos(T0), UnixNanos(T0 + STEPS * STEP_S * SECOND)));
+        let site = ledger::facility_totals(&connection, settled, 0, false).unwrap();
+        let site = &site[0];
+        prop_assert_eq!(site.energy_mj.site, site_mj as i64);
+        prop_assert_eq!(site.water_ml.site, water_ml as i64);
+        let jobs = ledger::list_jobs(&connection, &JobFilter::default()).unwrap();
+        let windows = ledger::facility_totals(&connection, settled, 600 * SECOND, false).unwrap();
+        let per_host = ledger::facility_totals(&connection, settled, 0, true).unwrap();
+        prop_assert_eq!(per_host.len(), hosts.len());
+        for total in windows.iter().chain(per_host.iter()).chain(std::iter::once(site)) {
+            for (name, balance) in [
+                ("energy", total.energy_mj),
+                ("water", total.water_ml),
+                ("location", total.co2e_location_mg),
+                ("market", total.co2e_market_mg),
+                ("embodied", total.co2e_embodied_mg),
+            ] {
+                prop_assert_eq!(balance.imbalance(), 0, "{} of {:?}", name, total);
+            }
+        }
+        let listed = |figure: fn(&ledger::JobFootprint) -> u64| jobs.iter().map(figure).sum::<u64>() as i64;
+        prop_assert_eq!(listed(|j| j.energy_mj), site.energy_mj.jobs);
+        prop_assert_eq!(listed(|j| j.water_ml), site.water_ml.jobs);
+        prop_assert_eq!(listed(|j| j.co2e_location_mg), site.co2e_location_mg.jobs);
+        prop_assert_eq!(listed(|j| j.co2e_market_mg), site.co2e_market_mg.jobs);
+        prop_assert_eq!(listed(|j| j.co2e_embodied_mg), site.co2e_embodied_mg.jobs);
+        let hosts_sum: i64 = per_host.iter().map(|h| h.energy_mj.site).sum();
+        prop_assert_eq!(hosts_sum + site.energy_mj.unattributed - per_host.iter().map(|h| h.energy_mj.unattributed).sum::<i64>(), site.energy_mj.site);
+    }
+}
+
+/// RFC 3339 of hour `hour` after T0 (T0 is midnight, so the hour is the only field to write).
+fn jiff_free_hour(hour: i64) -> String {
+    format!("2024-06-03T{hour:02}:00:00Z")
+}
