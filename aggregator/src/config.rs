@@ -54,6 +54,20 @@ pub struct AggregatorConfig {
     /// Devices' embodied carbon.
     #[serde(default)]
     pub embodied: EmbodiedConfig,
+    /// Where hosts stand, for totals per hall and rack: `[[placement]] host = "gpu-node-01",
+    /// hall = "A", rack = "A03"`. Hosts not listed are grouped under hall and rack "unplaced".
+    #[serde(default)]
+    pub placement: Vec<PlacementConfig>,
+}
+
+/// `[[placement]]`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementConfig {
+    /// The host, as its collector names it.
+    pub host: String,
+    pub hall: String,
+    pub rack: String,
 }
 
 /// `[attribution]`: the site's attribution policy; reports name every setting.
@@ -251,6 +265,7 @@ impl AggregatorConfig {
             facility: FacilityConfig::default(),
             carbon: CarbonConfig::default(),
             embodied: EmbodiedConfig::default(),
+            placement: Vec::new(),
         }
     }
 }
@@ -364,6 +379,19 @@ impl ConfigFile for AggregatorConfig {
                 device.lifetime_years > 0,
                 format!("embodied.devices[{index}].lifetime_years"),
                 "must be above 0",
+            );
+        }
+        let mut placed = std::collections::BTreeSet::new();
+        for (index, place) in self.placement.iter().enumerate() {
+            problems.check(
+                !place.host.trim().is_empty(),
+                format!("placement[{index}].host"),
+                "must not be empty",
+            );
+            problems.check(
+                placed.insert(place.host.as_str()),
+                format!("placement[{index}].host"),
+                format!("{:?} is placed twice", place.host),
             );
         }
         problems.finish()

@@ -55,8 +55,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `from` and `to` in ns since the epoch; `step_s` in seconds (0: one total); `by_host` gives
-/// one series per host.
+/// `from` and `to` in ns since the epoch; `step_s` in seconds (0: one total); `group_by`:
+/// `site` (default), `hall`, `rack` or `host`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RangeQuery {
@@ -67,7 +67,7 @@ struct RangeQuery {
     #[serde(default)]
     step_s: u64,
     #[serde(default)]
-    by_host: bool,
+    group_by: String,
 }
 
 /// Jobs active in `[from, to)` (ns, 0 = unbounded), filtered by exact user, project, model and
@@ -138,7 +138,7 @@ async fn facility(
 ) -> Result<Json<FacilityBody>, ApiError> {
     let windows = state
         .reader
-        .facility(range.from, range.to, range.step_s, range.by_host)
+        .facility(range.from, range.to, range.step_s, &range.group_by)
         .await
         .map_err(ApiError)?;
     Ok(Json(FacilityBody { windows }))

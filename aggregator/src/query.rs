@@ -62,8 +62,9 @@ impl LedgerReader {
         from_ns: i64,
         to_ns: i64,
         step_s: u64,
-        by_host: bool,
+        group_by: &str,
     ) -> Result<Vec<FacilityWindow>> {
+        let grouping = ledger::Grouping::parse(group_by)?;
         let step_ns = i64::try_from(step_s)
             .unwrap_or(i64::MAX)
             .saturating_mul(1_000_000_000);
@@ -91,7 +92,7 @@ impl LedgerReader {
                     footprint_core::UnixNanos(end),
                 ),
                 step_ns,
-                by_host,
+                grouping,
             )
         })
         .await
@@ -268,7 +269,7 @@ impl Query for QueryService {
                 request.from_ns,
                 request.to_ns,
                 request.step_s,
-                request.by_host,
+                &request.group_by,
             )
             .await
             .map_err(status_of)?;

@@ -11,8 +11,8 @@
 use std::sync::Arc;
 
 use footprint_aggregator::AggregatorConfig;
-use footprint_aggregator::config::PpaConfig;
-use footprint_aggregator::ledger::{self, JobFilter};
+use footprint_aggregator::config::{PlacementConfig, PpaConfig};
+use footprint_aggregator::ledger::{self, Grouping, JobFilter};
 use footprint_aggregator::metrics::AggregatorMetrics;
 use footprint_aggregator::store::{LEDGER_FILE, StoreHandle, schema};
 use footprint_core::{Span, UnixNanos};
@@ -108,6 +108,7 @@ proptest! {
         config.carbon.ppa = vec![PpaConfig { name: "p".into(), flat_kw: ppa_kw, hourly_kwh_csv: None }];
         config.attribution.host_overhead_factor = if host_overhead { 0.07 } else { 0.0 };
         config.facility.require_site_meter = true;
+        config.placement = vec![PlacementConfig { host: "h0".into(), hall: "A".into(), rack: "A1".into() }];
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let (site_mj, water_ml) = runtime.block_on(async {
             let store = StoreHandle::open(&config, Arc::new(AggregatorMetrics::default())).unwrap();
@@ -199,15 +200,19 @@ proptest! {
         let connection = schema::open_reader(&dir.path().join("ledger").join(LEDGER_FILE)).unwrap();
         let settled = ledger::settled_span(&connection).unwrap().expect("two hours settle");
         prop_assert_eq!(settled, Span::new(UnixNanos(T0), UnixNanos(T0 + STEPS * STEP_S * SECOND)));
-        let site = ledger::facility_totals(&connection, settled, 0, false).unwrap();
+        let site = ledger::facility_totals(&connection, settled, 0, Grouping::Site).unwrap();
         let site = &site[0];
         prop_assert_eq!(site.energy_mj.site, site_mj as i64);
         prop_assert_eq!(site.water_ml.site, water_ml as i64);
         let jobs = ledger::list_jobs(&connection, &JobFilter::default()).unwrap();
-        let windows = ledger::facility_totals(&connection, settled, 600 * SECOND, false).unwrap();
-        let per_host = ledger::facility_totals(&connection, settled, 0, true).unwrap();
+        let windows = ledger::facility_totals(&connection, settled, 600 * SECOND, Grouping::Site).unwrap();
+        let per_host = ledger::facility_totals(&connection, settled, 0, Grouping::Host).unwrap();
         prop_assert_eq!(per_host.len(), hosts.len());
-        for total in windows.iter().chain(per_host.iter()).chain(std::iter::once(site)) {
+        // h0 stands in hall A; any other host is unplaced: one or two halls.
+        let per_hall = ledger::facility_totals(&connection, settled, 0, Grouping::Hall).unwrap();
+        prop_assert_eq!(per_hall.len(), hosts.len());
+        prop_assert_eq!(&per_hall[0].host, "A");
+        for total in windows.iter().chain(&per_host).chain(&per_hall).chain(std::iter::once(site)) {
             for (name, balance) in [
                 ("energy", total.energy_mj),
                 ("water", total.water_ml),

@@ -60,9 +60,9 @@ enum Command {
         /// Step of the series: `hour`, `day`, or a number of seconds; default: one total.
         #[arg(long)]
         step: Option<String>,
-        /// One series per host instead of one for the site.
-        #[arg(long)]
-        by_host: bool,
+        /// One series per `host`, `rack` or `hall` instead of one for the site.
+        #[arg(long, value_parser = ["site", "hall", "rack", "host"])]
+        group_by: Option<String>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -218,7 +218,7 @@ async fn fetch_totals(
             request.from_ns,
             request.to_ns,
             request.step_s,
-            request.by_host,
+            &request.group_by,
         )
         .await?;
     Ok(windows.into_iter().map(Into::into).collect())
@@ -274,7 +274,7 @@ async fn main() -> anyhow::Result<()> {
             from,
             to,
             step,
-            by_host,
+            group_by,
             json,
         } => {
             logging::init("warn");
@@ -282,7 +282,7 @@ async fn main() -> anyhow::Result<()> {
                 from_ns: time_arg("from", from.as_ref())?,
                 to_ns: time_arg("to", to.as_ref())?,
                 step_s: step_seconds(step.as_ref())?,
-                by_host,
+                group_by: group_by.unwrap_or_default(),
             };
             let windows = fetch_totals(&source, request).await?;
             if json {

@@ -485,10 +485,61 @@ fn host_bucket(
     })
 }
 
+/// How facility totals are grouped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Grouping {
+    #[default]
+    Site,
+    Hall,
+    Rack,
+    Host,
+}
+
+impl Grouping {
+    /// `""` or `site`, `hall`, `rack`, `host`.
+    ///
+    /// # Errors
+    /// [`Error::BadRequest`] naming the parameter.
+    pub fn parse(text: &str) -> Result<Self> {
+        match text {
+            "" | "site" => Ok(Self::Site),
+            "hall" => Ok(Self::Hall),
+            "rack" => Ok(Self::Rack),
+            "host" => Ok(Self::Host),
+            other => Err(Error::BadRequest(format!(
+                "group_by: {other:?} is not site, hall, rack or host"
+            ))),
+        }
+    }
+}
+
+impl Balance {
+    fn add(&mut self, other: &Balance) {
+        self.site += other.site;
+        self.jobs += other.jobs;
+        self.idle += other.idle;
+        self.unattributed += other.unattributed;
+    }
+}
+
+impl FacilityWindow {
+    /// Adds another group member's figures (same span).
+    fn absorb(&mut self, other: &FacilityWindow) {
+        self.energy_mj.add(&other.energy_mj);
+        self.water_ml.add(&other.water_ml);
+        self.co2e_location_mg.add(&other.co2e_location_mg);
+        self.co2e_market_mg.add(&other.co2e_market_mg);
+        self.co2e_embodied_mg.add(&other.co2e_embodied_mg);
+        self.it_mj += other.it_mj;
+        self.overhead_mj += other.overhead_mj;
+    }
+}
+
 /// Most steps one facility query returns: a year of hours is 8 784.
 const MAX_STEPS: u64 = 100_000;
 
-/// Facility totals over `span`, in steps of `step_ns` (0: one total), for the site or per host.
+/// Facility totals over `span`, in steps of `step_ns` (0: one total), for the site or per hall,
+/// rack or host.
 ///
 /// # Errors
 /// [`Error::BadRequest`] for more than 100 000 steps, or a database error.
@@ -496,7 +547,7 @@ pub fn facility_totals(
     connection: &Connection,
     span: Span,
     step_ns: i64,
-    by_host: bool,
+    grouping: Grouping,
 ) -> Result<Vec<FacilityWindow>> {
     let step = if step_ns <= 0 {
         span.len_ns() as i64
@@ -510,15 +561,35 @@ pub fn facility_totals(
             span.len_ns() / 1_000_000_000
         )));
     }
-    let hosts: Vec<(i64, String)> = if by_host {
+    // Each host with its group's name, in group order.
+    let hosts: Vec<(i64, String, String)> = if grouping == Grouping::Site {
+        Vec::new()
+    } else {
         connection
             .prepare_cached(
-                "SELECT id, host FROM collectors WHERE built_until_ns IS NOT NULL ORDER BY host, id",
+                "SELECT c.id, c.host, COALESCE(p.hall, 'unplaced'), COALESCE(p.rack, 'unplaced')
+                 FROM collectors c LEFT JOIN placement p ON p.host = c.host
+                 WHERE c.built_until_ns IS NOT NULL",
             )?
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, String>(2)?,
+                    row.get::<_, String>(3)?,
+                ))
+            })?
+            .map(|row| {
+                row.map(|(id, host, hall, rack)| {
+                    let group = match grouping {
+                        Grouping::Hall => hall,
+                        Grouping::Rack => format!("{hall}/{rack}"),
+                        _ => host.clone(),
+                    };
+                    (id, host, group)
+                })
+            })
             .collect::<rusqlite::Result<_>>()?
-    } else {
-        Vec::new()
     };
     let mut windows = Vec::new();
     let mut bucket_start = span.start.0;
@@ -527,12 +598,27 @@ pub fn facility_totals(
             footprint_core::UnixNanos(bucket_start),
             footprint_core::UnixNanos(bucket_start.saturating_add(step).min(span.end.0)),
         );
-        if by_host {
-            for (collector, host) in &hosts {
-                windows.push(host_bucket(connection, bucket, *collector, host)?);
-            }
-        } else {
+        if grouping == Grouping::Site {
             windows.push(site_bucket(connection, bucket)?);
+        } else {
+            let mut groups: std::collections::BTreeMap<&str, FacilityWindow> =
+                std::collections::BTreeMap::new();
+            for (collector, host, group) in &hosts {
+                let figures = host_bucket(connection, bucket, *collector, host)?;
+                match groups.get_mut(group.as_str()) {
+                    Some(total) => total.absorb(&figures),
+                    None => {
+                        groups.insert(
+                            group,
+                            FacilityWindow {
+                                host: group.clone(),
+                                ..figures
+                            },
+                        );
+                    }
+                }
+            }
+            windows.extend(groups.into_values());
         }
         bucket_start = bucket.end.0;
     }

@@ -169,6 +169,12 @@ CREATE TABLE IF NOT EXISTS intensity (
     source TEXT NOT NULL,
     PRIMARY KEY (zone, hour_ns)
 ) WITHOUT ROWID;
+-- Where each host stands, from the aggregator's `placement` config (rewritten at every start).
+CREATE TABLE IF NOT EXISTS placement (
+    host TEXT PRIMARY KEY,
+    hall TEXT NOT NULL,
+    rack TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS ledger_state (
     key TEXT PRIMARY KEY,
     value INTEGER NOT NULL

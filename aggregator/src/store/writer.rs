@@ -123,6 +123,15 @@ impl WriterState {
     ) -> Result<Self> {
         let connection = schema::open(path)?;
         let settings = LedgerSettings::from_config(config)?;
+        let transaction = connection.unchecked_transaction()?;
+        transaction.execute("DELETE FROM placement", [])?;
+        for place in &config.placement {
+            transaction.execute(
+                "INSERT INTO placement (host, hall, rack) VALUES (?1, ?2, ?3)",
+                params![place.host, place.hall, place.rack],
+            )?;
+        }
+        transaction.commit()?;
         for file in &config.carbon.intensity_files {
             let (feed, stored) = settings::import_file(&connection, file)?;
             info!(file = %file.display(), format = feed.format, hours = stored, gaps = feed.gaps, "Imported grid intensity.");

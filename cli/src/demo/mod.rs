@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use footprint_aggregator::config::PpaConfig;
+use footprint_aggregator::config::{PlacementConfig, PpaConfig};
 use footprint_aggregator::{AggregatorConfig, server};
 use footprint_collector::config::SourceConfig;
 use footprint_collector::daemon::{self, CollectorStats};
@@ -72,6 +72,7 @@ fn demo_aggregator_config(
     config_dir: &std::path::Path,
     start: UnixNanos,
     hours: u32,
+    hosts: u32,
 ) -> anyhow::Result<AggregatorConfig> {
     let intensity = config_dir.join("grid-intensity-de-2023-11.csv");
     std::fs::write(&intensity, DEMO_INTENSITY_CSV)?;
@@ -82,6 +83,14 @@ fn demo_aggregator_config(
     config.http_listen = "127.0.0.1:0".parse()?;
     config.attribution.host_overhead_factor = 0.08;
     config.facility.require_site_meter = true;
+    // Two hosts to a rack, all in one hall.
+    config.placement = (0..hosts)
+        .map(|index| PlacementConfig {
+            host: SitePlan::host_name(index),
+            hall: "hall-1".to_owned(),
+            rack: format!("rack-{:02}", index / 2 + 1),
+        })
+        .collect();
     config.carbon.zone = "DE".to_owned();
     config.carbon.intensity_files = vec![intensity];
     config.carbon.residual_mix_g_per_kwh = Some(600.0);
@@ -151,7 +160,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let config_dir = data_dir.join("config");
     std::fs::create_dir_all(&config_dir)?;
     let start = parse_timestamp(&options.start).map_err(anyhow::Error::msg)?;
-    let config = demo_aggregator_config(&data_dir, &config_dir, start, options.hours)?;
+    let config =
+        demo_aggregator_config(&data_dir, &config_dir, start, options.hours, options.hosts)?;
     std::fs::write(
         config_dir.join("aggregator.toml"),
         toml::to_string(&config)?,
@@ -285,7 +295,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             from_ns: plan.start.0,
             to_ns: plan.end().0,
             step_s: 0,
-            by_host: false,
+            group_by: String::new(),
         })
         .await?
         .into_inner()
@@ -309,7 +319,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             from_ns: facility.start_ns,
             to_ns: facility.end_ns,
             step_s: 3_600,
-            by_host: false,
+            group_by: String::new(),
         })
         .await?
         .into_inner()

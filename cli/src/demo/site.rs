@@ -77,7 +77,7 @@ impl SitePlan {
         UnixNanos(self.start.0 + i64::from(self.hours) * HOUR_NS)
     }
 
-    fn host_name(index: u32) -> String {
+    pub fn host_name(index: u32) -> String {
         format!("gpu-node-{:02}", index + 1)
     }
 
