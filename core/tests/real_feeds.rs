@@ -1,0 +1,48 @@
+//! The intensity parsers on real published data: a day of EIA-930 CISO with a real gap, and the
+//! Electricity Maps export the demo embeds.
+
+// Test helpers panic on failure by design.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use footprint_core::Quality;
+use footprint_core::carbon::{fill, parse_feed};
+
+const HOUR: i64 = 3_600_000_000_000;
+
+#[test]
+fn a_day_of_eia930_parses_and_its_gap_is_interpolated() {
+    let feed = parse_feed(include_str!("data/eia930-ciso-2022-01-05.csv")).unwrap();
+    assert_eq!(feed.format, "eia930-csv");
+    assert_eq!((feed.hours.len(), feed.gaps), (23, 1));
+    assert!(feed.hours.iter().all(|h| h.zone == "CISO"));
+    let at = |label: &str| {
+        let hour = footprint_core::carbon::parse_time(label).unwrap();
+        feed.hours
+            .iter()
+            .find(|h| h.hour_ns == hour)
+            .map(|h| (hour, h.mg_per_kwh, h.quality))
+    };
+    // 09:00 = 290.837 g/kWh and 11:00 = 296.887 in the file; 10:00 is empty.
+    let before = at("2022-01-05T09:00:00Z").unwrap();
+    let after = at("2022-01-05T11:00:00Z").unwrap();
+    assert_eq!((before.1, after.1), (290_837, 296_887));
+    assert!(at("2022-01-05T10:00:00Z").is_none());
+    assert_eq!(
+        fill(before.0 + HOUR, Some(before), Some(after)),
+        Some((293_862, Quality::Interpolated))
+    );
+}
+
+#[test]
+fn the_electricity_maps_export_parses_whole() {
+    let feed = parse_feed(include_str!("../../cli/data/grid-intensity-de-2023-11.csv")).unwrap();
+    assert_eq!(feed.format, "electricitymaps-csv");
+    assert_eq!((feed.hours.len(), feed.gaps), (336, 0));
+    // The first row: 2023-11-06T00:00:00Z,DE,137.41,…
+    assert_eq!(feed.hours[0].mg_per_kwh, 137_410);
+    assert!(
+        feed.hours
+            .windows(2)
+            .all(|pair| pair[1].hour_ns - pair[0].hour_ns == HOUR)
+    );
+}
