@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use footprint_core::config::{ConfigError, ConfigFile, Problems};
 use serde::{Deserialize, Serialize};
 
+use crate::sources::rapl::RaplConfig;
 use crate::sources::replay::ReplayConfig;
 use crate::sources::site_replay::SiteReplayConfig;
 use crate::sources::synthetic::SyntheticConfig;
@@ -78,6 +79,9 @@ pub enum SourceConfig {
     SiteReplay(SiteReplayConfig),
     /// Many GPU meters at a steady power, for load tests (`footprint loadgen`).
     Synthetic(SyntheticConfig),
+    /// CPU package, DRAM, core and uncore energy from the kernel's powercap tree (RAPL; root
+    /// only since Linux 5.10).
+    Rapl(RaplConfig),
 }
 
 fn default_aggregator() -> String {
@@ -112,6 +116,7 @@ impl SourceConfig {
             SourceConfig::Replay(replay) => replay.meter_ids(),
             SourceConfig::SiteReplay(site) => vec![site.meter_id.clone()],
             SourceConfig::Synthetic(synthetic) => synthetic.meter_ids(),
+            SourceConfig::Rapl(rapl) => rapl.meter_ids(),
         }
     }
 }
@@ -190,6 +195,7 @@ impl ConfigFile for CollectorConfig {
                 SourceConfig::Replay(replay) => replay.validate(&path, &mut problems),
                 SourceConfig::SiteReplay(site) => site.validate(&path, &mut problems),
                 SourceConfig::Synthetic(synthetic) => synthetic.validate(&path, &mut problems),
+                SourceConfig::Rapl(rapl) => rapl.validate(&path, &mut problems),
             }
             for meter in source.meter_ids() {
                 if !meter_ids.insert(meter.clone()) {

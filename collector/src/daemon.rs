@@ -70,6 +70,7 @@ pub fn build_sources(config: &CollectorConfig, origin: UnixNanos) -> Result<Vec<
                 SourceConfig::Synthetic(synthetic) => {
                     Ok(Box::new(synthetic.build(origin)) as Box<dyn Source>)
                 }
+                SourceConfig::Rapl(rapl) => rapl.build().map(|s| Box::new(s) as Box<dyn Source>),
             };
             built.map_err(|message| Error::Source {
                 source_name: format!("sources[{index}]"),

@@ -70,7 +70,9 @@ fn limits_for(kind: MeterKind, counter_max: u64, limits: &PowerLimits) -> Counte
     // mJ per second is mW: W × 1000.
     let max_rate_per_second = match kind {
         MeterKind::GpuEnergy => limits.gpu_w * 1_000,
-        MeterKind::CpuPackageEnergy => limits.cpu_package_w * 1_000,
+        MeterKind::CpuPackageEnergy | MeterKind::CpuCoreEnergy | MeterKind::CpuUncoreEnergy => {
+            limits.cpu_package_w * 1_000
+        }
         MeterKind::DramEnergy => limits.dram_w * 1_000,
         MeterKind::OutletEnergy | MeterKind::HostEnergy => limits.host_w * 1_000,
         MeterKind::SiteEnergy => limits.site_w.saturating_mul(1_000),

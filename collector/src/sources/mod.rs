@@ -2,6 +2,7 @@
 //! [`SourceConfig`](crate::config::SourceConfig).
 
 pub mod power_model;
+pub mod rapl;
 pub mod replay;
 pub mod site_replay;
 pub mod synthetic;
