@@ -60,24 +60,34 @@ pub fn build_sources(config: &CollectorConfig, origin: UnixNanos) -> Result<Vec<
         .iter()
         .enumerate()
         .map(|(index, source)| {
-            let built: std::result::Result<Box<dyn Source>, String> = match source {
-                SourceConfig::Replay(replay) => {
-                    replay.build(origin).map(|s| Box::new(s) as Box<dyn Source>)
-                }
-                SourceConfig::SiteReplay(site) => {
-                    site.build(origin).map(|s| Box::new(s) as Box<dyn Source>)
-                }
-                SourceConfig::Synthetic(synthetic) => {
-                    Ok(Box::new(synthetic.build(origin)) as Box<dyn Source>)
-                }
-                SourceConfig::Rapl(rapl) => rapl.build().map(|s| Box::new(s) as Box<dyn Source>),
-            };
-            built.map_err(|message| Error::Source {
+            build_source(source, origin).map_err(|message| Error::Source {
                 source_name: format!("sources[{index}]"),
                 message,
             })
         })
         .collect()
+}
+
+/// Builds one configured source; `origin` is where simulated sources start.
+///
+/// # Errors
+/// A message saying why the source cannot run here.
+pub fn build_source(
+    source: &SourceConfig,
+    origin: UnixNanos,
+) -> std::result::Result<Box<dyn Source>, String> {
+    match source {
+        SourceConfig::Replay(replay) => {
+            replay.build(origin).map(|s| Box::new(s) as Box<dyn Source>)
+        }
+        SourceConfig::SiteReplay(site) => {
+            site.build(origin).map(|s| Box::new(s) as Box<dyn Source>)
+        }
+        SourceConfig::Synthetic(synthetic) => {
+            Ok(Box::new(synthetic.build(origin)) as Box<dyn Source>)
+        }
+        SourceConfig::Rapl(rapl) => rapl.build().map(|s| Box::new(s) as Box<dyn Source>),
+    }
 }
 
 /// Runs a collector until its simulated clock passes `stop_at` or `shutdown` is cancelled, then

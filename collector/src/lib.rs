@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod cpulist;
 pub mod daemon;
+pub mod probe;
 pub mod source;
 pub mod sources;
 pub mod spool;

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use footprint_collector::config::CollectorConfig;
 use footprint_collector::daemon::{self, CollectorStats};
+use footprint_collector::probe;
 use footprint_core::config::ConfigFile;
 use tokio_util::sync::CancellationToken;
 
@@ -21,7 +22,16 @@ mod logging;
 ///                (default: Cornell BioHPC, Nov-Dec 2024) while jobs hold the GPUs, RAPL package
 ///                and DRAM counters (idle + per held core) that wrap like the real ones; the jobs
 ///                are announced as allocations.
-///   site_replay  a simulated facility meter: the IT load of the hosts it lists × an hourly PUE.
+///   site_replay  a simulated facility meter (and water meter): the IT load of the hosts it
+///                lists × an hourly PUE (WUE).
+///   synthetic    many GPU meters at a steady power, for load tests.
+///   rapl         this host's CPU packages, DRAM, core and uncore energy from the kernel's powercap
+///                tree (/sys/class/powercap/intel-rapl:*); energy_uj is readable by root only since
+///                Linux 5.10, and zones that cannot be read are left out with a warning.
+///
+/// `footprint-collector probe --config FILE` reads every source twice, one interval apart, and
+/// prints one JSON line per reading, then one per source that failed, with the reason; it exits
+/// non-zero only when no source worked.
 ///
 /// With a [clock] table the collector runs on a simulated clock and exits after `stop_at`, once
 /// everything is acknowledged. Otherwise it runs until SIGTERM or Ctrl-C, then flushes for up to
@@ -29,17 +39,45 @@ mod logging;
 #[derive(Debug, Parser)]
 #[command(version, about, long_about, verbatim_doc_comment)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// The config file (TOML); see deploy/examples/ for every source.
-    #[arg(long, value_name = "FILE")]
-    config: PathBuf,
+    #[arg(long, value_name = "FILE", required = false)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Reads every configured source twice, one interval apart, and prints what it read.
+    Probe {
+        /// The config file (TOML).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    logging::init("info");
     let args = Args::parse();
-    let config = CollectorConfig::load(&args.config)
-        .with_context(|| format!("config {}", args.config.display()))?;
+    if let Some(Command::Probe { config }) = args.command {
+        logging::init("warn");
+        let config = CollectorConfig::load(&config)
+            .with_context(|| format!("config {}", config.display()))?;
+        let lines = probe::probe(&config).await;
+        for line in &lines {
+            println!("{}", serde_json::to_string(line)?);
+        }
+        if !probe::any_worked(&lines) {
+            anyhow::bail!("no source could be read");
+        }
+        return Ok(());
+    }
+    logging::init("info");
+    let path = args
+        .config
+        .context("--config FILE is needed (or `probe --config FILE`)")?;
+    let config =
+        CollectorConfig::load(&path).with_context(|| format!("config {}", path.display()))?;
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
