@@ -77,6 +77,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Imports a grid carbon-intensity file into a ledger (CSV in any supported layout, WattTime v3
+    /// or Electricity Maps JSON); hours already there are replaced. Hours are priced when they
+    /// settle, so import before then: an hour settled without its intensity keeps the gap rule's
+    /// value, flagged.
+    ImportIntensity {
+        /// The aggregator's data directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// The feed file.
+        file: PathBuf,
+    },
     /// Loads a config file and reports every problem with its key path.
     CheckConfig {
         /// An aggregator config.
@@ -291,6 +302,23 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 print!("{}", table::render_totals(&windows));
             }
+        }
+        Command::ImportIntensity { data_dir, file } => {
+            logging::init("warn");
+            let path = data_dir.join(footprint_aggregator::store::LEDGER_FILE);
+            anyhow::ensure!(path.exists(), "no ledger in {}", data_dir.display());
+            let connection = footprint_aggregator::store::schema::open(&path)
+                .with_context(|| path.display().to_string())?;
+            let (feed, stored) = footprint_aggregator::settings::import_file(&connection, &file)?;
+            let zones: std::collections::BTreeSet<&str> =
+                feed.hours.iter().map(|h| h.zone.as_str()).collect();
+            println!(
+                "{}: {stored} hours ({}) for zone(s) {}, {} gap(s) left to the gap rule",
+                file.display(),
+                feed.format,
+                zones.into_iter().collect::<Vec<_>>().join(", "),
+                feed.gaps
+            );
         }
         Command::CheckConfig {
             aggregator,

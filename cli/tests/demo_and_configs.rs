@@ -105,6 +105,45 @@ fn demo_writes_a_summary_whose_books_balance_exactly() {
         .map(|j| j["energy_mj"].as_i64().unwrap())
         .sum();
     assert_eq!(listed_total, jobs_total);
+
+    // Totals per rack: the demo places two hosts per rack; every rack's books balance.
+    let racks = Command::new(env!("CARGO_BIN_EXE_footprint"))
+        .args(["totals", "--group-by", "rack", "--json", "--data-dir"])
+        .arg(&data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        racks.status.success(),
+        "{}",
+        String::from_utf8_lossy(&racks.stderr)
+    );
+    let racks: serde_json::Value = serde_json::from_slice(&racks.stdout).unwrap();
+    let racks = racks.as_array().unwrap();
+    assert_eq!(racks.len(), 2, "{racks:?}");
+    for rack in racks {
+        let energy = &rack["energy_mj"];
+        assert_eq!(
+            energy["jobs"].as_i64().unwrap()
+                + energy["idle"].as_i64().unwrap()
+                + energy["unattributed"].as_i64().unwrap(),
+            energy["site"].as_i64().unwrap(),
+            "{rack}"
+        );
+    }
+
+    // A feed imported afterwards lands in the same ledger, with its gaps counted.
+    let imported = Command::new(env!("CARGO_BIN_EXE_footprint"))
+        .args(["import-intensity", "--data-dir"])
+        .arg(&data_dir)
+        .arg(repository().join("core/tests/data/eia930-ciso-2022-01-05.csv"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&imported.stdout);
+    assert!(
+        imported.status.success() && said.contains("23 hours (eia930-csv) for zone(s) CISO, 1 gap"),
+        "{said}{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
 }
 
 #[test]
