@@ -122,14 +122,6 @@ pub(crate) fn status_of(error: Error) -> Status {
     }
 }
 
-fn job_kind(kind: &str) -> i32 {
-    match kind {
-        "training" => pb::JobKind::Training as i32,
-        "inference" => pb::JobKind::Inference as i32,
-        _ => pb::JobKind::Other as i32,
-    }
-}
-
 impl From<JobFootprint> for pb::JobFootprint {
     fn from(job: JobFootprint) -> Self {
         pb::JobFootprint {
@@ -139,7 +131,7 @@ impl From<JobFootprint> for pb::JobFootprint {
                 name: job.name,
                 user: job.user,
                 project: job.project,
-                kind: job_kind(&job.kind),
+                kind: pb::JobKind::from_short_name(&job.kind).unwrap_or(pb::JobKind::Other) as i32,
                 model: job.model,
                 functional_unit: job.functional_unit,
                 functional_units: job.functional_units,

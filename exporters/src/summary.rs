@@ -89,14 +89,6 @@ pub struct JobLine {
     pub share_of_site: f64,
 }
 
-fn kind_name(kind: i32) -> &'static str {
-    match JobKind::try_from(kind) {
-        Ok(JobKind::Training) => "training",
-        Ok(JobKind::Inference) => "inference",
-        _ => "other",
-    }
-}
-
 impl JobLine {
     /// A job's line; `site_mj` (0 if unknown) gives its share of the site.
     pub fn from_footprint(footprint: &JobFootprint, site_mj: u64) -> Self {
@@ -105,7 +97,7 @@ impl JobLine {
         JobLine {
             id: job.id,
             name: job.name,
-            kind: kind_name(job.kind).to_owned(),
+            kind: JobKind::name_of(job.kind).to_owned(),
             model: job.model,
             user: job.user,
             project: job.project,

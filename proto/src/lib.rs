@@ -7,4 +7,30 @@
 pub mod v1 {
     #![allow(clippy::all, clippy::pedantic)]
     tonic::include_proto!("footprint.v1");
+
+    impl JobKind {
+        /// The name configs, filters and reports use: `training`, `inference` or `other`.
+        pub fn short_name(self) -> &'static str {
+            match self {
+                JobKind::Training => "training",
+                JobKind::Inference => "inference",
+                JobKind::Other | JobKind::Unspecified => "other",
+            }
+        }
+
+        /// The kind a short name names; `None` for anything else.
+        pub fn from_short_name(name: &str) -> Option<Self> {
+            match name {
+                "training" => Some(JobKind::Training),
+                "inference" => Some(JobKind::Inference),
+                "other" => Some(JobKind::Other),
+                _ => None,
+            }
+        }
+
+        /// The short name of a wire value; unknown values are `other`.
+        pub fn name_of(kind: i32) -> &'static str {
+            JobKind::try_from(kind).map_or("other", JobKind::short_name)
+        }
+    }
 }

@@ -56,23 +56,6 @@ location-based carbon: facility energy x the hour's grid intensity of the site's
 market-based: hourly PPA matching, then guarantees of origin, then residual mix; \
 embodied: device table amortised over lifetime by time held; SCI: (location-based + embodied) / functional units, facility overhead included";
 
-pub fn kind_name(kind: i32) -> &'static str {
-    match JobKind::try_from(kind) {
-        Ok(JobKind::Training) => "training",
-        Ok(JobKind::Inference) => "inference",
-        _ => "other",
-    }
-}
-
-fn kind_code(kind: &str) -> Option<i32> {
-    match kind {
-        "training" => Some(JobKind::Training as i32),
-        "inference" => Some(JobKind::Inference as i32),
-        "other" => Some(JobKind::Other as i32),
-        _ => None,
-    }
-}
-
 /// Which jobs to list: a time span (0 = unbounded) and exact-match filters (empty = any).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct JobFilter {
@@ -98,11 +81,15 @@ pub fn list_jobs(connection: &Connection, filter: &JobFilter) -> Result<Vec<JobF
     };
     let kind = match filter.kind.as_str() {
         "" => None,
-        other => Some(kind_code(other).ok_or_else(|| {
-            Error::BadRequest(format!(
-                "kind: {other:?} is not training, inference or other"
-            ))
-        })?),
+        other => Some(
+            JobKind::from_short_name(other)
+                .map(|k| k as i32)
+                .ok_or_else(|| {
+                    Error::BadRequest(format!(
+                        "kind: {other:?} is not training, inference or other"
+                    ))
+                })?,
+        ),
     };
     let mut statement = connection.prepare_cached(
         "SELECT j.id, j.job_id, j.scheduler, j.name, j.user, j.project, j.kind, j.model, j.functional_unit, j.functional_units,
@@ -146,7 +133,7 @@ pub fn list_jobs(connection: &Connection, filter: &JobFilter) -> Result<Vec<JobF
                     name: row.get(3)?,
                     user: row.get(4)?,
                     project: row.get(5)?,
-                    kind: kind_name(row.get(6)?).to_owned(),
+                    kind: JobKind::name_of(row.get(6)?).to_owned(),
                     model: row.get(7)?,
                     functional_unit: row.get(8)?,
                     functional_units: units,

@@ -168,15 +168,6 @@ fn watts_to_mw(watts: f64) -> u64 {
     (watts * 1000.0).round().max(0.0) as u64
 }
 
-fn job_kind(kind: &str) -> Option<JobKind> {
-    match kind {
-        "training" => Some(JobKind::Training),
-        "inference" => Some(JobKind::Inference),
-        "other" => Some(JobKind::Other),
-        _ => None,
-    }
-}
-
 impl ReplayConfig {
     pub fn meter_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = (0..self.gpus).map(|i| format!("gpu{i}")).collect();
@@ -241,7 +232,7 @@ impl ReplayConfig {
                 "must not be empty",
             );
             problems.check(
-                job_kind(&job.kind).is_some(),
+                JobKind::from_short_name(&job.kind).is_some(),
                 format!("{at}.kind"),
                 format!("{:?} is not training, inference or other", job.kind),
             );
@@ -379,7 +370,7 @@ impl ReplayHostModel {
                     name: job.name.clone(),
                     user: job.user.clone(),
                     project: job.project.clone(),
-                    kind: job_kind(&job.kind).unwrap_or(JobKind::Other) as i32,
+                    kind: JobKind::from_short_name(&job.kind).unwrap_or(JobKind::Other) as i32,
                     model: job.model.clone(),
                     functional_unit: job.functional_unit.clone(),
                     functional_units: 0,
