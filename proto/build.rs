@@ -11,6 +11,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let descriptors = protox::compile(files, ["."])?;
     tonic_prost_build::configure()
+        // Tools print balances as JSON as they come off the wire.
+        .type_attribute(".footprint.v1.Balance", "#[derive(serde::Serialize)]")
         .build_client(true)
         .build_server(true)
         .compile_fds(descriptors)?;

@@ -7,13 +7,18 @@ use serde::Serialize;
 
 use crate::{Error, Result};
 
-/// The keys balanced besides energy, as `summary.json` names them.
-pub const BALANCED_KEYS: [&str; 4] = [
+/// The quantities every balance covers, as `summary.json` names them, in the order of
+/// [`Figures`]: energy (mJ), water (mL), carbon location-based, market-based, embodied (mg).
+pub const QUANTITIES: [&str; 5] = [
+    "energy_mj",
     "water_ml",
     "co2e_location_mg",
     "co2e_market_mg",
     "co2e_embodied_mg",
 ];
+
+/// One figure per quantity of [`QUANTITIES`].
+pub type Figures = [i128; 5];
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Summary {
@@ -128,15 +133,16 @@ impl JobLine {
         }
     }
 
-    /// The job's figure for one of [`BALANCED_KEYS`].
-    pub fn balanced(&self, key: &str) -> u64 {
-        match key {
-            "water_ml" => self.water_ml,
-            "co2e_location_mg" => self.co2e_location_mg,
-            "co2e_market_mg" => self.co2e_market_mg,
-            "co2e_embodied_mg" => self.co2e_embodied_mg,
-            _ => self.energy_mj,
-        }
+    /// The job's figure for each of [`QUANTITIES`].
+    pub fn figures(&self) -> Figures {
+        [
+            self.energy_mj,
+            self.water_ml,
+            self.co2e_location_mg,
+            self.co2e_market_mg,
+            self.co2e_embodied_mg,
+        ]
+        .map(i128::from)
     }
 }
 
@@ -186,19 +192,16 @@ impl Summary {
             jobs: lines,
         };
         let expected_jobs = [
-            ("energy_mj", facility.jobs_mj as i64),
-            ("water_ml", water.jobs),
-            ("co2e_location_mg", location.jobs),
-            ("co2e_market_mg", market.jobs),
-            ("co2e_embodied_mg", embodied.jobs),
-        ];
-        for (key, expected) in expected_jobs {
-            let listed: i128 = summary
-                .jobs
-                .iter()
-                .map(|j| i128::from(j.balanced(key)))
-                .sum();
-            if listed != i128::from(expected) {
+            i64::try_from(facility.jobs_mj).unwrap_or(i64::MAX),
+            water.jobs,
+            location.jobs,
+            market.jobs,
+            embodied.jobs,
+        ]
+        .map(i128::from);
+        let listed = summary.jobs_total();
+        for ((key, listed), expected) in QUANTITIES.iter().zip(listed).zip(expected_jobs) {
+            if listed != expected {
                 return Err(Error::Summary(format!(
                     "{key}: jobs listed add up to {listed} but the facility total counts {expected} for jobs"
                 )));
@@ -207,43 +210,65 @@ impl Summary {
         Ok(summary)
     }
 
-    /// `Σ jobs + idle + unattributed − site` for `key` (`energy_mj` or one of
-    /// [`BALANCED_KEYS`]): zero when the books balance.
-    pub fn imbalance(&self, key: &str) -> i128 {
-        let jobs: i128 = self.jobs.iter().map(|j| i128::from(j.balanced(key))).sum();
-        let (idle, unattributed, site) = match key {
-            "water_ml" => (
-                self.idle_water_ml,
-                self.unattributed_water_ml,
-                self.site.water_ml,
-            ),
-            "co2e_location_mg" => (
-                self.idle_co2e_location_mg,
-                self.unattributed_co2e_location_mg,
-                self.site.co2e_location_mg,
-            ),
-            "co2e_market_mg" => (
-                self.idle_co2e_market_mg,
-                self.unattributed_co2e_market_mg,
-                self.site.co2e_market_mg,
-            ),
-            "co2e_embodied_mg" => (
-                self.idle_co2e_embodied_mg,
-                self.unattributed_co2e_embodied_mg,
-                self.site.co2e_embodied_mg,
-            ),
-            _ => (
-                self.idle_mj as i64,
-                self.unattributed_mj,
-                self.site.measured_mj as i64,
-            ),
-        };
-        jobs + i128::from(idle) + i128::from(unattributed) - i128::from(site)
+    /// Σ jobs, per quantity.
+    pub fn jobs_total(&self) -> Figures {
+        self.jobs.iter().fold([0; 5], |mut total, job| {
+            for (sum, figure) in total.iter_mut().zip(job.figures()) {
+                *sum += figure;
+            }
+            total
+        })
+    }
+
+    /// Idle devices' figures.
+    pub fn idle(&self) -> Figures {
+        [
+            i128::from(self.idle_mj),
+            i128::from(self.idle_water_ml),
+            i128::from(self.idle_co2e_location_mg),
+            i128::from(self.idle_co2e_market_mg),
+            i128::from(self.idle_co2e_embodied_mg),
+        ]
+    }
+
+    /// What is neither a job's nor idle.
+    pub fn unattributed(&self) -> Figures {
+        [
+            self.unattributed_mj,
+            self.unattributed_water_ml,
+            self.unattributed_co2e_location_mg,
+            self.unattributed_co2e_market_mg,
+            self.unattributed_co2e_embodied_mg,
+        ]
+        .map(i128::from)
+    }
+
+    /// The site's measured figures.
+    pub fn site_figures(&self) -> Figures {
+        let site = &self.site;
+        [
+            i128::from(site.measured_mj),
+            i128::from(site.water_ml),
+            i128::from(site.co2e_location_mg),
+            i128::from(site.co2e_market_mg),
+            i128::from(site.co2e_embodied_mg),
+        ]
+    }
+
+    /// `Σ jobs + idle + unattributed − site` per quantity: all zero when the books balance.
+    pub fn imbalance(&self) -> Figures {
+        let (jobs, idle, unattributed, site) = (
+            self.jobs_total(),
+            self.idle(),
+            self.unattributed(),
+            self.site_figures(),
+        );
+        std::array::from_fn(|q| jobs[q] + idle[q] + unattributed[q] - site[q])
     }
 
     /// `Σ jobs + idle + unattributed − measured` for energy.
     pub fn imbalance_mj(&self) -> i128 {
-        self.imbalance("energy_mj")
+        self.imbalance()[0]
     }
 
     /// Pretty JSON.
@@ -262,38 +287,17 @@ pub struct TotalsLine {
     pub end_ns: i64,
     /// Empty for the site.
     pub host: String,
-    pub energy_mj: BalanceLine,
+    pub energy_mj: Balance,
     pub it_mj: u64,
     pub overhead_mj: u64,
-    pub water_ml: BalanceLine,
-    pub co2e_location_mg: BalanceLine,
-    pub co2e_market_mg: BalanceLine,
-    pub co2e_embodied_mg: BalanceLine,
+    pub water_ml: Balance,
+    pub co2e_location_mg: Balance,
+    pub co2e_market_mg: Balance,
+    pub co2e_embodied_mg: Balance,
     pub pue: f64,
     pub wue_l_per_kwh: f64,
     pub hourly_cfe_share: f64,
     pub measured_method: String,
-}
-
-/// `site = jobs + idle + unattributed`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct BalanceLine {
-    pub site: i64,
-    pub jobs: i64,
-    pub idle: i64,
-    pub unattributed: i64,
-}
-
-impl From<Option<Balance>> for BalanceLine {
-    fn from(balance: Option<Balance>) -> Self {
-        let balance = balance.unwrap_or_default();
-        Self {
-            site: balance.site,
-            jobs: balance.jobs,
-            idle: balance.idle,
-            unattributed: balance.unattributed,
-        }
-    }
 }
 
 impl From<&FacilityWindow> for TotalsLine {
@@ -302,18 +306,18 @@ impl From<&FacilityWindow> for TotalsLine {
             start_ns: window.start_ns,
             end_ns: window.end_ns,
             host: window.host.clone(),
-            energy_mj: BalanceLine {
-                site: window.measured_mj as i64,
-                jobs: window.jobs_mj as i64,
-                idle: window.idle_mj as i64,
+            energy_mj: Balance {
+                site: i64::try_from(window.measured_mj).unwrap_or(i64::MAX),
+                jobs: i64::try_from(window.jobs_mj).unwrap_or(i64::MAX),
+                idle: i64::try_from(window.idle_mj).unwrap_or(i64::MAX),
                 unattributed: window.unattributed_mj,
             },
             it_mj: window.it_mj,
             overhead_mj: window.overhead_mj,
-            water_ml: window.water_ml.into(),
-            co2e_location_mg: window.co2e_location_mg.into(),
-            co2e_market_mg: window.co2e_market_mg.into(),
-            co2e_embodied_mg: window.co2e_embodied_mg.into(),
+            water_ml: window.water_ml.unwrap_or_default(),
+            co2e_location_mg: window.co2e_location_mg.unwrap_or_default(),
+            co2e_market_mg: window.co2e_market_mg.unwrap_or_default(),
+            co2e_embodied_mg: window.co2e_embodied_mg.unwrap_or_default(),
             pue: window.pue,
             wue_l_per_kwh: window.wue_l_per_kwh,
             hourly_cfe_share: window.cfe_share,
@@ -352,6 +356,24 @@ mod tests {
             Summary::build(&facility, &[footprint("a", 500), footprint("b", 200)]).unwrap();
         assert_eq!(summary.imbalance_mj(), 0);
         assert!((summary.jobs[0].share_of_site - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn each_quantity_is_checked_on_its_own() {
+        // Water is one mL short of the site's reading; energy balances.
+        let facility = FacilityWindow {
+            measured_mj: 1_000,
+            jobs_mj: 1_000,
+            water_ml: Some(Balance {
+                site: 10,
+                jobs: 0,
+                idle: 4,
+                unattributed: 5,
+            }),
+            ..Default::default()
+        };
+        let summary = Summary::build(&facility, &[footprint("a", 1_000)]).unwrap();
+        assert_eq!(summary.imbalance(), [0, -1, 0, 0, 0]);
     }
 
     #[test]

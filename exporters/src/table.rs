@@ -1,6 +1,6 @@
 //! Plain-text tables of jobs, for terminals.
 
-use crate::summary::{JobLine, Summary};
+use crate::summary::{Figures, JobLine, Summary};
 
 const MJ_PER_KWH: f64 = 3_600_000_000.0;
 const HEADER: [&str; 11] = [
@@ -38,9 +38,6 @@ fn percent(part: i128, whole: u64) -> String {
     format!("{:.1}%", part as f64 * 100.0 / whole as f64)
 }
 
-/// Energy (mJ), water (mL) and carbon (mg: location, market, embodied) of a row.
-type Figures = [i128; 5];
-
 fn figure_cells(figures: Figures, site_mj: u64) -> Vec<String> {
     vec![
         kwh(figures[0]),
@@ -52,17 +49,6 @@ fn figure_cells(figures: Figures, site_mj: u64) -> Vec<String> {
     ]
 }
 
-fn job_figures(job: &JobLine) -> Figures {
-    [
-        job.energy_mj,
-        job.water_ml,
-        job.co2e_location_mg,
-        job.co2e_market_mg,
-        job.co2e_embodied_mg,
-    ]
-    .map(i128::from)
-}
-
 fn job_row(job: &JobLine, site_mj: u64) -> Vec<String> {
     let mut row = vec![
         job.id.clone(),
@@ -71,7 +57,7 @@ fn job_row(job: &JobLine, site_mj: u64) -> Vec<String> {
         job.hosts.len().to_string(),
         format!("{:.1}", job.gpu_hours),
     ];
-    row.extend(figure_cells(job_figures(job), site_mj));
+    row.extend(figure_cells(job.figures(), site_mj));
     row
 }
 
@@ -126,55 +112,20 @@ pub fn render_summary(summary: &Summary) -> String {
     let site = summary.site.measured_mj;
     let mut rows = vec![header()];
     rows.extend(summary.jobs.iter().map(|job| job_row(job, site)));
-    let mut jobs_total: Figures = [0; 5];
-    for job in &summary.jobs {
-        for (total, figure) in jobs_total.iter_mut().zip(job_figures(job)) {
-            *total += figure;
-        }
-    }
     let gpu_hours: f64 = summary.jobs.iter().map(|j| j.gpu_hours).sum();
-    rows.push(total_row(
-        &format!("all {} jobs", summary.jobs.len()),
-        Some(gpu_hours),
-        jobs_total,
-        site,
-    ));
-    rows.push(total_row(
-        "idle devices",
-        None,
-        [
-            i128::from(summary.idle_mj),
-            i128::from(summary.idle_water_ml),
-            i128::from(summary.idle_co2e_location_mg),
-            i128::from(summary.idle_co2e_market_mg),
-            i128::from(summary.idle_co2e_embodied_mg),
-        ],
-        site,
-    ));
-    rows.push(total_row(
-        "unattributed",
-        None,
-        [
-            i128::from(summary.unattributed_mj),
-            i128::from(summary.unattributed_water_ml),
-            i128::from(summary.unattributed_co2e_location_mg),
-            i128::from(summary.unattributed_co2e_market_mg),
-            i128::from(summary.unattributed_co2e_embodied_mg),
-        ],
-        site,
-    ));
-    rows.push(total_row(
-        "site (measured)",
-        None,
-        [
-            i128::from(site),
-            i128::from(summary.site.water_ml),
-            i128::from(summary.site.co2e_location_mg),
-            i128::from(summary.site.co2e_market_mg),
-            i128::from(summary.site.co2e_embodied_mg),
-        ],
-        site,
-    ));
+    let books = [
+        (
+            format!("all {} jobs", summary.jobs.len()),
+            Some(gpu_hours),
+            summary.jobs_total(),
+        ),
+        ("idle devices".to_owned(), None, summary.idle()),
+        ("unattributed".to_owned(), None, summary.unattributed()),
+        ("site (measured)".to_owned(), None, summary.site_figures()),
+    ];
+    for (label, hours, figures) in books {
+        rows.push(total_row(&label, hours, figures, site));
+    }
     layout(&rows, &[0, summary.jobs.len()], JOB_TEXT_COLUMNS)
 }
 

@@ -351,8 +351,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         data_dir.join("summary.json").display(),
         data_dir.join("site-power.svg").display()
     );
-    if summary.imbalance_mj() != 0 {
-        bail!("the books do not balance: {} mJ", summary.imbalance_mj());
+    let imbalance = summary.imbalance();
+    if imbalance.iter().any(|off| *off != 0) {
+        bail!(
+            "the books do not balance: {imbalance:?} (energy mJ, water mL, carbon mg location / market / embodied)"
+        );
     }
     Ok(())
 }
