@@ -9,13 +9,13 @@ use footprint_core::attribution::{CpuBaselinePolicy, Policy};
 use footprint_core::carbon::{self, Feed};
 use footprint_core::embodied::{DeviceEntry, DeviceTable};
 use footprint_core::facility::MarketInstruments;
+use footprint_core::units::NANOS_PER_HOUR;
 use footprint_core::{Span, UnixNanos};
 use rusqlite::{Connection, params};
 
 use crate::config::{AggregatorConfig, CpuBaseline};
 use crate::{Error, Result};
 
-const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 const MJ_PER_KWH: f64 = 3_600_000_000.0;
 
 /// Everything the ledger needs beyond the readings.

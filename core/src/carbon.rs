@@ -22,9 +22,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::quality::Quality;
-use crate::units::NANOS_PER_SECOND;
-
-const NANOS_PER_HOUR: i64 = 3_600 * NANOS_PER_SECOND;
+use crate::units::NANOS_PER_HOUR;
 
 /// Errors a feed can have; each names where and why.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -394,7 +392,10 @@ mod tests {
                     2023-01-01T01:00:00Z,GB,65.09,94.66,85.67,60.35,true\n";
         let feed = parse_csv(maps).expect("maps");
         assert_eq!(feed.hours[1].quality, Quality::Estimated);
-        assert_eq!(feed.hours[1].hour_ns, 1_672_534_800 * NANOS_PER_SECOND);
+        assert_eq!(
+            feed.hours[1].hour_ns,
+            1_672_534_800 * crate::units::NANOS_PER_SECOND
+        );
         let eia = "datetime_utc,balancing_authority,wind_mwh,solar_mwh,hydro_mwh,oil_mwh,natural_gas_mwh,coal_mwh,nuclear_mwh,other_mwh,avg_ci_gco2_per_kwh\n\
                    2022-01-05T09:00:00Z,CISO,1,1,1,1,1,1,1,1,222.296\n\
                    2022-01-05T10:00:00Z,CISO,,,,,,,,,\n";

@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 
 /// Nanoseconds per second.
 pub const NANOS_PER_SECOND: i64 = 1_000_000_000;
+/// Nanoseconds per hour: grid intensity, market matching and the site stage go by the hour.
+pub const NANOS_PER_HOUR: i64 = 3_600 * NANOS_PER_SECOND;
 
 /// Energy in millijoules. 1 kWh = 3 600 000 000 mJ.
 #[derive(

@@ -230,7 +230,6 @@ fn usage_in(series: &[UsageSeries], window: Span) -> Usage {
         let used: u64 = one
             .intervals
             .iter()
-            .filter(|i| i.span.start < window.end && window.start < i.span.end)
             .filter_map(|i| share_in_window(i.span, i.delta, i.quality, window))
             .map(|share| share.amount)
             .sum();

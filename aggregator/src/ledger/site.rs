@@ -7,6 +7,7 @@
 use footprint_core::apportion::{CarriedApportioner, apportion};
 use footprint_core::carbon;
 use footprint_core::facility::{self, HourMatch, Intensity, SiteMeters};
+use footprint_core::units::NANOS_PER_HOUR;
 use footprint_core::window::{WindowLength, share_in_window};
 use footprint_core::{Quality, Span, UnixNanos};
 use footprint_proto::v1::MeterKind;
@@ -16,7 +17,6 @@ use super::{load_intervals, quality_code, quality_from_code};
 use crate::Result;
 use crate::settings::LedgerSettings;
 
-pub const HOUR_NS: i64 = 3_600_000_000_000;
 const SETTLED_KEY: &str = "site_settled_until_ns";
 
 /// Where the site stage has got to: every window before it is settled.
@@ -73,7 +73,7 @@ fn ready_until(connection: &Connection, require_site_meter: bool) -> Result<Opti
             None => return Ok(None),
         }
     }
-    Ok(Some(until.div_euclid(HOUR_NS) * HOUR_NS))
+    Ok(Some(until.div_euclid(NANOS_PER_HOUR) * NANOS_PER_HOUR))
 }
 
 /// The grid intensity of the hour at `hour_ns` in `zone`, with the gap rule applied.
@@ -145,7 +145,13 @@ fn site_deltas(
     let mut deltas = vec![0u64; count];
     for meter in meters {
         for interval in load_intervals(connection, meter, hour)? {
-            for (index, slot) in deltas.iter_mut().enumerate() {
+            // Only the windows the interval touches.
+            let Some(inside) = interval.span.intersect(&hour) else {
+                continue;
+            };
+            let first = ((inside.start.0 - hour.start.0) / window.nanos()) as usize;
+            let last = ((inside.end.0 - 1 - hour.start.0) / window.nanos()) as usize;
+            for (index, slot) in deltas.iter_mut().enumerate().take(last + 1).skip(first) {
                 let span =
                     window.window_at(UnixNanos(hour.start.0 + index as i64 * window.nanos()));
                 if let Some(share) =
@@ -179,15 +185,15 @@ pub fn settle_ready_hours(
                     row.get(0)
                 })?;
             match first {
-                Some(first) => first.div_euclid(HOUR_NS) * HOUR_NS,
+                Some(first) => first.div_euclid(NANOS_PER_HOUR) * NANOS_PER_HOUR,
                 None => return Ok(0),
             }
         }
     };
     let mut settled = 0;
-    while next + HOUR_NS <= ready {
+    while next + NANOS_PER_HOUR <= ready {
         settle_hour(connection, settings, window, next)?;
-        next += HOUR_NS;
+        next += NANOS_PER_HOUR;
         connection
             .prepare_cached("INSERT OR REPLACE INTO ledger_state (key, value) VALUES (?1, ?2)")?
             .execute(params![SETTLED_KEY, next])?;
@@ -207,7 +213,7 @@ fn go_balance_before(connection: &Connection, hour_ns: i64) -> Result<u64> {
     }
     let balance: Option<i64> = connection
         .prepare_cached("SELECT go_balance_after_mj FROM site_hours WHERE hour_ns = ?1")?
-        .query_row([hour_ns - HOUR_NS], |row| row.get(0))
+        .query_row([hour_ns - NANOS_PER_HOUR], |row| row.get(0))
         .optional()?;
     Ok(balance.unwrap_or(0) as u64)
 }
@@ -221,11 +227,11 @@ fn settle_hour(
     window: WindowLength,
     hour_ns: i64,
 ) -> Result<()> {
-    let hour = Span::new(UnixNanos(hour_ns), UnixNanos(hour_ns + HOUR_NS));
+    let hour = Span::new(UnixNanos(hour_ns), UnixNanos(hour_ns + NANOS_PER_HOUR));
     let energy = site_deltas(connection, MeterKind::SiteEnergy, hour, window)?;
     let water = site_deltas(connection, MeterKind::SiteWater, hour, window)?;
     let intensity = intensity_of_hour(connection, &settings.zone, hour_ns)?;
-    let windows = (HOUR_NS / window.nanos()) as usize;
+    let windows = (NANOS_PER_HOUR / window.nanos()) as usize;
     // Per window: its accounts, their facility energy (for market-based carbon) and the split.
     let mut settled: Vec<SettledWindow> = Vec::with_capacity(windows);
     let mut carry = facility::SiteCarry::default();

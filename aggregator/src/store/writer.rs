@@ -125,6 +125,7 @@ impl WriterState {
     ) -> Result<Self> {
         let connection = schema::open(path)?;
         let settings = LedgerSettings::from_config(config)?;
+        info!(policy = %settings.description, "Ledger settings.");
         let transaction = connection.unchecked_transaction()?;
         transaction.execute("DELETE FROM placement", [])?;
         for place in &config.placement {

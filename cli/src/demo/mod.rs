@@ -113,7 +113,7 @@ fn demo_aggregator_config(
 /// A clear-sky solar shape over the demo's hours (sunrise 07:00, sunset 16:00 UTC in a German
 /// November), `datetime,kwh` per hour.
 fn solar_profile_csv(start: UnixNanos, hours: u32) -> String {
-    let hour_ns = 3_600_000_000_000i64;
+    let hour_ns = footprint_core::units::NANOS_PER_HOUR;
     let first = start.0.div_euclid(hour_ns) * hour_ns;
     let mut csv = String::from("datetime,kwh\n");
     for index in 0..=i64::from(hours) {
