@@ -87,17 +87,8 @@ fn demo_writes_a_summary_whose_books_balance_exactly() {
     );
 
     // The ledger answers the jobs command afterwards, as JSON, with the same totals.
-    let listed = Command::new(env!("CARGO_BIN_EXE_footprint"))
-        .args(["jobs", "--json", "--data-dir"])
-        .arg(&data_dir)
-        .output()
-        .unwrap();
-    assert!(
-        listed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&listed.stderr)
-    );
-    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let listed: serde_json::Value =
+        serde_json::from_str(&footprint(&["jobs", "--json", "--data-dir"], &data_dir)).unwrap();
     let listed_total: i64 = listed
         .as_array()
         .unwrap()
@@ -107,17 +98,11 @@ fn demo_writes_a_summary_whose_books_balance_exactly() {
     assert_eq!(listed_total, jobs_total);
 
     // Totals per rack: the demo places two hosts per rack; every rack's books balance.
-    let racks = Command::new(env!("CARGO_BIN_EXE_footprint"))
-        .args(["totals", "--group-by", "rack", "--json", "--data-dir"])
-        .arg(&data_dir)
-        .output()
-        .unwrap();
-    assert!(
-        racks.status.success(),
-        "{}",
-        String::from_utf8_lossy(&racks.stderr)
-    );
-    let racks: serde_json::Value = serde_json::from_slice(&racks.stdout).unwrap();
+    let racks: serde_json::Value = serde_json::from_str(&footprint(
+        &["totals", "--group-by", "rack", "--json", "--data-dir"],
+        &data_dir,
+    ))
+    .unwrap();
     let racks = racks.as_array().unwrap();
     assert_eq!(racks.len(), 2, "{racks:?}");
     for rack in racks {
@@ -132,18 +117,30 @@ fn demo_writes_a_summary_whose_books_balance_exactly() {
     }
 
     // A feed imported afterwards lands in the same ledger, with its gaps counted.
-    let imported = Command::new(env!("CARGO_BIN_EXE_footprint"))
-        .args(["import-intensity", "--data-dir"])
-        .arg(&data_dir)
-        .arg(repository().join("core/tests/data/eia930-ciso-2022-01-05.csv"))
+    let fixture = repository().join("core/tests/data/eia930-ciso-2022-01-05.csv");
+    let said = footprint(
+        &["import-intensity", &fixture.to_string_lossy(), "--data-dir"],
+        &data_dir,
+    );
+    assert!(
+        said.contains("23 hours (eia930-csv) for zone(s) CISO, 1 gap"),
+        "{said}"
+    );
+}
+
+/// Runs `footprint ARGS DIR`, which must succeed; returns its standard output.
+fn footprint(args: &[&str], dir: &Path) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_footprint"))
+        .args(args)
+        .arg(dir)
         .output()
         .unwrap();
-    let said = String::from_utf8_lossy(&imported.stdout);
     assert!(
-        imported.status.success() && said.contains("23 hours (eia930-csv) for zone(s) CISO, 1 gap"),
-        "{said}{}",
-        String::from_utf8_lossy(&imported.stderr)
+        output.status.success(),
+        "footprint {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
     );
+    String::from_utf8(output.stdout).unwrap()
 }
 
 #[test]
