@@ -25,6 +25,7 @@ pub struct AggregatorMetrics {
     pub readings_stored: Counter,
     pub readings_rejected: Family<ReasonLabel, Counter>,
     pub allocations_rejected: Family<ReasonLabel, Counter>,
+    pub meters_rejected: Family<ReasonLabel, Counter>,
     pub batches: Family<OutcomeLabel, Counter>,
     pub windows_built: Counter,
     pub hours_settled: Counter,
@@ -39,6 +40,7 @@ impl Default for AggregatorMetrics {
             readings_stored: Counter::default(),
             readings_rejected: Family::default(),
             allocations_rejected: Family::default(),
+            meters_rejected: Family::default(),
             batches: Family::default(),
             windows_built: Counter::default(),
             hours_settled: Counter::default(),
@@ -73,6 +75,11 @@ impl AggregatorMetrics {
             self.allocations_rejected.clone(),
         );
         registry.register(
+            "meters_rejected",
+            "Meters announced inside a batch and refused, by reason",
+            self.meters_rejected.clone(),
+        );
+        registry.register(
             "batches",
             "Batches received, by outcome (stored, duplicate)",
             self.batches.clone(),
@@ -105,6 +112,14 @@ impl AggregatorMetrics {
 
     pub fn reject_allocation(&self, reason: &str) {
         self.allocations_rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn reject_meter(&self, reason: &str) {
+        self.meters_rejected
             .get_or_create(&ReasonLabel {
                 reason: reason.to_owned(),
             })

@@ -53,6 +53,7 @@ async fn bad_readings_are_rejected_by_field_counted_and_the_rest_is_stored() {
         collector_id: "c1".into(),
         seq: 1,
         compacted: false,
+        meters: Vec::new(),
         readings: vec![
             reading("gpu0", 1_000_000, T0),
             reading("gpu1", 9_000_000_000, T0),
@@ -81,6 +82,7 @@ async fn bad_readings_are_rejected_by_field_counted_and_the_rest_is_stored() {
         collector_id: "c1".into(),
         seq: 2,
         compacted: false,
+        meters: Vec::new(),
         readings: vec![
             reading("gpu0", 1_000_000 + 3_000_000, at), // 300 W for 10 s: fine
             reading("gpu1", 8_000_000_000, at),         // fell by 1 GJ: not a wrap, not a reset
@@ -134,6 +136,7 @@ async fn bad_readings_are_rejected_by_field_counted_and_the_rest_is_stored() {
             collector_id: "c1".into(),
             seq: 2,
             compacted: false,
+            meters: Vec::new(),
             readings: vec![reading("gpu0", 99, at)],
             allocations: vec![],
         })
@@ -162,6 +165,7 @@ async fn bad_readings_are_rejected_by_field_counted_and_the_rest_is_stored() {
             collector_id: "c1".into(),
             seq: 3,
             compacted: false,
+            meters: Vec::new(),
             readings: vec![
                 reading("gpu0", 1_000_000 + 9_000_000, later),
                 reading("gpu1", 9_000_000_000 + 2_000_000, later),
@@ -187,6 +191,7 @@ async fn bad_readings_are_rejected_by_field_counted_and_the_rest_is_stored() {
             collector_id: "c1".into(),
             seq: 4,
             compacted: false,
+            meters: Vec::new(),
             readings: vec![
                 reading("gpu0", 1_000_000 + 9_000_000 + 35_700_000, hour_end),
                 reading("gpu1", 9_000_000_000 + 2_000_000 + 35_700_000, hour_end),
@@ -241,6 +246,7 @@ async fn welcome_reports_the_last_durable_sequence_after_a_restart() {
                 collector_id: "c1".into(),
                 seq,
                 compacted: false,
+                meters: Vec::new(),
                 readings: vec![reading("gpu0", seq * 1000, T0 + seq as i64 * SECOND)],
                 allocations: vec![],
             })
@@ -321,6 +327,7 @@ async fn a_batch_beyond_the_ingest_budget_is_answered_resource_exhausted() {
             readings,
             allocations: vec![],
             compacted: false,
+            meters: Vec::new(),
         })),
     })
     .await
@@ -339,7 +346,23 @@ async fn a_batch_beyond_the_ingest_budget_is_answered_resource_exhausted() {
 }
 
 #[tokio::test]
-async fn usage_counters_split_a_shared_gpu_and_a_cpu_package() {
+async fn usage_counters_announced_in_hello_split_a_shared_gpu_and_a_cpu_package() {
+    usage_counters_split_a_shared_gpu_and_a_cpu_package(UsageAnnounced::InHello).await;
+}
+
+#[tokio::test]
+async fn usage_counters_announced_in_a_batch_split_the_same_way() {
+    usage_counters_split_a_shared_gpu_and_a_cpu_package(UsageAnnounced::InFirstBatch).await;
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum UsageAnnounced {
+    InHello,
+    /// As a collector does when a job appears after it started.
+    InFirstBatch,
+}
+
+async fn usage_counters_split_a_shared_gpu_and_a_cpu_package(announced: UsageAnnounced) {
     let (aggregator, _dir) = start().await;
     let usage = |id: &str, kind: MeterKind, device: &str, job: &str| MeterInfo {
         meter_id: id.into(),
@@ -369,7 +392,17 @@ async fn usage_counters_split_a_shared_gpu_and_a_cpu_package() {
     );
 
     let mut announce = hello("h1");
-    announce.meters = std::mem::take(&mut meters);
+    let mut in_batch = Vec::new();
+    match announced {
+        UsageAnnounced::InHello => announce.meters = std::mem::take(&mut meters),
+        UsageAnnounced::InFirstBatch => {
+            in_batch = meters.split_off(2);
+            announce.meters = meters;
+            // Refused by field, counted, and the rest of the batch still stored.
+            in_batch.push(usage("cpu-x", MeterKind::JobCpuTime, "", ""));
+            in_batch.push(usage("busy-x", MeterKind::GpuJobBusy, "gpu7", "A"));
+        }
+    }
     let (mut session, _) = Session::open(&aggregator, announce).await.unwrap();
     let holds = |job: &str, cpus: Vec<u32>| Allocation {
         job: Some(Job {
@@ -405,6 +438,11 @@ async fn usage_counters_split_a_shared_gpu_and_a_cpu_package() {
                 collector_id: "c1".into(),
                 seq: seq as u64 + 1,
                 compacted: false,
+                meters: if seq == 0 {
+                    std::mem::take(&mut in_batch)
+                } else {
+                    Vec::new()
+                },
                 readings: ids
                     .iter()
                     .zip(values)
@@ -417,7 +455,19 @@ async fn usage_counters_split_a_shared_gpu_and_a_cpu_package() {
                 },
             })
             .await;
-        assert!(ack.rejections.is_empty(), "{:?}", ack.rejections);
+        let refused: Vec<&str> = ack.rejections.iter().map(|r| r.field.as_str()).collect();
+        if announced == UsageAnnounced::InFirstBatch && seq == 0 {
+            assert_eq!(refused, ["meters[4].job", "meters[5].device"]);
+        } else {
+            assert!(refused.is_empty(), "{refused:?}");
+        }
+    }
+    if announced == UsageAnnounced::InFirstBatch {
+        let metrics = http_get(aggregator.http_addr, "/metrics").await;
+        assert!(
+            metrics.contains("footprint_aggregator_meters_rejected_total{reason=\"bad_meter\"} 2"),
+            "{metrics}"
+        );
     }
     aggregator.store.build_windows().await.unwrap();
     for (job, gpu, cpu) in [("A", 3_000, 750), ("B", 1_000, 250)] {

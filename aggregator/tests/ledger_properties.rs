@@ -159,6 +159,7 @@ proptest! {
                             readings,
                             allocations: if step == 0 { allocations.clone() } else { vec![] },
                             compacted: false,
+                            meters: Vec::new(),
                         })
                         .await.unwrap().await.unwrap().unwrap();
                     assert!(outcome.rejections.is_empty(), "{:?}", outcome.rejections);
@@ -189,6 +190,7 @@ proptest! {
                         ],
                         allocations: vec![],
                         compacted: false,
+                        meters: Vec::new(),
                     })
                     .await.unwrap().await.unwrap().unwrap();
                 assert!(outcome.rejections.is_empty(), "{:?}", outcome.rejections);

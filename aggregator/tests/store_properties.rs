@@ -101,7 +101,7 @@ proptest! {
                     .collect();
                 let count = readings.len() as u64;
                 let outcome = store
-                    .submit(accepted.collector, Batch { collector_id: "random".into(), seq: *seq, readings, allocations: vec![], compacted: false })
+                    .submit(accepted.collector, Batch { collector_id: "random".into(), seq: *seq, readings, allocations: vec![], compacted: false, meters: vec![] })
                     .await
                     .unwrap()
                     .await

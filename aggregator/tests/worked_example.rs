@@ -150,6 +150,7 @@ async fn every_figure_of_the_worked_example_is_what_the_ledger_says() {
                 collector_id: "h1".into(),
                 seq: seq as u64 + 1,
                 compacted: false,
+                meters: Vec::new(),
                 readings: vec![
                     reading("gpu0", gpu0, at),
                     reading("gpu1", gpu1, at),
@@ -170,6 +171,7 @@ async fn every_figure_of_the_worked_example_is_what_the_ledger_says() {
                 collector_id: "site".into(),
                 seq: seq as u64 + 1,
                 compacted: false,
+                meters: Vec::new(),
                 readings: vec![
                     reading("site-energy", energy, at),
                     reading("site-water", water, at),

@@ -199,6 +199,7 @@ pub async fn run(
                         .fetch_add(sample.readings.len() as u64, Ordering::Relaxed);
                     outgoing.readings.extend(sample.readings);
                     outgoing.allocations.extend(sample.allocations);
+                    outgoing.meters.extend(sample.meters);
                 }
                 Err(message) => {
                     stats.source_errors.fetch_add(1, Ordering::Relaxed);
@@ -225,7 +226,9 @@ pub async fn run(
         }
     }
     if spool_failure.is_none()
-        && (!outgoing.readings.is_empty() || !outgoing.allocations.is_empty())
+        && (!outgoing.readings.is_empty()
+            || !outgoing.allocations.is_empty()
+            || !outgoing.meters.is_empty())
     {
         spool_failure = append(&spool, &appended, outgoing).await.err();
     }
@@ -255,10 +258,7 @@ async fn append(
     appended: &Notify,
     sample: Sample,
 ) -> Result<u64, crate::spool::SpoolError> {
-    let seq = with_spool(spool, move |s| {
-        s.append(sample.readings, sample.allocations)
-    })
-    .await?;
+    let seq = with_spool(spool, move |s| s.append(sample)).await?;
     appended.notify_one();
     Ok(seq)
 }

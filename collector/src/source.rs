@@ -23,12 +23,16 @@ pub struct Sample {
     pub readings: Vec<Reading>,
     /// Holdings that started, changed or ended since the previous sample.
     pub allocations: Vec<Allocation>,
+    /// Meters seen for the first time, announced before any reading of theirs (a job's usage
+    /// counter appears with the job).
+    pub meters: Vec<MeterInfo>,
 }
 
 /// A reader of meters and/or allocations.
 ///
 /// Guarantees a source gives its caller:
-/// - `meters()` is fixed for the life of the source and every reading names one of them;
+/// - every reading names a meter of `meters()` or one announced in `Sample::meters` of this or
+///   an earlier sample;
 /// - readings of one meter are in time order across calls;
 /// - `sample` never blocks the runtime (blocking reads go through `spawn_blocking`).
 #[async_trait]
@@ -36,7 +40,7 @@ pub trait Source: Send + std::fmt::Debug {
     /// A short name for logs and probe output, e.g. `replay`.
     fn name(&self) -> &str;
 
-    /// The meters this source reads.
+    /// The meters this source reads from the start; more may be announced in samples.
     fn meters(&self) -> Vec<MeterInfo>;
 
     /// Reads every meter. `at` is the tick's instant; a hardware source stamps readings with the

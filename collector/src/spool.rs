@@ -18,7 +18,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use footprint_proto::v1::{Allocation, Batch, Reading};
+use footprint_proto::v1::{Batch, MeterInfo, Reading};
+
+use crate::source::Sample;
 use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
@@ -165,7 +167,12 @@ impl Spool {
     ///
     /// # Errors
     /// A storage error; the batch is then not stored.
-    pub fn append(&mut self, readings: Vec<Reading>, allocations: Vec<Allocation>) -> Result<u64> {
+    pub fn append(&mut self, sample: Sample) -> Result<u64> {
+        let Sample {
+            readings,
+            allocations,
+            meters,
+        } = sample;
         while self.bytes > self.max_bytes {
             let done = self.compact()?;
             if done.batches_merged < 2 && done.readings_before == done.readings_after {
@@ -185,6 +192,7 @@ impl Spool {
             readings,
             allocations,
             compacted: false,
+            meters,
         };
         let encoded = batch.encode_to_vec();
         let transaction = self.database.begin_write()?;
@@ -297,7 +305,12 @@ impl Spool {
         let readings_before: usize = oldest.iter().map(|b| b.readings.len()).sum();
         let mut by_meter: BTreeMap<String, Vec<Reading>> = BTreeMap::new();
         let mut allocations = Vec::new();
+        // A meter announced twice keeps its latest description, as the aggregator would.
+        let mut meters: BTreeMap<String, MeterInfo> = BTreeMap::new();
         for batch in &oldest {
+            for meter in &batch.meters {
+                meters.insert(meter.meter_id.clone(), meter.clone());
+            }
             for reading in &batch.readings {
                 by_meter
                     .entry(reading.meter_id.clone())
@@ -330,6 +343,7 @@ impl Spool {
             readings,
             allocations,
             compacted: true,
+            meters: meters.into_values().collect(),
         };
         let readings_after = merged.readings.len();
         let encoded = merged.encode_to_vec();
@@ -435,9 +449,9 @@ mod tests {
                                 Reading { meter_id: format!("m{meter}"), value: counters[*meter as usize], timestamp_ns: clock, quality: 1, method: String::new() }
                             })
                             .collect();
-                        let seq = spool.append(readings.clone(), Vec::new()).unwrap();
+                        let seq = spool.append(Sample { readings: readings.clone(), ..Sample::default() }).unwrap();
                         prop_assert_eq!(seq, model.next_seq);
-                        model.batches.push(Batch { collector_id: "c".into(), seq, readings, allocations: vec![], compacted: false });
+                        model.batches.push(Batch { collector_id: "c".into(), seq, readings, ..Batch::default() });
                         model.next_seq += 1;
                     }
                     Op::Acknowledge(nth) => {
@@ -491,7 +505,7 @@ mod tests {
                 prop_assert_eq!(spool.len().unwrap() as usize, model.batches.len());
             }
             // Whatever happened, the next number is above everything held.
-            let seq = spool.append(Vec::new(), Vec::new()).unwrap();
+            let seq = spool.append(Sample::default()).unwrap();
             prop_assert_eq!(seq, model.next_seq);
             prop_assert!(model.batches.iter().all(|b| b.seq < seq));
         }
@@ -510,7 +524,12 @@ mod tests {
                 quality: 1,
                 method: String::new(),
             };
-            spool.append(vec![reading], Vec::new()).unwrap();
+            spool
+                .append(Sample {
+                    readings: vec![reading],
+                    ..Sample::default()
+                })
+                .unwrap();
         }
         let held = spool.read_after(0, usize::MAX).unwrap();
         let readings: Vec<&Reading> = held.iter().flat_map(|b| &b.readings).collect();
@@ -523,13 +542,13 @@ mod tests {
     fn a_new_spool_renumbers_after_the_aggregators_last_sequence() {
         let dir = tempfile::tempdir().unwrap();
         let mut spool = Spool::open(Some(dir.path()), "c", u64::MAX).unwrap();
-        assert_eq!(spool.append(Vec::new(), Vec::new()).unwrap(), 1);
+        assert_eq!(spool.append(Sample::default()).unwrap(), 1);
         // The aggregator already holds 1..=41 from this collector's previous (lost) spool.
         spool.welcome(41).unwrap();
         assert_eq!(spool.read_after(0, 10).unwrap()[0].seq, 42);
         drop(spool);
         let mut spool = Spool::open(Some(dir.path()), "c", u64::MAX).unwrap();
-        assert_eq!(spool.append(Vec::new(), Vec::new()).unwrap(), 43);
+        assert_eq!(spool.append(Sample::default()).unwrap(), 43);
         // Once welcomed, a later welcome only forgets what is durable there.
         spool.welcome(42).unwrap();
         assert_eq!(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use footprint_core::counter::{self, CounterLimits, CounterSample};
 use footprint_core::window::WindowLength;
 use footprint_core::{Quality, UnixNanos};
-use footprint_proto::v1::{Allocation, Batch, Hello, MeterKind, Reading, Rejection};
+use footprint_proto::v1::{Allocation, Batch, Hello, MeterInfo, MeterKind, Reading, Rejection};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
@@ -61,6 +61,63 @@ pub(super) struct WriterState {
     by_name: HashMap<String, i64>,
     metrics: Arc<AggregatorMetrics>,
     settings: LedgerSettings,
+}
+
+/// What a batch is checked against.
+#[derive(Clone, Copy)]
+struct BatchSettings<'a> {
+    max_future_ns: i64,
+    max_gap_ns: i64,
+    limits: &'a PowerLimits,
+    metrics: &'a AggregatorMetrics,
+}
+
+/// Why a meter announcement cannot be registered: the field at fault and the reason. `is_gpu`
+/// tells whether a device has a GPU energy meter on the same collector.
+fn meter_problem(
+    meter: &MeterInfo,
+    is_gpu: impl Fn(&str) -> bool,
+) -> Option<(&'static str, String)> {
+    if meter.meter_id.trim().is_empty() {
+        return Some(("meter_id", "must not be empty".into()));
+    }
+    let kind = MeterKind::try_from(meter.kind);
+    if matches!(kind, Err(_) | Ok(MeterKind::Unspecified)) {
+        return Some(("kind", format!("{} is not a known meter kind", meter.kind)));
+    }
+    if matches!(kind, Ok(MeterKind::JobCpuTime | MeterKind::GpuJobBusy))
+        && meter.job.trim().is_empty()
+    {
+        return Some(("job", "a usage meter must name its job".into()));
+    }
+    if kind == Ok(MeterKind::GpuJobBusy) && !is_gpu(&meter.device) {
+        return Some((
+            "device",
+            format!(
+                "{:?} is not the device of any GPU meter announced",
+                meter.device
+            ),
+        ));
+    }
+    None
+}
+
+/// Registers a meter of `collector` (or updates it); returns its key.
+fn upsert_meter(
+    transaction: &Transaction<'_>,
+    collector: i64,
+    meter: &MeterInfo,
+) -> rusqlite::Result<i64> {
+    transaction.query_row(
+        "INSERT INTO meters (collector, meter_id, kind, device, counter_max, cpus, method, model, job)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (collector, meter_id) DO UPDATE SET
+           kind = excluded.kind, device = excluded.device, counter_max = excluded.counter_max,
+           cpus = excluded.cpus, method = excluded.method, model = excluded.model, job = excluded.job
+         RETURNING id",
+        params![collector, meter.meter_id, meter.kind, meter.device, to_i64(meter.counter_max), join_list(&meter.cpus), meter.method, meter.model, meter.job],
+        |row| row.get(0),
+    )
 }
 
 /// Most logical CPUs a host may have, for the plausibility of a job's CPU-time counter.
@@ -267,41 +324,20 @@ impl WriterState {
             return Err(refuse("hello.host: must not be empty".into()));
         }
         let mut seen = BTreeSet::new();
+        let is_gpu = |device: &str| {
+            hello
+                .meters
+                .iter()
+                .any(|m| m.kind == MeterKind::GpuEnergy as i32 && m.device == device)
+        };
         for (index, meter) in hello.meters.iter().enumerate() {
-            if meter.meter_id.trim().is_empty() {
-                return Err(refuse(format!(
-                    "hello.meters[{index}].meter_id: must not be empty"
-                )));
+            if let Some((field, reason)) = meter_problem(meter, is_gpu) {
+                return Err(refuse(format!("hello.meters[{index}].{field}: {reason}")));
             }
             if !seen.insert(meter.meter_id.as_str()) {
                 return Err(refuse(format!(
                     "hello.meters[{index}].meter_id: {:?} is announced twice",
                     meter.meter_id
-                )));
-            }
-            let kind = MeterKind::try_from(meter.kind);
-            if matches!(kind, Err(_) | Ok(MeterKind::Unspecified)) {
-                return Err(refuse(format!(
-                    "hello.meters[{index}].kind: {} is not a known meter kind",
-                    meter.kind
-                )));
-            }
-            if matches!(kind, Ok(MeterKind::JobCpuTime | MeterKind::GpuJobBusy))
-                && meter.job.trim().is_empty()
-            {
-                return Err(refuse(format!(
-                    "hello.meters[{index}].job: a usage meter must name its job"
-                )));
-            }
-            if kind == Ok(MeterKind::GpuJobBusy)
-                && !hello
-                    .meters
-                    .iter()
-                    .any(|m| m.kind == MeterKind::GpuEnergy as i32 && m.device == meter.device)
-            {
-                return Err(refuse(format!(
-                    "hello.meters[{index}].device: {:?} is not the device of any GPU meter announced",
-                    meter.device
                 )));
             }
         }
@@ -339,14 +375,7 @@ impl WriterState {
             }
         };
         for meter in &hello.meters {
-            transaction.execute(
-                "INSERT INTO meters (collector, meter_id, kind, device, counter_max, cpus, method, model, job)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT (collector, meter_id) DO UPDATE SET
-                   kind = excluded.kind, device = excluded.device, counter_max = excluded.counter_max,
-                   cpus = excluded.cpus, method = excluded.method, model = excluded.model, job = excluded.job",
-                params![key, meter.meter_id, meter.kind, meter.device, to_i64(meter.counter_max), join_list(&meter.cpus), meter.method, meter.model, meter.job],
-            )?;
+            upsert_meter(&transaction, key, meter)?;
         }
         transaction.commit()?;
         self.reload(Some(key))?;
@@ -362,12 +391,17 @@ impl WriterState {
     fn apply_batch(
         transaction: &Transaction<'_>,
         collectors: &mut HashMap<i64, CollectorState>,
-        settings: (i64, i64, &AggregatorMetrics),
+        settings: &BatchSettings<'_>,
         collector: i64,
         batch: &Batch,
         now: i64,
     ) -> Result<BatchOutcome> {
-        let (max_future_ns, max_gap_ns, metrics) = settings;
+        let BatchSettings {
+            max_future_ns,
+            max_gap_ns,
+            limits,
+            metrics,
+        } = *settings;
         let state = collectors
             .get_mut(&collector)
             .ok_or_else(|| Error::Collector {
@@ -383,6 +417,48 @@ impl WriterState {
             });
         }
         let mut refusals = Vec::new();
+        for (index, meter) in batch.meters.iter().enumerate() {
+            let is_gpu = |device: &str| {
+                state
+                    .meters
+                    .values()
+                    .any(|m| m.kind == MeterKind::GpuEnergy && m.device == device)
+                    || batch
+                        .meters
+                        .iter()
+                        .any(|m| m.kind == MeterKind::GpuEnergy as i32 && m.device == device)
+            };
+            if let Some((field, reason)) = meter_problem(meter, is_gpu) {
+                metrics.reject_meter("bad_meter");
+                refusals.push(
+                    Refusal {
+                        index,
+                        meter_id: meter.meter_id.clone(),
+                        field: format!("meters[].{field}"),
+                        code: "bad_meter",
+                        reason,
+                    }
+                    .at(index),
+                );
+                continue;
+            }
+            let key = upsert_meter(transaction, collector, meter)?;
+            let kind = MeterKind::try_from(meter.kind).unwrap_or(MeterKind::Unspecified);
+            let last = state.meters.get(&meter.meter_id).and_then(|m| m.last);
+            state.meters.insert(
+                meter.meter_id.clone(),
+                MeterState {
+                    key,
+                    kind,
+                    device: meter.device.clone(),
+                    cpus: meter.cpus.clone(),
+                    model: meter.model.clone(),
+                    job: meter.job.clone(),
+                    limits: limits_for(kind, meter.counter_max, limits),
+                    last,
+                },
+            );
+        }
         let mut insert_reading = transaction.prepare_cached(
             "INSERT INTO readings (meter, ts_ns, value, quality, method, from_ns, delta, step) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
@@ -484,11 +560,16 @@ impl WriterState {
             let transaction = self.connection.transaction()?;
             let mut outcomes = Vec::with_capacity(group.len());
             for (collector, batch, _) in &group {
-                let settings = (self.max_future_ns, self.max_gap_ns, &*self.metrics);
+                let settings = BatchSettings {
+                    max_future_ns: self.max_future_ns,
+                    max_gap_ns: self.max_gap_ns,
+                    limits: &self.limits,
+                    metrics: &self.metrics,
+                };
                 outcomes.push(Self::apply_batch(
                     &transaction,
                     &mut self.collectors,
-                    settings,
+                    &settings,
                     *collector,
                     batch,
                     now,

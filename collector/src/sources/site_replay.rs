@@ -239,7 +239,7 @@ impl Source for SiteReplaySource {
         }
         Ok(Sample {
             readings,
-            allocations: Vec::new(),
+            ..Sample::default()
         })
     }
 }

@@ -105,7 +105,7 @@ impl Source for SyntheticSource {
             .collect();
         Ok(Sample {
             readings,
-            allocations: Vec::new(),
+            ..Sample::default()
         })
     }
 }
