@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use footprint_core::config::{ConfigError, ConfigFile, Problems};
 use serde::{Deserialize, Serialize};
 
+use crate::sources::nvml::NvmlConfig;
 use crate::sources::rapl::RaplConfig;
 use crate::sources::replay::ReplayConfig;
 use crate::sources::site_replay::SiteReplayConfig;
@@ -82,6 +83,9 @@ pub enum SourceConfig {
     /// CPU package, DRAM, core and uncore energy from the kernel's powercap tree (RAPL; root
     /// only since Linux 5.10).
     Rapl(RaplConfig),
+    /// NVIDIA GPUs through NVML: board energy counters, power limits, the jobs of their compute
+    /// processes, per-job busy time, MIG instances.
+    Nvml(NvmlConfig),
 }
 
 fn default_aggregator() -> String {
@@ -117,6 +121,7 @@ impl SourceConfig {
             SourceConfig::SiteReplay(site) => vec![site.meter_id.clone()],
             SourceConfig::Synthetic(synthetic) => synthetic.meter_ids(),
             SourceConfig::Rapl(rapl) => rapl.meter_ids(),
+            SourceConfig::Nvml(nvml) => nvml.meter_ids(),
         }
     }
 }
@@ -196,6 +201,7 @@ impl ConfigFile for CollectorConfig {
                 SourceConfig::SiteReplay(site) => site.validate(&path, &mut problems),
                 SourceConfig::Synthetic(synthetic) => synthetic.validate(&path, &mut problems),
                 SourceConfig::Rapl(rapl) => rapl.validate(&path, &mut problems),
+                SourceConfig::Nvml(nvml) => nvml.validate(&path, &mut problems),
             }
             for meter in source.meter_ids() {
                 if !meter_ids.insert(meter.clone()) {

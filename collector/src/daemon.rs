@@ -60,7 +60,7 @@ pub fn build_sources(config: &CollectorConfig, origin: UnixNanos) -> Result<Vec<
         .iter()
         .enumerate()
         .map(|(index, source)| {
-            build_source(source, origin).map_err(|message| Error::Source {
+            build_source(source, &config.host, origin).map_err(|message| Error::Source {
                 source_name: format!("sources[{index}]"),
                 message,
             })
@@ -68,12 +68,13 @@ pub fn build_sources(config: &CollectorConfig, origin: UnixNanos) -> Result<Vec<
         .collect()
 }
 
-/// Builds one configured source; `origin` is where simulated sources start.
+/// Builds one configured source of `host`; `origin` is where simulated sources start.
 ///
 /// # Errors
 /// A message saying why the source cannot run here.
 pub fn build_source(
     source: &SourceConfig,
+    host: &str,
     origin: UnixNanos,
 ) -> std::result::Result<Box<dyn Source>, String> {
     match source {
@@ -87,6 +88,7 @@ pub fn build_source(
             Ok(Box::new(synthetic.build(origin)) as Box<dyn Source>)
         }
         SourceConfig::Rapl(rapl) => rapl.build().map(|s| Box::new(s) as Box<dyn Source>),
+        SourceConfig::Nvml(nvml) => nvml.build(host).map(|s| Box::new(s) as Box<dyn Source>),
     }
 }
 

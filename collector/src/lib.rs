@@ -10,6 +10,7 @@ pub mod config;
 pub mod cpulist;
 pub mod daemon;
 pub mod probe;
+pub mod process_jobs;
 pub mod source;
 pub mod sources;
 pub mod spool;

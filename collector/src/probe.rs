@@ -68,7 +68,7 @@ pub async fn probe(config: &CollectorConfig) -> Vec<ProbeLine> {
     let mut lines = Vec::new();
     for (index, source_config) in config.sources.iter().enumerate() {
         let label = format!("sources[{index}]");
-        let mut source = match build_source(source_config, origin) {
+        let mut source = match build_source(source_config, &config.host, origin) {
             Ok(source) => source,
             Err(error) => {
                 lines.push(ProbeLine::Failure {
@@ -78,7 +78,7 @@ pub async fn probe(config: &CollectorConfig) -> Vec<ProbeLine> {
                 continue;
             }
         };
-        let meters: Vec<MeterInfo> = source.meters();
+        let mut meters: Vec<MeterInfo> = source.meters();
         for round in 0..2 {
             if round == 1 {
                 tokio::time::sleep(std::time::Duration::from_millis(config.sample_interval_ms))
@@ -87,6 +87,7 @@ pub async fn probe(config: &CollectorConfig) -> Vec<ProbeLine> {
             let at = UnixNanos(origin.0.saturating_add(interval_ns * round));
             match source.sample(at).await {
                 Ok(sample) => {
+                    meters.extend(sample.meters);
                     for reading in sample.readings {
                         let info = meters.iter().find(|m| m.meter_id == reading.meter_id);
                         let kind = info.map_or(0, |m| m.kind);

@@ -28,6 +28,10 @@ mod logging;
 ///   rapl         this host's CPU packages, DRAM, core and uncore energy from the kernel's powercap
 ///                tree (/sys/class/powercap/intel-rapl:*); energy_uj is readable by root only since
 ///                Linux 5.10, and zones that cannot be read are left out with a warning.
+///   nvml         NVIDIA GPUs through the driver's libnvidia-ml: board energy counters (power
+///                integrated where a GPU has none, flagged interpolated), power limits, the jobs
+///                of their compute processes as allocations, per-job busy time for sharing a
+///                GPU, MIG instances. Without a driver the source says NVML is absent.
 ///
 /// `footprint-collector probe --config FILE` reads every source twice, one interval apart, and
 /// prints one JSON line per reading, then one per source that failed, with the reason; it exits

@@ -1,0 +1,525 @@
+//! `type = "nvml"`: NVIDIA GPUs through NVML (`libnvidia-ml.so.1`, loaded at run time, so a host
+//! without a GPU or driver runs the collector and is told NVML is absent).
+//!
+//! - **Energy**: the board's total-energy counter (`nvmlDeviceGetTotalEnergyConsumption`, mJ
+//!   since the driver loaded, Volta and later) is each GPU's meter. Where a GPU has no such
+//!   counter, its power draw is integrated between samples by the trapezoid rule and the
+//!   readings are flagged interpolated.
+//! - **Who holds what**: the compute processes of each GPU (of each MIG instance in MIG mode),
+//!   mapped to jobs by [`ProcessJobs`], are reported as allocations when `process_allocations`
+//!   is on; a job on a MIG instance holds that instance's share of the GPU's seven slices.
+//! - **Sharing**: per-process SM utilisation (`nvmlDeviceGetProcessUtilization`) × elapsed time
+//!   accumulates a busy-time counter per job and GPU (meter kind `GPU_JOB_BUSY`, announced when
+//!   the job first appears), so the aggregator splits a shared GPU by measured use. NVML gives no
+//!   per-process utilisation in MIG mode; MIG instances are split by slices instead.
+//! - **Power limit**: the enforced limit and its allowed range are read at start and written into
+//!   each meter's method (setting them comes with power capping).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::OsStr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use footprint_core::UnixNanos;
+use footprint_core::config::Problems;
+use footprint_proto::v1::{Allocation, Job, MeterInfo, MeterKind, MigInstance, Quality, Reading};
+use nvml_wrapper::Nvml;
+use nvml_wrapper::error::NvmlError;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::process_jobs::ProcessJobs;
+use crate::source::{Sample, Source, measured_reading};
+use crate::sources::power_model::SampledPowerCounter;
+
+/// NVIDIA GPUs through NVML.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NvmlConfig {
+    /// The NVML library to load. Default: the driver's `libnvidia-ml.so.1` from the dynamic
+    /// loader's search path.
+    #[serde(default)]
+    pub library: Option<PathBuf>,
+    /// GPU `N` is meter and device `PREFIX` + `N` (`gpu0`, `gpu1`, …), as allocations name it.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// Report the jobs of the GPUs' compute processes as holding those GPUs. Turn off when a
+    /// scheduler source (Slurm, Kubernetes) reports who holds what on this host.
+    #[serde(default = "default_true")]
+    pub process_allocations: bool,
+    /// Count each job's busy time on each GPU from per-process utilisation, to split a GPU
+    /// shared by several jobs by measured use.
+    #[serde(default = "default_true")]
+    pub busy_time: bool,
+    /// Where processes are looked up to find their job.
+    #[serde(default = "default_proc_root")]
+    pub proc_root: PathBuf,
+}
+
+fn default_prefix() -> String {
+    "gpu".to_owned()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_proc_root() -> PathBuf {
+    PathBuf::from("/proc")
+}
+
+/// A GPU's power limit and the range it may be set within, W.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct PowerLimits {
+    pub enforced_w: u32,
+    pub min_w: u32,
+    pub max_w: u32,
+}
+
+impl NvmlConfig {
+    /// Discovered at start; config checks only that two NVML sources differ.
+    pub fn meter_ids(&self) -> Vec<String> {
+        vec![format!("{}*", self.prefix)]
+    }
+
+    pub(crate) fn validate(&self, path: &str, problems: &mut Problems) {
+        problems.check(
+            !self.prefix.trim().is_empty() && !self.prefix.contains(':'),
+            format!("{path}.prefix"),
+            "must be non-empty and without ':'",
+        );
+    }
+
+    /// Loads NVML and finds every GPU.
+    ///
+    /// # Errors
+    /// A message when NVML cannot be loaded (no driver: "NVML is absent"), or finds no GPU.
+    pub fn build(&self, host: &str) -> Result<NvmlSource, String> {
+        let mut builder = Nvml::builder();
+        if let Some(library) = &self.library {
+            builder.lib_path(OsStr::new(library.as_os_str()));
+        }
+        let nvml = builder.init().map_err(|error| match error {
+            NvmlError::LibloadingError(_) | NvmlError::LibraryNotFound => format!(
+                "NVML is absent ({}): no NVIDIA driver on this host, or `library` points elsewhere: {error}",
+                self.library
+                    .as_ref()
+                    .map_or("libnvidia-ml.so.1".into(), |p| p.display().to_string())
+            ),
+            other => format!("NVML failed to start: {other}"),
+        })?;
+        let count = nvml
+            .device_count()
+            .map_err(|e| format!("NVML device count: {e}"))?;
+        if count == 0 {
+            return Err("NVML is present but reports no GPU".into());
+        }
+        let mut gpus = Vec::with_capacity(count as usize);
+        for index in 0..count {
+            gpus.push(discover_gpu(&nvml, index, &self.prefix)?);
+        }
+        Ok(NvmlSource {
+            meters: gpus.iter().map(|g| g.info.clone()).collect(),
+            inner: Arc::new(Mutex::new(Inner {
+                nvml,
+                gpus,
+                jobs: ProcessJobs::new(&self.proc_root, host),
+                process_allocations: self.process_allocations,
+                busy_time: self.busy_time,
+                holdings: BTreeMap::new(),
+                busy: BTreeMap::new(),
+            })),
+        })
+    }
+}
+
+/// How a GPU's energy is read.
+#[derive(Debug)]
+enum Energy {
+    Counter,
+    /// No energy counter: power integrated between samples.
+    Integrated(SampledPowerCounter),
+}
+
+#[derive(Debug)]
+struct Gpu {
+    index: u32,
+    info: MeterInfo,
+    energy: Energy,
+    limits: Option<PowerLimits>,
+    /// Slices of each MIG device index; empty when MIG is off.
+    mig_slices: Vec<(u32, u32)>,
+    /// Newest per-process utilisation sample seen, µs (NVML's clock).
+    utilisation_seen_us: u64,
+    /// Whether NVML gives per-process utilisation here (not in MIG mode, not on old GPUs).
+    utilisation_supported: bool,
+    last_at: Option<i64>,
+}
+
+fn discover_gpu(nvml: &Nvml, index: u32, prefix: &str) -> Result<Gpu, String> {
+    let device = nvml
+        .device_by_index(index)
+        .map_err(|e| format!("NVML GPU {index}: {e}"))?;
+    let model = device.name().unwrap_or_default();
+    let uuid = device.uuid().unwrap_or_default();
+    let energy = match device.total_energy_consumption() {
+        Ok(_) => Energy::Counter,
+        Err(NvmlError::NotSupported) => {
+            warn!(
+                gpu = index,
+                "No NVML energy counter (pre-Volta GPU): integrating power draw instead; readings are interpolated."
+            );
+            Energy::Integrated(SampledPowerCounter::new())
+        }
+        Err(error) => return Err(format!("NVML GPU {index} energy counter: {error}")),
+    };
+    let limits = device.enforced_power_limit().ok().map(|enforced| {
+        let range = device.power_management_limit_constraints().ok();
+        PowerLimits {
+            enforced_w: enforced / 1_000,
+            min_w: range.as_ref().map_or(0, |r| r.min_limit / 1_000),
+            max_w: range.as_ref().map_or(0, |r| r.max_limit / 1_000),
+        }
+    });
+    let mig_on = device.mig_mode().is_ok_and(|mode| mode.current == 1);
+    let mut mig_slices = Vec::new();
+    if mig_on {
+        let slots = device.mig_device_count().unwrap_or(0);
+        for slot in 0..slots {
+            // Unpopulated slots answer NotFound.
+            let Ok(mig) = device.mig_device_by_index(slot) else {
+                continue;
+            };
+            if let Ok(attributes) = mig.attributes() {
+                mig_slices.push((slot, attributes.gpu_instance_slice_count));
+            }
+        }
+    }
+    let device_name = format!("{prefix}{index}");
+    let read = match energy {
+        Energy::Counter => "nvmlDeviceGetTotalEnergyConsumption (board energy counter, mJ)",
+        Energy::Integrated(_) => {
+            "nvmlDeviceGetPowerUsage integrated between samples (trapezoid rule; no energy counter)"
+        }
+    };
+    let limit_text = limits.map_or_else(
+        || "power limit unreadable".to_owned(),
+        |l| {
+            format!(
+                "power limit {} W (settable {}–{} W)",
+                l.enforced_w, l.min_w, l.max_w
+            )
+        },
+    );
+    let mig_text = if mig_on {
+        format!(
+            "; MIG on, instances of {:?} slices",
+            mig_slices.iter().map(|(_, s)| *s).collect::<Vec<_>>()
+        )
+    } else {
+        String::new()
+    };
+    info!(gpu = %device_name, %model, %uuid, limits = %limit_text, mig = mig_on, "NVML GPU found.");
+    Ok(Gpu {
+        index,
+        info: MeterInfo {
+            meter_id: device_name.clone(),
+            kind: MeterKind::GpuEnergy as i32,
+            device: device_name,
+            counter_max: 0,
+            cpus: Vec::new(),
+            method: format!("NVML {read} of {model} {uuid}; {limit_text}{mig_text}"),
+            model,
+            job: String::new(),
+        },
+        energy,
+        limits,
+        utilisation_supported: !mig_on,
+        mig_slices,
+        utilisation_seen_us: 0,
+        last_at: None,
+    })
+}
+
+/// What one job's processes are on at one tick.
+#[derive(Clone, Debug, PartialEq)]
+struct Held {
+    job: Job,
+    /// GPUs used whole.
+    gpus: BTreeSet<String>,
+    /// MIG slices used, per GPU.
+    mig: BTreeMap<String, u32>,
+}
+
+impl Held {
+    fn new(job: Job) -> Self {
+        Self {
+            job,
+            gpus: BTreeSet::new(),
+            mig: BTreeMap::new(),
+        }
+    }
+}
+
+/// What one job holds, since when.
+#[derive(Clone, Debug, PartialEq)]
+struct Holding {
+    held: Held,
+    start_ns: i64,
+}
+
+impl Holding {
+    fn allocation(&self, end_ns: i64) -> Allocation {
+        Allocation {
+            job: Some(self.held.job.clone()),
+            gpus: self.held.gpus.iter().cloned().collect(),
+            cpus: Vec::new(),
+            start_ns: self.start_ns,
+            end_ns,
+            mig: self
+                .held
+                .mig
+                .iter()
+                .map(|(device, slices)| MigInstance {
+                    device: device.clone(),
+                    slices: *slices,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    nvml: Nvml,
+    gpus: Vec<Gpu>,
+    jobs: ProcessJobs,
+    process_allocations: bool,
+    busy_time: bool,
+    holdings: BTreeMap<String, Holding>,
+    /// Busy-time counters, ns of a fully busy GPU, by (GPU device, job id).
+    busy: BTreeMap<(String, String), u64>,
+}
+
+impl Inner {
+    fn sample(&mut self, at: UnixNanos) -> Result<Sample, String> {
+        let mut sample = Sample::default();
+        let mut failures = Vec::new();
+        // Job id → what its processes are on now.
+        let mut seen: BTreeMap<String, Held> = BTreeMap::new();
+        // A process's job is looked up once per tick even if it uses several GPUs.
+        let mut pid_jobs: HashMap<u32, Option<Job>> = HashMap::new();
+        for gpu in &mut self.gpus {
+            let device = match self.nvml.device_by_index(gpu.index) {
+                Ok(device) => device,
+                Err(error) => {
+                    failures.push(format!("{}: {error}", gpu.info.meter_id));
+                    continue;
+                }
+            };
+            match &mut gpu.energy {
+                Energy::Counter => match device.total_energy_consumption() {
+                    Ok(mj) => sample
+                        .readings
+                        .push(measured_reading(&gpu.info.meter_id, mj, at)),
+                    Err(error) => failures.push(format!("{} energy: {error}", gpu.info.meter_id)),
+                },
+                Energy::Integrated(counter) => match device.power_usage() {
+                    Ok(mw) => sample.readings.push(Reading {
+                        quality: Quality::Interpolated as i32,
+                        ..measured_reading(
+                            &gpu.info.meter_id,
+                            counter.record(at.0, u64::from(mw)),
+                            at,
+                        )
+                    }),
+                    Err(error) => failures.push(format!("{} power: {error}", gpu.info.meter_id)),
+                },
+            }
+            let mut job_of = |pid: u32| {
+                pid_jobs
+                    .entry(pid)
+                    .or_insert_with(|| self.jobs.job_of(pid))
+                    .clone()
+            };
+            let device_name = gpu.info.device.clone();
+            if gpu.mig_slices.is_empty() {
+                let processes = device.running_compute_processes().unwrap_or_else(|error| {
+                    failures.push(format!("{device_name} processes: {error}"));
+                    Vec::new()
+                });
+                let mut pids_by_job: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+                for process in processes {
+                    if let Some(job) = job_of(process.pid) {
+                        pids_by_job
+                            .entry(job.id.clone())
+                            .or_default()
+                            .push(process.pid);
+                        seen.entry(job.id.clone())
+                            .or_insert_with(|| Held::new(job))
+                            .gpus
+                            .insert(device_name.clone());
+                    }
+                }
+                if self.busy_time && gpu.utilisation_supported {
+                    let utilisation = match device
+                        .process_utilization_stats(gpu.utilisation_seen_us)
+                    {
+                        Ok(samples) => samples,
+                        // No sample since the last call.
+                        Err(NvmlError::NotFound) => Vec::new(),
+                        Err(NvmlError::NotSupported) => {
+                            warn!(gpu = %device_name, "NVML gives no per-process utilisation here: a shared GPU is split evenly.");
+                            gpu.utilisation_supported = false;
+                            Vec::new()
+                        }
+                        Err(error) => {
+                            failures.push(format!("{device_name} utilisation: {error}"));
+                            Vec::new()
+                        }
+                    };
+                    let mut by_pid: HashMap<u32, (u64, u64)> = HashMap::new();
+                    for point in &utilisation {
+                        gpu.utilisation_seen_us = gpu.utilisation_seen_us.max(point.timestamp);
+                        let entry = by_pid.entry(point.pid).or_default();
+                        entry.0 += u64::from(point.sm_util.min(100));
+                        entry.1 += 1;
+                    }
+                    let elapsed = gpu.last_at.map_or(0, |last| (at.0 - last).max(0) as u64);
+                    for (job, pids) in &pids_by_job {
+                        // Mean SM utilisation of each process since the last tick, summed over
+                        // the job's processes, at most 100 %.
+                        let percent: u64 = pids
+                            .iter()
+                            .filter_map(|pid| by_pid.get(pid))
+                            .map(|(sum, count)| sum / count)
+                            .sum::<u64>()
+                            .min(100);
+                        let key = (device_name.clone(), job.clone());
+                        let meter_id = format!("{device_name}:busy:{job}");
+                        if !self.busy.contains_key(&key) {
+                            sample.meters.push(MeterInfo {
+                                meter_id: meter_id.clone(),
+                                kind: MeterKind::GpuJobBusy as i32,
+                                device: device_name.clone(),
+                                method: "NVML nvmlDeviceGetProcessUtilization: mean SM utilisation of the job's processes × elapsed time".into(),
+                                job: job.clone(),
+                                ..MeterInfo::default()
+                            });
+                        }
+                        let counter = self.busy.entry(key).or_insert(0);
+                        *counter += elapsed * percent / 100;
+                        sample.readings.push(Reading {
+                            quality: Quality::Interpolated as i32,
+                            ..measured_reading(&meter_id, *counter, at)
+                        });
+                    }
+                }
+            } else {
+                for &(slot, slices) in &gpu.mig_slices {
+                    let processes = match device.mig_device_by_index(slot) {
+                        Ok(mig) => mig.running_compute_processes().unwrap_or_default(),
+                        Err(_) => continue,
+                    };
+                    for process in processes {
+                        if let Some(job) = job_of(process.pid) {
+                            let held = &mut seen
+                                .entry(job.id.clone())
+                                .or_insert_with(|| Held::new(job))
+                                .mig;
+                            // Two instances of one GPU held by one job add up.
+                            let entry = held.entry(device_name.clone()).or_insert(0);
+                            *entry = (*entry + slices).min(7);
+                        }
+                    }
+                }
+            }
+            gpu.last_at = Some(at.0);
+        }
+        if self.process_allocations {
+            sample.allocations = self.update_holdings(seen, at);
+        }
+        if sample.readings.is_empty() && !failures.is_empty() {
+            return Err(failures.join("; "));
+        }
+        for failure in failures {
+            warn!(error = %failure, "NVML read failed this time.");
+        }
+        Ok(sample)
+    }
+
+    /// Allocations that started, changed or ended since the last tick.
+    fn update_holdings(&mut self, seen: BTreeMap<String, Held>, at: UnixNanos) -> Vec<Allocation> {
+        let mut changes = Vec::new();
+        let gone: Vec<String> = self
+            .holdings
+            .keys()
+            .filter(|id| !seen.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            if let Some(holding) = self.holdings.remove(&id) {
+                changes.push(holding.allocation(at.0));
+            }
+        }
+        for (id, held) in seen {
+            match self.holdings.get(&id) {
+                Some(holding) if holding.held.gpus == held.gpus && holding.held.mig == held.mig => {
+                }
+                previous => {
+                    if let Some(previous) = previous {
+                        changes.push(previous.allocation(at.0));
+                    }
+                    let holding = Holding {
+                        held,
+                        start_ns: at.0,
+                    };
+                    changes.push(holding.allocation(0));
+                    self.holdings.insert(id, holding);
+                }
+            }
+        }
+        changes
+    }
+}
+
+/// The running `nvml` source.
+#[derive(Debug)]
+pub struct NvmlSource {
+    meters: Vec<MeterInfo>,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl NvmlSource {
+    /// Each GPU's power limit and settable range, where NVML gives them.
+    pub fn power_limits(&self) -> Vec<(String, Option<PowerLimits>)> {
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner
+            .gpus
+            .iter()
+            .map(|g| (g.info.device.clone(), g.limits))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Source for NvmlSource {
+    fn name(&self) -> &str {
+        "nvml"
+    }
+
+    fn meters(&self) -> Vec<MeterInfo> {
+        self.meters.clone()
+    }
+
+    async fn sample(&mut self, at: UnixNanos) -> Result<Sample, String> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            inner
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .sample(at)
+        })
+        .await
+        .map_err(|e| format!("reading NVML: {e}"))?
+    }
+}
