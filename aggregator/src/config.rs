@@ -180,6 +180,9 @@ pub struct PowerLimits {
     /// One PDU outlet or one host (IPMI), W.
     #[serde(default = "default_host_w")]
     pub host_w: u64,
+    /// A whole PDU (or an outlet read for inspection), W.
+    #[serde(default = "default_pdu_w")]
+    pub pdu_w: u64,
     /// The facility meter, W.
     #[serde(default = "default_site_w")]
     pub site_w: u64,
@@ -195,6 +198,7 @@ impl Default for PowerLimits {
             cpu_package_w: default_cpu_package_w(),
             dram_w: default_dram_w(),
             host_w: default_host_w(),
+            pdu_w: default_pdu_w(),
             site_w: default_site_w(),
             site_water_ml_per_s: default_site_water_ml_per_s(),
         }
@@ -239,6 +243,9 @@ fn default_dram_w() -> u64 {
 }
 fn default_host_w() -> u64 {
     30_000
+}
+fn default_pdu_w() -> u64 {
+    100_000
 }
 fn default_site_w() -> u64 {
     2_000_000_000

@@ -10,6 +10,7 @@ use crate::sources::nvml::NvmlConfig;
 use crate::sources::rapl::RaplConfig;
 use crate::sources::replay::ReplayConfig;
 use crate::sources::site_replay::SiteReplayConfig;
+use crate::sources::snmp::SnmpConfig;
 use crate::sources::synthetic::SyntheticConfig;
 use crate::time::parse_timestamp;
 
@@ -86,6 +87,9 @@ pub enum SourceConfig {
     /// NVIDIA GPUs through NVML: board energy counters, power limits, the jobs of their compute
     /// processes, per-job busy time, MIG instances.
     Nvml(NvmlConfig),
+    /// A PDU over SNMP v2c/v3: this host's outlets (and, for inspection, others and the whole
+    /// PDU), energy registers filled in with power between their steps.
+    Snmp(SnmpConfig),
 }
 
 fn default_aggregator() -> String {
@@ -122,6 +126,7 @@ impl SourceConfig {
             SourceConfig::Synthetic(synthetic) => synthetic.meter_ids(),
             SourceConfig::Rapl(rapl) => rapl.meter_ids(),
             SourceConfig::Nvml(nvml) => nvml.meter_ids(),
+            SourceConfig::Snmp(snmp) => snmp.meter_ids(),
         }
     }
 }
@@ -202,6 +207,7 @@ impl ConfigFile for CollectorConfig {
                 SourceConfig::Synthetic(synthetic) => synthetic.validate(&path, &mut problems),
                 SourceConfig::Rapl(rapl) => rapl.validate(&path, &mut problems),
                 SourceConfig::Nvml(nvml) => nvml.validate(&path, &mut problems),
+                SourceConfig::Snmp(snmp) => snmp.validate(&path, &mut problems),
             }
             for meter in source.meter_ids() {
                 if !meter_ids.insert(meter.clone()) {

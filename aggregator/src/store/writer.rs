@@ -132,6 +132,7 @@ fn limits_for(kind: MeterKind, counter_max: u64, limits: &PowerLimits) -> Counte
         }
         MeterKind::DramEnergy => limits.dram_w * 1_000,
         MeterKind::OutletEnergy | MeterKind::HostEnergy => limits.host_w * 1_000,
+        MeterKind::PduEnergy => limits.pdu_w.saturating_mul(1_000),
         MeterKind::SiteEnergy => limits.site_w.saturating_mul(1_000),
         MeterKind::SiteWater => limits.site_water_ml_per_s,
         // CPU time: every core of a large host busy; GPU busy time: the GPU busy all the time.

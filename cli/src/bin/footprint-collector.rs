@@ -32,6 +32,9 @@ mod logging;
 ///                integrated where a GPU has none, flagged interpolated), power limits, the jobs
 ///                of their compute processes as allocations, per-job busy time for sharing a
 ///                GPU, MIG instances. Without a driver the source says NVML is absent.
+///   snmp         a PDU over SNMP v2c/v3 (APC rPDU2, Raritan PDU2, ServerTech Sentry4, Eaton
+///                ePDU, or OIDs from config): this host's outlets, and for inspection others
+///                and the whole PDU; coarse energy registers filled in with power between steps.
 ///
 /// `footprint-collector probe --config FILE` reads every source twice, one interval apart, and
 /// prints one JSON line per reading, then one per source that failed, with the reason; it exits

@@ -6,4 +6,5 @@ pub mod power_model;
 pub mod rapl;
 pub mod replay;
 pub mod site_replay;
+pub mod snmp;
 pub mod synthetic;

@@ -98,10 +98,112 @@ impl SampledPowerCounter {
     }
 }
 
+/// A coarse energy counter (a PDU's 0.1 kWh register) filled in between its steps with
+/// integrated power, so a host's energy shows up second by second instead of in 360 kJ lumps.
+///
+/// The reported value never leaves the counter's current step `[C, C + step)`: it is the counter
+/// plus the power integrated since the counter last moved, capped just below the next step, and
+/// it never goes down unless the counter itself falls (a reset, passed on as such). So over any
+/// span between two counter moves the energy is exactly the counter's; power only decides *when*
+/// within the step it is shown.
+#[derive(Clone, Debug)]
+pub struct PowerFilledCounter {
+    step_mj: u64,
+    counter_mj: Option<u64>,
+    since_move: SampledPowerCounter,
+    reported_mj: u64,
+}
+
+impl PowerFilledCounter {
+    /// `step_mj`: the counter's resolution (0.1 kWh = 360 000 000 mJ).
+    pub fn new(step_mj: u64) -> Self {
+        Self {
+            step_mj: step_mj.max(1),
+            counter_mj: None,
+            since_move: SampledPowerCounter::new(),
+            reported_mj: 0,
+        }
+    }
+
+    /// Takes the counter and, where known, the power read at `at_ns`; returns the value to
+    /// report and whether it is the counter itself (measured) rather than filled (interpolated).
+    pub fn record(&mut self, at_ns: i64, counter_mj: u64, power_mw: Option<u64>) -> (u64, bool) {
+        let moved = self.counter_mj != Some(counter_mj);
+        if moved {
+            self.since_move = SampledPowerCounter::new();
+            self.counter_mj = Some(counter_mj);
+            // A counter that fell is a reset: follow it down.
+            self.reported_mj = if counter_mj < self.reported_mj {
+                counter_mj
+            } else {
+                self.reported_mj.max(counter_mj)
+            };
+        }
+        if let Some(power) = power_mw {
+            let filled = self.since_move.record(at_ns, power);
+            let cap = counter_mj.saturating_add(self.step_mj - 1);
+            self.reported_mj = self
+                .reported_mj
+                .max(counter_mj.saturating_add(filled).min(cap));
+        }
+        (self.reported_mj, self.reported_mj == counter_mj)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        /// The filled value stays within the counter's step, never goes down while the counter
+        /// does not, and equals the counter whenever power is unknown at a move.
+        #[test]
+        fn power_fill_stays_within_the_counter_step(
+            ticks in proptest::collection::vec((0u64..3, 0u64..3_000_000, any::<bool>()), 1..80),
+        ) {
+            const STEP: u64 = 360_000_000;
+            let mut counter = PowerFilledCounter::new(STEP);
+            let mut raw = 19_516 * STEP;
+            let mut last = 0;
+            for (index, (steps, power, power_known)) in ticks.into_iter().enumerate() {
+                raw += steps * STEP;
+                let at = index as i64 * 10_000_000_000;
+                let (value, exact) = counter.record(at, raw, power_known.then_some(power));
+                prop_assert!(value >= raw && value < raw + STEP, "{value} outside [{raw}, +step)");
+                prop_assert!(value >= last);
+                if steps > 0 && !power_known {
+                    prop_assert!(exact && value == raw, "a move without power reports the counter");
+                }
+                last = value;
+            }
+        }
+    }
+
+    #[test]
+    fn power_fills_between_steps_and_a_fall_is_a_reset() {
+        const STEP: u64 = 360_000_000;
+        let mut counter = PowerFilledCounter::new(STEP);
+        assert_eq!(
+            counter.record(0, 10 * STEP, Some(163_000)),
+            (10 * STEP, true)
+        );
+        // 163 W for 10 s.
+        assert_eq!(
+            counter.record(10_000_000_000, 10 * STEP, Some(163_000)),
+            (10 * STEP + 1_630_000, false)
+        );
+        // A long stretch would overshoot the step: held just below the next one.
+        assert_eq!(
+            counter.record(10_000_000_000_000, 10 * STEP, Some(163_000)),
+            (11 * STEP - 1, false)
+        );
+        assert_eq!(
+            counter.record(10_000_000_000_001, 11 * STEP, Some(163_000)),
+            (11 * STEP, true)
+        );
+        assert_eq!(counter.record(10_000_000_000_002, 0, None), (0, true));
+    }
 
     proptest! {
         /// Whatever the sampling, the counter is the floor of the exact trapezoid integral and
