@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use footprint_core::config::{ConfigError, ConfigFile, Problems};
 use serde::{Deserialize, Serialize};
 
+use crate::sources::modbus::ModbusConfig;
 use crate::sources::nvml::NvmlConfig;
 use crate::sources::rapl::RaplConfig;
 use crate::sources::replay::ReplayConfig;
@@ -90,6 +91,8 @@ pub enum SourceConfig {
     /// A PDU over SNMP v2c/v3: this host's outlets (and, for inspection, others and the whole
     /// PDU), energy registers filled in with power between their steps.
     Snmp(SnmpConfig),
+    /// Site meters (facility energy, water) over Modbus TCP, with the register map in config.
+    Modbus(ModbusConfig),
 }
 
 fn default_aggregator() -> String {
@@ -127,6 +130,7 @@ impl SourceConfig {
             SourceConfig::Rapl(rapl) => rapl.meter_ids(),
             SourceConfig::Nvml(nvml) => nvml.meter_ids(),
             SourceConfig::Snmp(snmp) => snmp.meter_ids(),
+            SourceConfig::Modbus(modbus) => modbus.meter_ids(),
         }
     }
 }
@@ -208,6 +212,7 @@ impl ConfigFile for CollectorConfig {
                 SourceConfig::Rapl(rapl) => rapl.validate(&path, &mut problems),
                 SourceConfig::Nvml(nvml) => nvml.validate(&path, &mut problems),
                 SourceConfig::Snmp(snmp) => snmp.validate(&path, &mut problems),
+                SourceConfig::Modbus(modbus) => modbus.validate(&path, &mut problems),
             }
             for meter in source.meter_ids() {
                 if !meter_ids.insert(meter.clone()) {

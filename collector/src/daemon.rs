@@ -90,6 +90,7 @@ pub fn build_source(
         SourceConfig::Rapl(rapl) => rapl.build().map(|s| Box::new(s) as Box<dyn Source>),
         SourceConfig::Nvml(nvml) => nvml.build(host).map(|s| Box::new(s) as Box<dyn Source>),
         SourceConfig::Snmp(snmp) => snmp.build().map(|s| Box::new(s) as Box<dyn Source>),
+        SourceConfig::Modbus(modbus) => modbus.build().map(|s| Box::new(s) as Box<dyn Source>),
     }
 }
 

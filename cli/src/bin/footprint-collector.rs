@@ -35,6 +35,8 @@ mod logging;
 ///   snmp         a PDU over SNMP v2c/v3 (APC rPDU2, Raritan PDU2, ServerTech Sentry4, Eaton
 ///                ePDU, or OIDs from config): this host's outlets, and for inspection others
 ///                and the whole PDU; coarse energy registers filled in with power between steps.
+///   modbus       site meters over Modbus TCP (facility energy, water): the register map
+///                (function, address, type, word order, scale, unit) in config.
 ///
 /// `footprint-collector probe --config FILE` reads every source twice, one interval apart, and
 /// prints one JSON line per reading, then one per source that failed, with the reason; it exits
