@@ -6,6 +6,8 @@
 // Test helpers panic on failure by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod peers;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -22,18 +24,7 @@ const T0: i64 = 1_767_225_600 * SECOND;
 fn fake_library() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake_nvml/libnvidia-ml.c");
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fake-nvml");
-        std::fs::create_dir_all(&out).unwrap();
-        let library = out.join("libnvidia-ml.so.1");
-        let status = std::process::Command::new("gcc")
-            .args(["-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o"])
-            .arg(&library)
-            .arg(&source)
-            .status()
-            .expect("gcc builds the stand-in NVML (apt-get install gcc)");
-        assert!(status.success(), "gcc failed on {}", source.display());
-        library
+        peers::build_fake_nvml(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("fake-nvml"))
     })
 }
 

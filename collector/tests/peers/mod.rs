@@ -22,6 +22,27 @@ impl Drop for Peer {
     }
 }
 
+/// The workspace root (every crate that includes this module sits one level below it).
+pub fn repository() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Builds the stand-in `libnvidia-ml.so.1` (`collector/tests/fake_nvml/`) into `dir` with gcc.
+/// Its GPUs are read from `nvml-state` beside it, at every call.
+pub fn build_fake_nvml(dir: &Path) -> PathBuf {
+    let source = repository().join("collector/tests/fake_nvml/libnvidia-ml.c");
+    std::fs::create_dir_all(dir).unwrap();
+    let library = dir.join("libnvidia-ml.so.1");
+    let status = Command::new("gcc")
+        .args(["-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o"])
+        .arg(&library)
+        .arg(&source)
+        .status()
+        .expect("gcc builds the stand-in NVML (apt-get install gcc)");
+    assert!(status.success(), "gcc failed on {}", source.display());
+    library
+}
+
 /// A free loopback port for UDP (snmpsim) or TCP (Modbus).
 pub fn free_port(udp: bool) -> u16 {
     if udp {
@@ -127,7 +148,7 @@ fn snmp_answers(port: u16, community: &str) -> bool {
 pub fn modbus_meter(args: &[&str]) -> Peer {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port(false);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/modbus_meter.py");
+    let script = repository().join("collector/tests/peers/modbus_meter.py");
     let child = Command::new("python3")
         .arg(&script)
         .arg("--port")
