@@ -11,6 +11,7 @@ use crate::sources::nvml::NvmlConfig;
 use crate::sources::rapl::RaplConfig;
 use crate::sources::replay::ReplayConfig;
 use crate::sources::site_replay::SiteReplayConfig;
+use crate::sources::slurm::SlurmConfig;
 use crate::sources::snmp::SnmpConfig;
 use crate::sources::synthetic::SyntheticConfig;
 use crate::time::parse_timestamp;
@@ -93,6 +94,9 @@ pub enum SourceConfig {
     Snmp(SnmpConfig),
     /// Site meters (facility energy, water) over Modbus TCP, with the register map in config.
     Modbus(ModbusConfig),
+    /// Slurm jobs on this node: GPUs from the prolog/epilog hooks (deploy/slurm/), CPUs and CPU
+    /// time from the job's cgroup or processes.
+    Slurm(SlurmConfig),
 }
 
 fn default_aggregator() -> String {
@@ -131,6 +135,7 @@ impl SourceConfig {
             SourceConfig::Nvml(nvml) => nvml.meter_ids(),
             SourceConfig::Snmp(snmp) => snmp.meter_ids(),
             SourceConfig::Modbus(modbus) => modbus.meter_ids(),
+            SourceConfig::Slurm(slurm) => slurm.meter_ids(),
         }
     }
 }
@@ -213,6 +218,7 @@ impl ConfigFile for CollectorConfig {
                 SourceConfig::Nvml(nvml) => nvml.validate(&path, &mut problems),
                 SourceConfig::Snmp(snmp) => snmp.validate(&path, &mut problems),
                 SourceConfig::Modbus(modbus) => modbus.validate(&path, &mut problems),
+                SourceConfig::Slurm(slurm) => slurm.validate(&path, &mut problems),
             }
             for meter in source.meter_ids() {
                 if !meter_ids.insert(meter.clone()) {

@@ -91,6 +91,7 @@ pub fn build_source(
         SourceConfig::Nvml(nvml) => nvml.build(host).map(|s| Box::new(s) as Box<dyn Source>),
         SourceConfig::Snmp(snmp) => snmp.build().map(|s| Box::new(s) as Box<dyn Source>),
         SourceConfig::Modbus(modbus) => modbus.build().map(|s| Box::new(s) as Box<dyn Source>),
+        SourceConfig::Slurm(slurm) => slurm.build(host).map(|s| Box::new(s) as Box<dyn Source>),
     }
 }
 

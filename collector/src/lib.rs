@@ -11,6 +11,7 @@ pub mod cpulist;
 pub mod daemon;
 pub mod probe;
 pub mod process_jobs;
+pub mod process_usage;
 pub mod source;
 pub mod sources;
 pub mod spool;

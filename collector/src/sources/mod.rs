@@ -7,5 +7,6 @@ pub mod power_model;
 pub mod rapl;
 pub mod replay;
 pub mod site_replay;
+pub mod slurm;
 pub mod snmp;
 pub mod synthetic;

@@ -178,3 +178,206 @@ fn wait_until(limit: Duration, what: &str, mut ready: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A Slurm controller and node on loopback (munged, slurmctld, slurmd from Debian's slurm-wlm
+/// and munge), with `deploy/slurm/`'s prolog and epilog writing to `hook_dir`, and two fake GPUs
+/// (character devices) as GRES. Needs root (slurmd, mknod, munged's own user).
+pub struct SlurmCluster {
+    processes: Vec<Child>,
+    conf: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for SlurmCluster {
+    fn drop(&mut self) {
+        for child in self.processes.iter_mut().rev() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn is_root_user() -> bool {
+    is_root()
+}
+
+fn run_checked(command: &mut Command) -> String {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+impl SlurmCluster {
+    pub fn start(hook_dir: &Path) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        // Every directory on the way to munged's socket must be searchable by all.
+        run_checked(Command::new("chmod").arg("755").arg(root));
+        for sub in [
+            "state",
+            "spool",
+            "log",
+            "run",
+            "dev",
+            "munge-key",
+            "munge-run",
+        ] {
+            std::fs::create_dir(root.join(sub)).unwrap();
+        }
+        let key = root.join("munge-key/munge.key");
+        std::fs::write(
+            &key,
+            (0..1024).map(|i| (i * 7 + 3) as u8).collect::<Vec<u8>>(),
+        )
+        .unwrap();
+        run_checked(
+            Command::new("chown")
+                .arg("-R")
+                .arg("munge")
+                .arg(root.join("munge-key"))
+                .arg(root.join("munge-run")),
+        );
+        run_checked(Command::new("chmod").arg("700").arg(root.join("munge-key")));
+        run_checked(Command::new("chmod").arg("400").arg(&key));
+        let socket = root.join("munge-run/munge.socket");
+        let munged = Command::new("setpriv")
+            .args([
+                "--reuid=munge",
+                "--regid=munge",
+                "--clear-groups",
+                "/usr/sbin/munged",
+                "--foreground",
+            ])
+            .arg(format!("--key-file={}", key.display()))
+            .arg(format!("--socket={}", socket.display()))
+            .arg(format!(
+                "--pid-file={}",
+                root.join("munge-run/munged.pid").display()
+            ))
+            .arg(format!(
+                "--log-file={}",
+                root.join("munge-run/munged.log").display()
+            ))
+            .arg(format!(
+                "--seed-file={}",
+                root.join("munge-run/munged.seed").display()
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("munged (apt-get install munge)");
+        let mut cluster = Self {
+            processes: vec![munged],
+            conf: root.join("slurm.conf"),
+            _dir: dir,
+        };
+        let root = cluster._dir.path().to_path_buf();
+        wait_until(Duration::from_secs(10), "munged's socket", || {
+            socket.exists()
+        });
+
+        for gpu in 0..2 {
+            run_checked(
+                Command::new("mknod")
+                    .arg(root.join(format!("dev/nvidia{gpu}")))
+                    .args(["c", "1", "3"]),
+            );
+        }
+        std::fs::write(
+            root.join("gres.conf"),
+            format!("Name=gpu File={}/dev/nvidia[0-1]\n", root.display()),
+        )
+        .unwrap();
+        let hooks = repository().join("deploy/slurm").canonicalize().unwrap();
+        for (name, hook) in [
+            ("prolog", "footprint-prolog.sh"),
+            ("epilog", "footprint-epilog.sh"),
+        ] {
+            let wrapper = root.join(format!("{name}.sh"));
+            std::fs::write(
+                &wrapper,
+                format!(
+                    "#!/bin/sh\nFOOTPRINT_SLURM_DIR={} exec {}\n",
+                    hook_dir.display(),
+                    hooks.join(hook).display()
+                ),
+            )
+            .unwrap();
+            run_checked(Command::new("chmod").arg("755").arg(&wrapper));
+        }
+        let host = run_checked(Command::new("hostname").arg("-s"))
+            .trim()
+            .to_owned();
+        let node = run_checked(Command::new("slurmd").arg("-C"))
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .filter(|field| !field.starts_with("RealMemory=") && !field.starts_with("UpTime="))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let ports = (free_port(false), free_port(false));
+        let path = |sub: &str| root.join(sub).display().to_string();
+        std::fs::write(
+            &cluster.conf,
+            format!(
+                "ClusterName=footprint-test\nSlurmctldHost={host}(127.0.0.1)\nSlurmUser=root\nSlurmdUser=root\n\
+SlurmctldPort={}\nSlurmdPort={}\nAuthType=auth/munge\nAuthInfo=socket={}\nCryptoType=crypto/munge\n\
+StateSaveLocation={}\nSlurmdSpoolDir={}\nSlurmctldPidFile={}\nSlurmdPidFile={}\n\
+SlurmctldLogFile={}\nSlurmdLogFile={}\nProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\n\
+SelectType=select/cons_tres\nSelectTypeParameters=CR_Core\nJobAcctGatherType=jobacct_gather/none\n\
+AccountingStorageType=accounting_storage/none\nGresTypes=gpu\nProlog={}\nEpilog={}\nPrologFlags=Alloc\n\
+ReturnToService=2\nMpiDefault=none\n{node} RealMemory=500 NodeAddr=127.0.0.1 Gres=gpu:2 State=UNKNOWN\n\
+PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP\n",
+                ports.0,
+                ports.1,
+                socket.display(),
+                path("state"),
+                path("spool"),
+                path("run/slurmctld.pid"),
+                path("run/slurmd.pid"),
+                path("log/slurmctld.log"),
+                path("log/slurmd.log"),
+                path("prolog.sh"),
+                path("epilog.sh"),
+            ),
+        )
+        .unwrap();
+        for (daemon, args) in [("slurmctld", &["-D", "-i"][..]), ("slurmd", &["-D"][..])] {
+            let child = Command::new(daemon)
+                .args(args)
+                .env("SLURM_CONF", &cluster.conf)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("Slurm daemons (apt-get install slurm-wlm munge)");
+            cluster.processes.push(child);
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        wait_until(Duration::from_secs(30), "the Slurm node to be idle", || {
+            cluster
+                .command("sinfo")
+                .args(["-h", "-o", "%T"])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "idle")
+        });
+        cluster
+    }
+
+    /// A Slurm client command pointed at this cluster.
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(program);
+        command.env("SLURM_CONF", &self.conf);
+        command
+    }
+
+    /// Submits a batch job; returns its id.
+    pub fn sbatch(&self, args: &[&str]) -> String {
+        let out = run_checked(self.command("sbatch").arg("--parsable").args(args));
+        out.trim().split(';').next().unwrap().to_owned()
+    }
+}
