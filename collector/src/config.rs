@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::sources::modbus::ModbusConfig;
 use crate::sources::nvml::NvmlConfig;
+use crate::sources::process::ProcessConfig;
 use crate::sources::rapl::RaplConfig;
 use crate::sources::replay::ReplayConfig;
 use crate::sources::site_replay::SiteReplayConfig;
@@ -97,6 +98,9 @@ pub enum SourceConfig {
     /// Slurm jobs on this node: GPUs from the prolog/epilog hooks (deploy/slurm/), CPUs and CPU
     /// time from the job's cgroup or processes.
     Slurm(SlurmConfig),
+    /// Plain processes as jobs (a FOOTPRINT_JOB label, or a configured command), with their CPU
+    /// time.
+    Process(ProcessConfig),
 }
 
 fn default_aggregator() -> String {
@@ -136,6 +140,7 @@ impl SourceConfig {
             SourceConfig::Snmp(snmp) => snmp.meter_ids(),
             SourceConfig::Modbus(modbus) => modbus.meter_ids(),
             SourceConfig::Slurm(slurm) => slurm.meter_ids(),
+            SourceConfig::Process(process) => process.meter_ids(),
         }
     }
 }
@@ -219,6 +224,7 @@ impl ConfigFile for CollectorConfig {
                 SourceConfig::Snmp(snmp) => snmp.validate(&path, &mut problems),
                 SourceConfig::Modbus(modbus) => modbus.validate(&path, &mut problems),
                 SourceConfig::Slurm(slurm) => slurm.validate(&path, &mut problems),
+                SourceConfig::Process(process) => process.validate(&path, &mut problems),
             }
             for meter in source.meter_ids() {
                 if !meter_ids.insert(meter.clone()) {
@@ -227,6 +233,21 @@ impl ConfigFile for CollectorConfig {
                         format!("meter {meter:?} is read by another source too"),
                     );
                 }
+            }
+        }
+        let nvml_allocations = self
+            .sources
+            .iter()
+            .any(|s| matches!(s, SourceConfig::Nvml(nvml) if nvml.process_allocations));
+        for (index, source) in self.sources.iter().enumerate() {
+            if let SourceConfig::Process(process) = source
+                && process.allocations
+                && nvml_allocations
+            {
+                problems.add(
+                    format!("sources[{index}].allocations"),
+                    "an nvml source reports process jobs with their GPUs already: set one of the two to false",
+                );
             }
         }
         problems.finish()

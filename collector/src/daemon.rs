@@ -92,6 +92,7 @@ pub fn build_source(
         SourceConfig::Snmp(snmp) => snmp.build().map(|s| Box::new(s) as Box<dyn Source>),
         SourceConfig::Modbus(modbus) => modbus.build().map(|s| Box::new(s) as Box<dyn Source>),
         SourceConfig::Slurm(slurm) => slurm.build(host).map(|s| Box::new(s) as Box<dyn Source>),
+        SourceConfig::Process(process) => Ok(Box::new(process.build(host)) as Box<dyn Source>),
     }
 }
 

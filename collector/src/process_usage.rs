@@ -31,11 +31,33 @@ pub struct JobCpu {
     by_instance: HashMap<Instance, u64>,
 }
 
+/// Which processes' jobs a scan keeps (every other process is looked at once and ignored).
+#[derive(Clone, Debug)]
+pub enum Tracked {
+    /// Slurm jobs (`SLURM_JOB_ID`, a `job_<id>` cgroup).
+    SlurmJobs,
+    /// Jobs labelled `FOOTPRINT_JOB`, and processes whose command line contains one of these.
+    Labelled { commands: Vec<String> },
+}
+
+impl Tracked {
+    fn keeps(&self, job: &Job, command_line: &str) -> bool {
+        match self {
+            Tracked::SlurmJobs => job.scheduler == "slurm",
+            Tracked::Labelled { commands } => {
+                (job.scheduler == "process" && !job.id.starts_with("process:"))
+                    || commands.iter().any(|c| command_line.contains(c.as_str()))
+            }
+        }
+    }
+}
+
 /// Scans `/proc` for processes and their jobs.
 #[derive(Debug)]
 pub struct ProcessScan {
     proc_root: PathBuf,
     jobs: ProcessJobs,
+    tracked: Tracked,
     /// Job of each process instance seen (None: gone before it could be read).
     instances: HashMap<Instance, Option<String>>,
     by_job: BTreeMap<String, JobCpu>,
@@ -52,10 +74,11 @@ pub fn parse_stat(text: &str) -> Option<(u64, u64)> {
 }
 
 impl ProcessScan {
-    pub fn new(proc_root: impl Into<PathBuf>, host: &str) -> Self {
+    pub fn new(proc_root: impl Into<PathBuf>, host: &str, tracked: Tracked) -> Self {
         let proc_root = proc_root.into();
         Self {
             jobs: ProcessJobs::new(&proc_root, host),
+            tracked,
             proc_root,
             instances: HashMap::new(),
             by_job: BTreeMap::new(),
@@ -92,6 +115,9 @@ impl ProcessScan {
                 .entry(instance)
                 .or_insert_with(|| {
                     let job = self.jobs.job_of(pid)?;
+                    if !self.tracked.keeps(&job, &job.name) {
+                        return None;
+                    }
                     let id = job.id.clone();
                     self.by_job.entry(id.clone()).or_insert_with(|| JobCpu {
                         job,
@@ -160,7 +186,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         write_process(root.path(), 100, "7", (100, 50), 1_000);
         write_process(root.path(), 101, "7", (10, 0), 1_001);
-        let mut scan = ProcessScan::new(root.path(), "n");
+        let mut scan = ProcessScan::new(root.path(), "n", Tracked::SlurmJobs);
         assert_eq!(scan.scan()["7"].cpu_ns, 1_600_000_000);
         // 101 exits; 100 runs on; then PID 101 is reused by another process of the job.
         std::fs::remove_dir_all(root.path().join("101")).unwrap();
@@ -172,5 +198,34 @@ mod tests {
         std::fs::remove_dir_all(root.path().join("101")).unwrap();
         let after = &scan.scan()["7"];
         assert_eq!((after.cpu_ns, after.running), (2_650_000_000, false));
+    }
+
+    #[test]
+    fn only_the_tracked_jobs_are_kept() {
+        let root = tempfile::tempdir().unwrap();
+        write_process(root.path(), 100, "7", (1, 0), 1);
+        let plain = root.path().join("200");
+        std::fs::create_dir_all(&plain).unwrap();
+        std::fs::write(plain.join("cmdline"), "vllm\0serve\0").unwrap();
+        std::fs::write(
+            plain.join("stat"),
+            "200 (vllm) S 1 1 1 0 -1 0 0 0 0 0 3 0 0 0 20 0 1 0 5 1 1\n",
+        )
+        .unwrap();
+        let slurm: Vec<String> = ProcessScan::new(root.path(), "n", Tracked::SlurmJobs)
+            .scan()
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(slurm, ["7"]);
+        let by_command = Tracked::Labelled {
+            commands: vec!["vllm".into()],
+        };
+        let labelled: Vec<String> = ProcessScan::new(root.path(), "n", by_command)
+            .scan()
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(labelled, ["process:n:200"]);
     }
 }

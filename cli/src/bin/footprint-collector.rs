@@ -37,6 +37,10 @@ mod logging;
 ///                and the whole PDU; coarse energy registers filled in with power between steps.
 ///   modbus       site meters over Modbus TCP (facility energy, water): the register map
 ///                (function, address, type, word order, scale, unit) in config.
+///   slurm        which Slurm job holds which GPUs and CPUs here: the prolog/epilog hooks of
+///                deploy/slurm/, the job's cgroup (v1 or v2) or processes for CPUs and CPU time.
+///   process      plain processes as jobs (FOOTPRINT_JOB=<id> in their environment, or a
+///                configured command line), with their CPU time.
 ///
 /// `footprint-collector probe --config FILE` reads every source twice, one interval apart, and
 /// prints one JSON line per reading, then one per source that failed, with the reason; it exits

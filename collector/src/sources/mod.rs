@@ -4,6 +4,7 @@
 pub mod modbus;
 pub mod nvml;
 pub mod power_model;
+pub mod process;
 pub mod rapl;
 pub mod replay;
 pub mod site_replay;

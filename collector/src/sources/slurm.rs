@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::cpulist::parse_cpulist;
-use crate::process_usage::ProcessScan;
+use crate::process_usage::{ProcessScan, Tracked as TrackedProcesses};
 use crate::source::{Sample, Source, measured_reading};
 
 /// Slurm jobs on this node.
@@ -84,7 +84,7 @@ impl SlurmConfig {
 
     pub fn build(&self, host: &str) -> Result<SlurmSource, String> {
         Ok(SlurmSource {
-            processes: ProcessScan::new(&self.proc_root, host),
+            processes: ProcessScan::new(&self.proc_root, host, TrackedProcesses::SlurmJobs),
             config: self.clone(),
             jobs: BTreeMap::new(),
         })
