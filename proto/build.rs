@@ -1,10 +1,12 @@
-//! Compiles `footprint/v1/*.proto` with protox (pure Rust), so building needs no `protoc`.
+//! Compiles `footprint/v1/*.proto` and the vendored kubelet pod-resources API with protox (pure
+//! Rust), so building needs no `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "footprint/v1/readings.proto",
         "footprint/v1/ingest.proto",
         "footprint/v1/query.proto",
+        "kubelet/podresources/v1/api.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

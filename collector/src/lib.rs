@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod cpulist;
 pub mod daemon;
+pub mod holdings;
 pub mod probe;
 pub mod process_jobs;
 pub mod process_usage;

@@ -34,3 +34,10 @@ pub mod v1 {
         }
     }
 }
+
+/// The kubelet's pod-resources API (package `v1` upstream), vendored: which devices and CPUs
+/// each pod's containers hold on a Kubernetes node.
+pub mod kubelet_podresources_v1 {
+    #![allow(clippy::all, clippy::pedantic)]
+    tonic::include_proto!("v1");
+}

@@ -15,7 +15,7 @@
 //! - **Power limit**: the enforced limit and its allowed range are read at start and written into
 //!   each meter's method (setting them comes with power capping).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -23,12 +23,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 use footprint_core::UnixNanos;
 use footprint_core::config::Problems;
-use footprint_proto::v1::{Allocation, Job, MeterInfo, MeterKind, MigInstance, Quality, Reading};
+use footprint_proto::v1::{Job, MeterInfo, MeterKind, Quality, Reading};
 use nvml_wrapper::Nvml;
 use nvml_wrapper::error::NvmlError;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use crate::holdings::{Held, Holdings};
 use crate::process_jobs::ProcessJobs;
 use crate::source::{Sample, Source, measured_reading};
 use crate::sources::power_model::SampledPowerCounter;
@@ -125,7 +126,7 @@ impl NvmlConfig {
                 jobs: ProcessJobs::new(&self.proc_root, host),
                 process_allocations: self.process_allocations,
                 busy_time: self.busy_time,
-                holdings: BTreeMap::new(),
+                holdings: Holdings::default(),
                 busy: BTreeMap::new(),
             })),
         })
@@ -240,54 +241,6 @@ fn discover_gpu(nvml: &Nvml, index: u32, prefix: &str) -> Result<Gpu, String> {
     })
 }
 
-/// What one job's processes are on at one tick.
-#[derive(Clone, Debug, PartialEq)]
-struct Held {
-    job: Job,
-    /// GPUs used whole.
-    gpus: BTreeSet<String>,
-    /// MIG slices used, per GPU.
-    mig: BTreeMap<String, u32>,
-}
-
-impl Held {
-    fn new(job: Job) -> Self {
-        Self {
-            job,
-            gpus: BTreeSet::new(),
-            mig: BTreeMap::new(),
-        }
-    }
-}
-
-/// What one job holds, since when.
-#[derive(Clone, Debug, PartialEq)]
-struct Holding {
-    held: Held,
-    start_ns: i64,
-}
-
-impl Holding {
-    fn allocation(&self, end_ns: i64) -> Allocation {
-        Allocation {
-            job: Some(self.held.job.clone()),
-            gpus: self.held.gpus.iter().cloned().collect(),
-            cpus: Vec::new(),
-            start_ns: self.start_ns,
-            end_ns,
-            mig: self
-                .held
-                .mig
-                .iter()
-                .map(|(device, slices)| MigInstance {
-                    device: device.clone(),
-                    slices: *slices,
-                })
-                .collect(),
-        }
-    }
-}
-
 #[derive(Debug)]
 struct Inner {
     nvml: Nvml,
@@ -295,7 +248,7 @@ struct Inner {
     jobs: ProcessJobs,
     process_allocations: bool,
     busy_time: bool,
-    holdings: BTreeMap<String, Holding>,
+    holdings: Holdings,
     /// Busy-time counters, ns of a fully busy GPU, by (GPU device, job id).
     busy: BTreeMap<(String, String), u64>,
 }
@@ -436,7 +389,7 @@ impl Inner {
             gpu.last_at = Some(at.0);
         }
         if self.process_allocations {
-            sample.allocations = self.update_holdings(seen, at);
+            sample.allocations = self.holdings.update(seen, at);
         }
         if sample.readings.is_empty() && !failures.is_empty() {
             return Err(failures.join("; "));
@@ -445,40 +398,6 @@ impl Inner {
             warn!(error = %failure, "NVML read failed this time.");
         }
         Ok(sample)
-    }
-
-    /// Allocations that started, changed or ended since the last tick.
-    fn update_holdings(&mut self, seen: BTreeMap<String, Held>, at: UnixNanos) -> Vec<Allocation> {
-        let mut changes = Vec::new();
-        let gone: Vec<String> = self
-            .holdings
-            .keys()
-            .filter(|id| !seen.contains_key(*id))
-            .cloned()
-            .collect();
-        for id in gone {
-            if let Some(holding) = self.holdings.remove(&id) {
-                changes.push(holding.allocation(at.0));
-            }
-        }
-        for (id, held) in seen {
-            match self.holdings.get(&id) {
-                Some(holding) if holding.held.gpus == held.gpus && holding.held.mig == held.mig => {
-                }
-                previous => {
-                    if let Some(previous) = previous {
-                        changes.push(previous.allocation(at.0));
-                    }
-                    let holding = Holding {
-                        held,
-                        start_ns: at.0,
-                    };
-                    changes.push(holding.allocation(0));
-                    self.holdings.insert(id, holding);
-                }
-            }
-        }
-        changes
     }
 }
 
