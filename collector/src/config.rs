@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use footprint_core::config::{ConfigError, ConfigFile, Problems};
 use serde::{Deserialize, Serialize};
 
+use crate::sources::kubernetes::KubernetesConfig;
 use crate::sources::modbus::ModbusConfig;
 use crate::sources::nvml::NvmlConfig;
 use crate::sources::process::ProcessConfig;
@@ -101,6 +102,9 @@ pub enum SourceConfig {
     /// Plain processes as jobs (a FOOTPRINT_JOB label, or a configured command), with their CPU
     /// time.
     Process(ProcessConfig),
+    /// Pods holding GPUs or exclusive CPUs on a Kubernetes node, from the kubelet's
+    /// pod-resources socket.
+    Kubernetes(KubernetesConfig),
 }
 
 fn default_aggregator() -> String {
@@ -141,6 +145,7 @@ impl SourceConfig {
             SourceConfig::Modbus(modbus) => modbus.meter_ids(),
             SourceConfig::Slurm(slurm) => slurm.meter_ids(),
             SourceConfig::Process(process) => process.meter_ids(),
+            SourceConfig::Kubernetes(kubernetes) => kubernetes.meter_ids(),
         }
     }
 }
@@ -225,6 +230,7 @@ impl ConfigFile for CollectorConfig {
                 SourceConfig::Modbus(modbus) => modbus.validate(&path, &mut problems),
                 SourceConfig::Slurm(slurm) => slurm.validate(&path, &mut problems),
                 SourceConfig::Process(process) => process.validate(&path, &mut problems),
+                SourceConfig::Kubernetes(kubernetes) => kubernetes.validate(&path, &mut problems),
             }
             for meter in source.meter_ids() {
                 if !meter_ids.insert(meter.clone()) {

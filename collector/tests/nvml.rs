@@ -286,6 +286,23 @@ async fn jobs_on_mig_instances_hold_their_slices() {
     );
 }
 
+#[tokio::test]
+async fn gpus_can_be_named_by_uuid_as_kubernetes_names_them() {
+    let host = FakeHost::new(&(gpu_line("GPU-aaaa", 0, 300_000, false) + "proc|0|100|50|1\n"));
+    host.process(100, "pod-job");
+    let mut config = host.config();
+    config.device_names = footprint_collector::sources::nvml::DeviceNames::Uuid;
+    let mut source = config.build("node1").unwrap();
+    let meter = &source.meters()[0];
+    assert_eq!(
+        (meter.meter_id.as_str(), meter.device.as_str()),
+        ("gpu0", "GPU-aaaa")
+    );
+    let sample = source.sample(UnixNanos(T0)).await.unwrap();
+    assert_eq!(sample.allocations[0].gpus, ["GPU-aaaa"]);
+    assert_eq!(sample.meters[0].device, "GPU-aaaa");
+}
+
 #[test]
 fn a_host_without_nvml_is_told_so() {
     let config: NvmlConfig =

@@ -41,6 +41,7 @@ mod logging;
 ///                deploy/slurm/, the job's cgroup (v1 or v2) or processes for CPUs and CPU time.
 ///   process      plain processes as jobs (FOOTPRINT_JOB=<id> in their environment, or a
 ///                configured command line), with their CPU time.
+///   kubernetes   pods holding GPUs or exclusive CPUs, from the kubelet's pod-resources socket.
 ///
 /// `footprint-collector probe --config FILE` reads every source twice, one interval apart, and
 /// prints one JSON line per reading, then one per source that failed, with the reason; it exits

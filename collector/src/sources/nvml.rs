@@ -42,9 +42,13 @@ pub struct NvmlConfig {
     /// loader's search path.
     #[serde(default)]
     pub library: Option<PathBuf>,
-    /// GPU `N` is meter and device `PREFIX` + `N` (`gpu0`, `gpu1`, …), as allocations name it.
+    /// GPU `N` is meter `PREFIX` + `N` (`gpu0`, `gpu1`, …).
     #[serde(default = "default_prefix")]
     pub prefix: String,
+    /// How allocations name a GPU: `index` (the meter id, `gpu0`; Slurm numbers GPUs so) or
+    /// `uuid` (`GPU-…`; Kubernetes' NVIDIA device plugin names them so).
+    #[serde(default)]
+    pub device_names: DeviceNames,
     /// Report the jobs of the GPUs' compute processes as holding those GPUs. Turn off when a
     /// scheduler source (Slurm, Kubernetes) reports who holds what on this host.
     #[serde(default = "default_true")]
@@ -56,6 +60,15 @@ pub struct NvmlConfig {
     /// Where processes are looked up to find their job.
     #[serde(default = "default_proc_root")]
     pub proc_root: PathBuf,
+}
+
+/// How allocations name a GPU.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceNames {
+    #[default]
+    Index,
+    Uuid,
 }
 
 fn default_prefix() -> String {
@@ -116,7 +129,7 @@ impl NvmlConfig {
         }
         let mut gpus = Vec::with_capacity(count as usize);
         for index in 0..count {
-            gpus.push(discover_gpu(&nvml, index, &self.prefix)?);
+            gpus.push(discover_gpu(&nvml, index, &self.prefix, self.device_names)?);
         }
         Ok(NvmlSource {
             meters: gpus.iter().map(|g| g.info.clone()).collect(),
@@ -156,7 +169,7 @@ struct Gpu {
     last_at: Option<i64>,
 }
 
-fn discover_gpu(nvml: &Nvml, index: u32, prefix: &str) -> Result<Gpu, String> {
+fn discover_gpu(nvml: &Nvml, index: u32, prefix: &str, names: DeviceNames) -> Result<Gpu, String> {
     let device = nvml
         .device_by_index(index)
         .map_err(|e| format!("NVML GPU {index}: {e}"))?;
@@ -195,7 +208,11 @@ fn discover_gpu(nvml: &Nvml, index: u32, prefix: &str) -> Result<Gpu, String> {
             }
         }
     }
-    let device_name = format!("{prefix}{index}");
+    let meter_id = format!("{prefix}{index}");
+    let device_name = match names {
+        DeviceNames::Uuid if !uuid.is_empty() => uuid.clone(),
+        _ => meter_id.clone(),
+    };
     let read = match energy {
         Energy::Counter => "nvmlDeviceGetTotalEnergyConsumption (board energy counter, mJ)",
         Energy::Integrated(_) => {
@@ -223,7 +240,7 @@ fn discover_gpu(nvml: &Nvml, index: u32, prefix: &str) -> Result<Gpu, String> {
     Ok(Gpu {
         index,
         info: MeterInfo {
-            meter_id: device_name.clone(),
+            meter_id,
             kind: MeterKind::GpuEnergy as i32,
             device: device_name,
             counter_max: 0,
