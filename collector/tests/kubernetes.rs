@@ -17,6 +17,9 @@ use footprint_proto::kubelet_podresources_v1::{
 };
 use tonic::{Request, Response, Status};
 
+/// An allocation as (job, GPUs, CPUs, start, end).
+type Held = (String, Vec<String>, Vec<u32>, i64, i64);
+
 #[derive(Clone, Default)]
 struct Kubelet {
     pods: Arc<Mutex<Vec<PodResources>>>,
@@ -104,7 +107,7 @@ async fn pods_holding_gpus_and_cpus_are_jobs_while_listed() {
     let _server = serve(&socket, kubelet.clone());
 
     let first = source.sample(UnixNanos(2_000)).await.unwrap();
-    let held: Vec<(String, Vec<String>, Vec<u32>, i64, i64)> = first
+    let held: Vec<Held> = first
         .allocations
         .iter()
         .map(|a| {
