@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use footprint_core::config::{ConfigError, ConfigFile, Problems};
 use serde::{Deserialize, Serialize};
 
+use crate::sources::ipmi::IpmiConfig;
 use crate::sources::kubernetes::KubernetesConfig;
 use crate::sources::modbus::ModbusConfig;
 use crate::sources::nvml::NvmlConfig;
@@ -105,6 +106,9 @@ pub enum SourceConfig {
     /// Pods holding GPUs or exclusive CPUs on a Kubernetes node, from the kubelet's
     /// pod-resources socket.
     Kubernetes(KubernetesConfig),
+    /// Whole-host power from the BMC (IPMI DCMI), integrated, for hosts with neither a metered
+    /// outlet nor RAPL.
+    Ipmi(IpmiConfig),
 }
 
 fn default_aggregator() -> String {
@@ -146,6 +150,7 @@ impl SourceConfig {
             SourceConfig::Slurm(slurm) => slurm.meter_ids(),
             SourceConfig::Process(process) => process.meter_ids(),
             SourceConfig::Kubernetes(kubernetes) => kubernetes.meter_ids(),
+            SourceConfig::Ipmi(ipmi) => ipmi.meter_ids(),
         }
     }
 }
@@ -231,6 +236,7 @@ impl ConfigFile for CollectorConfig {
                 SourceConfig::Slurm(slurm) => slurm.validate(&path, &mut problems),
                 SourceConfig::Process(process) => process.validate(&path, &mut problems),
                 SourceConfig::Kubernetes(kubernetes) => kubernetes.validate(&path, &mut problems),
+                SourceConfig::Ipmi(ipmi) => ipmi.validate(&path, &mut problems),
             }
             for meter in source.meter_ids() {
                 if !meter_ids.insert(meter.clone()) {

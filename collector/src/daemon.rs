@@ -94,6 +94,7 @@ pub fn build_source(
         SourceConfig::Slurm(slurm) => slurm.build(host).map(|s| Box::new(s) as Box<dyn Source>),
         SourceConfig::Process(process) => Ok(Box::new(process.build(host)) as Box<dyn Source>),
         SourceConfig::Kubernetes(kubernetes) => Ok(Box::new(kubernetes.build()) as Box<dyn Source>),
+        SourceConfig::Ipmi(ipmi) => ipmi.build().map(|s| Box::new(s) as Box<dyn Source>),
     }
 }
 

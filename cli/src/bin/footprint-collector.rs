@@ -42,6 +42,8 @@ mod logging;
 ///   process      plain processes as jobs (FOOTPRINT_JOB=<id> in their environment, or a
 ///                configured command line), with their CPU time.
 ///   kubernetes   pods holding GPUs or exclusive CPUs, from the kubelet's pod-resources socket.
+///   ipmi         whole-host power from the BMC (IPMI DCMI through ipmitool), integrated, for
+///                hosts with neither a metered PDU outlet nor RAPL.
 ///
 /// `footprint-collector probe --config FILE` reads every source twice, one interval apart, and
 /// prints one JSON line per reading, then one per source that failed, with the reason; it exits

@@ -1,6 +1,7 @@
 //! Sources, one file each. A new meter is a new file here plus a variant of
 //! [`SourceConfig`](crate::config::SourceConfig).
 
+pub mod ipmi;
 pub mod kubernetes;
 pub mod modbus;
 pub mod nvml;

@@ -381,3 +381,81 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP\n",
         out.trim().split(';').next().unwrap().to_owned()
     }
 }
+
+/// OpenIPMI's simulated BMC (`ipmi_sim`, Debian's openipmi) on a loopback UDP port, answering
+/// RMCP+ as user `admin` / `secret`, with our DCMI power plug-in (`collector/tests/ipmi_sim/`,
+/// built here against libopenipmi-dev) reporting the watts written in `power_file`.
+pub fn ipmi_sim(power_file: &Path) -> Peer {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("dcmi_power.so");
+    let source = repository().join("collector/tests/ipmi_sim/dcmi_power.c");
+    let status = Command::new("gcc")
+        .args(["-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o"])
+        .arg(&plugin)
+        .arg(&source)
+        .status()
+        .expect("gcc");
+    assert!(
+        status.success(),
+        "building the DCMI plug-in needs libopenipmi-dev (apt-get install openipmi libopenipmi-dev ipmitool)"
+    );
+    let port = free_port(true);
+    let config = dir.path().join("lan.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "name \"footprint-bmc\"\nset_working_mc 0x20\n  startlan 1\n    addr 127.0.0.1 {port}\n    \
+priv_limit admin\n    allowed_auths_callback none md5 straight\n    allowed_auths_user none md5 straight\n    \
+allowed_auths_operator none md5 straight\n    allowed_auths_admin none md5 straight\n    \
+guid a123456789abcdefa123456789abcdef\n  endlan\n  user 2 true \"admin\" \"secret\" admin 10 none md5 straight\n  \
+loadlib \"{}\" \"{}\"\n",
+            plugin.display(),
+            power_file.display()
+        ),
+    )
+    .unwrap();
+    let commands = dir.path().join("bmc.emu");
+    std::fs::write(
+        &commands,
+        "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nmc_enable 0x20\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("state")).unwrap();
+    let child = Command::new("ipmi_sim")
+        .args(["-n", "-p", "-c"])
+        .arg(&config)
+        .arg("-f")
+        .arg(&commands)
+        .arg("-s")
+        .arg(dir.path().join("state"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ipmi_sim (apt-get install openipmi)");
+    let peer = Peer {
+        child,
+        port,
+        _dir: dir,
+    };
+    wait_until(Duration::from_secs(20), "ipmi_sim to answer", || {
+        Command::new("ipmitool")
+            .args([
+                "-I",
+                "lanplus",
+                "-C",
+                "3",
+                "-H",
+                "127.0.0.1",
+                "-U",
+                "admin",
+                "-P",
+                "secret",
+                "-p",
+            ])
+            .arg(port.to_string())
+            .args(["mc", "info"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    peer
+}
