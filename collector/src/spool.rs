@@ -539,6 +539,58 @@ mod tests {
     }
 
     #[test]
+    fn compaction_keeps_every_meter_announced_in_the_merged_batches() {
+        let mut spool = Spool::open(None, "c", u64::MAX).unwrap();
+        for (index, job) in ["a", "b", "a"].into_iter().enumerate() {
+            let meter = MeterInfo {
+                meter_id: format!("cpu:{job}"),
+                job: job.into(),
+                method: format!("announced in batch {index}"),
+                ..MeterInfo::default()
+            };
+            spool
+                .append(Sample {
+                    meters: vec![meter],
+                    ..Sample::default()
+                })
+                .unwrap();
+        }
+        spool.compact().unwrap();
+        let merged = spool.read_after(0, usize::MAX).unwrap();
+        let meters: Vec<(&str, &str)> = merged
+            .iter()
+            .flat_map(|b| &b.meters)
+            .map(|m| (m.meter_id.as_str(), m.method.as_str()))
+            .collect();
+        // The two oldest batches merged with both their announcements; the newest untouched.
+        assert_eq!(merged.len(), 2);
+        assert!(merged[0].compacted);
+        assert_eq!(
+            meters,
+            [
+                ("cpu:a", "announced in batch 0"),
+                ("cpu:b", "announced in batch 1"),
+                ("cpu:a", "announced in batch 2")
+            ]
+        );
+        // Merged again: one announcement per meter, its latest description.
+        spool.compact().unwrap();
+        let merged = spool.read_after(0, usize::MAX).unwrap();
+        let meters: Vec<(&str, &str)> = merged
+            .iter()
+            .flat_map(|b| &b.meters)
+            .map(|m| (m.meter_id.as_str(), m.method.as_str()))
+            .collect();
+        assert_eq!(
+            meters,
+            [
+                ("cpu:a", "announced in batch 2"),
+                ("cpu:b", "announced in batch 1")
+            ]
+        );
+    }
+
+    #[test]
     fn a_new_spool_renumbers_after_the_aggregators_last_sequence() {
         let dir = tempfile::tempdir().unwrap();
         let mut spool = Spool::open(Some(dir.path()), "c", u64::MAX).unwrap();

@@ -210,7 +210,26 @@ async fn a_slow_agent_or_a_closed_port_gives_a_gap_not_a_stall() {
         OUTLET_1_ENERGY,
         "2:delay|value=3046,wait=5000",
     );
-    let agent = peers::snmpsim(&[("apc-8641", recording("apc-8641")), ("apc-8641-slow", slow)]);
+    let failing = with_line(
+        &recording("apc-8641"),
+        OUTLET_1_ENERGY,
+        "2:error|op=get,status=generror,value=3046",
+    );
+    let agent = peers::snmpsim(&[
+        ("apc-8641", recording("apc-8641")),
+        ("apc-8641-slow", slow),
+        ("apc-8641-failing", failing),
+    ]);
+    // An agent that answers with an error status: a clear failure naming it, at once.
+    let mut erring = config(
+        agent.port,
+        "community = 'apc-8641-failing'\nhost_outlets = [1]",
+    )
+    .build()
+    .unwrap();
+    let error = erring.sample(UnixNanos(T0)).await.unwrap_err();
+    assert!(error.contains("error status"), "{error}");
+
     let mut source = config(
         agent.port,
         "community = 'apc-8641-slow'\nhost_outlets = [1]\ntimeout_ms = 300",
