@@ -555,37 +555,33 @@ mod tests {
                 })
                 .unwrap();
         }
+        let announced = |batches: &[Batch]| -> Vec<String> {
+            batches
+                .iter()
+                .flat_map(|b| &b.meters)
+                .map(|m| format!("{} ({})", m.meter_id, m.method))
+                .collect()
+        };
         spool.compact().unwrap();
         let merged = spool.read_after(0, usize::MAX).unwrap();
-        let meters: Vec<(&str, &str)> = merged
-            .iter()
-            .flat_map(|b| &b.meters)
-            .map(|m| (m.meter_id.as_str(), m.method.as_str()))
-            .collect();
         // The two oldest batches merged with both their announcements; the newest untouched.
         assert_eq!(merged.len(), 2);
         assert!(merged[0].compacted);
         assert_eq!(
-            meters,
+            announced(&merged),
             [
-                ("cpu:a", "announced in batch 0"),
-                ("cpu:b", "announced in batch 1"),
-                ("cpu:a", "announced in batch 2")
+                "cpu:a (announced in batch 0)",
+                "cpu:b (announced in batch 1)",
+                "cpu:a (announced in batch 2)"
             ]
         );
         // Merged again: one announcement per meter, its latest description.
         spool.compact().unwrap();
-        let merged = spool.read_after(0, usize::MAX).unwrap();
-        let meters: Vec<(&str, &str)> = merged
-            .iter()
-            .flat_map(|b| &b.meters)
-            .map(|m| (m.meter_id.as_str(), m.method.as_str()))
-            .collect();
         assert_eq!(
-            meters,
+            announced(&spool.read_after(0, usize::MAX).unwrap()),
             [
-                ("cpu:a", "announced in batch 2"),
-                ("cpu:b", "announced in batch 1")
+                "cpu:a (announced in batch 2)",
+                "cpu:b (announced in batch 1)"
             ]
         );
     }

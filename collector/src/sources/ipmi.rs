@@ -114,11 +114,7 @@ impl IpmiConfig {
             format!("{path}.host"),
             "required with interface = \"lanplus\"",
         );
-        problems.check(
-            (1..=60_000).contains(&self.timeout_ms),
-            format!("{path}.timeout_ms"),
-            "must be between 1 and 60000",
-        );
+        super::check_timeout_ms(problems, path, self.timeout_ms);
         problems.check(
             !self.meter.trim().is_empty(),
             format!("{path}.meter"),

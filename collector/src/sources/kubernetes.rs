@@ -57,11 +57,7 @@ impl KubernetesConfig {
     }
 
     pub(crate) fn validate(&self, path: &str, problems: &mut Problems) {
-        problems.check(
-            (1..=60_000).contains(&self.timeout_ms),
-            format!("{path}.timeout_ms"),
-            "must be between 1 and 60000",
-        );
+        super::check_timeout_ms(problems, path, self.timeout_ms);
     }
 
     pub fn build(&self) -> KubernetesSource {
@@ -168,21 +164,11 @@ impl Source for KubernetesSource {
 
     async fn sample(&mut self, at: UnixNanos) -> Result<Sample, String> {
         let timeout = Duration::from_millis(self.config.timeout_ms);
-        let pods = match tokio::time::timeout(timeout, self.list()).await {
-            Ok(Ok(pods)) => pods,
-            Ok(Err(error)) => {
-                self.client = None;
-                return Err(error);
-            }
-            Err(_) => {
-                self.client = None;
-                return Err(format!(
-                    "{}: no answer within {} ms; holdings unchanged until the kubelet answers",
-                    self.config.socket.display(),
-                    self.config.timeout_ms
-                ));
-            }
-        };
+        let socket = self.config.socket.display().to_string();
+        // Holdings stay as they were until the kubelet answers again.
+        let pods = super::within(&socket, timeout, self.list())
+            .await
+            .inspect_err(|_| self.client = None)?;
         let seen: BTreeMap<String, Held> = pods
             .iter()
             .filter_map(|pod| pod_holding(pod, &self.config))

@@ -312,16 +312,8 @@ impl ModbusConfig {
             format!("{path}.address"),
             "must be host:port",
         );
-        problems.check(
-            !self.prefix.trim().is_empty() && !self.prefix.contains(':'),
-            format!("{path}.prefix"),
-            "must be non-empty and without ':'",
-        );
-        problems.check(
-            (1..=60_000).contains(&self.timeout_ms),
-            format!("{path}.timeout_ms"),
-            "must be between 1 and 60000",
-        );
+        super::check_prefix(problems, path, &self.prefix);
+        super::check_timeout_ms(problems, path, self.timeout_ms);
         problems.check(
             !self.registers.is_empty(),
             format!("{path}.registers"),
@@ -489,21 +481,10 @@ impl Source for ModbusSource {
     }
 
     async fn sample(&mut self, at: UnixNanos) -> Result<Sample, String> {
-        let answers = match tokio::time::timeout(self.timeout, self.read_all()).await {
-            Ok(Ok(answers)) => answers,
-            Ok(Err(error)) => {
-                self.context = None;
-                return Err(error);
-            }
-            Err(_) => {
-                self.context = None;
-                return Err(format!(
-                    "{}: no answer within {} ms (a gap; the next reading covers it)",
-                    self.address,
-                    self.timeout.as_millis()
-                ));
-            }
-        };
+        let address = self.address.clone();
+        let answers = super::within(&address, self.timeout, self.read_all())
+            .await
+            .inspect_err(|_| self.context = None)?;
         let mut sample = Sample::default();
         let mut failures = Vec::new();
         for (register, answer) in self.registers.iter_mut().zip(answers) {

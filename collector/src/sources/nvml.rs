@@ -96,11 +96,7 @@ impl NvmlConfig {
     }
 
     pub(crate) fn validate(&self, path: &str, problems: &mut Problems) {
-        problems.check(
-            !self.prefix.trim().is_empty() && !self.prefix.contains(':'),
-            format!("{path}.prefix"),
-            "must be non-empty and without ':'",
-        );
+        super::check_prefix(problems, path, &self.prefix);
     }
 
     /// Loads NVML and finds every GPU.

@@ -57,11 +57,7 @@ impl RaplConfig {
     }
 
     pub(crate) fn validate(&self, path: &str, problems: &mut Problems) {
-        problems.check(
-            !self.prefix.trim().is_empty() && !self.prefix.contains(':'),
-            format!("{path}.prefix"),
-            "must be non-empty and without ':'",
-        );
+        super::check_prefix(problems, path, &self.prefix);
     }
 
     /// Finds every readable zone.

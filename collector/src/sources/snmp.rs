@@ -267,16 +267,8 @@ impl SnmpConfig {
             format!("{path}.agent"),
             "must be host:port",
         );
-        problems.check(
-            !self.prefix.trim().is_empty() && !self.prefix.contains(':'),
-            format!("{path}.prefix"),
-            "must be non-empty and without ':'",
-        );
-        problems.check(
-            (1..=60_000).contains(&self.timeout_ms),
-            format!("{path}.timeout_ms"),
-            "must be between 1 and 60000",
-        );
+        super::check_prefix(problems, path, &self.prefix);
+        super::check_timeout_ms(problems, path, self.timeout_ms);
         if self.version == SnmpVersion::V3 {
             match &self.v3 {
                 None => problems.add(format!("{path}.v3"), "required with version = \"3\""),
@@ -622,21 +614,10 @@ impl Source for SnmpSource {
             oids.extend(meter.planned.energy.iter().map(|f| f.oid.clone()));
             oids.extend(meter.planned.power.iter().map(|f| f.oid.clone()));
         }
-        let fetched = match tokio::time::timeout(self.timeout, self.fetch_all(&oids)).await {
-            Ok(Ok(values)) => values,
-            Ok(Err(error)) => {
-                self.session = None;
-                return Err(error);
-            }
-            Err(_) => {
-                self.session = None;
-                return Err(format!(
-                    "{}: no answer within {} ms (a gap; the next reading covers it)",
-                    self.agent,
-                    self.timeout.as_millis()
-                ));
-            }
-        };
+        let agent = self.agent.clone();
+        let fetched = super::within(&agent, self.timeout, self.fetch_all(&oids))
+            .await
+            .inspect_err(|_| self.session = None)?;
         let mut values = fetched.into_iter();
         let mut sample = Sample::default();
         let mut absent = Vec::new();
