@@ -24,8 +24,8 @@ use async_trait::async_trait;
 use footprint_core::UnixNanos;
 use footprint_core::config::Problems;
 use footprint_proto::v1::{Job, MeterInfo, MeterKind, Quality, Reading};
-use nvml_wrapper::Nvml;
 use nvml_wrapper::error::NvmlError;
+use nvml_wrapper::{Device, Nvml};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
@@ -254,6 +254,86 @@ fn discover_gpu(nvml: &Nvml, index: u32, prefix: &str, names: DeviceNames) -> Re
     })
 }
 
+impl Gpu {
+    /// This GPU's energy reading: the counter, or its power integrated where it has none.
+    fn energy_reading(&mut self, device: &Device<'_>, at: UnixNanos) -> Result<Reading, String> {
+        match &mut self.energy {
+            Energy::Counter => device
+                .total_energy_consumption()
+                .map(|mj| measured_reading(&self.info.meter_id, mj, at))
+                .map_err(|error| format!("{} energy: {error}", self.info.meter_id)),
+            Energy::Integrated(counter) => device
+                .power_usage()
+                .map(|mw| Reading {
+                    quality: Quality::Interpolated as i32,
+                    ..measured_reading(&self.info.meter_id, counter.record(at.0, u64::from(mw)), at)
+                })
+                .map_err(|error| format!("{} power: {error}", self.info.meter_id)),
+        }
+    }
+}
+
+/// Advances each job's busy-time counter on `gpu` by the mean SM utilisation of its processes
+/// since the last tick × the time elapsed, announcing counters of jobs seen for the first time.
+fn busy_time(
+    busy: &mut BTreeMap<(String, String), u64>,
+    gpu: &mut Gpu,
+    device: &Device<'_>,
+    pids_by_job: &BTreeMap<String, Vec<u32>>,
+    at: UnixNanos,
+    sample: &mut Sample,
+) -> Result<(), String> {
+    let device_name = gpu.info.device.clone();
+    let utilisation = match device.process_utilization_stats(gpu.utilisation_seen_us) {
+        Ok(samples) => samples,
+        // No sample since the last call.
+        Err(NvmlError::NotFound) => Vec::new(),
+        Err(NvmlError::NotSupported) => {
+            warn!(gpu = %device_name, "NVML gives no per-process utilisation here: a shared GPU is split evenly.");
+            gpu.utilisation_supported = false;
+            return Ok(());
+        }
+        Err(error) => return Err(format!("{device_name} utilisation: {error}")),
+    };
+    let mut by_pid: HashMap<u32, (u64, u64)> = HashMap::new();
+    for point in &utilisation {
+        gpu.utilisation_seen_us = gpu.utilisation_seen_us.max(point.timestamp);
+        let entry = by_pid.entry(point.pid).or_default();
+        entry.0 += u64::from(point.sm_util.min(100));
+        entry.1 += 1;
+    }
+    let elapsed = gpu.last_at.map_or(0, |last| (at.0 - last).max(0) as u64);
+    for (job, pids) in pids_by_job {
+        // Mean SM utilisation of each process since the last tick, summed over the job's
+        // processes, at most 100 %.
+        let percent: u64 = pids
+            .iter()
+            .filter_map(|pid| by_pid.get(pid))
+            .map(|(sum, count)| sum / count)
+            .sum::<u64>()
+            .min(100);
+        let key = (device_name.clone(), job.clone());
+        let meter_id = format!("{device_name}:busy:{job}");
+        if !busy.contains_key(&key) {
+            sample.meters.push(MeterInfo {
+                meter_id: meter_id.clone(),
+                kind: MeterKind::GpuJobBusy as i32,
+                device: device_name.clone(),
+                method: "NVML nvmlDeviceGetProcessUtilization: mean SM utilisation of the job's processes × elapsed time".into(),
+                job: job.clone(),
+                ..MeterInfo::default()
+            });
+        }
+        let counter = busy.entry(key).or_insert(0);
+        *counter += elapsed * percent / 100;
+        sample.readings.push(Reading {
+            quality: Quality::Interpolated as i32,
+            ..measured_reading(&meter_id, *counter, at)
+        });
+    }
+    Ok(())
+}
+
 #[derive(Debug)]
 struct Inner {
     nvml: Nvml,
@@ -282,24 +362,9 @@ impl Inner {
                     continue;
                 }
             };
-            match &mut gpu.energy {
-                Energy::Counter => match device.total_energy_consumption() {
-                    Ok(mj) => sample
-                        .readings
-                        .push(measured_reading(&gpu.info.meter_id, mj, at)),
-                    Err(error) => failures.push(format!("{} energy: {error}", gpu.info.meter_id)),
-                },
-                Energy::Integrated(counter) => match device.power_usage() {
-                    Ok(mw) => sample.readings.push(Reading {
-                        quality: Quality::Interpolated as i32,
-                        ..measured_reading(
-                            &gpu.info.meter_id,
-                            counter.record(at.0, u64::from(mw)),
-                            at,
-                        )
-                    }),
-                    Err(error) => failures.push(format!("{} power: {error}", gpu.info.meter_id)),
-                },
+            match gpu.energy_reading(&device, at) {
+                Ok(reading) => sample.readings.push(reading),
+                Err(error) => failures.push(error),
             }
             let mut job_of = |pid: u32| {
                 pid_jobs
@@ -327,58 +392,8 @@ impl Inner {
                     }
                 }
                 if self.busy_time && gpu.utilisation_supported {
-                    let utilisation = match device
-                        .process_utilization_stats(gpu.utilisation_seen_us)
-                    {
-                        Ok(samples) => samples,
-                        // No sample since the last call.
-                        Err(NvmlError::NotFound) => Vec::new(),
-                        Err(NvmlError::NotSupported) => {
-                            warn!(gpu = %device_name, "NVML gives no per-process utilisation here: a shared GPU is split evenly.");
-                            gpu.utilisation_supported = false;
-                            Vec::new()
-                        }
-                        Err(error) => {
-                            failures.push(format!("{device_name} utilisation: {error}"));
-                            Vec::new()
-                        }
-                    };
-                    let mut by_pid: HashMap<u32, (u64, u64)> = HashMap::new();
-                    for point in &utilisation {
-                        gpu.utilisation_seen_us = gpu.utilisation_seen_us.max(point.timestamp);
-                        let entry = by_pid.entry(point.pid).or_default();
-                        entry.0 += u64::from(point.sm_util.min(100));
-                        entry.1 += 1;
-                    }
-                    let elapsed = gpu.last_at.map_or(0, |last| (at.0 - last).max(0) as u64);
-                    for (job, pids) in &pids_by_job {
-                        // Mean SM utilisation of each process since the last tick, summed over
-                        // the job's processes, at most 100 %.
-                        let percent: u64 = pids
-                            .iter()
-                            .filter_map(|pid| by_pid.get(pid))
-                            .map(|(sum, count)| sum / count)
-                            .sum::<u64>()
-                            .min(100);
-                        let key = (device_name.clone(), job.clone());
-                        let meter_id = format!("{device_name}:busy:{job}");
-                        if !self.busy.contains_key(&key) {
-                            sample.meters.push(MeterInfo {
-                                meter_id: meter_id.clone(),
-                                kind: MeterKind::GpuJobBusy as i32,
-                                device: device_name.clone(),
-                                method: "NVML nvmlDeviceGetProcessUtilization: mean SM utilisation of the job's processes × elapsed time".into(),
-                                job: job.clone(),
-                                ..MeterInfo::default()
-                            });
-                        }
-                        let counter = self.busy.entry(key).or_insert(0);
-                        *counter += elapsed * percent / 100;
-                        sample.readings.push(Reading {
-                            quality: Quality::Interpolated as i32,
-                            ..measured_reading(&meter_id, *counter, at)
-                        });
-                    }
+                    busy_time(&mut self.busy, gpu, &device, &pids_by_job, at, &mut sample)
+                        .unwrap_or_else(|error| failures.push(error));
                 }
             } else {
                 for &(slot, slices) in &gpu.mig_slices {
