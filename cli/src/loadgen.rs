@@ -45,6 +45,10 @@ pub struct LoadOptions {
     /// Samples per batch.
     #[arg(long, default_value_t = 1)]
     pub samples_per_batch: u32,
+    /// Tick every collector at the same instant (the old behaviour), instead of each at its own
+    /// phase within the interval.
+    #[arg(long)]
+    pub aligned_ticks: bool,
 }
 
 /// CPU time (user + system) and peak resident memory of a process, from /proc.
@@ -182,6 +186,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<()> {
             aggregator: endpoint.clone(),
             sample_interval_ms: interval_ms,
             samples_per_batch: options.samples_per_batch,
+            spread_ticks: !options.aligned_ticks,
             spool_dir: None,
             spool_max_bytes: 1 << 30,
             flush_timeout_s: 120,

@@ -34,6 +34,11 @@ pub struct CollectorConfig {
     /// Time between two reads of every meter, in milliseconds (of the collector's clock).
     #[serde(default = "default_sample_interval_ms")]
     pub sample_interval_ms: u64,
+    /// On the wall clock, offset this collector's ticks within the sample interval by a stable
+    /// hash of its id, so a fleet's batches do not all arrive in the same instant. Readings are
+    /// stamped when taken; windows and energy are unaffected. Default true.
+    #[serde(default = "default_spread_ticks")]
+    pub spread_ticks: bool,
     /// Samples grouped into one batch. 1 sends every tick at once.
     #[serde(default = "default_samples_per_batch")]
     pub samples_per_batch: u32,
@@ -116,6 +121,9 @@ fn default_aggregator() -> String {
 }
 fn default_sample_interval_ms() -> u64 {
     1_000
+}
+fn default_spread_ticks() -> bool {
+    true
 }
 fn default_samples_per_batch() -> u32 {
     1

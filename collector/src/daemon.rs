@@ -172,13 +172,22 @@ pub async fn run(
     let interval_ns = i64::try_from(config.sample_interval_ms)
         .unwrap_or(i64::MAX / 2_000_000)
         .saturating_mul(1_000_000);
+    // On the wall clock a fleet's collectors would all tick at the same instant and their
+    // batches arrive together; each takes its own, stable place within the interval instead.
+    let grid = TickGrid {
+        interval_ns,
+        phase_ns: if matches!(clock, Clock::Wall) && config.spread_ticks {
+            tick_phase(&hello.collector_id, interval_ns)
+        } else {
+            0
+        },
+    };
     // First tick: a fresh simulated clock starts at its start, whatever its pace; the wall clock,
     // or a simulated clock anchored to it, at the tick holding "now". Never at or before the last
     // tick this collector spooled before a restart.
     let anchored = config.clock.as_ref().is_none_or(|c| c.real_start.is_some());
     let mut tick = if anchored {
-        let now = clock.now();
-        UnixNanos(now.0 - now.0.rem_euclid(interval_ns)).max(origin)
+        grid.at_or_before(clock.now()).max(origin)
     } else {
         origin
     };
@@ -186,7 +195,7 @@ pub async fn run(
     if let Some(last) = resume_after
         && tick.0 <= last
     {
-        tick = UnixNanos(last - last.rem_euclid(interval_ns) + interval_ns);
+        tick = grid.after(UnixNanos(last));
     }
     let mut outgoing = Sample::default();
     let mut ticks_in_batch = 0u32;
@@ -229,7 +238,7 @@ pub async fn run(
             // After a stall, resume at the next tick instead of sampling in a burst.
             let now = wall_clock_now();
             if tick.0 + interval_ns < now.0 {
-                tick = UnixNanos(now.0 - now.0.rem_euclid(interval_ns) + interval_ns);
+                tick = grid.after(now);
             }
         }
     }
@@ -260,6 +269,36 @@ pub async fn run(
     }
 }
 
+/// The instants a collector ticks at: `phase_ns + k × interval_ns`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TickGrid {
+    pub interval_ns: i64,
+    pub phase_ns: i64,
+}
+
+impl TickGrid {
+    /// The latest tick at or before `at`.
+    pub fn at_or_before(self, at: UnixNanos) -> UnixNanos {
+        UnixNanos(at.0 - (at.0 - self.phase_ns).rem_euclid(self.interval_ns))
+    }
+
+    /// The first tick after `at`.
+    pub fn after(self, at: UnixNanos) -> UnixNanos {
+        UnixNanos(self.at_or_before(at).0 + self.interval_ns)
+    }
+}
+
+/// A collector's stable offset within the sample interval, from its id (FNV-1a), so a restart
+/// keeps its place and a fleet spreads evenly.
+pub fn tick_phase(collector_id: &str, interval_ns: i64) -> i64 {
+    let hash = collector_id
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+    i64::try_from(hash % interval_ns.max(1) as u64).unwrap_or(0)
+}
+
 /// Appends one batch to the spool (durable when this returns) and wakes the uplink.
 async fn append(
     spool: &SharedSpool,
@@ -269,4 +308,35 @@ async fn append(
     let seq = with_spool(spool, move |s| s.append(sample)).await?;
     appended.notify_one();
     Ok(seq)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_keep_their_phase_and_a_fleet_spreads_over_the_interval() {
+        let grid = TickGrid {
+            interval_ns: 1_000,
+            phase_ns: 250,
+        };
+        assert_eq!(grid.at_or_before(UnixNanos(10_249)), UnixNanos(9_250));
+        assert_eq!(grid.at_or_before(UnixNanos(10_250)), UnixNanos(10_250));
+        assert_eq!(grid.after(UnixNanos(10_250)), UnixNanos(11_250));
+        assert_eq!(grid.at_or_before(UnixNanos(-1)), UnixNanos(-750));
+
+        let interval = 1_000_000_000;
+        assert_eq!(
+            tick_phase("node-7", interval),
+            tick_phase("node-7", interval)
+        );
+        // 1000 collectors over ten slices of the second: none holds more than twice its share.
+        let mut slices = [0u32; 10];
+        for index in 0..1_000 {
+            let phase = tick_phase(&format!("loadgen-{index}"), interval);
+            assert!((0..interval).contains(&phase));
+            slices[(phase / (interval / 10)) as usize] += 1;
+        }
+        assert!(slices.iter().all(|&n| n < 200), "{slices:?}");
+    }
 }

@@ -212,6 +212,8 @@ impl SitePlan {
             aggregator: aggregator.to_owned(),
             sample_interval_ms: self.sample_interval_ms,
             samples_per_batch: self.samples_per_batch,
+            // Only wall-clock ticks spread; the demo's clock is simulated.
+            spread_ticks: true,
             spool_dir: self.spool_root.as_ref().map(|root| root.join(name)),
             spool_max_bytes: 1 << 30,
             flush_timeout_s: 60,
