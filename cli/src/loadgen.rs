@@ -39,9 +39,13 @@ pub struct LoadOptions {
     /// Samples per second per meter.
     #[arg(long = "rate", default_value_t = 1.0)]
     pub rate_hz: f64,
-    /// Seconds to measure (after a warm-up).
+    /// Seconds to measure, after the warm-up.
     #[arg(long = "duration", default_value_t = 30)]
     pub duration_s: u64,
+    /// Seconds of warm-up before measuring: connecting every collector and draining the backlog
+    /// of their first batches, so the figures are of the steady state.
+    #[arg(long = "warmup", default_value_t = 10)]
+    pub warmup_s: u64,
     /// Samples per batch.
     #[arg(long, default_value_t = 1)]
     pub samples_per_batch: u32,
@@ -205,10 +209,10 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<()> {
             collector_stats,
         )));
     }
-    // Warm up for two intervals (connections, first batches), then measure.
+    // Warm up (connections, the first batches' backlog), then measure the steady state.
     tokio::time::sleep(
         Duration::from_millis(2 * interval_ms * u64::from(options.samples_per_batch))
-            .max(Duration::from_secs(2)),
+            .max(Duration::from_secs(options.warmup_s)),
     )
     .await;
     let acked = |stats: &[Arc<CollectorStats>]| {
@@ -404,7 +408,7 @@ mod line_protocol {
                 anyhow::Ok(())
             }));
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_secs(options.warmup_s)).await;
         let (start_accepted, window) = (
             accepted.load(Ordering::Relaxed),
             UsageWindow::start(options.aggregator_pid),

@@ -602,25 +602,46 @@ impl WriterState {
     }
 
     /// Builds every ready window of the given collectors.
-    fn build_windows(&mut self, collectors: impl IntoIterator<Item = i64>) -> Result<u64> {
+    /// Builds the ready windows of `collectors`, taking each out of the set as it is done. With a
+    /// deadline, stops once it has passed and leaves the rest in the set, so that a fleet
+    /// crossing a window boundary together does not hold every commit (and ack) back at once.
+    /// Site hours are settled once the set is empty.
+    fn build_windows(
+        &mut self,
+        collectors: &mut BTreeSet<i64>,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<u64> {
         let mut built = 0;
-        for collector in collectors {
+        while let Some(collector) = collectors.pop_first() {
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                collectors.insert(collector);
+                return Ok(built);
+            }
             let Some(state) = self.collectors.get_mut(&collector) else {
                 continue;
             };
-            let meters: Vec<LayoutMeter> = state
-                .meters
-                .values()
-                .filter(|m| {
-                    matches!(
-                        m.kind,
-                        MeterKind::GpuEnergy
-                            | MeterKind::CpuPackageEnergy
-                            | MeterKind::DramEnergy
-                            | MeterKind::OutletEnergy
-                            | MeterKind::HostEnergy
-                    )
-                })
+            let energy_meters = state.meters.values().filter(|m| {
+                matches!(
+                    m.kind,
+                    MeterKind::GpuEnergy
+                        | MeterKind::CpuPackageEnergy
+                        | MeterKind::DramEnergy
+                        | MeterKind::OutletEnergy
+                        | MeterKind::HostEnergy
+                )
+            });
+            // Most passes find a collector still inside the window it last completed: nothing to
+            // build, so no transaction (this check is the builder's own first one).
+            let watermark = energy_meters
+                .clone()
+                .filter_map(|m| m.last.map(|s| s.at))
+                .min();
+            if let (Some(until), Some(watermark)) = (state.built_until, watermark)
+                && self.window.start_of(watermark).0 <= until
+            {
+                continue;
+            }
+            let meters: Vec<LayoutMeter> = energy_meters
                 .map(|m| LayoutMeter {
                     key: m.key,
                     kind: m.kind,
@@ -881,9 +902,12 @@ fn store_allocation(
     stored.map_err(|e| refusal("", field("job"), "storage", e.to_string()))
 }
 
-/// The writer thread's loop.
 /// Longest a collector's windows wait for building while batches keep arriving.
 const MAX_BUILD_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
+/// Longest one building pass holds the writer before it commits waiting batches again.
+const BUILD_SLICE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The writer thread's loop.
 
 pub(super) fn run(mut state: WriterState, mut requests: mpsc::Receiver<Request>, max_group: usize) {
     let mut waiting: Option<Request> = None;
@@ -895,7 +919,8 @@ pub(super) fn run(mut state: WriterState, mut requests: mpsc::Receiver<Request>,
         if !dirty.is_empty()
             && waiting.is_none()
             && (requests.is_empty() || dirty_since.elapsed() >= MAX_BUILD_DELAY)
-            && let Err(error) = state.build_windows(std::mem::take(&mut dirty))
+            && let Err(error) =
+                state.build_windows(&mut dirty, Some(std::time::Instant::now() + BUILD_SLICE))
         {
             error!(error = %error, "Building windows failed; they will be retried after the next commit.");
         }
@@ -908,8 +933,8 @@ pub(super) fn run(mut state: WriterState, mut requests: mpsc::Receiver<Request>,
             }
             Request::BuildWindows { reply } => {
                 dirty.clear();
-                let all: Vec<i64> = state.collectors.keys().copied().collect();
-                let _ = reply.send(state.build_windows(all));
+                let mut all: BTreeSet<i64> = state.collectors.keys().copied().collect();
+                let _ = reply.send(state.build_windows(&mut all, None));
             }
             Request::Batch {
                 collector,
@@ -940,7 +965,7 @@ pub(super) fn run(mut state: WriterState, mut requests: mpsc::Receiver<Request>,
         }
     }
     if !dirty.is_empty()
-        && let Err(error) = state.build_windows(dirty)
+        && let Err(error) = state.build_windows(&mut dirty, None)
     {
         error!(error = %error, "Building the last windows failed.");
     }
