@@ -908,11 +908,11 @@ const MAX_BUILD_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
 const BUILD_SLICE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The writer thread's loop.
-
 pub(super) fn run(mut state: WriterState, mut requests: mpsc::Receiver<Request>, max_group: usize) {
     let mut waiting: Option<Request> = None;
     // Collectors with new readings whose windows are not built yet. Building waits until no
-    // batch is queued (or MAX_BUILD_DELAY), so it never delays a commit and hence an ack.
+    // batch is queued (or MAX_BUILD_DELAY), and then holds the writer for BUILD_SLICE at most, so
+    // it delays a commit, and hence an ack, by no more than that.
     let mut dirty: BTreeSet<i64> = BTreeSet::new();
     let mut dirty_since = std::time::Instant::now();
     loop {
