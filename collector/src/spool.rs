@@ -71,6 +71,12 @@ impl From<redb::CommitError> for SpoolError {
 
 pub type Result<T, E = SpoolError> = std::result::Result<T, E>;
 
+/// Largest total of encoded batches a compaction merges into one. The merged batch is no larger,
+/// so it stays inside the aggregator's default ingest budget (16 MiB) and message limit (64 MiB)
+/// and can always be delivered: a spool compacted while the aggregator was away must not hold a
+/// batch the aggregator would refuse as too large when it returns.
+pub const MAX_MERGE_BYTES: u64 = 8 << 20;
+
 /// What a compaction did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Compaction {
@@ -288,15 +294,37 @@ impl Spool {
         Ok(out)
     }
 
-    /// Merges the oldest half of the spool (at least two batches) into one batch that keeps every
-    /// other reading of each meter and always its last, under the highest sequence number of the
-    /// merged ones. Each meter's first-to-last counter difference, hence its energy, is unchanged.
+    /// Merges the oldest half of the spool (at least two batches, at most [`MAX_MERGE_BYTES`] of
+    /// them) into one batch that keeps every other reading of each meter and always its last,
+    /// under the highest sequence number of the merged ones. Each meter's first-to-last counter
+    /// difference, hence its energy, is unchanged.
     ///
     /// # Errors
     /// A storage or decoding error; the spool is unchanged then.
     pub fn compact(&mut self) -> Result<Compaction> {
         let held = self.len()? as usize;
-        let take = (held / 2).max(2).min(held);
+        self.compact_oldest((held / 2).max(2).min(held))
+    }
+
+    /// How many of the oldest batches, at most `most` and at least one, together hold no more
+    /// than [`MAX_MERGE_BYTES`].
+    fn oldest_within_merge_limit(&self, most: usize) -> Result<usize> {
+        let transaction = self.database.begin_read()?;
+        let table = transaction.open_table(BATCHES)?;
+        let (mut count, mut bytes) = (0usize, 0u64);
+        for entry in table.iter()? {
+            let size = entry?.1.value().len() as u64;
+            if count >= most || (count > 0 && bytes + size > MAX_MERGE_BYTES) {
+                break;
+            }
+            bytes += size;
+            count += 1;
+        }
+        Ok(count)
+    }
+
+    fn compact_oldest(&mut self, most: usize) -> Result<Compaction> {
+        let take = self.oldest_within_merge_limit(most)?;
         let oldest = self.read_after(0, take)?;
         let Some(last) = oldest.last() else {
             return Ok(Compaction::default());
@@ -536,6 +564,35 @@ mod tests {
         assert!(spool.bytes() < 8_000, "{} bytes", spool.bytes());
         assert!(readings.len() < 400 && held.iter().any(|b| b.compacted));
         assert_eq!(readings.last().map(|r| r.value), Some(400 * 250));
+    }
+
+    #[test]
+    fn a_compacted_batch_stays_small_enough_to_deliver() {
+        // 40 batches of ~0.9 MiB each: half the spool would be 18 MiB; one merge takes no more
+        // than MAX_MERGE_BYTES of them.
+        let mut spool = Spool::open(None, "c", u64::MAX).unwrap();
+        for tick in 0..40i64 {
+            let readings = (0..30_000)
+                .map(|meter| Reading {
+                    meter_id: format!("meter-{meter:05}"),
+                    value: u64::try_from(tick).unwrap() * 1_000,
+                    timestamp_ns: tick,
+                    quality: 1,
+                    method: String::new(),
+                })
+                .collect();
+            spool
+                .append(Sample {
+                    readings,
+                    ..Sample::default()
+                })
+                .unwrap();
+        }
+        let done = spool.compact().unwrap();
+        assert!((2..20).contains(&done.batches_merged), "{done:?}");
+        let merged = &spool.read_after(0, 1).unwrap()[0];
+        assert!(merged.compacted);
+        assert!(merged.encoded_len() as u64 <= MAX_MERGE_BYTES);
     }
 
     #[test]
