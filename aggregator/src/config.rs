@@ -33,7 +33,9 @@ pub struct AggregatorConfig {
     #[serde(default = "default_group_commit_max_batches")]
     pub group_commit_max_batches: usize,
     /// Bytes of received batches (encoded size) that may wait for their commit, across all
-    /// streams. Past it, streams are answered RESOURCE_EXHAUSTED and collectors back off.
+    /// streams. Past it, streams are answered RESOURCE_EXHAUSTED and collectors back off. A
+    /// single batch larger than this is refused outright: keep it at least 8 MiB, the most a
+    /// collector's spool merges into one batch after a long outage.
     #[serde(default = "default_ingest_budget_bytes")]
     pub ingest_budget_bytes: u64,
     /// How long a batch may wait for room in the ingest budget before that answer, ms.
