@@ -193,6 +193,8 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<()> {
             spread_ticks: !options.aligned_ticks,
             spool_dir: None,
             spool_max_bytes: 1 << 30,
+            spool_max_age_s: footprint_collector::config::default_spool_max_age_s(),
+            spool_aged_step_s: footprint_collector::config::default_spool_aged_step_s(),
             flush_timeout_s: 120,
             clock: None,
             sources: vec![SourceConfig::Synthetic(SyntheticConfig {

@@ -51,6 +51,14 @@ pub struct CollectorConfig {
     /// meter's energy exact), bytes. Default 1 GiB.
     #[serde(default = "default_spool_max_bytes")]
     pub spool_max_bytes: u64,
+    /// Readings held in the spool longer than this (behind the newest), s, are thinned to one
+    /// per meter and `spool_aged_step_s`: after a long outage time resolution goes first; energy
+    /// and water stay exact and the thinned span is flagged. Default 7 days.
+    #[serde(default = "default_spool_max_age_s")]
+    pub spool_max_age_s: u64,
+    /// The step aged readings are thinned to, s. Default 300.
+    #[serde(default = "default_spool_aged_step_s")]
+    pub spool_aged_step_s: u64,
     /// Seconds to keep trying to deliver the spool after sampling stops; what is left stays in
     /// the spool for the next start.
     #[serde(default = "default_flush_timeout_s")]
@@ -131,6 +139,14 @@ fn default_samples_per_batch() -> u32 {
 fn default_spool_max_bytes() -> u64 {
     1 << 30
 }
+/// Default of `spool_max_age_s`.
+pub fn default_spool_max_age_s() -> u64 {
+    7 * 86_400
+}
+/// Default of `spool_aged_step_s`.
+pub fn default_spool_aged_step_s() -> u64 {
+    300
+}
 fn default_flush_timeout_s() -> u64 {
     30
 }
@@ -201,6 +217,11 @@ impl ConfigFile for CollectorConfig {
             self.spool_max_bytes >= 1 << 20,
             "spool_max_bytes",
             "must be at least 1 MiB (1048576)",
+        );
+        problems.check(
+            self.spool_aged_step_s > 0 && self.spool_aged_step_s <= self.spool_max_age_s,
+            "spool_aged_step_s",
+            "must be above 0 and at most spool_max_age_s",
         );
         problems.check(
             !self.sources.is_empty(),

@@ -149,11 +149,15 @@ pub async fn run(
             "No spool_dir: unacknowledged batches are kept in memory and lost if the collector stops."
         );
     }
-    let spool = Spool::open(
+    let mut spool = Spool::open(
         config.spool_dir.as_deref(),
         &hello.collector_id,
         config.spool_max_bytes,
     )?;
+    spool.set_age_limit(
+        Duration::from_secs(config.spool_max_age_s),
+        Duration::from_secs(config.spool_aged_step_s),
+    );
     let spool: SharedSpool = Arc::new(std::sync::Mutex::new(spool));
     info!(collector = %hello.collector_id, host = %hello.host, meters = hello.meters.len(), aggregator = %config.aggregator, "Collector starting.");
 

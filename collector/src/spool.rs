@@ -29,6 +29,8 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const NEXT_SEQ: &str = "next_seq";
 const WELCOMED: &str = "welcomed";
 const LAST_TICK: &str = "last_tick_ns";
+/// The highest sequence number thinned by the age limit (`Spool::thin_older_than`).
+const THINNED_THROUGH: &str = "thinned_through";
 
 /// File name of the spool inside its directory.
 pub const SPOOL_FILE: &str = "spool.redb";
@@ -97,6 +99,9 @@ pub struct Spool {
     /// Encoded size of the batches held, bytes.
     bytes: u64,
     max_bytes: u64,
+    /// Past this age (behind the newest reading), readings are thinned to one per meter and
+    /// step: `(max_age_ns, step_ns)`.
+    age_limit: Option<(i64, i64)>,
 }
 
 impl Spool {
@@ -139,7 +144,15 @@ impl Spool {
             last_tick_ns,
             bytes,
             max_bytes,
+            age_limit: None,
         })
+    }
+
+    /// Thins readings older than `max_age` (behind the newest appended) to one per meter and
+    /// `step`, at every append from now on.
+    pub fn set_age_limit(&mut self, max_age: std::time::Duration, step: std::time::Duration) {
+        let nanos = |d: std::time::Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        self.age_limit = Some((nanos(max_age), nanos(step).max(1)));
     }
 
     /// Batches held.
@@ -179,6 +192,9 @@ impl Spool {
             allocations,
             meters,
         } = sample;
+        if let (Some((max_age, step)), Some(newest)) = (self.age_limit, self.last_tick_ns) {
+            self.thin_older_than(newest.saturating_sub(max_age), step)?;
+        }
         while self.bytes > self.max_bytes {
             let done = self.compact()?;
             if done.batches_merged < 2 && done.readings_before == done.readings_after {
@@ -270,6 +286,8 @@ impl Spool {
             let mut meta = transaction.open_table(META)?;
             meta.insert(NEXT_SEQ, next)?;
             meta.insert(WELCOMED, 1)?;
+            // The numbers changed; thinning again what was thinned changes nothing.
+            meta.remove(THINNED_THROUGH)?;
         }
         transaction.commit()?;
         self.next_seq = next;
@@ -326,16 +344,110 @@ impl Spool {
     fn compact_oldest(&mut self, most: usize) -> Result<Compaction> {
         let take = self.oldest_within_merge_limit(most)?;
         let oldest = self.read_after(0, take)?;
-        let Some(last) = oldest.last() else {
+        self.merge_run(&oldest, |series| {
+            let last_index = series.len() - 1;
+            // Keep odd positions counted back from the last, so the last is always kept.
+            series
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| (last_index - i) % 2 == 0)
+                .map(|(_, r)| r)
+                .collect()
+        })
+    }
+
+    /// Thins, once, the batches whose readings are all older than `cutoff_ns` to one reading per
+    /// meter and `step_ns` (the last of each step, so each meter's last reading stays): past
+    /// the spool's age limit, time resolution goes first. Batches thinned before are not read
+    /// again, so calling this at every tick costs one read once nothing new has aged.
+    ///
+    /// # Errors
+    /// A storage or decoding error; what was thinned before it stays thinned.
+    pub fn thin_older_than(&mut self, cutoff_ns: i64, step_ns: i64) -> Result<Compaction> {
+        let step_ns = step_ns.max(1);
+        let mut total = Compaction::default();
+        loop {
+            // The next run of aged batches not thinned yet, within the merge limit, headed by
+            // the last batch thinned before so that a step spanning two calls is thinned whole.
+            let thinned_through = self.thinned_through()?;
+            let mut run: Vec<Batch> = Vec::new();
+            let mut bytes = 0u64;
+            {
+                let transaction = self.database.begin_read()?;
+                let table = transaction.open_table(BATCHES)?;
+                for entry in table.range(thinned_through.max(1)..)? {
+                    let (_, value) = entry?;
+                    let size = value.value().len() as u64;
+                    let batch = Batch::decode(value.value())?;
+                    let is_head = batch.seq == thinned_through;
+                    if !is_head && batch.readings.iter().any(|r| r.timestamp_ns >= cutoff_ns) {
+                        break;
+                    }
+                    if !run.is_empty() && bytes + size > MAX_MERGE_BYTES {
+                        if run.len() == 1 && run[0].seq == thinned_through {
+                            // The head is full: start a new run without it.
+                            run.clear();
+                            bytes = 0;
+                        } else {
+                            break;
+                        }
+                    }
+                    bytes += size;
+                    run.push(batch);
+                }
+            }
+            let new = run.iter().filter(|b| b.seq > thinned_through).count();
+            let Some(last_seq) = run.last().map(|b| b.seq).filter(|_| new > 0) else {
+                return Ok(total);
+            };
+            let done = self.merge_run(&run, |series| {
+                let mut kept: Vec<Reading> = Vec::new();
+                for reading in series {
+                    let bucket = reading.timestamp_ns.div_euclid(step_ns);
+                    match kept.last_mut() {
+                        Some(last) if last.timestamp_ns.div_euclid(step_ns) == bucket => {
+                            *last = reading;
+                        }
+                        _ => kept.push(reading),
+                    }
+                }
+                kept
+            })?;
+            let transaction = self.database.begin_write()?;
+            transaction
+                .open_table(META)?
+                .insert(THINNED_THROUGH, last_seq)?;
+            transaction.commit()?;
+            total.batches_merged += done.batches_merged;
+            total.readings_before += done.readings_before;
+            total.readings_after += done.readings_after;
+        }
+    }
+
+    /// The highest sequence number already thinned by the age limit; 0 if none.
+    fn thinned_through(&self) -> Result<u64> {
+        let transaction = self.database.begin_read()?;
+        let meta = transaction.open_table(META)?;
+        Ok(meta.get(THINNED_THROUGH)?.map_or(0, |v| v.value()))
+    }
+
+    /// Replaces a run of consecutive batches by one batch under the run's last sequence number:
+    /// each meter's readings (in time order) as `keep` leaves them, every allocation, and every
+    /// meter announced (the latest description of each, as the aggregator would keep it).
+    fn merge_run(
+        &mut self,
+        run: &[Batch],
+        keep: impl Fn(Vec<Reading>) -> Vec<Reading>,
+    ) -> Result<Compaction> {
+        let (Some(first), Some(last)) = (run.first(), run.last()) else {
             return Ok(Compaction::default());
         };
-        let seq = last.seq;
-        let readings_before: usize = oldest.iter().map(|b| b.readings.len()).sum();
+        let (first_seq, seq) = (first.seq, last.seq);
+        let readings_before: usize = run.iter().map(|b| b.readings.len()).sum();
         let mut by_meter: BTreeMap<String, Vec<Reading>> = BTreeMap::new();
         let mut allocations = Vec::new();
-        // A meter announced twice keeps its latest description, as the aggregator would.
         let mut meters: BTreeMap<String, MeterInfo> = BTreeMap::new();
-        for batch in &oldest {
+        for batch in run {
             for meter in &batch.meters {
                 meters.insert(meter.meter_id.clone(), meter.clone());
             }
@@ -347,18 +459,10 @@ impl Spool {
             }
             allocations.extend(batch.allocations.iter().cloned());
         }
-        let mut readings = Vec::with_capacity(readings_before / 2 + by_meter.len());
+        let mut readings = Vec::with_capacity(readings_before);
         for (_, mut series) in by_meter {
             series.sort_by_key(|r| r.timestamp_ns);
-            let last_index = series.len() - 1;
-            // Keep odd positions counted back from the last, so the last is always kept.
-            readings.extend(
-                series
-                    .into_iter()
-                    .enumerate()
-                    .filter(|(i, _)| (last_index - i) % 2 == 0)
-                    .map(|(_, r)| r),
-            );
+            readings.extend(keep(series));
         }
         readings.sort_by(|a, b| {
             a.timestamp_ns
@@ -379,7 +483,7 @@ impl Spool {
         let freed = {
             let mut batches = transaction.open_table(BATCHES)?;
             let mut freed = 0u64;
-            for entry in batches.extract_from_if(..=seq, |_, _| true)? {
+            for entry in batches.extract_from_if(first_seq..=seq, |_, _| true)? {
                 freed += entry?.1.value().len() as u64;
             }
             batches.insert(seq, encoded.as_slice())?;
@@ -388,7 +492,7 @@ impl Spool {
         transaction.commit()?;
         self.bytes = self.bytes.saturating_sub(freed) + encoded.len() as u64;
         Ok(Compaction {
-            batches_merged: oldest.len(),
+            batches_merged: run.len(),
             readings_before,
             readings_after,
         })
@@ -418,6 +522,11 @@ mod tests {
         /// The aggregator says it holds everything up to this sequence number.
         Welcome(u64),
         Compact,
+        /// Thin what is older than `age` ticks behind the newest to one reading per
+        /// `THIN_STEP` (the step is configuration: one value for a spool's life).
+        Thin {
+            age: i64,
+        },
         /// Drop the spool without closing it cleanly and open it again.
         Crash,
     }
@@ -428,9 +537,13 @@ mod tests {
             2 => (0usize..8).prop_map(Op::Acknowledge),
             1 => (0u64..30).prop_map(Op::Welcome),
             1 => Just(Op::Compact),
+            1 => (0i64..20).prop_map(|age| Op::Thin { age }),
             1 => Just(Op::Crash),
         ]
     }
+
+    /// The age limit's step in the model test, in its clock's ticks.
+    const THIN_STEP: i64 = 3;
 
     /// The model: batches in order, the next sequence number, whether welcomed.
     #[derive(Debug, Default)]
@@ -522,6 +635,30 @@ mod tests {
                         }
                         model.batches = after_batches;
                     }
+                    Op::Thin { age } => {
+                        let (cutoff, step) = (clock - age, THIN_STEP);
+                        let before = readings_by_meter(&model.batches);
+                        spool.thin_older_than(cutoff, step).unwrap();
+                        let after_batches = spool.read_after(0, usize::MAX).unwrap();
+                        let after = readings_by_meter(&after_batches);
+                        prop_assert_eq!(before.keys().collect::<Vec<_>>(), after.keys().collect::<Vec<_>>());
+                        for (meter, series) in &before {
+                            let kept = &after[meter];
+                            // The last reading stays, none is altered or invented, and nothing
+                            // younger than the cutoff is touched.
+                            prop_assert_eq!(kept.last(), series.last());
+                            prop_assert!(kept.iter().all(|r| series.contains(r)));
+                            prop_assert!(series.iter().filter(|(at, _)| *at >= cutoff).all(|r| kept.contains(r)));
+                        }
+                        // In what the age limit has thinned, at most one reading per meter and step.
+                        let thinned = spool.thinned_through().unwrap();
+                        let thinned_batches: Vec<Batch> = after_batches.iter().filter(|b| b.seq <= thinned).cloned().collect();
+                        for series in readings_by_meter(&thinned_batches).values() {
+                            let steps: Vec<i64> = series.iter().map(|(at, _)| at.div_euclid(step)).collect();
+                            prop_assert!(steps.windows(2).all(|pair| pair[0] < pair[1]), "{:?}", series);
+                        }
+                        model.batches = after_batches;
+                    }
                     Op::Crash => {
                         drop(spool);
                         spool = Spool::open(Some(dir.path()), "c", u64::MAX).unwrap();
@@ -564,6 +701,61 @@ mod tests {
         assert!(spool.bytes() < 8_000, "{} bytes", spool.bytes());
         assert!(readings.len() < 400 && held.iter().any(|b| b.compacted));
         assert_eq!(readings.last().map(|r| r.value), Some(400 * 250));
+    }
+
+    #[test]
+    fn readings_past_the_age_limit_are_thinned_once_to_the_coarse_step() {
+        const SECOND: i64 = 1_000_000_000;
+        let mut spool = Spool::open(None, "c", u64::MAX).unwrap();
+        spool.set_age_limit(
+            std::time::Duration::from_secs(100),
+            std::time::Duration::from_secs(10),
+        );
+        // 300 ticks a second apart, two meters each.
+        for t in 0..300i64 {
+            let readings = ["m0", "m1"]
+                .iter()
+                .enumerate()
+                .map(|(k, meter)| Reading {
+                    meter_id: (*meter).into(),
+                    value: u64::try_from(t).unwrap() * (5 + k as u64),
+                    timestamp_ns: t * SECOND,
+                    quality: 1,
+                    method: String::new(),
+                })
+                .collect();
+            spool
+                .append(Sample {
+                    readings,
+                    ..Sample::default()
+                })
+                .unwrap();
+        }
+        let held = spool.read_after(0, usize::MAX).unwrap();
+        let series = |meter: &str, aged: bool| -> Vec<(i64, u64)> {
+            held.iter()
+                .filter(|b| b.compacted == aged)
+                .flat_map(|b| &b.readings)
+                .filter(|r| r.meter_id == meter)
+                .map(|r| (r.timestamp_ns / SECOND, r.value))
+                .collect()
+        };
+        // The last append saw 298 s as the newest, so readings before 198 s are past the limit:
+        // one per meter and 10 s step, the last of each, with its own value.
+        let expected: Vec<(i64, u64)> = (0..20)
+            .map(|bucket| (bucket * 10 + 9).min(197))
+            .map(|t| (t, u64::try_from(t).unwrap() * 5))
+            .collect();
+        assert_eq!(series("m0", true), expected);
+        // Everything younger is as it was, one batch per tick.
+        let recent = series("m0", false);
+        assert_eq!(recent.len(), 300 - 198);
+        assert_eq!(recent.last(), Some(&(299, 299 * 5)));
+        assert_eq!(series("m1", true).len(), 20);
+        // Thinning again changes nothing.
+        let again = spool.thin_older_than(198 * SECOND, 10 * SECOND).unwrap();
+        assert_eq!(again.readings_before, again.readings_after);
+        assert_eq!(spool.read_after(0, usize::MAX).unwrap(), held);
     }
 
     #[test]

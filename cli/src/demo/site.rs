@@ -216,6 +216,8 @@ impl SitePlan {
             spread_ticks: true,
             spool_dir: self.spool_root.as_ref().map(|root| root.join(name)),
             spool_max_bytes: 1 << 30,
+            spool_max_age_s: footprint_collector::config::default_spool_max_age_s(),
+            spool_aged_step_s: footprint_collector::config::default_spool_aged_step_s(),
             flush_timeout_s: 60,
             clock: Some(SimulatedClockConfig {
                 start: format_timestamp(self.start),
