@@ -13,11 +13,10 @@
 mod peers;
 
 use std::path::Path;
+
+use footprint_collector::process_usage::{cpu_ns, status_kib};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Kernel clock ticks per second for /proc/PID/stat (USER_HZ; 100 on every Linux ABI in use).
-const TICKS_PER_SECOND: f64 = 100.0;
 
 struct Killed(Child);
 
@@ -26,27 +25,6 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// utime + stime of a process, seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let utime: f64 = fields[11].parse().unwrap();
-    let stime: f64 = fields[12].parse().unwrap();
-    (utime + stime) / TICKS_PER_SECOND
-}
-
-/// A `/proc/PID/status` field in kB.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }
 
 fn rapl_fixture(root: &Path) {
@@ -187,19 +165,21 @@ unit = "L"
     let pid = collector.0.id();
     // Warm up: connect, announce, first batches acknowledged.
     std::thread::sleep(Duration::from_secs(5));
+    let cpu_seconds = |pid| cpu_ns(pid).expect("the collector is running") as f64 / 1e9;
+    let kib = |field| status_kib(pid, field).expect("the collector is running");
     let cpu_start = cpu_seconds(pid);
     let started = Instant::now();
     let mut peak_rss_kib = 0;
     while started.elapsed() < Duration::from_secs(seconds) {
         std::thread::sleep(Duration::from_secs(1));
-        peak_rss_kib = peak_rss_kib.max(status_kib(pid, "VmRSS:"));
+        peak_rss_kib = peak_rss_kib.max(kib("VmRSS"));
         eprint!("\r{:>3}/{seconds} s", started.elapsed().as_secs());
     }
     eprintln!();
     let wall = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds(pid) - cpu_start;
     let percent_of_core = 100.0 * cpu / wall;
-    let hwm_kib = status_kib(pid, "VmHWM:");
+    let hwm_kib = kib("VmHWM");
     // The readings must have been accepted, or the cost would be of a collector failing.
     let metrics = http_get(http, "/metrics");
     let counter = |name: &str| -> u64 {

@@ -62,41 +62,28 @@ struct ProcessUsage {
     peak_rss_mib: f64,
 }
 
-fn process_usage(pid: &str) -> Option<ProcessUsage> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let peak_kib: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    // USER_HZ is 100 on every Linux platform Rust targets.
+fn process_usage(pid: u32) -> Option<ProcessUsage> {
+    use footprint_collector::process_usage::{cpu_ns, status_kib};
     Some(ProcessUsage {
-        cpu_s: ticks / 100.0,
-        peak_rss_mib: peak_kib / 1024.0,
+        cpu_s: cpu_ns(pid)? as f64 / 1e9,
+        peak_rss_mib: status_kib(pid, "VmHWM")? as f64 / 1024.0,
     })
 }
 
 /// CPU and memory of this process and of the receiving one over a measured window.
 struct UsageWindow {
-    own_pid: String,
-    target_pid: Option<String>,
+    own_pid: u32,
+    target_pid: Option<u32>,
     own_start: Option<ProcessUsage>,
     target_start: Option<ProcessUsage>,
 }
 
 impl UsageWindow {
     fn start(target_pid: Option<u32>) -> Self {
-        let own_pid = std::process::id().to_string();
-        let target_pid = target_pid.map(|p| p.to_string());
+        let own_pid = std::process::id();
         Self {
-            own_start: process_usage(&own_pid),
-            target_start: target_pid.as_deref().and_then(process_usage),
+            own_start: process_usage(own_pid),
+            target_start: target_pid.and_then(process_usage),
             own_pid,
             target_pid,
         }
@@ -110,11 +97,8 @@ impl UsageWindow {
                 peak_rss_mib: e.peak_rss_mib,
             })
         };
-        let own = since(self.own_start, process_usage(&self.own_pid)).unwrap_or_default();
-        let target = since(
-            self.target_start,
-            self.target_pid.as_deref().and_then(process_usage),
-        );
+        let own = since(self.own_start, process_usage(self.own_pid)).unwrap_or_default();
+        let target = since(self.target_start, self.target_pid.and_then(process_usage));
         (own, target)
     }
 }

@@ -63,6 +63,25 @@ pub struct ProcessScan {
     by_job: BTreeMap<String, JobCpu>,
 }
 
+/// CPU time (user + system) a process has used so far, ns; `None` when it is gone.
+pub fn cpu_ns(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&stat).map(|(ticks, _)| ticks * NANOS_PER_TICK)
+}
+
+/// A memory field of `/proc/PID/status` (`VmRSS`, `VmHWM`, …), KiB; `None` when absent.
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// `(utime + stime in ticks, start time)` from a `/proc/PID/stat` line.
 pub fn parse_stat(text: &str) -> Option<(u64, u64)> {
     // The command name is in parentheses and may hold spaces and ')'.
@@ -168,6 +187,14 @@ mod tests {
             ),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn this_process_has_cpu_time_and_memory() {
+        let me = std::process::id();
+        assert!(cpu_ns(me).is_some());
+        assert!(status_kib(me, "VmRSS").is_some_and(|kib| kib > 0));
+        assert_eq!(status_kib(me, "NoSuchField"), None);
     }
 
     #[test]
