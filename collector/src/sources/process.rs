@@ -9,15 +9,16 @@
 //! come from the NVML source's `process_allocations`; the two sources' allocations would name the
 //! same job, so only one of them may report allocations.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use async_trait::async_trait;
 use footprint_core::UnixNanos;
 use footprint_core::config::Problems;
-use footprint_proto::v1::{Allocation, MeterInfo, MeterKind};
+use footprint_proto::v1::{MeterInfo, MeterKind};
 use serde::{Deserialize, Serialize};
 
+use crate::holdings::{Held, Holdings};
 use crate::process_usage::{ProcessScan, Tracked};
 use crate::source::{Sample, Source, measured_reading};
 
@@ -67,7 +68,7 @@ impl ProcessConfig {
                 },
             ),
             allocations: self.allocations,
-            running: std::collections::BTreeMap::new(),
+            holdings: Holdings::default(),
             announced: BTreeSet::new(),
         }
     }
@@ -78,8 +79,8 @@ impl ProcessConfig {
 pub struct ProcessSource {
     scan: ProcessScan,
     allocations: bool,
-    /// Jobs holding the host, with their start.
-    running: std::collections::BTreeMap<String, (footprint_proto::v1::Job, i64)>,
+    holdings: Holdings,
+    /// Jobs whose CPU-time counter has been announced.
     announced: BTreeSet<String>,
 }
 
@@ -99,10 +100,10 @@ impl Source for ProcessSource {
 
     async fn sample(&mut self, at: UnixNanos) -> Result<Sample, String> {
         let mut sample = Sample::default();
-        let jobs = self.scan.scan().clone();
+        let mut running = BTreeMap::new();
         let mut ended = Vec::new();
-        for (id, job) in &jobs {
-            if !self.announced.contains(id) {
+        for (id, job) in self.scan.scan() {
+            if self.announced.insert(id.clone()) {
                 sample.meters.push(MeterInfo {
                     meter_id: cpu_meter_id(id),
                     kind: MeterKind::JobCpuTime as i32,
@@ -112,37 +113,21 @@ impl Source for ProcessSource {
                     job: id.clone(),
                     ..MeterInfo::default()
                 });
-                self.announced.insert(id.clone());
             }
             sample
                 .readings
                 .push(measured_reading(&cpu_meter_id(id), job.cpu_ns, at));
-            match (job.running, self.running.contains_key(id)) {
-                (true, false) => {
-                    self.running.insert(id.clone(), (job.job.clone(), at.0));
-                    if self.allocations {
-                        sample.allocations.push(Allocation {
-                            job: Some(job.job.clone()),
-                            start_ns: at.0,
-                            ..Allocation::default()
-                        });
-                    }
-                }
-                (false, _) => ended.push(id.clone()),
-                (true, true) => {}
+            if job.running {
+                running.insert(id.clone(), Held::new(job.job.clone()));
+            } else {
+                ended.push(id.clone());
             }
         }
+        // A job holds the host while any of its processes runs.
+        if self.allocations {
+            sample.allocations = self.holdings.update(running, at);
+        }
         for id in ended {
-            if let Some((job, start_ns)) = self.running.remove(&id)
-                && self.allocations
-            {
-                sample.allocations.push(Allocation {
-                    job: Some(job),
-                    start_ns,
-                    end_ns: at.0,
-                    ..Allocation::default()
-                });
-            }
             self.scan.forget(&id);
             self.announced.remove(&id);
         }

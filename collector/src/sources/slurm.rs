@@ -269,9 +269,33 @@ impl Source for SlurmSource {
 
     async fn sample(&mut self, at: UnixNanos) -> Result<Sample, String> {
         let mut sample = Sample::default();
-        let hooks = self.read_hook_files();
-        let processes = self.processes.scan().clone();
-        for (path, hook) in hooks {
+        let mut live = Vec::new();
+        let keep_ns = i64::try_from(self.config.keep_ended_s)
+            .unwrap_or(i64::MAX / 2)
+            .saturating_mul(1_000_000_000);
+        for (path, hook) in self.read_hook_files() {
+            if !self.jobs.get(&hook.job_id).is_some_and(|t| t.ended) {
+                live.push(hook);
+                continue;
+            }
+            // Reported already; the file goes once it is old enough.
+            if hook
+                .end_s
+                .is_some_and(|end| at.0.saturating_sub(end.saturating_mul(1_000_000_000)) > keep_ns)
+            {
+                if let Err(error) = std::fs::remove_file(&path) {
+                    warn!(file = %path.display(), %error, "Ended Slurm job's hook file not removed.");
+                }
+                self.jobs.remove(&hook.job_id);
+                self.processes.forget(&hook.job_id);
+            }
+        }
+        if live.is_empty() {
+            // No job running here: nothing to look up under /proc.
+            return Ok(sample);
+        }
+        let processes = self.processes.scan();
+        for hook in live {
             let cgroup = find_cgroup(&self.config.cgroup_root, &hook.job_id);
             let from_processes = processes.get(&hook.job_id);
             let mut job = from_processes.map(|p| p.job.clone()).unwrap_or_default();
@@ -311,20 +335,6 @@ impl Source for SlurmSource {
                     cpu_meter_announced: false,
                     cpu_ns: 0,
                 });
-            if tracked.ended {
-                // Reported already; the file goes once it is old enough.
-                let keep_ns = i64::try_from(self.config.keep_ended_s)
-                    .unwrap_or(i64::MAX / 2)
-                    .saturating_mul(1_000_000_000);
-                if end_ns.is_some_and(|end| at.0.saturating_sub(end) > keep_ns) {
-                    if let Err(error) = std::fs::remove_file(&path) {
-                        warn!(file = %path.display(), %error, "Ended Slurm job's hook file not removed.");
-                    }
-                    self.jobs.remove(&hook.job_id);
-                    self.processes.forget(&hook.job_id);
-                }
-                continue;
-            }
             let changed = tracked.job != job
                 || tracked.gpus != gpus
                 || (!cpus.is_empty() && tracked.cpus != cpus);
