@@ -331,9 +331,6 @@ fn busy_time(
             ..measured_reading(&meter_id, *counter, at)
         });
     }
-    // Jobs gone from this GPU drop their counter, so a host running many short jobs does not
-    // keep one for each forever; a job that comes back starts a new one.
-    busy.retain(|(device, job), _| *device != device_name || pids_by_job.contains_key(job));
     Ok(())
 }
 
