@@ -422,8 +422,14 @@ impl SnmpConfig {
             (SnmpVersion::V3, None) => return Err("v3: required with version = \"3\"".into()),
             (SnmpVersion::V2c, _) => None,
         };
+        let oids = plan
+            .iter()
+            .flat_map(|meter| meter.energy.iter().chain(&meter.power))
+            .map(|fetch| Oid::from(&fetch.oid).map_err(|e| format!("OID {:?}: {e:?}", fetch.oid)))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(SnmpSource {
             agent: self.agent.clone(),
+            oids,
             community: self.community.clone(),
             security,
             timeout: Duration::from_millis(self.timeout_ms),
@@ -508,6 +514,8 @@ pub struct SnmpSource {
     timeout: Duration,
     power_fill: bool,
     meters: Vec<MeterState>,
+    /// Every meter's OIDs, energy then power, in meter order: built once, asked at each sample.
+    oids: Vec<Oid<'static>>,
     /// Opened at the first sample, dropped after any failure (a late answer must not be taken
     /// for the next request's).
     session: Option<AsyncSession>,
@@ -552,20 +560,17 @@ impl SnmpSource {
     }
 
     /// Fetches every OID; `None` for each that is absent.
-    async fn fetch_all(&mut self, oids: &[Vec<u64>]) -> Result<Vec<Option<u64>>, String> {
+    /// Fetches every OID of `self.oids`; `None` for each that is absent.
+    async fn fetch_all(&mut self) -> Result<Vec<Option<u64>>, String> {
         if self.session.is_none() {
             self.session = Some(self.open().await?);
         }
         let Some(session) = self.session.as_mut() else {
             return Err("no SNMP session".into());
         };
-        let mut values = Vec::with_capacity(oids.len());
-        for chunk in oids.chunks(OIDS_PER_REQUEST) {
-            let parsed: Vec<Oid<'static>> = chunk
-                .iter()
-                .map(|arcs| Oid::from(arcs).map_err(|e| format!("OID {arcs:?}: {e:?}")))
-                .collect::<Result<_, _>>()?;
-            let refs: Vec<&Oid<'_>> = parsed.iter().collect();
+        let mut values = Vec::with_capacity(self.oids.len());
+        for chunk in self.oids.chunks(OIDS_PER_REQUEST) {
+            let refs: Vec<&Oid<'_>> = chunk.iter().collect();
             let response = session
                 .get_many(&refs)
                 .await
@@ -576,20 +581,15 @@ impl SnmpSource {
                     self.agent, response.error_status, response.error_index
                 ));
             }
-            let answered: Vec<(Vec<u64>, Option<u64>)> = response
+            let answered: Vec<(Oid<'_>, Option<u64>)> = response
                 .varbinds
-                .map(|(oid, value)| {
-                    (
-                        oid.iter().map(|arcs| arcs.collect()).unwrap_or_default(),
-                        number(&value),
-                    )
-                })
+                .map(|(oid, value)| (oid, number(&value)))
                 .collect();
-            for arcs in chunk {
+            for requested in chunk {
                 values.push(
                     answered
                         .iter()
-                        .find(|(oid, _)| oid == arcs)
+                        .find(|(oid, _)| oid == requested)
                         .and_then(|(_, value)| *value),
                 );
             }
@@ -609,13 +609,8 @@ impl Source for SnmpSource {
     }
 
     async fn sample(&mut self, at: UnixNanos) -> Result<Sample, String> {
-        let mut oids = Vec::new();
-        for meter in &self.meters {
-            oids.extend(meter.planned.energy.iter().map(|f| f.oid.clone()));
-            oids.extend(meter.planned.power.iter().map(|f| f.oid.clone()));
-        }
         let agent = self.agent.clone();
-        let fetched = super::within(&agent, self.timeout, self.fetch_all(&oids))
+        let fetched = super::within(&agent, self.timeout, self.fetch_all())
             .await
             .inspect_err(|_| self.session = None)?;
         let mut values = fetched.into_iter();
