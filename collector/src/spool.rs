@@ -324,26 +324,26 @@ impl Spool {
         self.compact_oldest((held / 2).max(2).min(held))
     }
 
-    /// How many of the oldest batches, at most `most` and at least one, together hold no more
-    /// than [`MAX_MERGE_BYTES`].
-    fn oldest_within_merge_limit(&self, most: usize) -> Result<usize> {
+    /// The oldest batches, at most `most` and at least one, that together hold no more than
+    /// [`MAX_MERGE_BYTES`].
+    fn oldest_run(&self, most: usize) -> Result<Vec<Batch>> {
         let transaction = self.database.begin_read()?;
         let table = transaction.open_table(BATCHES)?;
-        let (mut count, mut bytes) = (0usize, 0u64);
+        let (mut run, mut bytes) = (Vec::new(), 0u64);
         for entry in table.iter()? {
-            let size = entry?.1.value().len() as u64;
-            if count >= most || (count > 0 && bytes + size > MAX_MERGE_BYTES) {
+            let (_, value) = entry?;
+            let size = value.value().len() as u64;
+            if run.len() >= most || (!run.is_empty() && bytes + size > MAX_MERGE_BYTES) {
                 break;
             }
             bytes += size;
-            count += 1;
+            run.push(Batch::decode(value.value())?);
         }
-        Ok(count)
+        Ok(run)
     }
 
     fn compact_oldest(&mut self, most: usize) -> Result<Compaction> {
-        let take = self.oldest_within_merge_limit(most)?;
-        let oldest = self.read_after(0, take)?;
+        let oldest = self.oldest_run(most)?;
         self.merge_run(&oldest, |series| {
             let last_index = series.len() - 1;
             // Keep odd positions counted back from the last, so the last is always kept.
@@ -511,7 +511,18 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::measured_reading;
+    use footprint_core::UnixNanos;
     use proptest::prelude::*;
+
+    fn append(spool: &mut Spool, readings: Vec<Reading>) -> u64 {
+        spool
+            .append(Sample {
+                readings,
+                ..Sample::default()
+            })
+            .unwrap()
+    }
 
     #[derive(Clone, Debug)]
     enum Op {
@@ -587,7 +598,7 @@ mod tests {
                             .map(|(meter, growth)| {
                                 clock += 1;
                                 counters[*meter as usize] += u64::from(*growth);
-                                Reading { meter_id: format!("m{meter}"), value: counters[*meter as usize], timestamp_ns: clock, quality: 1, method: String::new() }
+                                measured_reading(&format!("m{meter}"), counters[*meter as usize], UnixNanos(clock))
                             })
                             .collect();
                         let seq = spool.append(Sample { readings: readings.clone(), ..Sample::default() }).unwrap();
@@ -682,19 +693,10 @@ mod tests {
         let mut total = 0u64;
         for index in 0..400i64 {
             total += 250;
-            let reading = Reading {
-                meter_id: "gpu0".into(),
-                value: total,
-                timestamp_ns: index,
-                quality: 1,
-                method: String::new(),
-            };
-            spool
-                .append(Sample {
-                    readings: vec![reading],
-                    ..Sample::default()
-                })
-                .unwrap();
+            append(
+                &mut spool,
+                vec![measured_reading("gpu0", total, UnixNanos(index))],
+            );
         }
         let held = spool.read_after(0, usize::MAX).unwrap();
         let readings: Vec<&Reading> = held.iter().flat_map(|b| &b.readings).collect();
@@ -716,20 +718,12 @@ mod tests {
             let readings = ["m0", "m1"]
                 .iter()
                 .enumerate()
-                .map(|(k, meter)| Reading {
-                    meter_id: (*meter).into(),
-                    value: u64::try_from(t).unwrap() * (5 + k as u64),
-                    timestamp_ns: t * SECOND,
-                    quality: 1,
-                    method: String::new(),
+                .map(|(k, meter)| {
+                    let value = u64::try_from(t).unwrap() * (5 + k as u64);
+                    measured_reading(meter, value, UnixNanos(t * SECOND))
                 })
                 .collect();
-            spool
-                .append(Sample {
-                    readings,
-                    ..Sample::default()
-                })
-                .unwrap();
+            append(&mut spool, readings);
         }
         let held = spool.read_after(0, usize::MAX).unwrap();
         let series = |meter: &str, aged: bool| -> Vec<(i64, u64)> {
@@ -754,7 +748,7 @@ mod tests {
         assert_eq!(series("m1", true).len(), 20);
         // Thinning again changes nothing.
         let again = spool.thin_older_than(198 * SECOND, 10 * SECOND).unwrap();
-        assert_eq!(again.readings_before, again.readings_after);
+        assert_eq!(again, Compaction::default(), "nothing new had aged");
         assert_eq!(spool.read_after(0, usize::MAX).unwrap(), held);
     }
 
@@ -765,20 +759,12 @@ mod tests {
         let mut spool = Spool::open(None, "c", u64::MAX).unwrap();
         for tick in 0..40i64 {
             let readings = (0..30_000)
-                .map(|meter| Reading {
-                    meter_id: format!("meter-{meter:05}"),
-                    value: u64::try_from(tick).unwrap() * 1_000,
-                    timestamp_ns: tick,
-                    quality: 1,
-                    method: String::new(),
+                .map(|meter| {
+                    let value = u64::try_from(tick).unwrap() * 1_000;
+                    measured_reading(&format!("meter-{meter:05}"), value, UnixNanos(tick))
                 })
                 .collect();
-            spool
-                .append(Sample {
-                    readings,
-                    ..Sample::default()
-                })
-                .unwrap();
+            append(&mut spool, readings);
         }
         let done = spool.compact().unwrap();
         assert!((2..20).contains(&done.batches_merged), "{done:?}");
