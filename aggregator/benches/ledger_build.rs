@@ -247,7 +247,15 @@ fn main() {
     }
     let host_stage = wall.elapsed().as_secs_f64();
     let transaction = connection.transaction().unwrap();
-    let hours = ledger::site::settle_ready_hours(&transaction, &settings, window).unwrap();
+    let hours = ledger::site::settle_ready_hours(
+        &transaction,
+        &settings,
+        window,
+        &std::collections::BTreeSet::new(),
+        0,
+    )
+    .unwrap()
+    .hours;
     transaction.commit().unwrap();
     let total = wall.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu_before;

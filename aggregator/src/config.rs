@@ -103,7 +103,7 @@ pub enum CpuBaseline {
 }
 
 /// `[facility]`.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FacilityConfig {
     /// PUE assumed for windows without a site energy meter (flagged estimated). Unset: no
@@ -113,6 +113,26 @@ pub struct FacilityConfig {
     /// on IT energy alone while its collector has not connected yet.
     #[serde(default)]
     pub require_site_meter: bool,
+    /// Longest the site waits, in seconds, for a host or site meter whose collector has sent
+    /// nothing: after that, hours settle without it. Whatever it delivers later for those hours
+    /// reopens them; they are settled again and marked revised (`hour_revisions`), as are host
+    /// windows that late allocations or readings changed (`window_revisions`).
+    #[serde(default = "default_max_wait_s")]
+    pub max_wait_s: u64,
+}
+
+fn default_max_wait_s() -> u64 {
+    3_600
+}
+
+impl Default for FacilityConfig {
+    fn default() -> Self {
+        Self {
+            assumed_pue: None,
+            require_site_meter: false,
+            max_wait_s: default_max_wait_s(),
+        }
+    }
 }
 
 /// `[carbon]`.

@@ -29,6 +29,9 @@ pub struct AggregatorMetrics {
     pub batches: Family<OutcomeLabel, Counter>,
     pub windows_built: Counter,
     pub hours_settled: Counter,
+    pub late_data: Family<ReasonLabel, Counter>,
+    pub windows_revised: Counter,
+    pub hours_revised: Counter,
     pub streams_refused: Family<ReasonLabel, Counter>,
 }
 
@@ -44,6 +47,9 @@ impl Default for AggregatorMetrics {
             batches: Family::default(),
             windows_built: Counter::default(),
             hours_settled: Counter::default(),
+            late_data: Family::default(),
+            windows_revised: Counter::default(),
+            hours_revised: Counter::default(),
             streams_refused: Family::default(),
         }
     }
@@ -95,11 +101,34 @@ impl AggregatorMetrics {
             self.hours_settled.clone(),
         );
         registry.register(
+            "late_data",
+            "Stored readings and allocations that touched windows already built or hours already settled, by what they were",
+            self.late_data.clone(),
+        );
+        registry.register(
+            "windows_revised",
+            "Host windows built again after late data whose attribution changed",
+            self.windows_revised.clone(),
+        );
+        registry.register(
+            "hours_revised",
+            "Site hours settled again after late data whose figures changed",
+            self.hours_revised.clone(),
+        );
+        registry.register(
             "streams_refused",
             "Ingest streams refused, by reason",
             self.streams_refused.clone(),
         );
         registry
+    }
+
+    pub fn late(&self, what: &str) {
+        self.late_data
+            .get_or_create(&ReasonLabel {
+                reason: what.to_owned(),
+            })
+            .inc();
     }
 
     pub fn reject_reading(&self, reason: &str) {

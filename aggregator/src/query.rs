@@ -149,6 +149,7 @@ impl From<JobFootprint> for pb::JobFootprint {
             hosts: job.hosts,
             first_ns: job.first_window_ns,
             last_ns: job.last_window_ns,
+            revised_windows: job.revised_windows,
             remainder_mj: job.remainder_mj,
             overhead_mj: job.overhead_mj,
             it_energy_mj: job.it_energy_mj,
@@ -196,6 +197,8 @@ impl From<FacilityWindow> for pb::FacilityWindow {
             ppa_matched_mj: window.ppa_matched_mj,
             go_matched_mj: window.go_matched_mj,
             cfe_share: cfe,
+            revised_windows: window.revised_windows,
+            revised_hours: window.revised_hours,
         }
     }
 }

@@ -6,10 +6,13 @@
 mod common;
 
 use common::{SECOND, Session, http_get, reading};
+use footprint_aggregator::store::{LEDGER_FILE, schema};
 use footprint_aggregator::{AggregatorConfig, RunningAggregator, server};
+use footprint_core::{Span, UnixNanos};
 use footprint_proto::v1::collector_message::Body as Up;
 use footprint_proto::v1::{
-    Allocation, Batch, CollectorMessage, Hello, Job, JobKind, MeterInfo, MeterKind,
+    Allocation, Batch, CollectorMessage, Hello, Job, JobKind, MeterInfo, MeterKind, Quality,
+    Reading,
 };
 /// 2024-11-01T00:00:00Z
 const T0: i64 = 1_730_419_200 * SECOND;
@@ -482,4 +485,94 @@ async fn usage_counters_split_a_shared_gpu_and_a_cpu_package(announced: UsageAnn
     }
     drop(session);
     aggregator.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_late_allocation_rebuilds_its_windows_and_reports_say_so() {
+    let (aggregator, dir) = start().await;
+    let (mut session, _) = Session::open(&aggregator, hello("host-a")).await.unwrap();
+    let interpolated = |meter: &str, value: u64, at: i64| Reading {
+        quality: Quality::Interpolated as i32,
+        ..reading(meter, value, at)
+    };
+    for (seq, step) in (1..=3).zip(0..3u64) {
+        let at = T0 + step as i64 * 10 * SECOND;
+        let ack = session
+            .send(Batch {
+                collector_id: "c1".into(),
+                seq,
+                compacted: false,
+                meters: Vec::new(),
+                readings: vec![
+                    reading("gpu0", step * 1_000_000, at),
+                    interpolated("gpu1", step * 2_000_000, at),
+                ],
+                allocations: vec![],
+            })
+            .await;
+        assert!(ack.rejections.is_empty(), "{:?}", ack.rejections);
+    }
+    aggregator.store.build_windows().await.unwrap();
+    // The job's allocation arrives after both of its windows were built.
+    let ack = session
+        .send(Batch {
+            collector_id: "c1".into(),
+            seq: 4,
+            compacted: false,
+            meters: Vec::new(),
+            readings: vec![],
+            allocations: vec![Allocation {
+                job: Some(Job {
+                    id: "job-late".into(),
+                    ..Default::default()
+                }),
+                gpus: vec!["gpu0".into()],
+                cpus: vec![],
+                start_ns: T0,
+                end_ns: T0 + 20 * SECOND,
+                mig: vec![],
+            }],
+        })
+        .await;
+    assert!(ack.rejections.is_empty(), "{:?}", ack.rejections);
+    aggregator.store.build_windows().await.unwrap();
+    let job = http_get(aggregator.http_addr, "/api/v1/jobs/job-late").await;
+    let job: serde_json::Value =
+        serde_json::from_str(job.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(job["energy_mj"], 2_000_000, "{job}");
+    assert_eq!(job["energy_quality"]["measured_mj"], 2_000_000, "{job}");
+    assert_eq!(job["revised_windows"], 2, "{job}");
+    let metrics = http_get(aggregator.http_addr, "/metrics").await;
+    for line in [
+        "footprint_aggregator_late_data_total{reason=\"allocation\"} 1",
+        "footprint_aggregator_windows_revised_total 2",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");
+    }
+    drop(session);
+    aggregator.stop().await.unwrap();
+
+    let connection = schema::open_reader(&dir.path().join(LEDGER_FILE)).unwrap();
+    // gpu1's readings were interpolated (power integrated by its collector): so is its energy.
+    let (measured, interpolated): (i64, i64) = connection
+        .query_row(
+            "SELECT SUM(measured_mj), SUM(interpolated_mj) FROM window_hosts",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((measured, interpolated), (2_000_000, 4_000_000));
+    let revisions = footprint_aggregator::ledger::revisions(
+        &connection,
+        Span::new(UnixNanos(T0), UnixNanos(T0 + 3_600 * SECOND)),
+        10 * SECOND,
+    )
+    .unwrap();
+    assert_eq!(revisions.len(), 2, "{revisions:?}");
+    assert!(
+        revisions.iter().all(|r| r.scope == "host_window"
+            && r.host == "host-a"
+            && r.reason == "late allocation"),
+        "{revisions:?}"
+    );
 }

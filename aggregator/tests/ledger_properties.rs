@@ -3,7 +3,8 @@
 //! that may read below the IT meters, a water meter, an intensity feed with gaps and a PPA. After
 //! building and settling, for the site and for every host, energy, water and each carbon method
 //! balance exactly (site = jobs + idle + unattributed), the jobs listed add up to the jobs' share,
-//! and the site's energy and water are exactly the meters' deltas.
+//! and the site's energy and water are exactly the meters' deltas. Delivered late and out of
+//! order, the same site gives exactly the same ledger.
 
 // Test helpers panic on failure by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -12,7 +13,7 @@ use std::sync::Arc;
 
 use footprint_aggregator::AggregatorConfig;
 use footprint_aggregator::config::{PlacementConfig, PpaConfig};
-use footprint_aggregator::ledger::{self, Grouping, JobFilter};
+use footprint_aggregator::ledger::{self, FacilityWindow, Grouping, JobFilter};
 use footprint_aggregator::metrics::AggregatorMetrics;
 use footprint_aggregator::store::{LEDGER_FILE, StoreHandle, schema};
 use footprint_core::{Span, UnixNanos};
@@ -78,161 +79,403 @@ fn reading(meter: &str, value: u64, at: i64) -> Reading {
     }
 }
 
+/// A random site: what every test case builds a ledger of.
+#[derive(Clone, Debug)]
+struct SitePlan {
+    hosts: Vec<HostPlan>,
+    pue_permille: u64,
+    water_ml_per_step: u64,
+    intensity_hours: Vec<Option<u64>>,
+    ppa_kw: f64,
+    host_overhead: bool,
+}
+
+/// How the site's data reaches the aggregator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Delivery {
+    /// In time order, each host's allocations with its first readings.
+    InTime,
+    /// Late and out of order: each host's odd steps first and its even steps after its windows
+    /// were built (batches and readings out of order); the site meters' second hour after the
+    /// site settled it without them (`max_wait_s = 0`); the allocations last of all.
+    Late,
+}
+
+fn site_plan() -> impl Strategy<Value = SitePlan> {
+    (
+        prop::collection::vec(host_plan(), 1..3),
+        700u64..1_500,
+        0u64..400,
+        prop::collection::vec(prop::option::of(50u64..600), 3),
+        0.0f64..20.0,
+        prop::bool::ANY,
+    )
+        .prop_map(
+            |(hosts, pue_permille, water_ml_per_step, intensity_hours, ppa_kw, host_overhead)| {
+                SitePlan {
+                    hosts,
+                    pue_permille,
+                    water_ml_per_step,
+                    intensity_hours,
+                    ppa_kw,
+                    host_overhead,
+                }
+            },
+        )
+}
+
+/// Submits one batch and insists nothing in it is refused.
+async fn submit(
+    store: &StoreHandle,
+    collector: i64,
+    name: &str,
+    seq: u64,
+    readings: Vec<Reading>,
+    allocations: Vec<Allocation>,
+) {
+    let outcome = store
+        .submit(
+            collector,
+            Batch {
+                collector_id: name.into(),
+                seq,
+                readings,
+                allocations,
+                compacted: false,
+                meters: Vec::new(),
+            },
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(outcome.rejections.is_empty(), "{:?}", outcome.rejections);
+    assert!(
+        !outcome.duplicate,
+        "seq {seq} of {name} taken for a duplicate"
+    );
+}
+
+/// Builds the ledger of `plan` delivered as `delivery` in `dir`; returns the site's energy and
+/// water as its meters measured them.
+fn build_ledger(plan: &SitePlan, delivery: Delivery, dir: &std::path::Path) -> (u64, u64) {
+    let intensity = dir.join("intensity.csv");
+    let mut csv = String::from("datetime,zone,carbon_intensity_gco2_per_kwh\n");
+    for (hour, value) in plan.intensity_hours.iter().enumerate() {
+        if let Some(value) = value {
+            let at = jiff_free_hour(hour as i64);
+            csv.push_str(&format!("{at},Z,{value}\n"));
+        }
+    }
+    std::fs::write(&intensity, csv).unwrap();
+    let mut config = AggregatorConfig::with_data_dir(dir.join("ledger"));
+    config.window_seconds = 60;
+    config.carbon.zone = "Z".into();
+    config.carbon.intensity_files = vec![intensity];
+    config.carbon.residual_mix_g_per_kwh = Some(450.0);
+    config.carbon.ppa = vec![PpaConfig {
+        name: "p".into(),
+        flat_kw: plan.ppa_kw,
+        hourly_kwh_csv: None,
+    }];
+    config.attribution.host_overhead_factor = if plan.host_overhead { 0.07 } else { 0.0 };
+    config.facility.require_site_meter = true;
+    if delivery == Delivery::Late {
+        config.facility.max_wait_s = 0;
+    }
+    config.placement = vec![PlacementConfig {
+        host: "h0".into(),
+        hall: "A".into(),
+        rack: "A1".into(),
+    }];
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = StoreHandle::open(&config, Arc::new(AggregatorMetrics::default())).unwrap();
+        let mut site_mj_per_step = 0u64;
+        let mut late_allocations = Vec::new();
+        for (index, host) in plan.hosts.iter().enumerate() {
+            let name = format!("h{index}");
+            let mut meters = vec![
+                meter("gpu0", MeterKind::GpuEnergy, "gpu0", vec![]),
+                meter("gpu1", MeterKind::GpuEnergy, "gpu1", vec![]),
+                meter(
+                    "package",
+                    MeterKind::CpuPackageEnergy,
+                    "package",
+                    (0..8).collect(),
+                ),
+            ];
+            if host.outlet {
+                meters.push(meter("outlet", MeterKind::OutletEnergy, "outlet", vec![]));
+            }
+            let accepted = store
+                .hello(Hello {
+                    collector_id: name.clone(),
+                    host: name.clone(),
+                    software_version: "t".into(),
+                    meters,
+                })
+                .await
+                .unwrap();
+            let components = host.gpu_mw[0] + host.gpu_mw[1] + host.package_mw;
+            site_mj_per_step += (components + host.unmetered_mw) * STEP_S as u64;
+            let allocations: Vec<Allocation> = host
+                .jobs
+                .iter()
+                .map(|&(job, gpus, first, cores, start, length)| Allocation {
+                    job: Some(Job {
+                        id: format!("job{job}"),
+                        ..Default::default()
+                    }),
+                    gpus: (0..2)
+                        .filter(|g| gpus & (1 << g) != 0)
+                        .map(|g| format!("gpu{g}"))
+                        .collect(),
+                    cpus: (first..(first + cores).min(8)).collect(),
+                    start_ns: T0 + start * STEP_S * SECOND,
+                    end_ns: T0 + (start + length) * STEP_S * SECOND,
+                    mig: vec![],
+                })
+                .collect();
+            let readings_at = |step: i64| {
+                let at = T0 + step * STEP_S * SECOND;
+                let elapsed = step as u64 * STEP_S as u64;
+                let mut readings = vec![
+                    reading("gpu0", host.gpu_mw[0] * elapsed, at),
+                    reading("gpu1", host.gpu_mw[1] * elapsed, at),
+                    reading("package", host.package_mw * elapsed, at),
+                ];
+                if host.outlet {
+                    readings.push(reading(
+                        "outlet",
+                        (components + host.unmetered_mw) * elapsed,
+                        at,
+                    ));
+                }
+                readings
+            };
+            match delivery {
+                Delivery::InTime => {
+                    for step in 0..=STEPS {
+                        let allocations = if step == 0 {
+                            allocations.clone()
+                        } else {
+                            vec![]
+                        };
+                        submit(
+                            &store,
+                            accepted.collector,
+                            &name,
+                            step as u64 + 1,
+                            readings_at(step),
+                            allocations,
+                        )
+                        .await;
+                    }
+                }
+                Delivery::Late => {
+                    for step in (1..=STEPS).step_by(2).chain(std::iter::once(STEPS)) {
+                        submit(
+                            &store,
+                            accepted.collector,
+                            &name,
+                            step as u64 + 1,
+                            readings_at(step),
+                            vec![],
+                        )
+                        .await;
+                    }
+                    store.build_windows().await.unwrap();
+                    for step in (0..STEPS).step_by(2) {
+                        submit(
+                            &store,
+                            accepted.collector,
+                            &name,
+                            step as u64 + 1,
+                            readings_at(step),
+                            vec![],
+                        )
+                        .await;
+                    }
+                    late_allocations.push((accepted.collector, name.clone(), allocations));
+                }
+            }
+        }
+        let site_mj_per_step = site_mj_per_step * plan.pue_permille / 1_000;
+        let accepted = store
+            .hello(Hello {
+                collector_id: "site".into(),
+                host: "site".into(),
+                software_version: "t".into(),
+                meters: vec![
+                    meter("energy", MeterKind::SiteEnergy, "site", vec![]),
+                    meter("water", MeterKind::SiteWater, "site", vec![]),
+                ],
+            })
+            .await
+            .unwrap();
+        let site_readings = |step: i64| {
+            let at = T0 + step * STEP_S * SECOND;
+            vec![
+                reading("energy", site_mj_per_step * step as u64, at),
+                reading("water", plan.water_ml_per_step * step as u64, at),
+            ]
+        };
+        let first_hour = 3_600 / STEP_S;
+        for step in 0..=STEPS {
+            if delivery == Delivery::Late && step == first_hour + 1 {
+                // The site meters fall silent: both hours settle, the second without them.
+                store.build_windows().await.unwrap();
+                for (collector, name, allocations) in &late_allocations {
+                    submit(
+                        &store,
+                        *collector,
+                        name,
+                        STEPS as u64 + 2,
+                        vec![],
+                        allocations.clone(),
+                    )
+                    .await;
+                }
+            }
+            submit(
+                &store,
+                accepted.collector,
+                "site",
+                step as u64 + 1,
+                site_readings(step),
+                vec![],
+            )
+            .await;
+        }
+        store.build_windows().await.unwrap();
+        (
+            site_mj_per_step * STEPS as u64,
+            plan.water_ml_per_step * STEPS as u64,
+        )
+    })
+}
+
+/// What the ledger says, with the revision counts (which only late delivery has) left out.
+#[derive(Debug, PartialEq)]
+struct Figures {
+    jobs: Vec<ledger::JobFootprint>,
+    site: FacilityWindow,
+    windows: Vec<FacilityWindow>,
+    per_host: Vec<FacilityWindow>,
+}
+
+/// Checks that every quantity balances in the ledger at `dir` and returns its figures.
+fn balanced_figures(
+    dir: &std::path::Path,
+    plan: &SitePlan,
+    site_mj: u64,
+    water_ml: u64,
+) -> Result<(Figures, u64), TestCaseError> {
+    let connection = schema::open_reader(&dir.join("ledger").join(LEDGER_FILE)).unwrap();
+    let settled = ledger::settled_span(&connection)
+        .unwrap()
+        .expect("two hours settle");
+    prop_assert_eq!(
+        settled,
+        Span::new(UnixNanos(T0), UnixNanos(T0 + STEPS * STEP_S * SECOND))
+    );
+    let site = ledger::facility_totals(&connection, settled, 0, Grouping::Site)
+        .unwrap()
+        .remove(0);
+    prop_assert_eq!(site.energy_mj.site, site_mj as i64);
+    prop_assert_eq!(site.water_ml.site, water_ml as i64);
+    let jobs = ledger::list_jobs(&connection, &JobFilter::default()).unwrap();
+    let windows =
+        ledger::facility_totals(&connection, settled, 600 * SECOND, Grouping::Site).unwrap();
+    let per_host = ledger::facility_totals(&connection, settled, 0, Grouping::Host).unwrap();
+    prop_assert_eq!(per_host.len(), plan.hosts.len());
+    // h0 stands in hall A; any other host is unplaced: one or two halls.
+    let per_hall = ledger::facility_totals(&connection, settled, 0, Grouping::Hall).unwrap();
+    prop_assert_eq!(per_hall.len(), plan.hosts.len());
+    prop_assert_eq!(&per_hall[0].host, "A");
+    for total in windows
+        .iter()
+        .chain(&per_host)
+        .chain(&per_hall)
+        .chain(std::iter::once(&site))
+    {
+        for (name, balance) in [
+            ("energy", total.energy_mj),
+            ("water", total.water_ml),
+            ("location", total.co2e_location_mg),
+            ("market", total.co2e_market_mg),
+            ("embodied", total.co2e_embodied_mg),
+        ] {
+            prop_assert_eq!(balance.imbalance(), 0, "{} of {:?}", name, total);
+        }
+    }
+    let listed =
+        |figure: fn(&ledger::JobFootprint) -> u64| jobs.iter().map(figure).sum::<u64>() as i64;
+    prop_assert_eq!(listed(|j| j.energy_mj), site.energy_mj.jobs);
+    prop_assert_eq!(listed(|j| j.water_ml), site.water_ml.jobs);
+    prop_assert_eq!(listed(|j| j.co2e_location_mg), site.co2e_location_mg.jobs);
+    prop_assert_eq!(listed(|j| j.co2e_market_mg), site.co2e_market_mg.jobs);
+    prop_assert_eq!(listed(|j| j.co2e_embodied_mg), site.co2e_embodied_mg.jobs);
+    let hosts_sum: i64 = per_host.iter().map(|h| h.energy_mj.site).sum();
+    prop_assert_eq!(
+        hosts_sum + site.energy_mj.unattributed
+            - per_host
+                .iter()
+                .map(|h| h.energy_mj.unattributed)
+                .sum::<i64>(),
+        site.energy_mj.site
+    );
+    let revised_hours = site.revised_hours;
+    let unrevised = |mut window: FacilityWindow| {
+        window.revised_windows = 0;
+        window.revised_hours = 0;
+        window
+    };
+    let figures = Figures {
+        jobs: jobs
+            .into_iter()
+            .map(|job| ledger::JobFootprint {
+                revised_windows: 0,
+                ..job
+            })
+            .collect(),
+        site: unrevised(site),
+        windows: windows.into_iter().map(unrevised).collect(),
+        per_host: per_host.into_iter().map(unrevised).collect(),
+    };
+    Ok((figures, revised_hours))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
 
     #[test]
-    fn every_quantity_balances_for_the_site_and_every_host(
-        hosts in prop::collection::vec(host_plan(), 1..3),
-        pue_permille in 700u64..1_500,
-        water_ml_per_step in 0u64..400,
-        intensity_hours in prop::collection::vec(prop::option::of(50u64..600), 3),
-        ppa_kw in 0.0f64..20.0,
-        host_overhead in prop::bool::ANY,
-    ) {
+    fn every_quantity_balances_for_the_site_and_every_host(plan in site_plan()) {
         let dir = tempfile::tempdir().unwrap();
-        let intensity = dir.path().join("intensity.csv");
-        let mut csv = String::from("datetime,zone,carbon_intensity_gco2_per_kwh\n");
-        for (hour, value) in intensity_hours.iter().enumerate() {
-            if let Some(value) = value {
-                let at = jiff_free_hour(hour as i64);
-                csv.push_str(&format!("{at},Z,{value}\n"));
-            }
-        }
-        std::fs::write(&intensity, csv).unwrap();
-        let mut config = AggregatorConfig::with_data_dir(dir.path().join("ledger"));
-        config.window_seconds = 60;
-        config.carbon.zone = "Z".into();
-        config.carbon.intensity_files = vec![intensity];
-        config.carbon.residual_mix_g_per_kwh = Some(450.0);
-        config.carbon.ppa = vec![PpaConfig { name: "p".into(), flat_kw: ppa_kw, hourly_kwh_csv: None }];
-        config.attribution.host_overhead_factor = if host_overhead { 0.07 } else { 0.0 };
-        config.facility.require_site_meter = true;
-        config.placement = vec![PlacementConfig { host: "h0".into(), hall: "A".into(), rack: "A1".into() }];
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let (site_mj, water_ml) = runtime.block_on(async {
-            let store = StoreHandle::open(&config, Arc::new(AggregatorMetrics::default())).unwrap();
-            let mut site_mj_per_step = 0u64;
-            for (index, plan) in hosts.iter().enumerate() {
-                let name = format!("h{index}");
-                let mut meters = vec![
-                    meter("gpu0", MeterKind::GpuEnergy, "gpu0", vec![]),
-                    meter("gpu1", MeterKind::GpuEnergy, "gpu1", vec![]),
-                    meter("package", MeterKind::CpuPackageEnergy, "package", (0..8).collect()),
-                ];
-                if plan.outlet {
-                    meters.push(meter("outlet", MeterKind::OutletEnergy, "outlet", vec![]));
-                }
-                let accepted = store
-                    .hello(Hello { collector_id: name.clone(), host: name.clone(), software_version: "t".into(), meters })
-                    .await
-                    .unwrap();
-                let components = plan.gpu_mw[0] + plan.gpu_mw[1] + plan.package_mw;
-                site_mj_per_step += (components + plan.unmetered_mw) * STEP_S as u64;
-                let allocations: Vec<Allocation> = plan
-                    .jobs
-                    .iter()
-                    .map(|&(job, gpus, first, cores, start, length)| Allocation {
-                        job: Some(Job { id: format!("job{job}"), ..Default::default() }),
-                        gpus: (0..2).filter(|g| gpus & (1 << g) != 0).map(|g| format!("gpu{g}")).collect(),
-                        cpus: (first..(first + cores).min(8)).collect(),
-                        start_ns: T0 + start * STEP_S * SECOND,
-                        end_ns: T0 + (start + length) * STEP_S * SECOND,
-                        mig: vec![],
-                    })
-                    .collect();
-                for step in 0..=STEPS {
-                    let at = T0 + step * STEP_S * SECOND;
-                    let elapsed = step as u64 * STEP_S as u64;
-                    let mut readings = vec![
-                        reading("gpu0", plan.gpu_mw[0] * elapsed, at),
-                        reading("gpu1", plan.gpu_mw[1] * elapsed, at),
-                        reading("package", plan.package_mw * elapsed, at),
-                    ];
-                    if plan.outlet {
-                        readings.push(reading("outlet", (components + plan.unmetered_mw) * elapsed, at));
-                    }
-                    let outcome = store
-                        .submit(accepted.collector, Batch {
-                            collector_id: name.clone(),
-                            seq: step as u64 + 1,
-                            readings,
-                            allocations: if step == 0 { allocations.clone() } else { vec![] },
-                            compacted: false,
-                            meters: Vec::new(),
-                        })
-                        .await.unwrap().await.unwrap().unwrap();
-                    assert!(outcome.rejections.is_empty(), "{:?}", outcome.rejections);
-                }
-            }
-            let site_mj_per_step = site_mj_per_step * pue_permille / 1_000;
-            let accepted = store
-                .hello(Hello {
-                    collector_id: "site".into(),
-                    host: "site".into(),
-                    software_version: "t".into(),
-                    meters: vec![
-                        meter("energy", MeterKind::SiteEnergy, "site", vec![]),
-                        meter("water", MeterKind::SiteWater, "site", vec![]),
-                    ],
-                })
-                .await
-                .unwrap();
-            for step in 0..=STEPS {
-                let at = T0 + step * STEP_S * SECOND;
-                let outcome = store
-                    .submit(accepted.collector, Batch {
-                        collector_id: "site".into(),
-                        seq: step as u64 + 1,
-                        readings: vec![
-                            reading("energy", site_mj_per_step * step as u64, at),
-                            reading("water", water_ml_per_step * step as u64, at),
-                        ],
-                        allocations: vec![],
-                        compacted: false,
-                        meters: Vec::new(),
-                    })
-                    .await.unwrap().await.unwrap().unwrap();
-                assert!(outcome.rejections.is_empty(), "{:?}", outcome.rejections);
-            }
-            store.build_windows().await.unwrap();
-            (site_mj_per_step * STEPS as u64, water_ml_per_step * STEPS as u64)
-        });
+        let (site_mj, water_ml) = build_ledger(&plan, Delivery::InTime, dir.path());
+        balanced_figures(dir.path(), &plan, site_mj, water_ml)?;
+    }
 
-        let connection = schema::open_reader(&dir.path().join("ledger").join(LEDGER_FILE)).unwrap();
-        let settled = ledger::settled_span(&connection).unwrap().expect("two hours settle");
-        prop_assert_eq!(settled, Span::new(UnixNanos(T0), UnixNanos(T0 + STEPS * STEP_S * SECOND)));
-        let site = ledger::facility_totals(&connection, settled, 0, Grouping::Site).unwrap();
-        let site = &site[0];
-        prop_assert_eq!(site.energy_mj.site, site_mj as i64);
-        prop_assert_eq!(site.water_ml.site, water_ml as i64);
-        let jobs = ledger::list_jobs(&connection, &JobFilter::default()).unwrap();
-        let windows = ledger::facility_totals(&connection, settled, 600 * SECOND, Grouping::Site).unwrap();
-        let per_host = ledger::facility_totals(&connection, settled, 0, Grouping::Host).unwrap();
-        prop_assert_eq!(per_host.len(), hosts.len());
-        // h0 stands in hall A; any other host is unplaced: one or two halls.
-        let per_hall = ledger::facility_totals(&connection, settled, 0, Grouping::Hall).unwrap();
-        prop_assert_eq!(per_hall.len(), hosts.len());
-        prop_assert_eq!(&per_hall[0].host, "A");
-        for total in windows.iter().chain(&per_host).chain(&per_hall).chain(std::iter::once(site)) {
-            for (name, balance) in [
-                ("energy", total.energy_mj),
-                ("water", total.water_ml),
-                ("location", total.co2e_location_mg),
-                ("market", total.co2e_market_mg),
-                ("embodied", total.co2e_embodied_mg),
-            ] {
-                prop_assert_eq!(balance.imbalance(), 0, "{} of {:?}", name, total);
-            }
-        }
-        let listed = |figure: fn(&ledger::JobFootprint) -> u64| jobs.iter().map(figure).sum::<u64>() as i64;
-        prop_assert_eq!(listed(|j| j.energy_mj), site.energy_mj.jobs);
-        prop_assert_eq!(listed(|j| j.water_ml), site.water_ml.jobs);
-        prop_assert_eq!(listed(|j| j.co2e_location_mg), site.co2e_location_mg.jobs);
-        prop_assert_eq!(listed(|j| j.co2e_market_mg), site.co2e_market_mg.jobs);
-        prop_assert_eq!(listed(|j| j.co2e_embodied_mg), site.co2e_embodied_mg.jobs);
-        let hosts_sum: i64 = per_host.iter().map(|h| h.energy_mj.site).sum();
-        prop_assert_eq!(hosts_sum + site.energy_mj.unattributed - per_host.iter().map(|h| h.energy_mj.unattributed).sum::<i64>(), site.energy_mj.site);
+    /// Late allocations, batches and readings out of order, and site meters that fell silent
+    /// and came back give exactly the ledger that in-time delivery gives; the site hours
+    /// settled without the meters are marked revised.
+    #[test]
+    fn late_and_out_of_order_data_give_the_same_ledger(plan in site_plan()) {
+        let in_time = tempfile::tempdir().unwrap();
+        let (site_mj, water_ml) = build_ledger(&plan, Delivery::InTime, in_time.path());
+        let (expected, revised) = balanced_figures(in_time.path(), &plan, site_mj, water_ml)?;
+        prop_assert_eq!(revised, 0);
+        let late = tempfile::tempdir().unwrap();
+        let measured = build_ledger(&plan, Delivery::Late, late.path());
+        prop_assert_eq!(measured, (site_mj, water_ml));
+        let (figures, revised) = balanced_figures(late.path(), &plan, site_mj, water_ml)?;
+        prop_assert_eq!(figures, expected);
+        prop_assert!(revised >= 1, "the hour settled without its site meters is not marked revised");
     }
 }
 

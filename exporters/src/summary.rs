@@ -92,6 +92,9 @@ pub struct JobLine {
     pub gpu_hours: f64,
     /// `energy_mj / site.measured_mj`, for display.
     pub share_of_site: f64,
+    /// Windows of the job built again because late data changed them; 0 when every figure
+    /// stands as first computed.
+    pub revised_windows: u64,
 }
 
 impl JobLine {
@@ -130,6 +133,7 @@ impl JobLine {
             } else {
                 footprint.energy_mj as f64 / site_mj as f64
             },
+            revised_windows: footprint.revised_windows,
         }
     }
 
@@ -298,6 +302,9 @@ pub struct TotalsLine {
     pub wue_l_per_kwh: f64,
     pub hourly_cfe_share: f64,
     pub measured_method: String,
+    /// Host windows built again after late data changed them, and site hours settled again.
+    pub revised_windows: u64,
+    pub revised_hours: u64,
 }
 
 impl From<&FacilityWindow> for TotalsLine {
@@ -322,6 +329,8 @@ impl From<&FacilityWindow> for TotalsLine {
             wue_l_per_kwh: window.wue_l_per_kwh,
             hourly_cfe_share: window.cfe_share,
             measured_method: window.measured_method.clone(),
+            revised_windows: window.revised_windows,
+            revised_hours: window.revised_hours,
         }
     }
 }

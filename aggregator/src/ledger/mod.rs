@@ -68,6 +68,8 @@ pub struct HostLayout {
 pub struct BuildProgress {
     pub windows: u64,
     pub built_until: Option<i64>,
+    /// Start of the first window built, if any.
+    pub first_built: Option<i64>,
 }
 
 /// Windows loaded and attributed together.
@@ -284,6 +286,7 @@ pub fn build_ready_windows(
         return Ok(BuildProgress {
             windows: 0,
             built_until: host.built_until,
+            first_built: None,
         });
     }
     let mut devices: HashMap<String, DeviceKey> = HashMap::new();
@@ -378,7 +381,179 @@ pub fn build_ready_windows(
         chunk_start = chunk_end;
     }
     progress.built_until = Some(end);
+    progress.first_built = Some(start);
     Ok(progress)
+}
+
+/// Host-stage rows of one window, as stored (`SELECT *`), to restore or compare.
+#[derive(Debug, Default, PartialEq)]
+struct StoredWindow {
+    host: Vec<Vec<rusqlite::types::Value>>,
+    jobs: Vec<Vec<rusqlite::types::Value>>,
+}
+
+/// The columns the host stage writes (the site stage fills the rest).
+const HOST_STAGE_COLUMNS: usize = 13;
+const JOB_STAGE_COLUMNS: usize = 12;
+
+fn stored_windows(
+    connection: &Connection,
+    collector: i64,
+    span: Span,
+) -> Result<BTreeMap<i64, StoredWindow>> {
+    let mut windows: BTreeMap<i64, StoredWindow> = BTreeMap::new();
+    for (sql, is_host) in [
+        (
+            "SELECT * FROM window_hosts WHERE collector = ?1 AND start_ns >= ?2 AND start_ns < ?3 ORDER BY start_ns",
+            true,
+        ),
+        (
+            "SELECT * FROM window_jobs WHERE collector = ?1 AND start_ns >= ?2 AND start_ns < ?3 ORDER BY start_ns, job",
+            false,
+        ),
+    ] {
+        let mut statement = connection.prepare_cached(sql)?;
+        let columns = statement.column_count();
+        let mut rows = statement.query(params![collector, span.start.0, span.end.0])?;
+        while let Some(row) = rows.next()? {
+            let values = (0..columns)
+                .map(|index| row.get(index))
+                .collect::<rusqlite::Result<Vec<rusqlite::types::Value>>>()?;
+            let start: i64 = row.get(1)?;
+            let window = windows.entry(start).or_default();
+            if is_host {
+                window.host.push(values);
+            } else {
+                window.jobs.push(values);
+            }
+        }
+    }
+    Ok(windows)
+}
+
+impl StoredWindow {
+    /// Whether the host stage wrote the same figures in both.
+    fn same_attribution(&self, other: &Self) -> bool {
+        let host = |rows: &[Vec<rusqlite::types::Value>],
+                    width: usize|
+         -> Vec<Vec<rusqlite::types::Value>> {
+            rows.iter()
+                .map(|row| row[..width.min(row.len())].to_vec())
+                .collect()
+        };
+        host(&self.host, HOST_STAGE_COLUMNS) == host(&other.host, HOST_STAGE_COLUMNS)
+            && host(&self.jobs, JOB_STAGE_COLUMNS) == host(&other.jobs, JOB_STAGE_COLUMNS)
+    }
+}
+
+/// What a rebuild did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RebuildProgress {
+    pub build: BuildProgress,
+    /// Windows whose attribution changed (recorded in `window_revisions`).
+    pub revised: u64,
+    /// The first window that changed or is new, if any.
+    pub first_changed: Option<i64>,
+}
+
+/// Late data touched `host`'s built windows from `from_ns` on: builds them again from what is
+/// stored now, and then any further ready windows. A window whose attribution comes out the same
+/// is left exactly as it was (site figures included); one that changed is recorded in
+/// `window_revisions` with `reason`, and its site figures wait for the site stage to settle its
+/// hour again (the caller reopens it from `first_changed`, [`site::reopen`]).
+///
+/// # Errors
+/// A database error; nothing is recorded then.
+pub fn rebuild_windows(
+    connection: &Connection,
+    host: &HostLayout,
+    window: WindowLength,
+    settings: &LedgerSettings,
+    from_ns: i64,
+    reason: &str,
+    now_ns: i64,
+) -> Result<RebuildProgress> {
+    let Some(built_until) = host.built_until else {
+        return Ok(RebuildProgress {
+            build: build_ready_windows(connection, host, window, settings)?,
+            ..RebuildProgress::default()
+        });
+    };
+    let start = window.start_of(UnixNanos(from_ns)).0;
+    if start >= built_until {
+        return Ok(RebuildProgress {
+            build: build_ready_windows(connection, host, window, settings)?,
+            ..RebuildProgress::default()
+        });
+    }
+    let range = Span::new(UnixNanos(start), UnixNanos(built_until));
+    let before = stored_windows(connection, host.collector, range)?;
+    for table in ["window_hosts", "window_jobs"] {
+        connection
+            .prepare_cached(&format!(
+                "DELETE FROM {table} WHERE collector = ?1 AND start_ns >= ?2 AND start_ns < ?3"
+            ))?
+            .execute(params![host.collector, start, built_until])?;
+    }
+    let rebuilding = HostLayout {
+        built_until: Some(start),
+        ..host.clone()
+    };
+    let build = build_ready_windows(connection, &rebuilding, window, settings)?;
+    let after = stored_windows(connection, host.collector, range)?;
+    let empty = StoredWindow::default();
+    let mut progress = RebuildProgress {
+        build,
+        ..RebuildProgress::default()
+    };
+    let mut revise = connection.prepare_cached(
+        "INSERT INTO window_revisions (collector, start_ns, revisions, last_revised_ns, reason) VALUES (?1, ?2, 1, ?3, ?4)
+         ON CONFLICT (collector, start_ns) DO UPDATE SET revisions = revisions + 1,
+           last_revised_ns = excluded.last_revised_ns, reason = excluded.reason",
+    )?;
+    let starts: std::collections::BTreeSet<i64> =
+        before.keys().chain(after.keys()).copied().collect();
+    for window_start in starts {
+        let old = before.get(&window_start).unwrap_or(&empty);
+        let new = after.get(&window_start).unwrap_or(&empty);
+        if old.same_attribution(new) {
+            // Put back the rows as they were, site figures and all.
+            restore_window(connection, host.collector, window_start, old)?;
+            continue;
+        }
+        revise.execute(params![host.collector, window_start, now_ns, reason])?;
+        progress.revised += 1;
+        progress.first_changed.get_or_insert(window_start);
+    }
+    if progress.first_changed.is_none() && build.built_until > Some(built_until) {
+        progress.first_changed = Some(built_until);
+    }
+    Ok(progress)
+}
+
+fn restore_window(
+    connection: &Connection,
+    collector: i64,
+    start_ns: i64,
+    stored: &StoredWindow,
+) -> Result<()> {
+    for (table, rows) in [
+        ("window_hosts", &stored.host),
+        ("window_jobs", &stored.jobs),
+    ] {
+        connection
+            .prepare_cached(&format!(
+                "DELETE FROM {table} WHERE collector = ?1 AND start_ns = ?2"
+            ))?
+            .execute(params![collector, start_ns])?;
+        for row in rows {
+            let placeholders = vec!["?"; row.len()].join(", ");
+            connection
+                .prepare_cached(&format!("INSERT INTO {table} VALUES ({placeholders})"))?
+                .execute(rusqlite::params_from_iter(row))?;
+        }
+    }
+    Ok(())
 }
 
 fn write_window(

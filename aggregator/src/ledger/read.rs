@@ -44,6 +44,8 @@ pub struct JobFootprint {
     pub last_window_ns: i64,
     /// How the figures were obtained.
     pub method: String,
+    /// Windows of the job built again because late data changed them (`window_revisions`).
+    pub revised_windows: u64,
 }
 
 /// Method note carried by every job figure.
@@ -96,7 +98,8 @@ pub fn list_jobs(connection: &Connection, filter: &JobFilter) -> Result<Vec<JobF
                 SUM(w.gpu_mj), SUM(w.cpu_mj), SUM(w.dram_mj), SUM(w.remainder_mj), SUM(w.overhead_mj),
                 SUM(w.measured_mj), SUM(w.interpolated_mj), SUM(w.estimated_mj),
                 SUM(w.gpu_ns), MIN(w.start_ns), MAX(w.start_ns),
-                SUM(w.water_ml), SUM(w.co2e_location_mg), SUM(w.co2e_market_mg), SUM(w.embodied_mg)
+                SUM(w.water_ml), SUM(w.co2e_location_mg), SUM(w.co2e_market_mg), SUM(w.embodied_mg),
+                SUM(EXISTS (SELECT 1 FROM window_revisions v WHERE v.collector = w.collector AND v.start_ns = w.start_ns))
          FROM window_jobs w JOIN jobs j ON j.id = w.job
          WHERE w.start_ns >= ?1 AND w.start_ns < ?2 AND (?3 IS NULL OR j.job_id = ?3)
            AND (?4 = '' OR j.user = ?4) AND (?5 = '' OR j.project = ?5) AND (?6 = '' OR j.model = ?6)
@@ -163,6 +166,7 @@ pub fn list_jobs(connection: &Connection, filter: &JobFilter) -> Result<Vec<JobF
                     first_window_ns: row.get(19)?,
                     last_window_ns: row.get(20)?,
                     method: JOB_METHOD.to_owned(),
+                    revised_windows: as_u64(25)?,
                 },
             ))
         },
@@ -232,6 +236,10 @@ pub struct FacilityWindow {
     pub co2e_embodied_mg: Balance,
     pub ppa_matched_mj: u64,
     pub go_matched_mj: u64,
+    /// Host windows in the span built again because late data changed them.
+    pub revised_windows: u64,
+    /// Site hours in the span settled again with different figures (the site only).
+    pub revised_hours: u64,
 }
 
 impl FacilityWindow {
@@ -374,6 +382,8 @@ fn site_bucket(connection: &Connection, bucket: Span) -> Result<FacilityWindow> 
         },
         ppa_matched_mj: 0,
         go_matched_mj: 0,
+        revised_windows: revised_windows(connection, bucket, None)?,
+        revised_hours: 0,
     };
     let mut methods = [0i64; 3];
     connection
@@ -423,11 +433,14 @@ fn site_bucket(connection: &Connection, bucket: Span) -> Result<FacilityWindow> 
     };
     connection
         .prepare_cached(
-            "SELECT COALESCE(SUM(ppa_mj), 0), COALESCE(SUM(go_mj), 0) FROM site_hours WHERE hour_ns >= ?1 AND hour_ns < ?2",
+            "SELECT COALESCE(SUM(ppa_mj), 0), COALESCE(SUM(go_mj), 0),
+                    (SELECT COUNT(*) FROM hour_revisions WHERE hour_ns >= ?1 AND hour_ns < ?2)
+             FROM site_hours WHERE hour_ns >= ?1 AND hour_ns < ?2",
         )?
         .query_row(params![bucket.start.0, bucket.end.0], |row| {
             window.ppa_matched_mj = row.get::<_, i64>(0)? as u64;
             window.go_matched_mj = row.get::<_, i64>(1)? as u64;
+            window.revised_hours = row.get::<_, i64>(2)? as u64;
             Ok(())
         })?;
     Ok(window)
@@ -469,7 +482,85 @@ fn host_bucket(
         co2e_embodied_mg: balance(sums.jobs_embodied, sums.idle_embodied, 0),
         ppa_matched_mj: 0,
         go_matched_mj: 0,
+        revised_windows: revised_windows(connection, bucket, Some(collector))?,
+        revised_hours: 0,
     })
+}
+
+/// Host windows in `bucket` (of one collector, or all) built again after late data.
+fn revised_windows(connection: &Connection, bucket: Span, collector: Option<i64>) -> Result<u64> {
+    Ok(connection
+        .prepare_cached(
+            "SELECT COUNT(*) FROM window_revisions WHERE start_ns >= ?1 AND start_ns < ?2 AND (?3 IS NULL OR collector = ?3)",
+        )?
+        .query_row(params![bucket.start.0, bucket.end.0, collector], |row| {
+            row.get::<_, i64>(0)
+        })? as u64)
+}
+
+/// One revision: a host window or a site hour the ledger computed again because late data
+/// changed it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Revision {
+    /// `host_window` or `site_hour`.
+    pub scope: &'static str,
+    /// The host of a host window; empty for a site hour.
+    pub host: String,
+    pub start_ns: i64,
+    pub end_ns: i64,
+    /// How many times it was computed again.
+    pub revisions: u64,
+    pub last_revised_ns: i64,
+    /// What arrived late.
+    pub reason: String,
+}
+
+/// Every revision of a window or hour starting inside `span`, oldest first (site hours before
+/// host windows at the same start).
+///
+/// # Errors
+/// A database error.
+pub fn revisions(connection: &Connection, span: Span, window_ns: i64) -> Result<Vec<Revision>> {
+    let mut found = Vec::new();
+    let mut hours = connection.prepare_cached(
+        "SELECT hour_ns, revisions, last_revised_ns, reason FROM hour_revisions
+         WHERE hour_ns >= ?1 AND hour_ns < ?2 ORDER BY hour_ns",
+    )?;
+    let rows = hours.query_map(params![span.start.0, span.end.0], |row| {
+        Ok(Revision {
+            scope: "site_hour",
+            host: String::new(),
+            start_ns: row.get(0)?,
+            end_ns: row.get::<_, i64>(0)? + footprint_core::units::NANOS_PER_HOUR,
+            revisions: row.get::<_, i64>(1)? as u64,
+            last_revised_ns: row.get(2)?,
+            reason: row.get(3)?,
+        })
+    })?;
+    for row in rows {
+        found.push(row?);
+    }
+    let mut windows = connection.prepare_cached(
+        "SELECT c.host, v.start_ns, v.revisions, v.last_revised_ns, v.reason
+         FROM window_revisions v JOIN collectors c ON c.id = v.collector
+         WHERE v.start_ns >= ?1 AND v.start_ns < ?2 ORDER BY v.start_ns, c.host",
+    )?;
+    let rows = windows.query_map(params![span.start.0, span.end.0], |row| {
+        Ok(Revision {
+            scope: "host_window",
+            host: row.get(0)?,
+            start_ns: row.get(1)?,
+            end_ns: row.get::<_, i64>(1)? + window_ns,
+            revisions: row.get::<_, i64>(2)? as u64,
+            last_revised_ns: row.get(3)?,
+            reason: row.get(4)?,
+        })
+    })?;
+    for row in rows {
+        found.push(row?);
+    }
+    found.sort_by_key(|r| (r.start_ns, r.scope != "site_hour"));
+    Ok(found)
 }
 
 /// How facility totals are grouped.
@@ -519,6 +610,7 @@ impl FacilityWindow {
         self.co2e_embodied_mg.add(&other.co2e_embodied_mg);
         self.it_mj += other.it_mj;
         self.overhead_mj += other.overhead_mj;
+        self.revised_windows += other.revised_windows;
     }
 }
 

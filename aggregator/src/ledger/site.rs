@@ -3,6 +3,13 @@
 //! location-based carbon over every account the hosts produced (a job on a host, a host's idle,
 //! a host's unattributed); per hour it matches the load against contracted supply and shares
 //! the market-based carbon (`footprint_core::facility`).
+//!
+//! A collector silent for longer than `facility.max_wait_s` stops holding hours back. What it
+//! (or any late or out-of-order data) delivers later for settled hours reopens them: they are
+//! settled again from the first hour touched on, and each hour whose figures changed is
+//! recorded in `hour_revisions` with the reason, which reports carry.
+
+use std::collections::BTreeSet;
 
 use footprint_core::apportion::{CarriedApportioner, apportion};
 use footprint_core::carbon;
@@ -33,30 +40,53 @@ pub fn settled_until(connection: &Connection) -> Result<Option<i64>> {
         .optional()?)
 }
 
-/// The hour every host and site meter has passed, if any.
-fn ready_until(connection: &Connection, require_site_meter: bool) -> Result<Option<i64>> {
-    // Hosts with IT meters that have built nothing yet hold everything back: they may still
-    // deliver the hours in question.
-    let hosts: (Option<i64>, i64) = connection.query_row(
-        "SELECT MIN(c.built_until_ns), SUM(c.built_until_ns IS NULL) FROM collectors c
-         WHERE EXISTS (SELECT 1 FROM meters m WHERE m.collector = c.id AND m.kind IN (?1, ?2, ?3))",
-        params![
-            MeterKind::GpuEnergy as i32,
-            MeterKind::CpuPackageEnergy as i32,
-            MeterKind::DramEnergy as i32
-        ],
-        |row| Ok((row.get(0)?, row.get::<_, Option<i64>>(1)?.unwrap_or(0))),
-    )?;
-    let (Some(mut until), 0) = hosts else {
+/// The hour every host and site meter that is still heard from has passed, if any.
+///
+/// A collector in `silent` (nothing received for `facility.max_wait_s`) no longer holds hours
+/// back; whatever it delivers later reopens the hours it touches ([`reopen`]). With every host
+/// silent, the hours up to the furthest one built settle.
+fn ready_until(
+    connection: &Connection,
+    require_site_meter: bool,
+    silent: &BTreeSet<i64>,
+) -> Result<Option<i64>> {
+    let hosts: Vec<(i64, Option<i64>)> = connection
+        .prepare_cached(
+            "SELECT c.id, c.built_until_ns FROM collectors c
+             WHERE EXISTS (SELECT 1 FROM meters m WHERE m.collector = c.id AND m.kind IN (?1, ?2, ?3))",
+        )?
+        .query_map(
+            params![
+                MeterKind::GpuEnergy as i32,
+                MeterKind::CpuPackageEnergy as i32,
+                MeterKind::DramEnergy as i32
+            ],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut heard: Option<i64> = None;
+    let mut furthest: Option<i64> = None;
+    for (collector, built_until) in hosts {
+        furthest = furthest.max(built_until);
+        if silent.contains(&collector) {
+            continue;
+        }
+        // A host heard from that has built nothing yet may still deliver the hours in question.
+        let Some(built_until) = built_until else {
+            return Ok(None);
+        };
+        heard = Some(heard.map_or(built_until, |h| h.min(built_until)));
+    }
+    let Some(mut until) = heard.or(furthest) else {
         return Ok(None);
     };
-    let site_meters: Vec<Option<i64>> = connection
+    let site_meters: Vec<(i64, Option<i64>)> = connection
         .prepare_cached(
-            "SELECT (SELECT MAX(ts_ns) FROM readings r WHERE r.meter = m.id) FROM meters m WHERE m.kind IN (?1, ?2)",
+            "SELECT m.collector, (SELECT MAX(ts_ns) FROM readings r WHERE r.meter = m.id) FROM meters m WHERE m.kind IN (?1, ?2)",
         )?
         .query_map(
             params![MeterKind::SiteEnergy as i32, MeterKind::SiteWater as i32],
-            |row| row.get(0),
+            |row| Ok((row.get(0)?, row.get(1)?)),
         )?
         .collect::<rusqlite::Result<_>>()?;
     if require_site_meter {
@@ -67,13 +97,44 @@ fn ready_until(connection: &Connection, require_site_meter: bool) -> Result<Opti
             return Ok(None);
         }
     }
-    for last in site_meters {
+    for (collector, last) in site_meters {
+        if silent.contains(&collector) {
+            continue;
+        }
         match last {
             Some(last) => until = until.min(last),
             None => return Ok(None),
         }
     }
     Ok(Some(until.div_euclid(NANOS_PER_HOUR) * NANOS_PER_HOUR))
+}
+
+/// Late data changed what the settled hours from the one holding `from_ns` were built from:
+/// they are settled again, that hour with every one after it (the guarantees-of-origin balance
+/// carries from hour to hour). `reason` is kept for the hour until then; an hour whose figures
+/// come out different is recorded in `hour_revisions`. Returns whether anything was reopened.
+///
+/// # Errors
+/// A database error.
+pub fn reopen(connection: &Connection, from_ns: i64, reason: &str) -> Result<bool> {
+    let Some(until) = settled_until(connection)? else {
+        return Ok(false);
+    };
+    let hour = from_ns.div_euclid(NANOS_PER_HOUR) * NANOS_PER_HOUR;
+    if hour >= until {
+        return Ok(false);
+    }
+    connection
+        .prepare_cached(
+            "INSERT INTO hours_reopened (hour_ns, reason) VALUES (?1, ?2)
+             ON CONFLICT (hour_ns) DO UPDATE SET reason =
+               CASE WHEN instr(reason, excluded.reason) > 0 THEN reason ELSE reason || '; ' || excluded.reason END",
+        )?
+        .execute(params![hour, reason])?;
+    connection
+        .prepare_cached("INSERT OR REPLACE INTO ledger_state (key, value) VALUES (?1, ?2)")?
+        .execute(params![SETTLED_KEY, hour])?;
+    Ok(true)
 }
 
 /// The grid intensity of the hour at `hour_ns` in `zone`, with the gap rule applied.
@@ -128,22 +189,31 @@ enum Account {
 }
 
 /// Delta of every meter of `kind` inside each window of `hour`, or `None` without such a meter.
+/// A window that a meter has not reported past yet (its collector fell silent and the hour
+/// settled without it) is `None`: not measured, rather than measured as nothing.
 fn site_deltas(
     connection: &Connection,
     kind: MeterKind,
     hour: Span,
     window: WindowLength,
-) -> Result<Option<Vec<u64>>> {
-    let meters: Vec<i64> = connection
-        .prepare_cached("SELECT id FROM meters WHERE kind = ?1")?
-        .query_map([kind as i32], |row| row.get(0))?
+) -> Result<Option<Vec<Option<u64>>>> {
+    let meters: Vec<(i64, Option<i64>)> = connection
+        .prepare_cached(
+            "SELECT id, (SELECT MAX(ts_ns) FROM readings r WHERE r.meter = m.id) FROM meters m WHERE kind = ?1",
+        )?
+        .query_map([kind as i32], |row| Ok((row.get(0)?, row.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     if meters.is_empty() {
         return Ok(None);
     }
     let count = (hour.len_ns() / window.nanos() as u64) as usize;
     let mut deltas = vec![0u64; count];
-    for meter in meters {
+    let reported_until = meters
+        .iter()
+        .map(|(_, last)| last.unwrap_or(i64::MIN))
+        .min()
+        .unwrap_or(i64::MIN);
+    for (meter, _) in meters {
         for interval in load_intervals(connection, meter, hour)? {
             // Only the windows the interval touches.
             let Some(inside) = interval.span.intersect(&hour) else {
@@ -162,10 +232,28 @@ fn site_deltas(
             }
         }
     }
-    Ok(Some(deltas))
+    Ok(Some(
+        deltas
+            .into_iter()
+            .enumerate()
+            .map(|(index, delta)| {
+                let end = hour.start.0 + (index as i64 + 1) * window.nanos();
+                (reported_until >= end).then_some(delta)
+            })
+            .collect(),
+    ))
 }
 
-/// Settles every hour that is ready. Returns the number of hours settled.
+/// What a settling pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settled {
+    /// Hours settled, for the first time or again.
+    pub hours: u64,
+    /// Hours settled again whose figures came out different (recorded in `hour_revisions`).
+    pub revised: u64,
+}
+
+/// Settles every hour that is ready, not waiting for the collectors in `silent`.
 ///
 /// # Errors
 /// A database error; the hour being settled is then left for the next call.
@@ -173,9 +261,11 @@ pub fn settle_ready_hours(
     connection: &Connection,
     settings: &LedgerSettings,
     window: WindowLength,
-) -> Result<u64> {
-    let Some(ready) = ready_until(connection, settings.require_site_meter)? else {
-        return Ok(0);
+    silent: &BTreeSet<i64>,
+    now_ns: i64,
+) -> Result<Settled> {
+    let Some(ready) = ready_until(connection, settings.require_site_meter, silent)? else {
+        return Ok(Settled::default());
     };
     let mut next = match settled_until(connection)? {
         Some(until) => until,
@@ -186,20 +276,75 @@ pub fn settle_ready_hours(
                 })?;
             match first {
                 Some(first) => first.div_euclid(NANOS_PER_HOUR) * NANOS_PER_HOUR,
-                None => return Ok(0),
+                None => return Ok(Settled::default()),
             }
         }
     };
-    let mut settled = 0;
+    let mut settled = Settled::default();
     while next + NANOS_PER_HOUR <= ready {
+        let before = settled_figures(connection, next)?;
         settle_hour(connection, settings, window, next)?;
+        let reason: Option<String> = connection
+            .prepare_cached("DELETE FROM hours_reopened WHERE hour_ns = ?1 RETURNING reason")?
+            .query_row([next], |row| row.get(0))
+            .optional()?;
+        if let Some(before) = before
+            && before != settled_figures(connection, next)?.unwrap_or_default()
+        {
+            let reason = reason.unwrap_or_else(|| "an earlier hour was settled again".to_owned());
+            connection
+                .prepare_cached(
+                    "INSERT INTO hour_revisions (hour_ns, revisions, last_revised_ns, reason) VALUES (?1, 1, ?2, ?3)
+                     ON CONFLICT (hour_ns) DO UPDATE SET revisions = revisions + 1,
+                       last_revised_ns = excluded.last_revised_ns, reason = excluded.reason",
+                )?
+                .execute(params![next, now_ns, reason])?;
+            settled.revised += 1;
+        }
         next += NANOS_PER_HOUR;
         connection
             .prepare_cached("INSERT OR REPLACE INTO ledger_state (key, value) VALUES (?1, ?2)")?
             .execute(params![SETTLED_KEY, next])?;
-        settled += 1;
+        settled.hours += 1;
     }
     Ok(settled)
+}
+
+/// Everything the site stage wrote for the hour at `hour_ns`, to tell whether settling it again
+/// changed anything; `None` when it was never settled.
+fn settled_figures(
+    connection: &Connection,
+    hour_ns: i64,
+) -> Result<Option<Vec<rusqlite::types::Value>>> {
+    let mut figures = Vec::new();
+    let mut hour = connection.prepare_cached("SELECT * FROM site_hours WHERE hour_ns = ?1")?;
+    let columns = hour.column_count();
+    let mut rows = hour.query([hour_ns])?;
+    let Some(row) = rows.next()? else {
+        return Ok(None);
+    };
+    for index in 0..columns {
+        figures.push(row.get(index)?);
+    }
+    let end = hour_ns + NANOS_PER_HOUR;
+    for sql in [
+        "SELECT * FROM site_windows WHERE start_ns >= ?1 AND start_ns < ?2 ORDER BY start_ns",
+        "SELECT collector, start_ns, job, overhead_mj, water_ml, co2e_location_mg, co2e_market_mg FROM window_jobs
+         WHERE start_ns >= ?1 AND start_ns < ?2 ORDER BY start_ns, collector, job",
+        "SELECT collector, start_ns, idle_overhead_mj, idle_water_ml, idle_co2e_location_mg, idle_co2e_market_mg,
+           unattributed_overhead_mj, unattributed_water_ml, unattributed_co2e_location_mg, unattributed_co2e_market_mg
+         FROM window_hosts WHERE start_ns >= ?1 AND start_ns < ?2 ORDER BY start_ns, collector",
+    ] {
+        let mut statement = connection.prepare_cached(sql)?;
+        let columns = statement.column_count();
+        let mut rows = statement.query(params![hour_ns, end])?;
+        while let Some(row) = rows.next()? {
+            for index in 0..columns {
+                figures.push(row.get(index)?);
+            }
+        }
+    }
+    Ok(Some(figures))
 }
 
 /// The guarantees of origin left after the hour before `hour_ns` (none at a new year).
@@ -239,8 +384,8 @@ fn settle_hour(
         let start_ns = hour_ns + index as i64 * window.nanos();
         let accounts = accounts_of(connection, start_ns)?;
         let meters = SiteMeters {
-            energy_mj: energy.as_ref().map(|d| d[index]),
-            water_ml: water.as_ref().map(|d| d[index]),
+            energy_mj: energy.as_ref().and_then(|d| d[index]),
+            water_ml: water.as_ref().and_then(|d| d[index]),
             assumed_pue_ppm: settings.assumed_pue_ppm,
         };
         let split = facility::split_site_window(&accounts, &meters, intensity, &mut carry);

@@ -2,11 +2,12 @@
 //!
 //! `readings` holds every accepted counter sample with the interval it closes (`from_ns`..`ts_ns`)
 //! and the amount counted in it (`delta`): raw facts an auditor can re-derive everything from.
-//! `window_jobs` / `window_hosts` hold the attribution of each built window.
+//! `window_jobs` / `window_hosts` hold the attribution of each built window; `window_revisions`
+//! and `hour_revisions` say which of them late data made the ledger build again, and why.
 
 use rusqlite::Connection;
 
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = r"
 CREATE TABLE IF NOT EXISTS collectors (
@@ -179,6 +180,35 @@ CREATE TABLE IF NOT EXISTS ledger_state (
     key TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+-- Late data: the earliest instant of a collector's built windows that readings or allocations
+-- stored since touch, and what they were. The builder rebuilds from there and removes the row
+-- in the same transaction.
+CREATE TABLE IF NOT EXISTS rebuild_pending (
+    collector INTEGER PRIMARY KEY,
+    from_ns INTEGER NOT NULL,
+    reason TEXT NOT NULL
+);
+-- Windows built again because late data touched them: how often, when last, and why.
+CREATE TABLE IF NOT EXISTS window_revisions (
+    collector INTEGER NOT NULL,
+    start_ns INTEGER NOT NULL,
+    revisions INTEGER NOT NULL,
+    last_revised_ns INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (collector, start_ns)
+) WITHOUT ROWID;
+-- Settled hours that late data reopened, with why, until they are settled again.
+CREATE TABLE IF NOT EXISTS hours_reopened (
+    hour_ns INTEGER PRIMARY KEY,
+    reason TEXT NOT NULL
+);
+-- Site hours settled again whose figures changed, likewise.
+CREATE TABLE IF NOT EXISTS hour_revisions (
+    hour_ns INTEGER PRIMARY KEY,
+    revisions INTEGER NOT NULL,
+    last_revised_ns INTEGER NOT NULL,
+    reason TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS window_jobs_by_job ON window_jobs (job, start_ns);
 CREATE INDEX IF NOT EXISTS window_jobs_by_time ON window_jobs (start_ns);
 CREATE INDEX IF NOT EXISTS window_hosts_by_time ON window_hosts (start_ns);
@@ -202,14 +232,21 @@ pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
     connection.pragma_update(None, "temp_store", "MEMORY")?;
     connection.busy_timeout(std::time::Duration::from_secs(10))?;
     let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    if version != 0 && version != SCHEMA_VERSION {
+    if version != 0 && version != 2 && version != SCHEMA_VERSION {
         return Err(rusqlite::Error::InvalidParameterName(format!(
-            "{} holds ledger schema {version}; this build reads schema {SCHEMA_VERSION} (no migration exists yet)",
+            "{} holds ledger schema {version}; this build reads schema {SCHEMA_VERSION} and migrates 2",
             path.display()
         )));
     }
-    connection.execute_batch(SCHEMA)?;
-    connection.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    let transaction = connection.unchecked_transaction()?;
+    if version == 2 {
+        // Schema 2 stored a reading's quality as 0/1/2 (measured/interpolated/estimated) but read
+        // it as 1/2/3; the tables for late data are new (created below).
+        transaction.execute("UPDATE readings SET quality = quality + 1", [])?;
+    }
+    transaction.execute_batch(SCHEMA)?;
+    transaction.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    transaction.commit()?;
     Ok(connection)
 }
 
@@ -248,4 +285,51 @@ pub fn split_list(text: &str) -> Vec<String> {
 /// [`join_list`] from `u32`s, so there are none).
 pub fn split_cpus(text: &str) -> Vec<u32> {
     text.split(',').filter_map(|s| s.parse().ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_schema_2_ledger_is_migrated_with_its_quality_codes_mended() -> rusqlite::Result<()> {
+        let dir =
+            tempfile::tempdir().map_err(|e| rusqlite::Error::InvalidPath(e.to_string().into()))?;
+        let path = dir.path().join("ledger.sqlite");
+        {
+            let connection = open(&path)?;
+            connection.execute(
+                "INSERT INTO readings (meter, ts_ns, value, quality) VALUES (1, 1, 0, 1), (2, 1, 0, 0)",
+                [],
+            )?;
+            connection.pragma_update(None, "user_version", 2)?;
+        }
+        let connection = open(&path)?;
+        let codes: Vec<i64> = connection
+            .prepare("SELECT quality FROM readings ORDER BY meter")?
+            .query_map([], |row| row.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        // Schema 2 wrote 0 measured, 1 interpolated; schema 3 reads 1 measured, 2 interpolated.
+        assert_eq!(codes, vec![2, 1]);
+        let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        assert_eq!(version, SCHEMA_VERSION);
+        drop(connection);
+        // Opened again, nothing moves a second time.
+        let connection = open(&path)?;
+        let again: i64 =
+            connection.query_row("SELECT SUM(quality) FROM readings", [], |row| row.get(0))?;
+        assert_eq!(again, 3);
+        Ok(())
+    }
+
+    #[test]
+    fn an_unknown_schema_is_refused_by_name() -> rusqlite::Result<()> {
+        let dir =
+            tempfile::tempdir().map_err(|e| rusqlite::Error::InvalidPath(e.to_string().into()))?;
+        let path = dir.path().join("ledger.sqlite");
+        open(&path)?.pragma_update(None, "user_version", 1)?;
+        let error = open(&path).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("ledger schema 1"), "{error}");
+        Ok(())
+    }
 }

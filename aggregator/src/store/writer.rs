@@ -49,6 +49,52 @@ struct CollectorState {
     last_seq: u64,
     meters: HashMap<String, MeterState>,
     built_until: Option<i64>,
+    /// Late data touched built windows from here on (mirrors `rebuild_pending`).
+    rebuild_from: Option<i64>,
+    /// When the writer last heard from the collector (a Hello or a batch), or started.
+    heard_at: std::time::Instant,
+}
+
+impl CollectorState {
+    /// Whether a meter of this kind feeds the host's windows (energy it shares or usage that
+    /// splits it): such data before `built_until` means rebuilding.
+    fn feeds_windows(kind: MeterKind) -> bool {
+        matches!(
+            kind,
+            MeterKind::GpuEnergy
+                | MeterKind::CpuPackageEnergy
+                | MeterKind::DramEnergy
+                | MeterKind::OutletEnergy
+                | MeterKind::HostEnergy
+                | MeterKind::JobCpuTime
+                | MeterKind::GpuJobBusy
+        )
+    }
+
+    /// Records that data stored in `transaction` touches this collector's built windows from
+    /// `from_ns` on (nothing when they are not built that far).
+    fn touch_built(
+        &mut self,
+        transaction: &Transaction<'_>,
+        collector: i64,
+        from_ns: i64,
+        reason: &str,
+        metrics: &AggregatorMetrics,
+    ) -> rusqlite::Result<()> {
+        if self.built_until.is_none_or(|until| from_ns >= until) {
+            return Ok(());
+        }
+        transaction
+            .prepare_cached(
+                "INSERT INTO rebuild_pending (collector, from_ns, reason) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (collector) DO UPDATE SET from_ns = MIN(from_ns, excluded.from_ns), reason =
+                   CASE WHEN instr(reason, excluded.reason) > 0 THEN reason ELSE reason || '; ' || excluded.reason END",
+            )?
+            .execute(params![collector, from_ns, reason])?;
+        self.rebuild_from = Some(self.rebuild_from.map_or(from_ns, |f| f.min(from_ns)));
+        metrics.late(reason);
+        Ok(())
+    }
 }
 
 pub(super) struct WriterState {
@@ -61,6 +107,8 @@ pub(super) struct WriterState {
     by_name: HashMap<String, i64>,
     metrics: Arc<AggregatorMetrics>,
     settings: LedgerSettings,
+    /// How long the site waits for a silent collector (`facility.max_wait_s`).
+    max_wait: std::time::Duration,
 }
 
 /// What a batch is checked against.
@@ -210,6 +258,7 @@ impl WriterState {
             by_name: HashMap::new(),
             metrics,
             settings,
+            max_wait: std::time::Duration::from_secs(config.facility.max_wait_s),
         };
         state.reload(None)?;
         Ok(state)
@@ -230,7 +279,9 @@ impl WriterState {
             }
         }
         let mut statement = self.connection.prepare(
-            "SELECT id, name, last_seq, built_until_ns FROM collectors WHERE ?1 IS NULL OR id = ?1",
+            "SELECT c.id, c.name, c.last_seq, c.built_until_ns, p.from_ns
+             FROM collectors c LEFT JOIN rebuild_pending p ON p.collector = c.id
+             WHERE ?1 IS NULL OR c.id = ?1",
         )?;
         let rows = statement.query_map([only], |row| {
             Ok((
@@ -238,10 +289,11 @@ impl WriterState {
                 row.get::<_, String>(1)?,
                 row.get::<_, i64>(2)?,
                 row.get::<_, Option<i64>>(3)?,
+                row.get::<_, Option<i64>>(4)?,
             ))
         })?;
         for row in rows {
-            let (key, name, last_seq, built_until) = row?;
+            let (key, name, last_seq, built_until, rebuild_from) = row?;
             self.by_name.insert(name.clone(), key);
             self.collectors.insert(
                 key,
@@ -250,6 +302,8 @@ impl WriterState {
                     last_seq: from_i64(last_seq),
                     meters: HashMap::new(),
                     built_until,
+                    rebuild_from,
+                    heard_at: std::time::Instant::now(),
                 },
             );
         }
@@ -409,7 +463,14 @@ impl WriterState {
                 collector: batch.collector_id.clone(),
                 reason: "not registered (no Hello on this stream)".into(),
             })?;
-        if batch.seq <= state.last_seq {
+        state.heard_at = std::time::Instant::now();
+        // Below the highest sequence stored: a copy of a stored batch, or one that arrives after
+        // later ones (stored as any other).
+        if batch.seq <= state.last_seq
+            && transaction
+                .prepare_cached("SELECT 1 FROM batches WHERE collector = ?1 AND seq = ?2")?
+                .exists(params![collector, to_i64(batch.seq)])?
+        {
             metrics.batch("duplicate");
             return Ok(BatchOutcome {
                 seq: batch.seq,
@@ -464,6 +525,23 @@ impl WriterState {
             "INSERT INTO readings (meter, ts_ns, value, quality, method, from_ns, delta, step) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
         for (index, reading) in batch.readings.iter().enumerate() {
+            if let Some(meter) = state.meters.get(&reading.meter_id)
+                && meter
+                    .last
+                    .is_some_and(|last| reading.timestamp_ns <= last.at.0)
+            {
+                let kind = meter.kind;
+                match place_earlier_reading(transaction, meter, reading, settings, batch.compacted)?
+                {
+                    Err(refusal) => refusals.push(refusal.at(index)),
+                    Ok(None) => {}
+                    Ok(Some(changed_from)) => {
+                        metrics.readings_stored.inc();
+                        mark_late(transaction, state, collector, kind, changed_from, metrics)?;
+                    }
+                }
+                continue;
+            }
             match check_reading(state, reading, now, max_future_ns) {
                 Err(refusal) => refusals.push(refusal.at(index)),
                 Ok((meter, sample, quality, moved)) => {
@@ -489,18 +567,25 @@ impl WriterState {
                         meter,
                         sample.at.0,
                         to_i64(sample.value),
-                        quality as i32,
+                        ledger::quality_code(quality),
                         method,
                         from_ns,
                         delta,
                         step
                     ])?;
                     metrics.readings_stored.inc();
+                    if let Some(from_ns) = from_ns {
+                        let kind = state
+                            .meters
+                            .get(&reading.meter_id)
+                            .map_or(MeterKind::Unspecified, |m| m.kind);
+                        mark_late(transaction, state, collector, kind, from_ns, metrics)?;
+                    }
                 }
             }
         }
         for (index, allocation) in batch.allocations.iter().enumerate() {
-            if let Err(refusal) = store_allocation(
+            match store_allocation(
                 transaction,
                 state,
                 collector,
@@ -508,8 +593,20 @@ impl WriterState {
                 now,
                 max_future_ns,
             ) {
-                metrics.reject_allocation(refusal.code);
-                refusals.push(refusal.at(index));
+                Err(refusal) => {
+                    metrics.reject_allocation(refusal.code);
+                    refusals.push(refusal.at(index));
+                }
+                Ok(Some(changed_from)) => {
+                    state.touch_built(
+                        transaction,
+                        collector,
+                        changed_from,
+                        "allocation",
+                        metrics,
+                    )?;
+                }
+                Ok(None) => {}
             }
         }
         let mut rejections = Vec::with_capacity(refusals.len());
@@ -534,10 +631,10 @@ impl WriterState {
             params![collector, to_i64(batch.seq), now, batch.readings.len() as i64, rejections.len() as i64],
         )?;
         transaction.execute(
-            "UPDATE collectors SET last_seq = ?2 WHERE id = ?1",
+            "UPDATE collectors SET last_seq = MAX(last_seq, ?2) WHERE id = ?1",
             params![collector, to_i64(batch.seq)],
         )?;
-        state.last_seq = batch.seq;
+        state.last_seq = state.last_seq.max(batch.seq);
         metrics.batch("stored");
         Ok(BatchOutcome {
             seq: batch.seq,
@@ -638,6 +735,7 @@ impl WriterState {
                 .min();
             if let (Some(until), Some(watermark)) = (state.built_until, watermark)
                 && self.window.start_of(watermark).0 <= until
+                && state.rebuild_from.is_none()
             {
                 continue;
             }
@@ -669,8 +767,55 @@ impl WriterState {
                 built_until: state.built_until,
             };
             let transaction = self.connection.transaction()?;
-            let progress =
-                ledger::build_ready_windows(&transaction, &layout, self.window, &self.settings)?;
+            let progress = match state.rebuild_from {
+                None => {
+                    let progress = ledger::build_ready_windows(
+                        &transaction,
+                        &layout,
+                        self.window,
+                        &self.settings,
+                    )?;
+                    // A host that fell silent and came back builds windows in hours the site
+                    // settled without it.
+                    if let Some(first) = progress.first_built
+                        && ledger::site::reopen(
+                            &transaction,
+                            first,
+                            &format!("late windows of {}", state.name),
+                        )?
+                    {
+                        self.metrics.late("windows");
+                    }
+                    progress
+                }
+                Some(from_ns) => {
+                    let reason: String = transaction.query_row(
+                        "DELETE FROM rebuild_pending WHERE collector = ?1 RETURNING reason",
+                        [collector],
+                        |row| row.get(0),
+                    )?;
+                    let reason = format!("late {reason}");
+                    let rebuilt = ledger::rebuild_windows(
+                        &transaction,
+                        &layout,
+                        self.window,
+                        &self.settings,
+                        from_ns,
+                        &reason,
+                        now_ns(),
+                    )?;
+                    if let Some(first) = rebuilt.first_changed {
+                        ledger::site::reopen(
+                            &transaction,
+                            first,
+                            &format!("{reason} on {}", state.name),
+                        )?;
+                    }
+                    info!(collector = %state.name, from_ns, revised = rebuilt.revised, %reason, "Rebuilt windows after late data.");
+                    self.metrics.windows_revised.inc_by(rebuilt.revised);
+                    rebuilt.build
+                }
+            };
             if let Some(until) = progress.built_until {
                 transaction.execute(
                     "UPDATE collectors SET built_until_ns = ?2 WHERE id = ?1",
@@ -678,15 +823,29 @@ impl WriterState {
                 )?;
             }
             transaction.commit()?;
+            state.rebuild_from = None;
             state.built_until = progress.built_until.or(state.built_until);
             self.metrics.windows_built.inc_by(progress.windows);
             built += progress.windows;
         }
         // Site meters' readings can be what completes an hour, so try after every build.
+        let silent: BTreeSet<i64> = self
+            .collectors
+            .iter()
+            .filter(|(_, state)| state.heard_at.elapsed() > self.max_wait)
+            .map(|(key, _)| *key)
+            .collect();
         let transaction = self.connection.transaction()?;
-        let hours = ledger::site::settle_ready_hours(&transaction, &self.settings, self.window)?;
+        let settled = ledger::site::settle_ready_hours(
+            &transaction,
+            &self.settings,
+            self.window,
+            &silent,
+            now_ns(),
+        )?;
         transaction.commit()?;
-        self.metrics.hours_settled.inc_by(hours);
+        self.metrics.hours_settled.inc_by(settled.hours);
+        self.metrics.hours_revised.inc_by(settled.revised);
         Ok(built)
     }
 }
@@ -798,6 +957,7 @@ fn check_reading(
     Ok((meter.key, sample, quality, moved))
 }
 
+/// Stores an allocation; returns where the holding it describes changed, if it did.
 fn store_allocation(
     transaction: &Transaction<'_>,
     state: &CollectorState,
@@ -805,7 +965,7 @@ fn store_allocation(
     allocation: &Allocation,
     now: i64,
     max_future_ns: i64,
-) -> Result<(), Refusal> {
+) -> Result<Option<i64>, Refusal> {
     let field = |name: &str| format!("allocations[].{name}");
     let job = allocation.job.as_ref().filter(|j| !j.id.trim().is_empty());
     let Some(job) = job else {
@@ -876,7 +1036,7 @@ fn store_allocation(
         }
         mig.push(format!("{}:{}", instance.device, instance.slices));
     }
-    let stored = (|| -> rusqlite::Result<()> {
+    let stored = (|| -> rusqlite::Result<Option<i64>> {
         let job_key: i64 = transaction.query_row(
             "INSERT INTO jobs (job_id, scheduler, name, user, project, kind, model, functional_unit, functional_units)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
@@ -892,14 +1052,226 @@ fn store_allocation(
         let mut cpus = allocation.cpus.clone();
         cpus.sort_unstable();
         cpus.dedup();
-        transaction.execute(
-            "INSERT INTO allocations (collector, job, start_ns, end_ns, gpus, cpus, mig) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (collector, job, start_ns) DO UPDATE SET end_ns = excluded.end_ns, gpus = excluded.gpus, cpus = excluded.cpus, mig = excluded.mig",
-            params![collector, job_key, allocation.start_ns, (allocation.end_ns != 0).then_some(allocation.end_ns), join_list(&allocation.gpus), join_list(&cpus), join_list(&mig)],
-        )?;
-        Ok(())
+        let end_ns = (allocation.end_ns != 0).then_some(allocation.end_ns);
+        let held = (
+            join_list(&allocation.gpus),
+            join_list(&cpus),
+            join_list(&mig),
+        );
+        let stored: Option<(Option<i64>, (String, String, String))> = transaction
+            .prepare_cached(
+                "SELECT end_ns, gpus, cpus, mig FROM allocations WHERE collector = ?1 AND job = ?2 AND start_ns = ?3",
+            )?
+            .query_row(params![collector, job_key, allocation.start_ns], |row| {
+                Ok((row.get(0)?, (row.get(1)?, row.get(2)?, row.get(3)?)))
+            })
+            .optional()?;
+        // Where the holding changed: from its start when new or holding something else, from
+        // the earlier end when only the end moved.
+        let changed_from = match stored {
+            None => Some(allocation.start_ns),
+            Some((_, stored_held)) if stored_held != held => Some(allocation.start_ns),
+            Some((stored_end, _)) if stored_end != end_ns => Some(
+                stored_end
+                    .unwrap_or(i64::MAX)
+                    .min(end_ns.unwrap_or(i64::MAX)),
+            ),
+            Some(_) => None,
+        };
+        transaction
+            .prepare_cached(
+                "INSERT INTO allocations (collector, job, start_ns, end_ns, gpus, cpus, mig) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (collector, job, start_ns) DO UPDATE SET end_ns = excluded.end_ns, gpus = excluded.gpus, cpus = excluded.cpus, mig = excluded.mig",
+            )?
+            .execute(params![collector, job_key, allocation.start_ns, end_ns, held.0, held.1, held.2])?;
+        Ok(changed_from)
     })();
     stored.map_err(|e| refusal("", field("job"), "storage", e.to_string()))
+}
+
+/// Data stored for a meter of `kind` changed its intervals from `from_ns` on: the collector's
+/// built windows from there are to be rebuilt, or the settled site hours reopened.
+fn mark_late(
+    transaction: &Transaction<'_>,
+    state: &mut CollectorState,
+    collector: i64,
+    kind: MeterKind,
+    from_ns: i64,
+    metrics: &AggregatorMetrics,
+) -> Result<()> {
+    if CollectorState::feeds_windows(kind) {
+        state.touch_built(transaction, collector, from_ns, "readings", metrics)?;
+    } else if matches!(kind, MeterKind::SiteEnergy | MeterKind::SiteWater)
+        && ledger::site::reopen(transaction, from_ns, "site meter readings")?
+    {
+        metrics.late("site meter readings");
+    }
+    Ok(())
+}
+
+/// A reading at or before its meter's last one. Placed between its stored neighbours, it splits
+/// the interval they closed in two (the amount is unchanged: the counter only says when within
+/// it the energy was used). Returns where the intervals changed, `None` for a copy of a stored
+/// reading, or a refusal when it does not fit between its neighbours.
+fn place_earlier_reading(
+    transaction: &Transaction<'_>,
+    meter: &MeterState,
+    reading: &Reading,
+    settings: &BatchSettings<'_>,
+    compacted: bool,
+) -> Result<Result<Option<i64>, Refusal>> {
+    let field = |name: &str| format!("readings[].{name}");
+    let at = reading.timestamp_ns;
+    let quality = match footprint_proto::v1::Quality::try_from(reading.quality) {
+        Ok(footprint_proto::v1::Quality::Measured) => Quality::Measured,
+        Ok(footprint_proto::v1::Quality::Interpolated) => Quality::Interpolated,
+        Ok(footprint_proto::v1::Quality::Estimated) => Quality::Estimated,
+        _ => {
+            return Ok(Err(refusal(
+                &reading.meter_id,
+                field("quality"),
+                "bad_quality",
+                format!(
+                    "{} is not measured, interpolated or estimated",
+                    reading.quality
+                ),
+            )));
+        }
+    };
+    let next: Option<(i64, i64, Option<i64>, Option<i64>)> = transaction
+        .prepare_cached(
+            "SELECT ts_ns, value, from_ns, step FROM readings WHERE meter = ?1 AND ts_ns >= ?2 ORDER BY ts_ns LIMIT 1",
+        )?
+        .query_row(params![meter.key, at], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })
+        .optional()?;
+    let Some((next_at, next_value, next_from, next_step)) = next else {
+        return Ok(Err(refusal(
+            &reading.meter_id,
+            field("timestamp_ns"),
+            "not_after_previous",
+            format!("{at} is not after the meter's last reading"),
+        )));
+    };
+    let next_value = from_i64(next_value);
+    if next_at == at {
+        if next_value == reading.value {
+            return Ok(Ok(None));
+        }
+        return Ok(Err(refusal(
+            &reading.meter_id,
+            field("value"),
+            "conflicting_reading",
+            format!(
+                "{} differs from the value {next_value} stored for this meter at {at}",
+                reading.value
+            ),
+        )));
+    }
+    let previous: Option<(i64, i64)> = transaction
+        .prepare_cached(
+            "SELECT ts_ns, value FROM readings WHERE meter = ?1 AND ts_ns < ?2 ORDER BY ts_ns DESC LIMIT 1",
+        )?
+        .query_row(params![meter.key, at], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let previous = previous.map(|(at, value)| CounterSample {
+        value: from_i64(value),
+        at: UnixNanos(at),
+    });
+    let sample = CounterSample {
+        value: reading.value,
+        at: UnixNanos(at),
+    };
+    let next = CounterSample {
+        value: next_value,
+        at: UnixNanos(next_at),
+    };
+    let around = || match previous {
+        Some(p) => format!(
+            "the stored readings around it ({} at {}, {} at {})",
+            p.value, p.at.0, next.value, next.at.0
+        ),
+        None => format!(
+            "the stored reading after it ({} at {})",
+            next.value, next.at.0
+        ),
+    };
+    // Only inside a plain advance: across a wrap or reset the split would be a guess.
+    if next_from.is_some() && next_step.is_some_and(|s| s & STEP_KIND_MASK != STEP_ADVANCED) {
+        return Ok(Err(refusal(
+            &reading.meter_id,
+            field("timestamp_ns"),
+            "out_of_order_across_reset",
+            format!(
+                "{at} falls inside an interval where the counter wrapped or reset; {}",
+                around()
+            ),
+        )));
+    }
+    let advance = |from: CounterSample, to: CounterSample| -> Result<u64, Refusal> {
+        match counter::step(from, to, meter.limits) {
+            Ok(counter::CounterStep::Advanced { delta }) => Ok(delta),
+            Ok(_) => Err(refusal(
+                &reading.meter_id,
+                field("value"),
+                "out_of_order_inconsistent",
+                format!("{} does not lie between {}", reading.value, around()),
+            )),
+            Err(error) => Err(refusal(
+                &reading.meter_id,
+                field(error.field()),
+                error.code(),
+                error.to_string(),
+            )),
+        }
+    };
+    let before = match previous.map(|p| advance(p, sample)).transpose() {
+        Ok(before) => before,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    let after = match advance(sample, next) {
+        Ok(after) => after,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
+    let flags = |span_ns: i64, compacted: bool| {
+        let mut code = STEP_ADVANCED;
+        if span_ns > settings.max_gap_ns {
+            code |= STEP_GAP;
+        }
+        if compacted {
+            code |= STEP_COMPACTED;
+        }
+        code
+    };
+    let method = (!reading.method.is_empty()).then_some(reading.method.as_str());
+    transaction
+        .prepare_cached(
+            "INSERT INTO readings (meter, ts_ns, value, quality, method, from_ns, delta, step) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![
+            meter.key,
+            at,
+            to_i64(reading.value),
+            ledger::quality_code(quality),
+            method,
+            previous.map(|p| p.at.0),
+            before.map(to_i64),
+            previous.map(|p| flags(at - p.at.0, compacted)),
+        ])?;
+    let next_compacted = next_step.is_some_and(|s| s & STEP_COMPACTED != 0);
+    transaction
+        .prepare_cached(
+            "UPDATE readings SET from_ns = ?3, delta = ?4, step = ?5 WHERE meter = ?1 AND ts_ns = ?2",
+        )?
+        .execute(params![
+            meter.key,
+            next_at,
+            at,
+            to_i64(after),
+            flags(next_at - at, next_compacted)
+        ])?;
+    Ok(Ok(Some(previous.map_or(at, |p| p.at.0))))
 }
 
 /// Longest a collector's windows wait for building while batches keep arriving.
