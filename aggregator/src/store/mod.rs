@@ -6,6 +6,7 @@
 //! committed with `synchronous = FULL` — durable when the reply arrives. Batches that arrive
 //! together are committed together (group commit); each still gets its own reply.
 
+pub mod chunk;
 pub mod schema;
 mod writer;
 
