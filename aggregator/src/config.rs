@@ -29,6 +29,11 @@ pub struct AggregatorConfig {
     /// still exact (counters), but its spread in time is interpolated and flagged, seconds.
     #[serde(default = "default_max_sample_gap_s")]
     pub max_sample_gap_s: u64,
+    /// Readings are packed into hourly per-meter chunks (a few bytes, or less, per reading
+    /// instead of ~45) once their hour ended this many seconds before what still reads them:
+    /// the host's built windows, the site's settled hours. Late data for a packed hour unpacks it.
+    #[serde(default = "default_compact_after_s")]
+    pub compact_after_s: u64,
     /// Batches committed together at most (group commit); acks wait for the commit.
     #[serde(default = "default_group_commit_max_batches")]
     pub group_commit_max_batches: usize,
@@ -242,6 +247,9 @@ fn default_max_future_skew_s() -> u64 {
 fn default_max_sample_gap_s() -> u64 {
     300
 }
+fn default_compact_after_s() -> u64 {
+    3_600
+}
 fn default_group_commit_max_batches() -> usize {
     256
 }
@@ -286,6 +294,7 @@ impl AggregatorConfig {
             window_seconds: default_window_seconds(),
             max_future_skew_s: default_max_future_skew_s(),
             max_sample_gap_s: default_max_sample_gap_s(),
+            compact_after_s: default_compact_after_s(),
             group_commit_max_batches: default_group_commit_max_batches(),
             ingest_budget_bytes: default_ingest_budget_bytes(),
             overload_wait_ms: default_overload_wait_ms(),

@@ -32,6 +32,7 @@ pub struct AggregatorMetrics {
     pub late_data: Family<ReasonLabel, Counter>,
     pub windows_revised: Counter,
     pub hours_revised: Counter,
+    pub readings_compacted: Counter,
     pub streams_refused: Family<ReasonLabel, Counter>,
 }
 
@@ -50,6 +51,7 @@ impl Default for AggregatorMetrics {
             late_data: Family::default(),
             windows_revised: Counter::default(),
             hours_revised: Counter::default(),
+            readings_compacted: Counter::default(),
             streams_refused: Family::default(),
         }
     }
@@ -114,6 +116,11 @@ impl AggregatorMetrics {
             "hours_revised",
             "Site hours settled again after late data whose figures changed",
             self.hours_revised.clone(),
+        );
+        registry.register(
+            "readings_compacted",
+            "Readings packed from rows into hourly per-meter chunks",
+            self.readings_compacted.clone(),
         );
         registry.register(
             "streams_refused",

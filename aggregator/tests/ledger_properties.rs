@@ -97,7 +97,8 @@ enum Delivery {
     InTime,
     /// Late and out of order: each host's odd steps first and its even steps after its windows
     /// were built (batches and readings out of order); the site meters' second hour after the
-    /// site settled it without them (`max_wait_s = 0`); the allocations last of all.
+    /// site settled it without them (`max_wait_s = 0`); the allocations last of all. Readings are
+    /// packed into chunks as soon as nothing needs their rows (`compact_after_s = 0`).
     Late,
 }
 
@@ -183,6 +184,7 @@ fn build_ledger(plan: &SitePlan, delivery: Delivery, dir: &std::path::Path) -> (
     config.facility.require_site_meter = true;
     if delivery == Delivery::Late {
         config.facility.max_wait_s = 0;
+        config.compact_after_s = 0;
     }
     config.placement = vec![PlacementConfig {
         host: "h0".into(),
@@ -306,6 +308,11 @@ fn build_ledger(plan: &SitePlan, delivery: Delivery, dir: &std::path::Path) -> (
             }
         }
         let site_mj_per_step = site_mj_per_step * plan.pue_permille / 1_000;
+        if delivery == Delivery::Late {
+            // Everything built is packed: the late allocations below rebuild from chunks.
+            store.build_windows().await.unwrap();
+            assert!(store.compact().await.unwrap() > 0);
+        }
         let accepted = store
             .hello(Hello {
                 collector_id: "site".into(),
@@ -328,8 +335,10 @@ fn build_ledger(plan: &SitePlan, delivery: Delivery, dir: &std::path::Path) -> (
         let first_hour = 3_600 / STEP_S;
         for step in 0..=STEPS {
             if delivery == Delivery::Late && step == first_hour + 1 {
-                // The site meters fall silent: both hours settle, the second without them.
+                // The site meters fall silent: both hours settle, the second without them, and
+                // the site readings so far are packed.
                 store.build_windows().await.unwrap();
+                store.compact().await.unwrap();
                 for (collector, name, allocations) in &late_allocations {
                     submit(
                         &store,
@@ -353,6 +362,9 @@ fn build_ledger(plan: &SitePlan, delivery: Delivery, dir: &std::path::Path) -> (
             .await;
         }
         store.build_windows().await.unwrap();
+        if delivery == Delivery::Late {
+            store.compact().await.unwrap();
+        }
         (
             site_mj_per_step * STEPS as u64,
             plan.water_ml_per_step * STEPS as u64,

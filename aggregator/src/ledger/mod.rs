@@ -22,6 +22,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::settings::LedgerSettings;
 use crate::store::schema::{split_cpus, split_list};
+use crate::store::series;
 use crate::{Error, Result};
 
 pub mod read;
@@ -115,25 +116,20 @@ pub(crate) fn load_intervals(
     meter: i64,
     range: Span,
 ) -> Result<Vec<Interval>> {
-    let mut statement = connection.prepare_cached(
-        "SELECT from_ns, ts_ns, delta, quality, step FROM readings
-         WHERE meter = ?1 AND ts_ns > ?2 AND delta IS NOT NULL ORDER BY ts_ns",
-    )?;
-    let mut rows = statement.query(params![meter, range.start.0])?;
-    let mut intervals = Vec::new();
-    while let Some(row) = rows.next()? {
-        let from_ns: i64 = row.get(0)?;
-        if from_ns >= range.end.0 {
-            break;
-        }
-        let delta: i64 = row.get(2)?;
-        intervals.push(Interval {
-            span: Span::new(UnixNanos(from_ns), UnixNanos(row.get(1)?)),
-            delta: delta as u64,
-            quality: interval_quality(row.get(3)?, row.get(4)?),
-        });
-    }
-    Ok(intervals)
+    Ok(series::readings_in(connection, meter, range)?
+        .into_iter()
+        .filter_map(|reading| {
+            let (from_ns, delta) = (reading.from_ns?, reading.delta?);
+            Some(Interval {
+                span: Span::new(UnixNanos(from_ns), UnixNanos(reading.ts_ns)),
+                delta: delta as u64,
+                quality: interval_quality(
+                    i32::try_from(reading.quality).unwrap_or(0),
+                    reading.step.unwrap_or(0),
+                ),
+            })
+        })
+        .collect())
 }
 
 fn load_holdings(
@@ -264,19 +260,8 @@ pub fn build_ready_windows(
     let start = match host.built_until {
         Some(until) => until,
         None => {
-            let keys: Vec<String> = reporting.iter().map(|m| m.key.to_string()).collect();
-            let first: Option<i64> = connection
-                .query_row(
-                    &format!(
-                        "SELECT MIN(ts_ns) FROM readings WHERE meter IN ({})",
-                        keys.join(",")
-                    ),
-                    [],
-                    |row| row.get(0),
-                )
-                .optional()?
-                .flatten();
-            match first {
+            let keys: Vec<i64> = reporting.iter().map(|m| m.key).collect();
+            match series::first_ts(connection, &keys)? {
                 Some(first) => window.start_of(UnixNanos(first)).0,
                 None => return Ok(BuildProgress::default()),
             }

@@ -23,6 +23,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{load_intervals, quality_code, quality_from_code};
 use crate::Result;
 use crate::settings::LedgerSettings;
+use crate::store::series;
 
 const SETTLED_KEY: &str = "site_settled_until_ns";
 
@@ -80,10 +81,8 @@ fn ready_until(
     let Some(mut until) = heard.or(furthest) else {
         return Ok(None);
     };
-    let site_meters: Vec<(i64, Option<i64>)> = connection
-        .prepare_cached(
-            "SELECT m.collector, (SELECT MAX(ts_ns) FROM readings r WHERE r.meter = m.id) FROM meters m WHERE m.kind IN (?1, ?2)",
-        )?
+    let site_meters: Vec<(i64, i64)> = connection
+        .prepare_cached("SELECT m.collector, m.id FROM meters m WHERE m.kind IN (?1, ?2)")?
         .query_map(
             params![MeterKind::SiteEnergy as i32, MeterKind::SiteWater as i32],
             |row| Ok((row.get(0)?, row.get(1)?)),
@@ -97,11 +96,11 @@ fn ready_until(
             return Ok(None);
         }
     }
-    for (collector, last) in site_meters {
+    for (collector, meter) in site_meters {
         if silent.contains(&collector) {
             continue;
         }
-        match last {
+        match series::last_ts(connection, meter)? {
             Some(last) => until = until.min(last),
             None => return Ok(None),
         }
@@ -198,11 +197,12 @@ fn site_deltas(
     window: WindowLength,
 ) -> Result<Option<Vec<Option<u64>>>> {
     let meters: Vec<(i64, Option<i64>)> = connection
-        .prepare_cached(
-            "SELECT id, (SELECT MAX(ts_ns) FROM readings r WHERE r.meter = m.id) FROM meters m WHERE kind = ?1",
-        )?
-        .query_map([kind as i32], |row| Ok((row.get(0)?, row.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
+        .prepare_cached("SELECT id FROM meters WHERE kind = ?1")?
+        .query_map([kind as i32], |row| row.get(0))?
+        .collect::<rusqlite::Result<Vec<i64>>>()?
+        .into_iter()
+        .map(|meter| Ok((meter, series::last_ts(connection, meter)?)))
+        .collect::<Result<_>>()?;
     if meters.is_empty() {
         return Ok(None);
     }

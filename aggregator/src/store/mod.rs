@@ -8,6 +8,7 @@
 
 pub mod chunk;
 pub mod schema;
+pub mod series;
 mod writer;
 
 pub use writer::{
@@ -56,6 +57,9 @@ pub(crate) enum Request {
     BuildWindows {
         reply: oneshot::Sender<Result<u64>>,
     },
+    Compact {
+        reply: oneshot::Sender<Result<u64>>,
+    },
 }
 
 /// Cheap to clone; every clone talks to the same writer.
@@ -73,6 +77,7 @@ impl std::fmt::Debug for Request {
                 collector, batch, ..
             } => write!(f, "Batch({collector}, {})", batch.seq),
             Request::BuildWindows { .. } => write!(f, "BuildWindows"),
+            Request::Compact { .. } => write!(f, "Compact"),
         }
     }
 }
@@ -136,6 +141,17 @@ impl StoreHandle {
     pub async fn build_windows(&self) -> Result<u64> {
         let (reply, answer) = oneshot::channel();
         self.send(Request::BuildWindows { reply }).await?;
+        answer.await.map_err(|_| Error::WriterStopped)?
+    }
+
+    /// Packs every hour of readings old enough (`compact_after_s`) into chunks now, rather than
+    /// in the writer's idle time; returns the readings packed.
+    ///
+    /// # Errors
+    /// The writer stopped, or a database error (nothing is packed then).
+    pub async fn compact(&self) -> Result<u64> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Compact { reply }).await?;
         answer.await.map_err(|_| Error::WriterStopped)?
     }
 

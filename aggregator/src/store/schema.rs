@@ -54,6 +54,19 @@ CREATE TABLE IF NOT EXISTS readings (
     step INTEGER,
     PRIMARY KEY (meter, ts_ns)
 ) WITHOUT ROWID;
+-- Readings compacted: one meter's readings of one UTC hour, packed by column (`store::chunk`).
+-- A reading lives here or in `readings`, never in both (`store::series` reads both). `from_ns`:
+-- where the chunk's first interval starts.
+CREATE TABLE IF NOT EXISTS reading_chunks (
+    meter INTEGER NOT NULL,
+    hour_ns INTEGER NOT NULL,
+    from_ns INTEGER NOT NULL,
+    first_ns INTEGER NOT NULL,
+    last_ns INTEGER NOT NULL,
+    readings INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (meter, hour_ns)
+);
 CREATE TABLE IF NOT EXISTS rejections (
     collector INTEGER NOT NULL,
     seq INTEGER NOT NULL,

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use super::schema::{self, join_list};
+use super::series;
 use super::{BatchOutcome, HelloAccepted, Request};
 use crate::config::{AggregatorConfig, PowerLimits};
 use crate::ledger::{self, HostLayout, LayoutMeter, UsageMeter};
@@ -41,6 +42,8 @@ struct MeterState {
     job: String,
     limits: CounterLimits,
     last: Option<CounterSample>,
+    /// The hour of the oldest reading still stored as a row (not yet compacted).
+    raw_from: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -109,6 +112,12 @@ pub(super) struct WriterState {
     settings: LedgerSettings,
     /// How long the site waits for a silent collector (`facility.max_wait_s`).
     max_wait: std::time::Duration,
+    /// Readings are packed into chunks once their hour ended this long before what still
+    /// needs them (`compact_after_s`).
+    compact_after_ns: i64,
+    /// Meters with hours to pack, and the hour to pack them up to: (collector, meter, cutoff).
+    compaction: Vec<(i64, String, i64)>,
+    next_compaction_plan: std::time::Instant,
 }
 
 /// What a batch is checked against.
@@ -259,6 +268,11 @@ impl WriterState {
             metrics,
             settings,
             max_wait: std::time::Duration::from_secs(config.facility.max_wait_s),
+            compact_after_ns: i64::try_from(config.compact_after_s)
+                .unwrap_or(i64::MAX / 2_000_000_000)
+                .saturating_mul(1_000_000_000),
+            compaction: Vec::new(),
+            next_compaction_plan: std::time::Instant::now() + COMPACTION_PLAN_EVERY,
         };
         state.reload(None)?;
         Ok(state)
@@ -311,7 +325,8 @@ impl WriterState {
         let mut statement = self.connection.prepare(
             "SELECT m.id, m.collector, m.meter_id, m.kind, m.device, m.counter_max, m.cpus, m.model, m.job,
                     (SELECT ts_ns FROM readings r WHERE r.meter = m.id ORDER BY ts_ns DESC LIMIT 1),
-                    (SELECT value FROM readings r WHERE r.meter = m.id ORDER BY ts_ns DESC LIMIT 1)
+                    (SELECT value FROM readings r WHERE r.meter = m.id ORDER BY ts_ns DESC LIMIT 1),
+                    (SELECT MIN(ts_ns) FROM readings r WHERE r.meter = m.id)
              FROM meters m WHERE ?1 IS NULL OR m.collector = ?1",
         )?;
         let rows = statement.query_map([only], |row| {
@@ -327,6 +342,7 @@ impl WriterState {
                 row.get::<_, String>(8)?,
                 row.get::<_, Option<i64>>(9)?,
                 row.get::<_, Option<i64>>(10)?,
+                row.get::<_, Option<i64>>(11)?,
             ))
         })?;
         for row in rows {
@@ -342,9 +358,15 @@ impl WriterState {
                 job,
                 last_ts,
                 last_value,
+                oldest_row,
             ) = row?;
             let kind = MeterKind::try_from(kind).unwrap_or(MeterKind::Unspecified);
-            let last = last_ts.zip(last_value).map(|(at, value)| CounterSample {
+            // Every reading of a meter that stopped reporting may be compacted.
+            let last = match last_ts.zip(last_value) {
+                Some(last) => Some(last),
+                None => series::last_reading(&self.connection, key)?,
+            }
+            .map(|(at, value)| CounterSample {
                 value: from_i64(value),
                 at: UnixNanos(at),
             });
@@ -360,6 +382,7 @@ impl WriterState {
                         job,
                         limits: limits_for(kind, from_i64(counter_max), &self.limits),
                         last,
+                        raw_from: oldest_row.map(series::hour_of),
                     },
                 );
             }
@@ -506,7 +529,10 @@ impl WriterState {
             }
             let key = upsert_meter(transaction, collector, meter)?;
             let kind = MeterKind::try_from(meter.kind).unwrap_or(MeterKind::Unspecified);
-            let last = state.meters.get(&meter.meter_id).and_then(|m| m.last);
+            let (last, raw_from) = state
+                .meters
+                .get(&meter.meter_id)
+                .map_or((None, None), |m| (m.last, m.raw_from));
             state.meters.insert(
                 meter.meter_id.clone(),
                 MeterState {
@@ -518,6 +544,7 @@ impl WriterState {
                     job: meter.job.clone(),
                     limits: limits_for(kind, meter.counter_max, limits),
                     last,
+                    raw_from,
                 },
             );
         }
@@ -525,7 +552,7 @@ impl WriterState {
             "INSERT INTO readings (meter, ts_ns, value, quality, method, from_ns, delta, step) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
         for (index, reading) in batch.readings.iter().enumerate() {
-            if let Some(meter) = state.meters.get(&reading.meter_id)
+            if let Some(meter) = state.meters.get_mut(&reading.meter_id)
                 && meter
                     .last
                     .is_some_and(|last| reading.timestamp_ns <= last.at.0)
@@ -954,6 +981,7 @@ fn check_reading(
         },
     };
     meter.last = Some(sample);
+    meter.raw_from.get_or_insert(series::hour_of(sample.at.0));
     Ok((meter.key, sample, quality, moved))
 }
 
@@ -1115,13 +1143,17 @@ fn mark_late(
 /// reading, or a refusal when it does not fit between its neighbours.
 fn place_earlier_reading(
     transaction: &Transaction<'_>,
-    meter: &MeterState,
+    meter: &mut MeterState,
     reading: &Reading,
     settings: &BatchSettings<'_>,
     compacted: bool,
 ) -> Result<Result<Option<i64>, Refusal>> {
     let field = |name: &str| format!("readings[].{name}");
     let at = reading.timestamp_ns;
+    // Compacted neighbours become rows again; compaction packs them anew later.
+    if let Some(hour) = series::expand_around(transaction, meter.key, at)? {
+        meter.raw_from = Some(meter.raw_from.map_or(hour, |h| h.min(hour)));
+    }
     let quality = match footprint_proto::v1::Quality::try_from(reading.quality) {
         Ok(footprint_proto::v1::Quality::Measured) => Quality::Measured,
         Ok(footprint_proto::v1::Quality::Interpolated) => Quality::Interpolated,
@@ -1274,6 +1306,68 @@ fn place_earlier_reading(
     Ok(Ok(Some(previous.map_or(at, |p| p.at.0))))
 }
 
+/// How often the writer looks for hours to pack.
+const COMPACTION_PLAN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl WriterState {
+    /// Finds the meters with hours old enough to pack: an hour is packed once it ended
+    /// `compact_after_s` before what still reads its rows — the host's built windows for a
+    /// meter that feeds them, the settled hours for a site meter, the last reading otherwise.
+    fn plan_compaction(&mut self) -> Result<()> {
+        self.next_compaction_plan = std::time::Instant::now() + COMPACTION_PLAN_EVERY;
+        let settled = ledger::site::settled_until(&self.connection)?;
+        self.compaction.clear();
+        for (key, collector) in &self.collectors {
+            for (meter_id, meter) in &collector.meters {
+                let reference = match meter.kind {
+                    MeterKind::SiteEnergy | MeterKind::SiteWater => settled,
+                    kind if CollectorState::feeds_windows(kind) => collector.built_until,
+                    _ => meter.last.map(|l| l.at.0),
+                };
+                let Some(reference) = reference else { continue };
+                let cutoff = series::hour_of(reference.saturating_sub(self.compact_after_ns));
+                if meter.raw_from.is_some_and(|from| from < cutoff) {
+                    self.compaction.push((*key, meter_id.clone(), cutoff));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Packs planned hours until `deadline` (or all of them); returns the readings packed.
+    fn compact(&mut self, deadline: Option<std::time::Instant>) -> Result<u64> {
+        let transaction = self.connection.transaction()?;
+        let mut packed = 0;
+        while let Some((collector, meter_id, cutoff)) = self.compaction.pop() {
+            let Some(meter) = self
+                .collectors
+                .get_mut(&collector)
+                .and_then(|c| c.meters.get_mut(&meter_id))
+            else {
+                continue;
+            };
+            while let Some(hour) = meter.raw_from.filter(|&from| from < cutoff) {
+                packed += series::compact_hour(&transaction, meter.key, hour)?;
+                meter.raw_from = transaction
+                    .prepare_cached(
+                        "SELECT MIN(ts_ns) FROM readings WHERE meter = ?1 AND ts_ns >= ?2",
+                    )?
+                    .query_row(params![meter.key, hour], |row| row.get::<_, Option<i64>>(0))?
+                    .map(series::hour_of);
+                if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                    self.compaction.push((collector, meter_id, cutoff));
+                    transaction.commit()?;
+                    self.metrics.readings_compacted.inc_by(packed);
+                    return Ok(packed);
+                }
+            }
+        }
+        transaction.commit()?;
+        self.metrics.readings_compacted.inc_by(packed);
+        Ok(packed)
+    }
+}
+
 /// Longest a collector's windows wait for building while batches keep arriving.
 const MAX_BUILD_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
 /// Longest one building pass holds the writer before it commits waiting batches again.
@@ -1296,12 +1390,39 @@ pub(super) fn run(mut state: WriterState, mut requests: mpsc::Receiver<Request>,
         {
             error!(error = %error, "Building windows failed; they will be retried after the next commit.");
         }
+        if waiting.is_none() && requests.is_empty() && dirty.is_empty() {
+            if state.next_compaction_plan <= std::time::Instant::now()
+                && let Err(error) = state.plan_compaction()
+            {
+                error!(error = %error, "Planning compaction failed.");
+            }
+            if !state.compaction.is_empty() {
+                if let Err(error) = state.compact(Some(std::time::Instant::now() + BUILD_SLICE)) {
+                    error!(error = %error, "Compaction failed; the rows stay as they are.");
+                    state.compaction.clear();
+                    if let Err(reload) = state.reload(None) {
+                        error!(error = %reload, "Could not reload the ledger state.");
+                    }
+                }
+                continue;
+            }
+        }
         let Some(first) = waiting.take().or_else(|| requests.blocking_recv()) else {
             break;
         };
         match first {
             Request::Hello { hello, reply } => {
                 let _ = reply.send(state.hello(&hello));
+            }
+            Request::Compact { reply } => {
+                let packed = state.plan_compaction().and_then(|()| state.compact(None));
+                if packed.is_err() {
+                    state.compaction.clear();
+                    if let Err(reload) = state.reload(None) {
+                        error!(error = %reload, "Could not reload the ledger state.");
+                    }
+                }
+                let _ = reply.send(packed);
             }
             Request::BuildWindows { reply } => {
                 dirty.clear();
