@@ -280,28 +280,26 @@ fn build_ledger(plan: &SitePlan, delivery: Delivery, dir: &std::path::Path) -> (
                     }
                 }
                 Delivery::Late => {
-                    for step in (1..=STEPS).step_by(2).chain(std::iter::once(STEPS)) {
-                        submit(
-                            &store,
-                            accepted.collector,
-                            &name,
-                            step as u64 + 1,
-                            readings_at(step),
-                            vec![],
-                        )
-                        .await;
-                    }
-                    store.build_windows().await.unwrap();
-                    for step in (0..STEPS).step_by(2) {
-                        submit(
-                            &store,
-                            accepted.collector,
-                            &name,
-                            step as u64 + 1,
-                            readings_at(step),
-                            vec![],
-                        )
-                        .await;
+                    let odd = (1..=STEPS).step_by(2).chain(std::iter::once(STEPS));
+                    for (round, steps) in [odd.collect::<Vec<_>>(), (0..STEPS).step_by(2).collect()]
+                        .into_iter()
+                        .enumerate()
+                    {
+                        // The even steps arrive after the odd ones' windows were built.
+                        if round == 1 {
+                            store.build_windows().await.unwrap();
+                        }
+                        for step in steps {
+                            submit(
+                                &store,
+                                accepted.collector,
+                                &name,
+                                step as u64 + 1,
+                                readings_at(step),
+                                vec![],
+                            )
+                            .await;
+                        }
                     }
                     late_allocations.push((accepted.collector, name.clone(), allocations));
                 }

@@ -905,6 +905,24 @@ fn refusal(meter_id: &str, field: String, code: &'static str, reason: String) ->
     }
 }
 
+/// The reading's quality, or its refusal.
+fn reading_quality(reading: &Reading) -> Result<Quality, Refusal> {
+    match footprint_proto::v1::Quality::try_from(reading.quality) {
+        Ok(footprint_proto::v1::Quality::Measured) => Ok(Quality::Measured),
+        Ok(footprint_proto::v1::Quality::Interpolated) => Ok(Quality::Interpolated),
+        Ok(footprint_proto::v1::Quality::Estimated) => Ok(Quality::Estimated),
+        _ => Err(refusal(
+            &reading.meter_id,
+            "readings[].quality".into(),
+            "bad_quality",
+            format!(
+                "{} is not measured, interpolated or estimated",
+                reading.quality
+            ),
+        )),
+    }
+}
+
 /// Validates one reading against its meter's previous one; on success the meter's baseline moves.
 fn check_reading(
     state: &mut CollectorState,
@@ -921,22 +939,7 @@ fn check_reading(
             "unknown meter: not announced in this collector's Hello".into(),
         ));
     };
-    let quality = match footprint_proto::v1::Quality::try_from(reading.quality) {
-        Ok(footprint_proto::v1::Quality::Measured) => Quality::Measured,
-        Ok(footprint_proto::v1::Quality::Interpolated) => Quality::Interpolated,
-        Ok(footprint_proto::v1::Quality::Estimated) => Quality::Estimated,
-        _ => {
-            return Err(refusal(
-                &reading.meter_id,
-                field("quality"),
-                "bad_quality",
-                format!(
-                    "{} is not measured, interpolated or estimated",
-                    reading.quality
-                ),
-            ));
-        }
-    };
+    let quality = reading_quality(reading)?;
     if reading.timestamp_ns > now.saturating_add(max_future_ns) {
         return Err(refusal(
             &reading.meter_id,
@@ -1154,21 +1157,9 @@ fn place_earlier_reading(
     if let Some(hour) = series::expand_around(transaction, meter.key, at)? {
         meter.raw_from = Some(meter.raw_from.map_or(hour, |h| h.min(hour)));
     }
-    let quality = match footprint_proto::v1::Quality::try_from(reading.quality) {
-        Ok(footprint_proto::v1::Quality::Measured) => Quality::Measured,
-        Ok(footprint_proto::v1::Quality::Interpolated) => Quality::Interpolated,
-        Ok(footprint_proto::v1::Quality::Estimated) => Quality::Estimated,
-        _ => {
-            return Ok(Err(refusal(
-                &reading.meter_id,
-                field("quality"),
-                "bad_quality",
-                format!(
-                    "{} is not measured, interpolated or estimated",
-                    reading.quality
-                ),
-            )));
-        }
+    let quality = match reading_quality(reading) {
+        Ok(quality) => quality,
+        Err(refusal) => return Ok(Err(refusal)),
     };
     let next: Option<(i64, i64, Option<i64>, Option<i64>)> = transaction
         .prepare_cached(
