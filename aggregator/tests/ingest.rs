@@ -521,21 +521,40 @@ async fn a_late_allocation_rebuilds_its_windows_and_reports_say_so() {
             compacted: false,
             meters: Vec::new(),
             readings: vec![],
-            allocations: vec![Allocation {
-                job: Some(Job {
-                    id: "job-late".into(),
-                    ..Default::default()
-                }),
-                gpus: vec!["gpu0".into()],
-                cpus: vec![],
-                start_ns: T0,
-                end_ns: T0 + 20 * SECOND,
-                mig: vec![],
-            }],
+            allocations: vec![
+                Allocation {
+                    job: Some(Job {
+                        id: "job-late".into(),
+                        ..Default::default()
+                    }),
+                    gpus: vec!["gpu0".into()],
+                    cpus: vec![],
+                    start_ns: T0,
+                    end_ns: T0 + 20 * SECOND,
+                    mig: vec![],
+                },
+                Allocation {
+                    // Claims to have started in 1970: the rebuild starts at the host's first reading.
+                    job: Some(Job {
+                        id: "job-ancient".into(),
+                        ..Default::default()
+                    }),
+                    gpus: vec!["gpu1".into()],
+                    cpus: vec![],
+                    start_ns: 1,
+                    end_ns: T0 + 10 * SECOND,
+                    mig: vec![],
+                },
+            ],
         })
         .await;
     assert!(ack.rejections.is_empty(), "{:?}", ack.rejections);
     aggregator.store.build_windows().await.unwrap();
+    let ancient = http_get(aggregator.http_addr, "/api/v1/jobs/job-ancient").await;
+    let ancient: serde_json::Value =
+        serde_json::from_str(ancient.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(ancient["energy_mj"], 2_000_000, "{ancient}");
+    assert_eq!(ancient["first_window_ns"], T0, "{ancient}");
     let job = http_get(aggregator.http_addr, "/api/v1/jobs/job-late").await;
     let job: serde_json::Value =
         serde_json::from_str(job.split("\r\n\r\n").nth(1).unwrap()).unwrap();
@@ -544,7 +563,7 @@ async fn a_late_allocation_rebuilds_its_windows_and_reports_say_so() {
     assert_eq!(job["revised_windows"], 2, "{job}");
     let metrics = http_get(aggregator.http_addr, "/metrics").await;
     for line in [
-        "footprint_aggregator_late_data_total{reason=\"allocation\"} 1",
+        "footprint_aggregator_late_data_total{reason=\"allocation\"} 2",
         "footprint_aggregator_windows_revised_total 2",
     ] {
         assert!(metrics.contains(line), "missing {line:?} in\n{metrics}");

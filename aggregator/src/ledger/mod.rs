@@ -464,7 +464,11 @@ pub fn rebuild_windows(
             ..RebuildProgress::default()
         });
     };
-    let start = window.start_of(UnixNanos(from_ns)).0;
+    // Nothing before the host's first reading was ever built: a late allocation claiming to
+    // start in 1970 rebuilds the host's history, not fifty years of empty windows.
+    let keys: Vec<i64> = host.meters.iter().map(|m| m.key).collect();
+    let first_reading = series::first_ts(connection, &keys)?.unwrap_or(from_ns);
+    let start = window.start_of(UnixNanos(from_ns.max(first_reading))).0;
     if start >= built_until {
         return Ok(RebuildProgress {
             build: build_ready_windows(connection, host, window, settings)?,

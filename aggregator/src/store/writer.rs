@@ -571,7 +571,7 @@ impl WriterState {
             }
             match check_reading(state, reading, now, max_future_ns) {
                 Err(refusal) => refusals.push(refusal.at(index)),
-                Ok((meter, sample, quality, moved)) => {
+                Ok((meter, kind, sample, quality, moved)) => {
                     let (from_ns, delta, step) = match moved {
                         None => (None, None, None),
                         Some((previous_at, step)) => {
@@ -602,10 +602,6 @@ impl WriterState {
                     ])?;
                     metrics.readings_stored.inc();
                     if let Some(from_ns) = from_ns {
-                        let kind = state
-                            .meters
-                            .get(&reading.meter_id)
-                            .map_or(MeterKind::Unspecified, |m| m.kind);
                         mark_late(transaction, state, collector, kind, from_ns, metrics)?;
                     }
                 }
@@ -816,12 +812,14 @@ impl WriterState {
                     progress
                 }
                 Some(from_ns) => {
-                    let reason: String = transaction.query_row(
-                        "DELETE FROM rebuild_pending WHERE collector = ?1 RETURNING reason",
-                        [collector],
-                        |row| row.get(0),
-                    )?;
-                    let reason = format!("late {reason}");
+                    let reason: Option<String> = transaction
+                        .query_row(
+                            "DELETE FROM rebuild_pending WHERE collector = ?1 RETURNING reason",
+                            [collector],
+                            |row| row.get(0),
+                        )
+                        .optional()?;
+                    let reason = format!("late {}", reason.as_deref().unwrap_or("data"));
                     let rebuilt = ledger::rebuild_windows(
                         &transaction,
                         &layout,
@@ -890,6 +888,7 @@ impl Refusal {
 
 type Checked = (
     i64,
+    MeterKind,
     CounterSample,
     Quality,
     Option<(i64, counter::CounterStep)>,
@@ -985,7 +984,7 @@ fn check_reading(
     };
     meter.last = Some(sample);
     meter.raw_from.get_or_insert(series::hour_of(sample.at.0));
-    Ok((meter.key, sample, quality, moved))
+    Ok((meter.key, meter.kind, sample, quality, moved))
 }
 
 /// Stores an allocation; returns where the holding it describes changed, if it did.
@@ -1282,6 +1281,8 @@ fn place_earlier_reading(
             before.map(to_i64),
             previous.map(|p| flags(at - p.at.0, compacted)),
         ])?;
+    let hour = series::hour_of(at);
+    meter.raw_from = Some(meter.raw_from.map_or(hour, |h| h.min(hour)));
     let next_compacted = next_step.is_some_and(|s| s & STEP_COMPACTED != 0);
     transaction
         .prepare_cached(
