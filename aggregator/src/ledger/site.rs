@@ -51,32 +51,49 @@ fn ready_until(
     require_site_meter: bool,
     silent: &BTreeSet<i64>,
 ) -> Result<Option<i64>> {
-    let hosts: Vec<(i64, Option<i64>)> = connection
-        .prepare_cached(
-            "SELECT c.id, c.built_until_ns FROM collectors c
-             WHERE EXISTS (SELECT 1 FROM meters m WHERE m.collector = c.id AND m.kind IN (?1, ?2, ?3))",
-        )?
-        .query_map(
-            params![
-                MeterKind::GpuEnergy as i32,
-                MeterKind::CpuPackageEnergy as i32,
-                MeterKind::DramEnergy as i32
-            ],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut heard: Option<i64> = None;
-    let mut furthest: Option<i64> = None;
-    for (collector, built_until) in hosts {
-        furthest = furthest.max(built_until);
-        if silent.contains(&collector) {
-            continue;
+    let it_kinds = params![
+        MeterKind::GpuEnergy as i32,
+        MeterKind::CpuPackageEnergy as i32,
+        MeterKind::DramEnergy as i32
+    ];
+    // (slowest host heard from, a host heard from that has built nothing, furthest host). A
+    // host heard from that has built nothing yet may still deliver the hours in question.
+    let (heard, unbuilt, furthest): (Option<i64>, bool, Option<i64>) = if silent.is_empty() {
+        // The usual case, asked of SQLite in one row: this runs after every building pass.
+        connection
+            .prepare_cached(
+                "SELECT MIN(c.built_until_ns), COALESCE(SUM(c.built_until_ns IS NULL), 0) > 0, MAX(c.built_until_ns)
+                 FROM collectors c
+                 WHERE EXISTS (SELECT 1 FROM meters m WHERE m.collector = c.id AND m.kind IN (?1, ?2, ?3))",
+            )?
+            .query_row(it_kinds, |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+    } else {
+        let hosts: Vec<(i64, Option<i64>)> = connection
+            .prepare_cached(
+                "SELECT c.id, c.built_until_ns FROM collectors c
+                 WHERE EXISTS (SELECT 1 FROM meters m WHERE m.collector = c.id AND m.kind IN (?1, ?2, ?3))",
+            )?
+            .query_map(it_kinds, |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut heard: Option<i64> = None;
+        let mut unbuilt = false;
+        let mut furthest: Option<i64> = None;
+        for (collector, built_until) in hosts {
+            furthest = furthest.max(built_until);
+            if silent.contains(&collector) {
+                continue;
+            }
+            match built_until {
+                Some(built_until) => {
+                    heard = Some(heard.map_or(built_until, |h| h.min(built_until)))
+                }
+                None => unbuilt = true,
+            }
         }
-        // A host heard from that has built nothing yet may still deliver the hours in question.
-        let Some(built_until) = built_until else {
-            return Ok(None);
-        };
-        heard = Some(heard.map_or(built_until, |h| h.min(built_until)));
+        (heard, unbuilt, furthest)
+    };
+    if unbuilt {
+        return Ok(None);
     }
     let Some(mut until) = heard.or(furthest) else {
         return Ok(None);

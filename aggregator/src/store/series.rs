@@ -43,6 +43,34 @@ fn row_reading(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReading> {
 /// A database error, or a chunk that does not decode.
 pub fn readings_in(connection: &Connection, meter: i64, range: Span) -> Result<Vec<StoredReading>> {
     let mut readings = Vec::new();
+    let mut statement = connection.prepare_cached(
+        "SELECT ts_ns, value, quality, method, from_ns, delta, step FROM readings
+         WHERE meter = ?1 AND ts_ns > ?2 ORDER BY ts_ns",
+    )?;
+    let mut rows = statement.query(params![meter, range.start.0])?;
+    // Rows alone answer when they chain without a hole from before the range to past its end:
+    // the usual case (building the latest windows), which then costs one query.
+    let mut whole = true;
+    let mut previous: Option<i64> = None;
+    let mut reached_end = false;
+    while let Some(row) = rows.next()? {
+        let reading = row_reading(row)?;
+        if reading.from_ns.unwrap_or(reading.ts_ns) >= range.end.0 {
+            reached_end = true;
+            break;
+        }
+        whole &= match previous {
+            None => reading.from_ns.is_some_and(|from| from <= range.start.0),
+            Some(previous) => reading.from_ns == Some(previous),
+        };
+        previous = Some(reading.ts_ns);
+        readings.push(reading);
+    }
+    reached_end |= previous.is_some_and(|last| last >= range.end.0);
+    // No row inside the range says nothing about what chunks hold there.
+    if whole && reached_end && previous.is_some() {
+        return Ok(readings);
+    }
     let mut chunks = connection.prepare_cached(
         "SELECT hour_ns, data FROM reading_chunks
          WHERE meter = ?1 AND hour_ns > ?2 AND from_ns < ?3 ORDER BY hour_ns",
@@ -52,6 +80,7 @@ pub fn readings_in(connection: &Connection, meter: i64, range: Span) -> Result<V
         range.start.0.saturating_sub(NANOS_PER_HOUR),
         range.end.0
     ])?;
+    let mut unpacked = false;
     while let Some(row) = rows.next()? {
         let hour_ns: i64 = row.get(0)?;
         let data: Vec<u8> = row.get(1)?;
@@ -60,25 +89,16 @@ pub fn readings_in(connection: &Connection, meter: i64, range: Span) -> Result<V
                 .into_iter()
                 .filter(|r| r.ts_ns > range.start.0),
         );
+        unpacked = true;
     }
-    let mut statement = connection.prepare_cached(
-        "SELECT ts_ns, value, quality, method, from_ns, delta, step FROM readings
-         WHERE meter = ?1 AND ts_ns > ?2 ORDER BY ts_ns",
-    )?;
-    let mut rows = statement.query(params![meter, range.start.0])?;
-    while let Some(row) = rows.next()? {
-        let reading = row_reading(row)?;
-        if reading.from_ns.unwrap_or(reading.ts_ns) >= range.end.0 {
-            break;
+    if unpacked {
+        readings.sort_by_key(|r| r.ts_ns);
+        if let Some(end) = readings
+            .iter()
+            .position(|r| r.from_ns.unwrap_or(r.ts_ns) >= range.end.0)
+        {
+            readings.truncate(end);
         }
-        readings.push(reading);
-    }
-    readings.sort_by_key(|r| r.ts_ns);
-    if let Some(end) = readings
-        .iter()
-        .position(|r| r.from_ns.unwrap_or(r.ts_ns) >= range.end.0)
-    {
-        readings.truncate(end);
     }
     Ok(readings)
 }
