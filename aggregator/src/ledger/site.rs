@@ -230,8 +230,9 @@ fn site_deltas(
         .map(|(_, last)| last.unwrap_or(i64::MIN))
         .min()
         .unwrap_or(i64::MIN);
+    let mut reader = series::SeriesReader::new(connection)?;
     for (meter, _) in meters {
-        for interval in load_intervals(connection, meter, hour)? {
+        for interval in load_intervals(&mut reader, meter, hour)? {
             // Only the windows the interval touches.
             let Some(inside) = interval.span.intersect(&hour) else {
                 continue;

@@ -649,14 +649,14 @@ impl WriterState {
                 reason: refusal.reason,
             });
         }
-        transaction.execute(
-            "INSERT INTO batches (collector, seq, received_ns, readings, rejected) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![collector, to_i64(batch.seq), now, batch.readings.len() as i64, rejections.len() as i64],
-        )?;
-        transaction.execute(
-            "UPDATE collectors SET last_seq = MAX(last_seq, ?2) WHERE id = ?1",
-            params![collector, to_i64(batch.seq)],
-        )?;
+        transaction
+            .prepare_cached(
+                "INSERT INTO batches (collector, seq, received_ns, readings, rejected) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![collector, to_i64(batch.seq), now, batch.readings.len() as i64, rejections.len() as i64])?;
+        transaction
+            .prepare_cached("UPDATE collectors SET last_seq = MAX(last_seq, ?2) WHERE id = ?1")?
+            .execute(params![collector, to_i64(batch.seq)])?;
         state.last_seq = state.last_seq.max(batch.seq);
         metrics.batch("stored");
         Ok(BatchOutcome {
