@@ -23,8 +23,10 @@ use common::{
     INFER, PlannedJob, Running, SECOND_NS, T0, TRAIN, collector_config, cpu_energy_mj,
     gpu_energy_mj, job_table,
 };
+use footprint_aggregator::store::series::SeriesReader;
 use footprint_collector::time::{format_timestamp, wall_clock_now};
 use footprint_core::rng::SplitMix64;
+use footprint_core::{Span, UnixNanos};
 use footprint_proto::v1::GetJobRequest;
 use footprint_proto::v1::query_client::QueryClient;
 
@@ -92,7 +94,9 @@ fn prepare(dir: &Path, speed: f64) -> Site {
     let aggregator_config = dir.join("aggregator.toml");
     std::fs::write(
         &aggregator_config,
-        format!("data_dir = {:?}\ngrpc_listen = \"127.0.0.1:{grpc}\"\nhttp_listen = \"127.0.0.1:{http}\"\n", dir.join("ledger")),
+        // Readings are packed as soon as windows are built, so that kills land during packing too
+        // and the checks below read packed and unpacked readings alike.
+        format!("data_dir = {:?}\ngrpc_listen = \"127.0.0.1:{grpc}\"\nhttp_listen = \"127.0.0.1:{http}\"\ncompact_after_s = 0\n", dir.join("ledger")),
     )
     .unwrap();
     let endpoint = format!("http://127.0.0.1:{grpc}");
@@ -260,74 +264,70 @@ fn run_with_kills(seed: u64, speed: f64, kill_window: Duration, min_kills: usize
     drop(aggregator);
 
     let ledger = rusqlite::Connection::open(site.dir.join("ledger/footprint.sqlite")).unwrap();
-    let mut statement = ledger
+    let meter_keys: Vec<(String, String, i64)> = ledger
         .prepare(
-            "SELECT c.host, m.meter_id, MIN(r.ts_ns), MAX(r.ts_ns), COALESCE(SUM(r.delta), 0), COUNT(*)
-             FROM readings r JOIN meters m ON m.id = r.meter JOIN collectors c ON c.id = m.collector
-             GROUP BY m.id ORDER BY c.host, m.meter_id",
+            "SELECT c.host, m.meter_id, m.id FROM meters m JOIN collectors c ON c.id = m.collector
+             ORDER BY c.host, m.meter_id",
         )
-        .unwrap();
-    let meters: Vec<(String, String, i64, i64, i64, i64)> = statement
-        .query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-            ))
-        })
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(
-        meters.len(),
+        meter_keys.len(),
         5 + 8,
         "seed {seed}: every meter of both hosts is in the ledger"
     );
-    for (host, meter, first, last, total, count) in &meters {
-        let (from_s, to_s) = ((first - T0) / SECOND_NS, (last - T0) / SECOND_NS);
-        assert_eq!(
-            *total as u128,
-            meter_energy(host, meter, from_s, to_s),
-            "seed {seed}, {kills} kills: {host}/{meter} over [{from_s} s, {to_s} s] ({count} readings)"
+    // Every reading, whether still a row or packed into a chunk.
+    let mut reader = SeriesReader::new(&ledger).unwrap();
+    let everything = Span::new(UnixNanos(i64::MIN), UnixNanos(i64::MAX));
+    let packed: i64 = ledger
+        .query_row("SELECT COUNT(*) FROM reading_chunks", [], |r| r.get(0))
+        .unwrap();
+    let mut long: Vec<(String, i64, i64)> = Vec::new();
+    for (host, meter, key) in &meter_keys {
+        let readings = reader.readings_in(*key, everything).unwrap();
+        let (Some(first), Some(last)) = (readings.first(), readings.last()) else {
+            panic!("seed {seed}: {host}/{meter} has no readings");
+        };
+        let total: i64 = readings.iter().filter_map(|r| r.delta).sum();
+        let (from_s, to_s) = (
+            (first.ts_ns - T0) / SECOND_NS,
+            (last.ts_ns - T0) / SECOND_NS,
         );
         assert_eq!(
-            *last,
+            total as u128,
+            meter_energy(host, meter, from_s, to_s),
+            "seed {seed}, {kills} kills: {host}/{meter} over [{from_s} s, {to_s} s] ({} readings, {packed} chunks)",
+            readings.len()
+        );
+        assert_eq!(
+            last.ts_ns,
             T0 + 7_200 * SECOND_NS,
             "seed {seed}: {host}/{meter} reached the end"
         );
+        // Each reading closes the interval since the one before it: nothing stored twice, no hole.
+        for pair in readings.windows(2) {
+            assert_eq!(
+                pair[1].from_ns,
+                Some(pair[0].ts_ns),
+                "seed {seed}: {host}/{meter}: a reading does not chain to its predecessor"
+            );
+        }
+        long.extend(
+            readings
+                .iter()
+                .filter_map(|r| Some((r.from_ns?, r.ts_ns)))
+                .filter(|(from, to)| to - from > 5 * SECOND_NS)
+                .map(|(from, to)| (host.clone(), from, to)),
+        );
     }
-    // Each reading closes the interval since the one before it: nothing stored twice, no hole.
-    let broken: i64 = ledger
-        .query_row(
-            "SELECT COUNT(*) FROM readings r WHERE r.from_ns IS NOT NULL AND r.from_ns <> (
-                 SELECT MAX(p.ts_ns) FROM readings p WHERE p.meter = r.meter AND p.ts_ns < r.ts_ns)",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(
-        broken, 0,
-        "seed {seed}: a reading does not chain to its predecessor"
-    );
 
     // A batch lost while both sides were alive would leave a longer interval somewhere. Every
     // interval longer than one sample must lie where its collector was dead: from the batch it was
     // still assembling when killed (two ticks) to its first tick after the restart (process start,
     // up to 60 s of simulated time at this pace).
-    let mut statement = ledger
-        .prepare(
-            "SELECT c.host, r.from_ns, r.ts_ns FROM readings r JOIN meters m ON m.id = r.meter
-             JOIN collectors c ON c.id = m.collector WHERE r.ts_ns - r.from_ns > ?1",
-        )
-        .unwrap();
-    let long: Vec<(String, i64, i64)> = statement
-        .query_map([5 * SECOND_NS], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
     for (host, from, to) in &long {
         let index = usize::from(host == "host-b");
         let explained = dead[index].iter().any(|(killed, restarted)| {
@@ -363,7 +363,7 @@ fn run_with_kills(seed: u64, speed: f64, kill_window: Duration, min_kills: usize
         );
     }
     eprintln!(
-        "seed {seed}: {kills} kills, {cuts} connection cuts, {stalls} stalls; every meter exact, {} long intervals all explained by kills",
+        "seed {seed}: {kills} kills, {cuts} connection cuts, {stalls} stalls; every meter exact, {} long intervals all explained by kills; {packed} hourly chunks packed",
         long.len()
     );
 }

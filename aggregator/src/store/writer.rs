@@ -272,7 +272,8 @@ impl WriterState {
                 .unwrap_or(i64::MAX / 2_000_000_000)
                 .saturating_mul(1_000_000_000),
             compaction: Vec::new(),
-            next_compaction_plan: std::time::Instant::now() + COMPACTION_PLAN_EVERY,
+            // At the first idle moment: a restarted aggregator catches up at once.
+            next_compaction_plan: std::time::Instant::now(),
         };
         state.reload(None)?;
         Ok(state)
