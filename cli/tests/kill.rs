@@ -23,7 +23,7 @@ use common::{
     INFER, PlannedJob, Running, SECOND_NS, T0, TRAIN, collector_config, cpu_energy_mj,
     gpu_energy_mj, job_table,
 };
-use footprint_aggregator::store::series::SeriesReader;
+use footprint_aggregator::store::series;
 use footprint_collector::time::{format_timestamp, wall_clock_now};
 use footprint_core::rng::SplitMix64;
 use footprint_core::{Span, UnixNanos};
@@ -280,14 +280,13 @@ fn run_with_kills(seed: u64, speed: f64, kill_window: Duration, min_kills: usize
         "seed {seed}: every meter of both hosts is in the ledger"
     );
     // Every reading, whether still a row or packed into a chunk.
-    let mut reader = SeriesReader::new(&ledger).unwrap();
     let everything = Span::new(UnixNanos(i64::MIN), UnixNanos(i64::MAX));
     let packed: i64 = ledger
         .query_row("SELECT COUNT(*) FROM reading_chunks", [], |r| r.get(0))
         .unwrap();
     let mut long: Vec<(String, i64, i64)> = Vec::new();
     for (host, meter, key) in &meter_keys {
-        let readings = reader.readings_in(*key, everything).unwrap();
+        let readings = series::readings_in(&ledger, *key, everything).unwrap();
         let (Some(first), Some(last)) = (readings.first(), readings.last()) else {
             panic!("seed {seed}: {host}/{meter} has no readings");
         };

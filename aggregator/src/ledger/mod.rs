@@ -112,12 +112,11 @@ fn interval_quality(reading_quality: i32, step: i64) -> Quality {
 }
 
 pub(crate) fn load_intervals(
-    reader: &mut series::SeriesReader<'_>,
+    connection: &Connection,
     meter: i64,
     range: Span,
 ) -> Result<Vec<Interval>> {
-    Ok(reader
-        .readings_in(meter, range)?
+    Ok(series::readings_in(connection, meter, range)?
         .into_iter()
         .filter_map(|reading| {
             let (from_ns, delta) = (reading.from_ns?, reading.delta?);
@@ -190,7 +189,6 @@ struct UsageSeries {
 
 fn load_usage(
     connection: &Connection,
-    reader: &mut series::SeriesReader<'_>,
     meters: &[UsageMeter],
     range: Span,
     devices: &HashMap<String, DeviceKey>,
@@ -216,7 +214,7 @@ fn load_usage(
         series.push(UsageSeries {
             job,
             gpu,
-            intervals: load_intervals(reader, meter.key, range)?,
+            intervals: load_intervals(connection, meter.key, range)?,
         });
     }
     Ok(series)
@@ -303,17 +301,16 @@ pub fn build_ready_windows(
         .server_entry()
         .map(|entry| (entry.embodied_mg(), entry.lifetime_ns()));
     let mut progress = BuildProgress::default();
-    let mut reader = series::SeriesReader::new(connection)?;
     let mut chunk_start = start;
     while chunk_start < end {
         let chunk_end = (chunk_start + WINDOWS_PER_CHUNK * window.nanos()).min(end);
         let chunk = Span::new(UnixNanos(chunk_start), UnixNanos(chunk_end));
         let holdings = load_holdings(connection, host.collector, chunk, &devices)?;
-        let usage = load_usage(connection, &mut reader, &host.usage, chunk, &devices)?;
+        let usage = load_usage(connection, &host.usage, chunk, &devices)?;
         let intervals: Vec<(&LayoutMeter, Vec<Interval>)> = host
             .meters
             .iter()
-            .map(|meter| Ok((meter, load_intervals(&mut reader, meter.key, chunk)?)))
+            .map(|meter| Ok((meter, load_intervals(connection, meter.key, chunk)?)))
             .collect::<Result<_>>()?;
         let mut cursors = vec![0usize; intervals.len()];
         let mut window_start = chunk_start;

@@ -56,42 +56,28 @@ fn ready_until(
         MeterKind::CpuPackageEnergy as i32,
         MeterKind::DramEnergy as i32
     ];
-    // (slowest host heard from, a host heard from that has built nothing, furthest host). A
-    // host heard from that has built nothing yet may still deliver the hours in question.
-    let (heard, unbuilt, furthest): (Option<i64>, bool, Option<i64>) = if silent.is_empty() {
-        // The usual case, asked of SQLite in one row: this runs after every building pass.
-        connection
-            .prepare_cached(
-                "SELECT MIN(c.built_until_ns), COALESCE(SUM(c.built_until_ns IS NULL), 0) > 0, MAX(c.built_until_ns)
-                 FROM collectors c
-                 WHERE EXISTS (SELECT 1 FROM meters m WHERE m.collector = c.id AND m.kind IN (?1, ?2, ?3))",
-            )?
-            .query_row(it_kinds, |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
-    } else {
-        let hosts: Vec<(i64, Option<i64>)> = connection
-            .prepare_cached(
-                "SELECT c.id, c.built_until_ns FROM collectors c
-                 WHERE EXISTS (SELECT 1 FROM meters m WHERE m.collector = c.id AND m.kind IN (?1, ?2, ?3))",
-            )?
-            .query_map(it_kinds, |row| Ok((row.get(0)?, row.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        let mut heard: Option<i64> = None;
-        let mut unbuilt = false;
-        let mut furthest: Option<i64> = None;
-        for (collector, built_until) in hosts {
-            furthest = furthest.max(built_until);
-            if silent.contains(&collector) {
-                continue;
-            }
-            match built_until {
-                Some(built_until) => {
-                    heard = Some(heard.map_or(built_until, |h| h.min(built_until)))
-                }
-                None => unbuilt = true,
-            }
+    let hosts: Vec<(i64, Option<i64>)> = connection
+        .prepare_cached(
+            "SELECT c.id, c.built_until_ns FROM collectors c
+             WHERE EXISTS (SELECT 1 FROM meters m WHERE m.collector = c.id AND m.kind IN (?1, ?2, ?3))",
+        )?
+        .query_map(it_kinds, |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    // The slowest host heard from, whether one heard from has built nothing (it may still
+    // deliver the hours in question), and the furthest host.
+    let mut heard: Option<i64> = None;
+    let mut unbuilt = false;
+    let mut furthest: Option<i64> = None;
+    for (collector, built_until) in hosts {
+        furthest = furthest.max(built_until);
+        if silent.contains(&collector) {
+            continue;
         }
-        (heard, unbuilt, furthest)
-    };
+        match built_until {
+            Some(built_until) => heard = Some(heard.map_or(built_until, |h| h.min(built_until))),
+            None => unbuilt = true,
+        }
+    }
     if unbuilt {
         return Ok(None);
     }
@@ -230,9 +216,8 @@ fn site_deltas(
         .map(|(_, last)| last.unwrap_or(i64::MIN))
         .min()
         .unwrap_or(i64::MIN);
-    let mut reader = series::SeriesReader::new(connection)?;
     for (meter, _) in meters {
-        for interval in load_intervals(&mut reader, meter, hour)? {
+        for interval in load_intervals(connection, meter, hour)? {
             // Only the windows the interval touches.
             let Some(inside) = interval.span.intersect(&hour) else {
                 continue;

@@ -244,6 +244,7 @@ pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
     connection.pragma_update(None, "wal_autocheckpoint", 8_192)?;
     connection.pragma_update(None, "temp_store", "MEMORY")?;
     connection.busy_timeout(std::time::Duration::from_secs(10))?;
+    plans_ignore_bound_values(&connection)?;
     let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
     if version != 0 && version != 2 && version != SCHEMA_VERSION {
         return Err(rusqlite::Error::InvalidParameterName(format!(
@@ -274,7 +275,23 @@ pub fn open_reader(path: &std::path::Path) -> rusqlite::Result<Connection> {
     )?;
     connection.busy_timeout(std::time::Duration::from_secs(10))?;
     connection.pragma_update(None, "mmap_size", 1_i64 << 30)?;
+    plans_ignore_bound_values(&connection)?;
     Ok(connection)
+}
+
+/// Turns on SQLite's query-planner stability guarantee: plans no longer depend on the values
+/// bound to a statement. Without it, the bundled SQLite (built with STAT4) marks a statement
+/// whose plan looked at a range bound (`ts_ns > ?2`) as expired whenever its bindings are cleared
+/// — and rusqlite's statement cache clears them each time a statement goes back into it — so
+/// every cached use compiled the SQL again: 18–25 % of the aggregator's CPU under
+/// `footprint loadgen` (`BENCHMARKS.md`). The ledger keeps no statistics for values to inform,
+/// so no plan gets worse.
+fn plans_ignore_bound_values(connection: &Connection) -> rusqlite::Result<()> {
+    connection.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
+    Ok(())
 }
 
 /// Comma-separated list, the form device and CPU lists are stored in.

@@ -35,94 +35,57 @@ fn row_reading(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReading> {
     })
 }
 
-/// Reads many meters' readings with the same two statements, held for the reader's life.
+/// Readings of `meter` whose interval reaches into `range` (taken after `range.start`, closing an
+/// interval that began before `range.end`), and the first-ever reading if it falls in `range`,
+/// in time order.
 ///
-/// Why held rather than taken from the connection's statement cache: SQLite marks a statement
-/// whose plan looked at a range bound (`ts_ns > ?2`) as expired whenever its bindings are
-/// cleared, which the cache does on every return — so every cached use compiled the SQL again.
-/// That was a quarter of the aggregator's CPU under `footprint loadgen` (`BENCHMARKS.md`).
-#[derive(Debug)]
-pub struct SeriesReader<'c> {
-    rows: rusqlite::Statement<'c>,
-    chunks: rusqlite::Statement<'c>,
-}
-
-impl<'c> SeriesReader<'c> {
-    /// # Errors
-    /// A database error.
-    pub fn new(connection: &'c Connection) -> Result<Self> {
-        Ok(Self {
-            rows: connection.prepare(
-                "SELECT ts_ns, value, quality, method, from_ns, delta, step FROM readings
-                 WHERE meter = ?1 AND ts_ns > ?2 ORDER BY ts_ns",
-            )?,
-            chunks: connection.prepare(
-                "SELECT hour_ns, data FROM reading_chunks
-                 WHERE meter = ?1 AND hour_ns > ?2 AND from_ns < ?3 ORDER BY hour_ns",
-            )?,
-        })
+/// # Errors
+/// A database error, or a chunk that does not decode.
+pub fn readings_in(connection: &Connection, meter: i64, range: Span) -> Result<Vec<StoredReading>> {
+    let mut readings = Vec::new();
+    let mut statement = connection.prepare_cached(
+        "SELECT ts_ns, value, quality, method, from_ns, delta, step FROM readings
+         WHERE meter = ?1 AND ts_ns > ?2 ORDER BY ts_ns",
+    )?;
+    let mut rows = statement.query(params![meter, range.start.0])?;
+    while let Some(row) = rows.next()? {
+        let reading = row_reading(row)?;
+        if reading.from_ns.unwrap_or(reading.ts_ns) >= range.end.0 {
+            break;
+        }
+        readings.push(reading);
     }
-
-    /// Readings of `meter` whose interval reaches into `range` (taken after `range.start`,
-    /// closing an interval that began before `range.end`), and the first-ever reading if it
-    /// falls in `range`, in time order.
-    ///
-    /// # Errors
-    /// A database error, or a chunk that does not decode.
-    pub fn readings_in(&mut self, meter: i64, range: Span) -> Result<Vec<StoredReading>> {
-        let mut readings = Vec::new();
-        let mut rows = self.rows.query(params![meter, range.start.0])?;
-        // Rows alone answer when they chain without a hole from before the range to past its end:
-        // the usual case (building the latest windows), which then costs one query.
-        let mut whole = true;
-        let mut previous: Option<i64> = None;
-        let mut reached_end = false;
-        while let Some(row) = rows.next()? {
-            let reading = row_reading(row)?;
-            if reading.from_ns.unwrap_or(reading.ts_ns) >= range.end.0 {
-                reached_end = true;
-                break;
-            }
-            whole &= match previous {
-                None => reading.from_ns.is_some_and(|from| from <= range.start.0),
-                Some(previous) => reading.from_ns == Some(previous),
-            };
-            previous = Some(reading.ts_ns);
-            readings.push(reading);
-        }
-        reached_end |= previous.is_some_and(|last| last >= range.end.0);
-        // No row inside the range says nothing about what chunks hold there.
-        if whole && reached_end && previous.is_some() {
-            return Ok(readings);
-        }
-        drop(rows);
-        let mut rows = self.chunks.query(params![
-            meter,
-            range.start.0.saturating_sub(NANOS_PER_HOUR),
-            range.end.0
-        ])?;
-        let mut unpacked = false;
-        while let Some(row) = rows.next()? {
-            let hour_ns: i64 = row.get(0)?;
-            let data: Vec<u8> = row.get(1)?;
-            readings.extend(
-                decode(meter, hour_ns, &data)?
-                    .into_iter()
-                    .filter(|r| r.ts_ns > range.start.0),
-            );
-            unpacked = true;
-        }
-        if unpacked {
-            readings.sort_by_key(|r| r.ts_ns);
-            if let Some(end) = readings
-                .iter()
-                .position(|r| r.from_ns.unwrap_or(r.ts_ns) >= range.end.0)
-            {
-                readings.truncate(end);
-            }
-        }
-        Ok(readings)
+    drop(rows);
+    let mut chunks = connection.prepare_cached(
+        "SELECT hour_ns, data FROM reading_chunks
+         WHERE meter = ?1 AND hour_ns > ?2 AND from_ns < ?3 ORDER BY hour_ns",
+    )?;
+    let mut rows = chunks.query(params![
+        meter,
+        range.start.0.saturating_sub(NANOS_PER_HOUR),
+        range.end.0
+    ])?;
+    let mut unpacked = false;
+    while let Some(row) = rows.next()? {
+        let hour_ns: i64 = row.get(0)?;
+        let data: Vec<u8> = row.get(1)?;
+        readings.extend(
+            decode(meter, hour_ns, &data)?
+                .into_iter()
+                .filter(|r| r.ts_ns > range.start.0),
+        );
+        unpacked = true;
     }
+    if unpacked {
+        readings.sort_by_key(|r| r.ts_ns);
+        if let Some(end) = readings
+            .iter()
+            .position(|r| r.from_ns.unwrap_or(r.ts_ns) >= range.end.0)
+        {
+            readings.truncate(end);
+        }
+    }
+    Ok(readings)
 }
 
 /// The last reading of `meter`: (time, value).
