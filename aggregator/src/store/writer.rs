@@ -791,7 +791,8 @@ impl WriterState {
                 built_until: state.built_until,
             };
             let transaction = self.connection.transaction()?;
-            let progress = match state.rebuild_from {
+            // What was built, where it first touched the site's hours, and (for a rebuild) why.
+            let (progress, first_changed, late_reason) = match state.rebuild_from {
                 None => {
                     let progress = ledger::build_ready_windows(
                         &transaction,
@@ -799,18 +800,7 @@ impl WriterState {
                         self.window,
                         &self.settings,
                     )?;
-                    // A host that fell silent and came back builds windows in hours the site
-                    // settled without it.
-                    if let Some(first) = progress.first_built
-                        && ledger::site::reopen(
-                            &transaction,
-                            first,
-                            &format!("late windows of {}", state.name),
-                        )?
-                    {
-                        self.metrics.late("windows");
-                    }
-                    progress
+                    (progress, progress.first_built, None)
                 }
                 Some(from_ns) => {
                     let reason: Option<String> = transaction
@@ -830,18 +820,22 @@ impl WriterState {
                         &reason,
                         now_ns(),
                     )?;
-                    if let Some(first) = rebuilt.first_changed {
-                        ledger::site::reopen(
-                            &transaction,
-                            first,
-                            &format!("{reason} on {}", state.name),
-                        )?;
-                    }
                     info!(collector = %state.name, from_ns, revised = rebuilt.revised, %reason, "Rebuilt windows after late data.");
                     self.metrics.windows_revised.inc_by(rebuilt.revised);
-                    rebuilt.build
+                    (rebuilt.build, rebuilt.first_changed, Some(reason))
                 }
             };
+            // Windows new or changed in hours the site already settled (a host that fell silent
+            // and came back, or late data) reopen them.
+            if let Some(first) = first_changed {
+                let reason = match &late_reason {
+                    Some(reason) => format!("{reason} on {}", state.name),
+                    None => format!("late windows of {}", state.name),
+                };
+                if ledger::site::reopen(&transaction, first, &reason)? && late_reason.is_none() {
+                    self.metrics.late("windows");
+                }
+            }
             if let Some(until) = progress.built_until {
                 transaction.execute(
                     "UPDATE collectors SET built_until_ns = ?2 WHERE id = ?1",
@@ -1331,7 +1325,7 @@ impl WriterState {
     fn compact(&mut self, deadline: Option<std::time::Instant>) -> Result<u64> {
         let transaction = self.connection.transaction()?;
         let mut packed = 0;
-        while let Some((collector, meter_id, cutoff)) = self.compaction.pop() {
+        'meters: while let Some((collector, meter_id, cutoff)) = self.compaction.pop() {
             let Some(meter) = self
                 .collectors
                 .get_mut(&collector)
@@ -1348,10 +1342,10 @@ impl WriterState {
                     .query_row(params![meter.key, hour], |row| row.get::<_, Option<i64>>(0))?
                     .map(series::hour_of);
                 if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-                    self.compaction.push((collector, meter_id, cutoff));
-                    transaction.commit()?;
-                    self.metrics.readings_compacted.inc_by(packed);
-                    return Ok(packed);
+                    if meter.raw_from.is_some_and(|from| from < cutoff) {
+                        self.compaction.push((collector, meter_id, cutoff));
+                    }
+                    break 'meters;
                 }
             }
         }
