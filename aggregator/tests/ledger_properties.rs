@@ -260,49 +260,38 @@ fn build_ledger(plan: &SitePlan, delivery: Delivery, dir: &std::path::Path) -> (
                 }
                 readings
             };
-            match delivery {
-                Delivery::InTime => {
-                    for step in 0..=STEPS {
-                        let allocations = if step == 0 {
-                            allocations.clone()
-                        } else {
-                            vec![]
-                        };
-                        submit(
-                            &store,
-                            accepted.collector,
-                            &name,
-                            step as u64 + 1,
-                            readings_at(step),
-                            allocations,
-                        )
-                        .await;
-                    }
+            // In time: every step in order, the allocations with the first. Late: the odd steps,
+            // then (after their windows were built) the even ones; the allocations come last.
+            let rounds: Vec<Vec<i64>> = match delivery {
+                Delivery::InTime => vec![(0..=STEPS).collect()],
+                Delivery::Late => vec![
+                    (1..=STEPS)
+                        .step_by(2)
+                        .chain(std::iter::once(STEPS))
+                        .collect(),
+                    (0..STEPS).step_by(2).collect(),
+                ],
+            };
+            for (round, steps) in rounds.into_iter().enumerate() {
+                if round == 1 {
+                    store.build_windows().await.unwrap();
                 }
-                Delivery::Late => {
-                    let odd = (1..=STEPS).step_by(2).chain(std::iter::once(STEPS));
-                    for (round, steps) in [odd.collect::<Vec<_>>(), (0..STEPS).step_by(2).collect()]
-                        .into_iter()
-                        .enumerate()
-                    {
-                        // The even steps arrive after the odd ones' windows were built.
-                        if round == 1 {
-                            store.build_windows().await.unwrap();
-                        }
-                        for step in steps {
-                            submit(
-                                &store,
-                                accepted.collector,
-                                &name,
-                                step as u64 + 1,
-                                readings_at(step),
-                                vec![],
-                            )
-                            .await;
-                        }
-                    }
-                    late_allocations.push((accepted.collector, name.clone(), allocations));
+                for step in steps {
+                    let in_time = delivery == Delivery::InTime && step == 0;
+                    let with = if in_time { allocations.clone() } else { vec![] };
+                    submit(
+                        &store,
+                        accepted.collector,
+                        &name,
+                        step as u64 + 1,
+                        readings_at(step),
+                        with,
+                    )
+                    .await;
                 }
+            }
+            if delivery == Delivery::Late {
+                late_allocations.push((accepted.collector, name.clone(), allocations));
             }
         }
         let site_mj_per_step = site_mj_per_step * plan.pue_permille / 1_000;
