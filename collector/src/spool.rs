@@ -564,6 +564,24 @@ mod tests {
         welcomed: bool,
     }
 
+    /// Each meter is still there, keeps its last reading (so its energy is unchanged) and only
+    /// ever lost readings: none gained or altered.
+    fn only_dropped(
+        before: &BTreeMap<String, Vec<(i64, u64)>>,
+        after: &BTreeMap<String, Vec<(i64, u64)>>,
+    ) -> Result<(), TestCaseError> {
+        prop_assert_eq!(
+            before.keys().collect::<Vec<_>>(),
+            after.keys().collect::<Vec<_>>()
+        );
+        for (meter, series) in before {
+            let kept = &after[meter];
+            prop_assert_eq!(kept.last(), series.last());
+            prop_assert!(kept.iter().all(|r| series.contains(r)));
+        }
+        Ok(())
+    }
+
     fn readings_by_meter(batches: &[Batch]) -> BTreeMap<String, Vec<(i64, u64)>> {
         let mut by_meter: BTreeMap<String, Vec<(i64, u64)>> = BTreeMap::new();
         for batch in batches {
@@ -631,15 +649,7 @@ mod tests {
                         let count_before = model.batches.len();
                         spool.compact().unwrap();
                         let after_batches = spool.read_after(0, usize::MAX).unwrap();
-                        let after = readings_by_meter(&after_batches);
-                        prop_assert_eq!(before.keys().collect::<Vec<_>>(), after.keys().collect::<Vec<_>>());
-                        for (meter, series) in &before {
-                            let kept = &after[meter];
-                            // Each meter keeps its last reading (so its energy is unchanged) and
-                            // only ever loses readings, never gains or alters one.
-                            prop_assert_eq!(kept.last(), series.last());
-                            prop_assert!(kept.iter().all(|r| series.contains(r)));
-                        }
+                        only_dropped(&before, &readings_by_meter(&after_batches))?;
                         if count_before >= 2 {
                             prop_assert!(after_batches.len() < count_before);
                             prop_assert!(after_batches[0].compacted);
@@ -652,14 +662,10 @@ mod tests {
                         spool.thin_older_than(cutoff, step).unwrap();
                         let after_batches = spool.read_after(0, usize::MAX).unwrap();
                         let after = readings_by_meter(&after_batches);
-                        prop_assert_eq!(before.keys().collect::<Vec<_>>(), after.keys().collect::<Vec<_>>());
+                        only_dropped(&before, &after)?;
                         for (meter, series) in &before {
-                            let kept = &after[meter];
-                            // The last reading stays, none is altered or invented, and nothing
-                            // younger than the cutoff is touched.
-                            prop_assert_eq!(kept.last(), series.last());
-                            prop_assert!(kept.iter().all(|r| series.contains(r)));
-                            prop_assert!(series.iter().filter(|(at, _)| *at >= cutoff).all(|r| kept.contains(r)));
+                            // Nothing younger than the cutoff is touched.
+                            prop_assert!(series.iter().filter(|(at, _)| *at >= cutoff).all(|r| after[meter].contains(r)));
                         }
                         // In what the age limit has thinned, at most one reading per meter and step.
                         let thinned = spool.thinned_through().unwrap();
