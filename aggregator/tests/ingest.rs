@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{SECOND, Session, http_get, reading};
+use common::{SECOND, Session, http_get, http_json, reading};
 use footprint_aggregator::store::{LEDGER_FILE, schema};
 use footprint_aggregator::{AggregatorConfig, RunningAggregator, server};
 use footprint_core::{Span, UnixNanos};
@@ -178,9 +178,7 @@ async fn bad_readings_are_rejected_by_field_counted_and_the_rest_is_stored() {
         .await;
     assert!(ack.rejections.is_empty(), "{:?}", ack.rejections);
     aggregator.store.build_windows().await.unwrap();
-    let job = http_get(aggregator.http_addr, "/api/v1/jobs/job-1").await;
-    let job: serde_json::Value =
-        serde_json::from_str(job.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let job = http_json(aggregator.http_addr, "/api/v1/jobs/job-1").await;
     // gpu0 counted 9 000 000 mJ from T0 to T0+30 s, all while job-1 held it.
     assert_eq!(job["energy_mj"], 9_000_000, "{job}");
     // T0..+10 s lies in one window (measured); +10..+30 s spans two, so its split between them
@@ -204,9 +202,7 @@ async fn bad_readings_are_rejected_by_field_counted_and_the_rest_is_stored() {
         .await;
     assert!(ack.rejections.is_empty(), "{:?}", ack.rejections);
     aggregator.store.build_windows().await.unwrap();
-    let facility = http_get(aggregator.http_addr, "/api/v1/facility").await;
-    let facility: serde_json::Value =
-        serde_json::from_str(facility.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let facility = http_json(aggregator.http_addr, "/api/v1/facility").await;
     let energy = &facility["windows"][0]["energy_mj"];
     // No site meter: the site's energy is its IT energy.
     assert_eq!(energy["site"], 82_400_000, "{facility}");
@@ -474,9 +470,7 @@ async fn usage_counters_split_a_shared_gpu_and_a_cpu_package(announced: UsageAnn
     }
     aggregator.store.build_windows().await.unwrap();
     for (job, gpu, cpu) in [("A", 3_000, 750), ("B", 1_000, 250)] {
-        let body = http_get(aggregator.http_addr, &format!("/api/v1/jobs/{job}")).await;
-        let footprint: serde_json::Value =
-            serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        let footprint = http_json(aggregator.http_addr, &format!("/api/v1/jobs/{job}")).await;
         assert_eq!(footprint["gpu_energy_mj"], gpu, "{footprint}");
         assert_eq!(footprint["cpu_energy_mj"], cpu, "{footprint}");
         // Split by measured utilisation: interpolated, not estimated; the package is estimated.
@@ -550,14 +544,10 @@ async fn a_late_allocation_rebuilds_its_windows_and_reports_say_so() {
         .await;
     assert!(ack.rejections.is_empty(), "{:?}", ack.rejections);
     aggregator.store.build_windows().await.unwrap();
-    let ancient = http_get(aggregator.http_addr, "/api/v1/jobs/job-ancient").await;
-    let ancient: serde_json::Value =
-        serde_json::from_str(ancient.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let ancient = http_json(aggregator.http_addr, "/api/v1/jobs/job-ancient").await;
     assert_eq!(ancient["energy_mj"], 2_000_000, "{ancient}");
     assert_eq!(ancient["first_window_ns"], T0, "{ancient}");
-    let job = http_get(aggregator.http_addr, "/api/v1/jobs/job-late").await;
-    let job: serde_json::Value =
-        serde_json::from_str(job.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let job = http_json(aggregator.http_addr, "/api/v1/jobs/job-late").await;
     assert_eq!(job["energy_mj"], 2_000_000, "{job}");
     assert_eq!(job["energy_quality"]["measured_mj"], 2_000_000, "{job}");
     assert_eq!(job["revised_windows"], 2, "{job}");

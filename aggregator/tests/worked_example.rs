@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{SECOND, Session, http_get, reading};
+use common::{SECOND, Session, http_json, reading};
 use footprint_aggregator::config::PpaConfig;
 use footprint_aggregator::{AggregatorConfig, server};
 use footprint_proto::v1::{Allocation, Batch, Hello, Job, JobKind, MeterInfo, MeterKind};
@@ -183,12 +183,9 @@ async fn every_figure_of_the_worked_example_is_what_the_ledger_says() {
     }
     aggregator.store.build_windows().await.unwrap();
 
-    let body = |response: String| -> serde_json::Value {
-        serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap()
-    };
-    let a = body(http_get(aggregator.http_addr, "/api/v1/jobs/A").await);
-    let b = body(http_get(aggregator.http_addr, "/api/v1/jobs/B").await);
-    let facility = body(http_get(aggregator.http_addr, "/api/v1/facility").await);
+    let a = http_json(aggregator.http_addr, "/api/v1/jobs/A").await;
+    let b = http_json(aggregator.http_addr, "/api/v1/jobs/B").await;
+    let facility = http_json(aggregator.http_addr, "/api/v1/facility").await;
     let site_total = &facility["windows"][0];
     let figures = documented_figures();
     assert!(figures.len() >= 30, "only {} figures found", figures.len());

@@ -80,3 +80,9 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     response
 }
+
+/// GET `path` and parse the body of the (200) response as JSON.
+pub async fn http_json(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
+    let response = http_get(addr, path).await;
+    serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+}
