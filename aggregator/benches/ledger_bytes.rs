@@ -196,11 +196,12 @@ fn ingest(
     })
 }
 
-/// Opens the store at `config` and packs everything old enough; returns the seconds it took.
+/// Opens the store at `config` and packs everything old enough; returns the seconds it took,
+/// opening included (the writer starts packing in its first idle moment, before any request).
 fn compact_now(config: &AggregatorConfig) -> f64 {
     runtime().block_on(async {
-        let store = StoreHandle::open(config, Arc::new(AggregatorMetrics::default())).unwrap();
         let started = Instant::now();
+        let store = StoreHandle::open(config, Arc::new(AggregatorMetrics::default())).unwrap();
         store.compact().await.unwrap();
         started.elapsed().as_secs_f64()
     })
