@@ -31,6 +31,7 @@ fn hello() -> Hello {
         method: "test".into(),
         model: String::new(),
         job: String::new(),
+        resolution: 0,
     };
     Hello {
         collector_id: "random".into(),

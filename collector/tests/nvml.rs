@@ -303,6 +303,63 @@ async fn gpus_can_be_named_by_uuid_as_kubernetes_names_them() {
     assert_eq!(sample.meters[0].device, "GPU-aaaa");
 }
 
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
+
+    /// The board's energy counter goes through the real wrapper unchanged, so the aggregator's
+    /// rule decides: samples missed (up to a minute of a 700 W GPU between two taken) lose
+    /// nothing, and a driver reload (the counter restarts from zero) loses only what the GPU
+    /// used between the last sample and the reload. The counter starts where a GPU some hours
+    /// after its driver loaded would be, so a reload always shows as a fall.
+    #[test]
+    fn the_energy_counter_books_exactly_across_gaps_and_a_driver_reload(
+        start_mj in 1_000_000_000i64..1_000_000_000_000,
+        steps in proptest::collection::vec((0i64..=700, 1i64..=60, proptest::bool::weighted(0.7)), 1..30),
+        reload_at in 0usize..40,
+        used_before_reload in 0i64..=100,
+    ) {
+        let host = FakeHost::new(&gpu_line("GPU-aaaa", start_mj, 300_000, false));
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let mut source = host.config().build("node1").unwrap();
+        let mut read = |at: i64| runtime.block_on(source.sample(UnixNanos(at))).unwrap().readings[0].value;
+        let mut readings = vec![(T0, read(T0))];
+        let (mut at, mut counter, mut expected) = (T0, start_mj, 0u128);
+        let mut reloaded_since_sample = false;
+        for (index, (watts, seconds, sampled)) in steps.into_iter().enumerate() {
+            let used = watts * 1_000 * seconds;
+            at += seconds * SECOND;
+            if index == reload_at {
+                // The part used before the reload is never seen.
+                counter = used * (100 - used_before_reload) / 100;
+                reloaded_since_sample = true;
+            } else {
+                counter += used;
+            }
+            if sampled {
+                host.set_state(&gpu_line("GPU-aaaa", counter, 300_000, false));
+                let value = read(at);
+                proptest::prop_assert_eq!(value, counter as u64);
+                let previous = readings.last().unwrap().1;
+                expected += if reloaded_since_sample {
+                    u128::from(value)
+                } else {
+                    u128::from(value - previous)
+                };
+                reloaded_since_sample = false;
+                readings.push((at, value));
+            }
+        }
+        // The aggregator's default GPU limit (5 kW), a counter that never wraps.
+        let limits = footprint_core::counter::CounterLimits {
+            max_value: u64::MAX,
+            max_rate_per_second: 5_000_000,
+            resolution: 0,
+        };
+        let booked = peers::book_counter(&readings, limits).map_err(proptest::test_runner::TestCaseError::fail)?;
+        proptest::prop_assert_eq!(booked, expected);
+    }
+}
+
 #[test]
 fn a_host_without_nvml_is_told_so() {
     let config: NvmlConfig =

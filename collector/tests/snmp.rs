@@ -69,20 +69,22 @@ async fn an_ap8641_reads_exactly_what_its_recording_holds_over_v2c_and_v3() {
     )
     .build()
     .unwrap();
-    let kinds: Vec<(String, i32)> = source
+    let kinds: Vec<(String, i32, u64)> = source
         .meters()
         .into_iter()
-        .map(|m| (m.meter_id, m.kind))
+        .map(|m| (m.meter_id, m.kind, m.resolution))
         .collect();
     let outlet = MeterKind::OutletEnergy as i32;
     let pdu = MeterKind::PduEnergy as i32;
+    // Each energy register moves in 0.1 kWh steps, announced so the aggregator's rate check
+    // allows a whole step between two close samples.
     assert_eq!(
         kinds,
         [
-            ("pdu:outlet-1".into(), outlet),
-            ("pdu:outlet-2".into(), pdu),
-            ("pdu:outlet-3".into(), pdu),
-            ("pdu:device".into(), pdu)
+            ("pdu:outlet-1".into(), outlet, TENTH_KWH_MJ),
+            ("pdu:outlet-2".into(), pdu, TENTH_KWH_MJ),
+            ("pdu:outlet-3".into(), pdu, TENTH_KWH_MJ),
+            ("pdu:device".into(), pdu, TENTH_KWH_MJ)
         ]
     );
     let measured = Quality::Measured as i32;

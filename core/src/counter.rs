@@ -27,6 +27,10 @@ pub struct CounterLimits {
     pub max_value: u64,
     /// Largest plausible growth per second, in the counter's unit (mJ/s is mW).
     pub max_rate_per_second: u64,
+    /// The counter's smallest step (0 and 1: every unit). A coarse counter shows energy a step
+    /// at a time, so between two close samples it may move a whole step while only a little was
+    /// used: growth up to the rate limit plus one step less one unit is plausible.
+    pub resolution: u64,
 }
 
 /// How a counter moved between two samples.
@@ -111,7 +115,8 @@ pub fn step(
         });
     }
     let elapsed_ns = (current.at.0 - previous.at.0) as u64;
-    let allowed = allowed_growth(limits.max_rate_per_second, elapsed_ns);
+    let allowed = allowed_growth(limits.max_rate_per_second, elapsed_ns)
+        + u128::from(limits.resolution.saturating_sub(1));
     let implausible = |delta| CounterError::ImplausibleRate {
         delta,
         elapsed_ns,
@@ -170,6 +175,7 @@ mod tests {
         CounterLimits {
             max_value: u64::MAX,
             max_rate_per_second: 5_000_000,
+            resolution: 1,
         }
     }
 
@@ -185,10 +191,33 @@ mod tests {
         let limits = CounterLimits {
             max_value: 262_143_328,
             max_rate_per_second: 1_000_000,
+            resolution: 1,
         };
         let step = step(sample(262_143_000, 0), sample(171, 1), limits);
         // 328 to reach the maximum, 1 to wrap to zero, 171 after.
         assert_eq!(step, Ok(CounterStep::Wrapped { delta: 500 }));
+    }
+
+    #[test]
+    fn a_coarse_counter_may_move_a_whole_step_at_once() {
+        // A PDU's 0.1 kWh register moving one step 1 s after its last move, on a 30 kW outlet.
+        let coarse = CounterLimits {
+            max_value: u64::MAX,
+            max_rate_per_second: 30_000_000,
+            resolution: 360_000_000,
+        };
+        let at = |steps: u64, seconds| sample(steps * 360_000_000, seconds);
+        assert_eq!(
+            step(at(10, 0), at(11, 1), coarse),
+            Ok(CounterStep::Advanced { delta: 360_000_000 })
+        );
+        // Two steps in a second is still more than 30 kW can explain.
+        assert!(step(at(10, 0), at(12, 1), coarse).is_err());
+        let fine = CounterLimits {
+            resolution: 1,
+            ..coarse
+        };
+        assert!(step(at(10, 0), at(11, 1), fine).is_err());
     }
 
     #[test]
@@ -242,7 +271,7 @@ mod tests {
             increments in prop::collection::vec(0u64..1_000, 1..200),
         ) {
             let start = start % (max_value + 1);
-            let limits = CounterLimits { max_value, max_rate_per_second: 1_000 };
+            let limits = CounterLimits { max_value, max_rate_per_second: 1_000, resolution: 1 };
             let modulus = u128::from(max_value) + 1;
             let mut previous = sample(start, 0);
             let mut counted: u128 = 0;
@@ -261,14 +290,17 @@ mod tests {
             prop_assert_eq!(booked, counted);
         }
 
-        /// A step never books more than the meter's power limit allows.
+        /// A step never books more than the meter's power limit allows, plus one step of its
+        /// resolution less one unit.
         #[test]
         fn booked_growth_respects_the_limit(
             previous in any::<u64>(), value in any::<u64>(), seconds in 1i64..1_000, rate in 1u64..10_000_000,
+            resolution in prop::sample::select(vec![0u64, 1, 1_000, 360_000_000]),
         ) {
-            let limits = CounterLimits { max_value: u64::MAX, max_rate_per_second: rate };
+            let limits = CounterLimits { max_value: u64::MAX, max_rate_per_second: rate, resolution };
             if let Ok(moved) = step(sample(previous, 0), sample(value, seconds), limits) {
-                prop_assert!(u128::from(moved.delta()) <= u128::from(rate) * seconds as u128);
+                let allowed = u128::from(rate) * seconds as u128 + u128::from(resolution.saturating_sub(1));
+                prop_assert!(u128::from(moved.delta()) <= allowed);
             }
         }
     }

@@ -7,7 +7,7 @@
 
 use rusqlite::Connection;
 
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = r"
 CREATE TABLE IF NOT EXISTS collectors (
@@ -31,6 +31,8 @@ CREATE TABLE IF NOT EXISTS meters (
     model TEXT NOT NULL DEFAULT '',
     -- Usage meters: the job whose use the meter counts.
     job TEXT NOT NULL DEFAULT '',
+    -- The counter's smallest step (0: one unit), loosening the rate check by one step.
+    resolution INTEGER NOT NULL DEFAULT 0,
     UNIQUE (collector, meter_id)
 );
 CREATE TABLE IF NOT EXISTS batches (
@@ -246,9 +248,9 @@ pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
     connection.busy_timeout(std::time::Duration::from_secs(10))?;
     plans_ignore_bound_values(&connection)?;
     let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    if version != 0 && version != 2 && version != SCHEMA_VERSION {
+    if version != 0 && version != 2 && version != 3 && version != SCHEMA_VERSION {
         return Err(rusqlite::Error::InvalidParameterName(format!(
-            "{} holds ledger schema {version}; this build reads schema {SCHEMA_VERSION} and migrates 2",
+            "{} holds ledger schema {version}; this build reads schema {SCHEMA_VERSION} and migrates 2 and 3",
             path.display()
         )));
     }
@@ -257,6 +259,13 @@ pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
         // Schema 2 stored a reading's quality as 0/1/2 (measured/interpolated/estimated) but read
         // it as 1/2/3; the tables for late data are new (created below).
         transaction.execute("UPDATE readings SET quality = quality + 1", [])?;
+    }
+    if version == 2 || version == 3 {
+        // Schema 4 records each meter's resolution; older meters announced none.
+        transaction.execute(
+            "ALTER TABLE meters ADD COLUMN resolution INTEGER NOT NULL DEFAULT 0",
+            [],
+        )?;
     }
     transaction.execute_batch(SCHEMA)?;
     transaction.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -321,19 +330,23 @@ pub fn split_cpus(text: &str) -> Vec<u32> {
 mod tests {
     use super::*;
 
+    /// Turns a new ledger at `path` into one as schema `version` left it.
+    fn as_schema(path: &std::path::Path, version: i64) -> rusqlite::Result<Connection> {
+        let connection = open(path)?;
+        connection.execute("ALTER TABLE meters DROP COLUMN resolution", [])?;
+        connection.pragma_update(None, "user_version", version)?;
+        Ok(connection)
+    }
+
     #[test]
     fn a_schema_2_ledger_is_migrated_with_its_quality_codes_mended() -> rusqlite::Result<()> {
         let dir =
             tempfile::tempdir().map_err(|e| rusqlite::Error::InvalidPath(e.to_string().into()))?;
         let path = dir.path().join("ledger.sqlite");
-        {
-            let connection = open(&path)?;
-            connection.execute(
-                "INSERT INTO readings (meter, ts_ns, value, quality) VALUES (1, 1, 0, 1), (2, 1, 0, 0)",
-                [],
-            )?;
-            connection.pragma_update(None, "user_version", 2)?;
-        }
+        as_schema(&path, 2)?.execute(
+            "INSERT INTO readings (meter, ts_ns, value, quality) VALUES (1, 1, 0, 1), (2, 1, 0, 0)",
+            [],
+        )?;
         let connection = open(&path)?;
         let codes: Vec<i64> = connection
             .prepare("SELECT quality FROM readings ORDER BY meter")?
@@ -349,6 +362,25 @@ mod tests {
         let again: i64 =
             connection.query_row("SELECT SUM(quality) FROM readings", [], |row| row.get(0))?;
         assert_eq!(again, 3);
+        Ok(())
+    }
+
+    #[test]
+    fn a_schema_3_ledger_gains_meter_resolutions() -> rusqlite::Result<()> {
+        let dir =
+            tempfile::tempdir().map_err(|e| rusqlite::Error::InvalidPath(e.to_string().into()))?;
+        let path = dir.path().join("ledger.sqlite");
+        as_schema(&path, 3)?.execute_batch(
+            "INSERT INTO collectors (id, name, host, software_version) VALUES (1, 'node-a', 'node-a', '0');
+             INSERT INTO meters (collector, meter_id, kind, device, counter_max, cpus, method)
+             VALUES (1, 'pdu:outlet-1', 1, 'outlet-1', 0, '', '');",
+        )?;
+        let connection = open(&path)?;
+        let resolution: i64 =
+            connection.query_row("SELECT resolution FROM meters", [], |row| row.get(0))?;
+        assert_eq!(resolution, 0);
+        let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        assert_eq!(version, SCHEMA_VERSION);
         Ok(())
     }
 

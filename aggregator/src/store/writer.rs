@@ -147,6 +147,15 @@ fn meter_problem(
     {
         return Some(("job", "a usage meter must name its job".into()));
     }
+    if meter.counter_max != 0 && meter.resolution > meter.counter_max {
+        return Some((
+            "resolution",
+            format!(
+                "{} is more than the counter's range (counter_max {})",
+                meter.resolution, meter.counter_max
+            ),
+        ));
+    }
     if kind == Ok(MeterKind::GpuJobBusy) && !is_gpu(&meter.device) {
         return Some((
             "device",
@@ -166,13 +175,14 @@ fn upsert_meter(
     meter: &MeterInfo,
 ) -> rusqlite::Result<i64> {
     transaction.query_row(
-        "INSERT INTO meters (collector, meter_id, kind, device, counter_max, cpus, method, model, job)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+        "INSERT INTO meters (collector, meter_id, kind, device, counter_max, cpus, method, model, job, resolution)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT (collector, meter_id) DO UPDATE SET
            kind = excluded.kind, device = excluded.device, counter_max = excluded.counter_max,
-           cpus = excluded.cpus, method = excluded.method, model = excluded.model, job = excluded.job
+           cpus = excluded.cpus, method = excluded.method, model = excluded.model, job = excluded.job,
+           resolution = excluded.resolution
          RETURNING id",
-        params![collector, meter.meter_id, meter.kind, meter.device, to_i64(meter.counter_max), join_list(&meter.cpus), meter.method, meter.model, meter.job],
+        params![collector, meter.meter_id, meter.kind, meter.device, to_i64(meter.counter_max), join_list(&meter.cpus), meter.method, meter.model, meter.job, to_i64(meter.resolution)],
         |row| row.get(0),
     )
 }
@@ -180,7 +190,12 @@ fn upsert_meter(
 /// Most logical CPUs a host may have, for the plausibility of a job's CPU-time counter.
 const MAX_CORES: u64 = 4_096;
 
-fn limits_for(kind: MeterKind, counter_max: u64, limits: &PowerLimits) -> CounterLimits {
+fn limits_for(
+    kind: MeterKind,
+    counter_max: u64,
+    resolution: u64,
+    limits: &PowerLimits,
+) -> CounterLimits {
     // mJ per second is mW: W × 1000.
     let max_rate_per_second = match kind {
         MeterKind::GpuEnergy => limits.gpu_w * 1_000,
@@ -204,6 +219,7 @@ fn limits_for(kind: MeterKind, counter_max: u64, limits: &PowerLimits) -> Counte
             counter_max
         },
         max_rate_per_second,
+        resolution,
     }
 }
 
@@ -324,7 +340,7 @@ impl WriterState {
         }
         drop(statement);
         let mut statement = self.connection.prepare(
-            "SELECT m.id, m.collector, m.meter_id, m.kind, m.device, m.counter_max, m.cpus, m.model, m.job,
+            "SELECT m.id, m.collector, m.meter_id, m.kind, m.device, m.counter_max, m.cpus, m.model, m.job, m.resolution,
                     (SELECT ts_ns FROM readings r WHERE r.meter = m.id ORDER BY ts_ns DESC LIMIT 1),
                     (SELECT value FROM readings r WHERE r.meter = m.id ORDER BY ts_ns DESC LIMIT 1),
                     (SELECT MIN(ts_ns) FROM readings r WHERE r.meter = m.id)
@@ -341,9 +357,10 @@ impl WriterState {
                 row.get::<_, String>(6)?,
                 row.get::<_, String>(7)?,
                 row.get::<_, String>(8)?,
-                row.get::<_, Option<i64>>(9)?,
+                row.get::<_, i64>(9)?,
                 row.get::<_, Option<i64>>(10)?,
                 row.get::<_, Option<i64>>(11)?,
+                row.get::<_, Option<i64>>(12)?,
             ))
         })?;
         for row in rows {
@@ -357,6 +374,7 @@ impl WriterState {
                 cpus,
                 model,
                 job,
+                resolution,
                 last_ts,
                 last_value,
                 oldest_row,
@@ -381,7 +399,12 @@ impl WriterState {
                         cpus: schema::split_cpus(&cpus),
                         model,
                         job,
-                        limits: limits_for(kind, from_i64(counter_max), &self.limits),
+                        limits: limits_for(
+                            kind,
+                            from_i64(counter_max),
+                            from_i64(resolution),
+                            &self.limits,
+                        ),
                         last,
                         raw_from: oldest_row.map(series::hour_of),
                     },
@@ -543,7 +566,7 @@ impl WriterState {
                     cpus: meter.cpus.clone(),
                     model: meter.model.clone(),
                     job: meter.job.clone(),
-                    limits: limits_for(kind, meter.counter_max, limits),
+                    limits: limits_for(kind, meter.counter_max, meter.resolution, limits),
                     last,
                     raw_from,
                 },
@@ -1450,4 +1473,45 @@ pub(super) fn run(mut state: WriterState, mut requests: mpsc::Receiver<Request>,
         error!(error = %error, "Building the last windows failed.");
     }
     info!("Ledger writer stopped.");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outlet(counter_max: u64, resolution: u64) -> MeterInfo {
+        MeterInfo {
+            meter_id: "pdu:outlet-1".into(),
+            kind: MeterKind::OutletEnergy as i32,
+            device: "outlet-1".into(),
+            counter_max,
+            resolution,
+            ..MeterInfo::default()
+        }
+    }
+
+    #[test]
+    fn a_resolution_beyond_the_counter_range_is_refused_by_name() {
+        let no_gpu = |_: &str| false;
+        assert_eq!(meter_problem(&outlet(0, 360_000_000), no_gpu), None);
+        assert_eq!(meter_problem(&outlet(1_000, 1_000), no_gpu), None);
+        let (field, reason) = meter_problem(&outlet(1_000, 1_001), no_gpu).unwrap_or_default();
+        assert_eq!(field, "resolution");
+        assert!(reason.contains("counter_max 1000"), "{reason}");
+    }
+
+    #[test]
+    fn a_coarse_outlet_may_move_a_step_within_a_second() {
+        let limits = limits_for(
+            MeterKind::OutletEnergy,
+            0,
+            360_000_000,
+            &PowerLimits::default(),
+        );
+        let sample = |steps: u64, seconds: i64| CounterSample {
+            value: steps * 360_000_000,
+            at: UnixNanos(seconds * 1_000_000_000),
+        };
+        assert!(footprint_core::counter::step(sample(5, 0), sample(6, 1), limits).is_ok());
+    }
 }

@@ -278,6 +278,11 @@ impl RegisterCounter {
         u64::try_from(self.total_raw * self.numerator / self.denominator).unwrap_or(u64::MAX)
     }
 
+    /// The most one count of the register moves the reported value, in base units.
+    pub fn resolution(&self) -> u64 {
+        u64::try_from(self.numerator.div_ceil(self.denominator)).unwrap_or(u64::MAX)
+    }
+
     /// A real-valued total converted as read (float registers).
     pub fn real(&self, raw: f64) -> u64 {
         // The float's own precision is the meter's; the conversion adds no more error than one
@@ -339,6 +344,7 @@ impl ModbusConfig {
                 let (per_unit, scale) = map
                     .check()
                     .map_err(|(key, message)| format!("registers[{index}].{key}: {message}"))?;
+                let counter = RegisterCounter::new(per_unit, scale, map.value_type.modulus());
                 Ok(Register {
                     info: MeterInfo {
                         meter_id: format!("{}:{}", self.prefix, map.name),
@@ -358,9 +364,14 @@ impl ModbusConfig {
                             map.scale,
                             map.unit
                         ),
+                        // A float total moves smoothly; an integer one a count at a time.
+                        resolution: match map.value_type {
+                            ValueType::F32 | ValueType::F64 => 0,
+                            _ => counter.resolution(),
+                        },
                         ..MeterInfo::default()
                     },
-                    counter: RegisterCounter::new(per_unit, scale, map.value_type.modulus()),
+                    counter,
                     map: map.clone(),
                 })
             })

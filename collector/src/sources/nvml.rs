@@ -244,6 +244,7 @@ fn discover_gpu(nvml: &Nvml, index: u32, prefix: &str, names: DeviceNames) -> Re
             method: format!("NVML {read} of {model} {uuid}; {limit_text}{mig_text}"),
             model,
             job: String::new(),
+            resolution: 0,
         },
         energy,
         limits,

@@ -230,6 +230,7 @@ fn zone(
             ),
             model: String::new(),
             job: String::new(),
+            resolution: 0,
         },
         max_uj,
     })

@@ -540,6 +540,7 @@ impl ReplaySource {
                     method: gpu_method.clone(),
                     model: model.gpu_model.clone(),
                     job: String::new(),
+                    resolution: 0,
                 },
                 ModelMeter::Gpu(gpu),
                 IntegratedCounter::new(origin.0, config.counter_start_mj, u64::MAX),
@@ -565,6 +566,7 @@ impl ReplaySource {
                         method: rapl_method.to_owned(),
                         model: String::new(),
                         job: String::new(),
+                        resolution: 0,
                     },
                     which,
                     IntegratedCounter::new(
@@ -586,6 +588,7 @@ impl ReplaySource {
                     method: "simulated PDU outlet energy counter: components through the PSU plus unmetered parts, integrated".to_owned(),
                     model: String::new(),
                     job: String::new(),
+                    resolution: 0,
                 },
                 ModelMeter::Outlet,
                 IntegratedCounter::new(origin.0, config.counter_start_mj, u64::MAX),

@@ -130,6 +130,7 @@ impl SiteReplayConfig {
                     .to_owned(),
                 model: String::new(),
                 job: String::new(),
+                resolution: 0,
             },
             water: self.water_meter_id.as_ref().map(|id| {
                 (
@@ -143,6 +144,7 @@ impl SiteReplayConfig {
                             .to_owned(),
                         model: String::new(),
                         job: String::new(),
+                        resolution: 0,
                     },
                     IntegratedCounter::new(origin.0, 0, u64::MAX),
                 )

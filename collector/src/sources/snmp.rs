@@ -298,6 +298,10 @@ impl SnmpConfig {
                     kind: kind as i32,
                     device: name.to_owned(),
                     method: format!("SNMP {:?} profile, {name} of {}", self.profile, self.agent),
+                    // The energy register moves a whole step at a time (APC: 0.1 kWh). Where the
+                    // agent answers without one, power is integrated and this only loosens the
+                    // aggregator's rate check by a step.
+                    resolution: energy.as_ref().map_or(0, |fetch| fetch.scale),
                     ..MeterInfo::default()
                 },
                 energy,

@@ -59,6 +59,7 @@ impl SyntheticConfig {
                             .to_owned(),
                         model: String::new(),
                         job: String::new(),
+                        resolution: 0,
                     };
                     (
                         info,

@@ -1,6 +1,7 @@
 //! Real peers started on loopback for the source tests: snmpsim serving recorded PDUs and a
 //! pymodbus meter. Each is stopped (killed and reaped) when its handle drops. The test command
-//! (`scripts/test`) installs them; a missing one fails the test with the install line.
+//! (`scripts/test`) installs them; a missing one fails the test with the install line. Also here:
+//! how the aggregator books what a counter source reports, for the sources' property tests.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -41,6 +42,26 @@ pub fn build_fake_nvml(dir: &Path) -> PathBuf {
         .expect("gcc builds the stand-in NVML (apt-get install gcc)");
     assert!(status.success(), "gcc failed on {}", source.display());
     library
+}
+
+/// The amount the aggregator books from a source's readings `(at, value)` of one counter, by the
+/// aggregator's own rule (`footprint_core::counter::step`), or the first reading it would refuse.
+pub fn book_counter(
+    readings: &[(i64, u64)],
+    limits: footprint_core::counter::CounterLimits,
+) -> Result<u128, String> {
+    use footprint_core::counter::{CounterSample, step};
+    let sample = |&(at, value): &(i64, u64)| CounterSample {
+        value,
+        at: footprint_core::UnixNanos(at),
+    };
+    let mut booked = 0u128;
+    for pair in readings.windows(2) {
+        let moved = step(sample(&pair[0]), sample(&pair[1]), limits)
+            .map_err(|error| format!("{:?} after {:?} refused: {error}", pair[1], pair[0]))?;
+        booked += u128::from(moved.delta());
+    }
+    Ok(booked)
 }
 
 /// A free loopback port for UDP (snmpsim) or TCP (Modbus).
