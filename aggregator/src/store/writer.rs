@@ -1513,5 +1513,7 @@ mod tests {
             at: UnixNanos(seconds * 1_000_000_000),
         };
         assert!(footprint_core::counter::step(sample(5, 0), sample(6, 1), limits).is_ok());
+        let unannounced = limits_for(MeterKind::OutletEnergy, 0, 0, &PowerLimits::default());
+        assert!(footprint_core::counter::step(sample(5, 0), sample(6, 1), unannounced).is_err());
     }
 }
