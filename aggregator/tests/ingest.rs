@@ -585,3 +585,52 @@ async fn a_late_allocation_rebuilds_its_windows_and_reports_say_so() {
         "{revisions:?}"
     );
 }
+
+/// A PDU's 0.1 kWh register may show a whole step a second after its last move: accepted from a
+/// meter that announced that resolution, refused as too fast from one that did not; and a
+/// resolution beyond a wrapping counter's range is refused in `Hello` by name.
+#[tokio::test]
+async fn an_announced_resolution_lets_a_coarse_register_step() {
+    const STEP_MJ: u64 = 360_000_000;
+    let (aggregator, _dir) = start().await;
+    let outlet = |meter_id: &str, resolution: u64, counter_max: u64| MeterInfo {
+        meter_id: meter_id.into(),
+        kind: MeterKind::OutletEnergy as i32,
+        device: meter_id.into(),
+        counter_max,
+        resolution,
+        ..Default::default()
+    };
+    let mut too_coarse = hello("host-a");
+    too_coarse.meters = vec![outlet("pdu:outlet-1", 1_000, 999)];
+    let refused = Session::open(&aggregator, too_coarse).await.err().unwrap();
+    assert!(
+        refused.message().contains("hello.meters[0].resolution"),
+        "{}",
+        refused.message()
+    );
+
+    let mut pdu = hello("host-a");
+    pdu.meters = vec![
+        outlet("pdu:outlet-1", STEP_MJ, 0),
+        outlet("pdu:outlet-2", 0, 0),
+    ];
+    let (mut session, _) = Session::open(&aggregator, pdu).await.unwrap();
+    let batch = |seq: u64, steps: u64, at: i64| Batch {
+        collector_id: "c1".into(),
+        seq,
+        readings: vec![
+            reading("pdu:outlet-1", steps * STEP_MJ, at),
+            reading("pdu:outlet-2", steps * STEP_MJ, at),
+        ],
+        ..Default::default()
+    };
+    assert!(session.send(batch(1, 30, T0)).await.rejections.is_empty());
+    let ack = session.send(batch(2, 31, T0 + SECOND)).await;
+    let refused: Vec<(&str, &str)> = ack
+        .rejections
+        .iter()
+        .map(|r| (r.field.as_str(), r.meter_id.as_str()))
+        .collect();
+    assert_eq!(refused, [("readings[1].value", "pdu:outlet-2")]);
+}
