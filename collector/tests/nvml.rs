@@ -355,7 +355,7 @@ proptest::proptest! {
             max_rate_per_second: 5_000_000,
             resolution: 0,
         };
-        let booked = peers::book_counter(&readings, limits).map_err(proptest::test_runner::TestCaseError::fail)?;
+        let booked = peers::booked_total(&readings, limits).map_err(proptest::test_runner::TestCaseError::fail)?;
         proptest::prop_assert_eq!(booked, expected);
     }
 }

@@ -44,24 +44,33 @@ pub fn build_fake_nvml(dir: &Path) -> PathBuf {
     library
 }
 
-/// The amount the aggregator books from a source's readings `(at, value)` of one counter, by the
-/// aggregator's own rule (`footprint_core::counter::step`), or the first reading it would refuse.
+/// What the aggregator has booked from a source's readings `(at, value)` of one counter by each
+/// reading (0 at the first), by the aggregator's own rule (`footprint_core::counter::step`), or
+/// the first reading it would refuse.
 pub fn book_counter(
     readings: &[(i64, u64)],
     limits: footprint_core::counter::CounterLimits,
-) -> Result<u128, String> {
+) -> Result<Vec<u128>, String> {
     use footprint_core::counter::{CounterSample, step};
     let sample = |&(at, value): &(i64, u64)| CounterSample {
         value,
         at: footprint_core::UnixNanos(at),
     };
-    let mut booked = 0u128;
+    let mut booked = vec![0u128];
     for pair in readings.windows(2) {
         let moved = step(sample(&pair[0]), sample(&pair[1]), limits)
             .map_err(|error| format!("{:?} after {:?} refused: {error}", pair[1], pair[0]))?;
-        booked += u128::from(moved.delta());
+        booked.push(booked[booked.len() - 1] + u128::from(moved.delta()));
     }
     Ok(booked)
+}
+
+/// What the aggregator books from all of `readings` (see [`book_counter`]).
+pub fn booked_total(
+    readings: &[(i64, u64)],
+    limits: footprint_core::counter::CounterLimits,
+) -> Result<u128, String> {
+    Ok(book_counter(readings, limits)?.last().copied().unwrap_or(0))
 }
 
 /// A free loopback port for UDP (snmpsim) or TCP (Modbus).
