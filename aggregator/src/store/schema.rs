@@ -9,6 +9,20 @@ use rusqlite::Connection;
 
 pub const SCHEMA_VERSION: i64 = 4;
 
+/// How a ledger of an older schema is brought up to date: each step takes schema `from` to
+/// `from + 1`, and a ledger runs every step from its own version on (tables that are new are
+/// then created by [`SCHEMA`]).
+const MIGRATIONS: &[(i64, &str)] = &[
+    // Schema 2 stored a reading's quality as 0/1/2 (measured/interpolated/estimated) but read it
+    // as 1/2/3.
+    (2, "UPDATE readings SET quality = quality + 1"),
+    // Schema 4 records each meter's resolution; older meters announced none.
+    (
+        3,
+        "ALTER TABLE meters ADD COLUMN resolution INTEGER NOT NULL DEFAULT 0",
+    ),
+];
+
 const SCHEMA: &str = r"
 CREATE TABLE IF NOT EXISTS collectors (
     id INTEGER PRIMARY KEY,
@@ -248,24 +262,22 @@ pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
     connection.busy_timeout(std::time::Duration::from_secs(10))?;
     plans_ignore_bound_values(&connection)?;
     let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    if version != 0 && version != 2 && version != 3 && version != SCHEMA_VERSION {
+    let known = version == 0
+        || version == SCHEMA_VERSION
+        || MIGRATIONS.iter().any(|(from, _)| *from == version);
+    if !known {
+        let from: Vec<String> = MIGRATIONS.iter().map(|(v, _)| v.to_string()).collect();
         return Err(rusqlite::Error::InvalidParameterName(format!(
-            "{} holds ledger schema {version}; this build reads schema {SCHEMA_VERSION} and migrates 2 and 3",
-            path.display()
+            "{} holds ledger schema {version}; this build reads schema {SCHEMA_VERSION} and migrates {}",
+            path.display(),
+            from.join(", ")
         )));
     }
     let transaction = connection.unchecked_transaction()?;
-    if version == 2 {
-        // Schema 2 stored a reading's quality as 0/1/2 (measured/interpolated/estimated) but read
-        // it as 1/2/3; the tables for late data are new (created below).
-        transaction.execute("UPDATE readings SET quality = quality + 1", [])?;
-    }
-    if version == 2 || version == 3 {
-        // Schema 4 records each meter's resolution; older meters announced none.
-        transaction.execute(
-            "ALTER TABLE meters ADD COLUMN resolution INTEGER NOT NULL DEFAULT 0",
-            [],
-        )?;
+    if version != 0 {
+        for (_, step) in MIGRATIONS.iter().filter(|(from, _)| *from >= version) {
+            transaction.execute_batch(step)?;
+        }
     }
     transaction.execute_batch(SCHEMA)?;
     transaction.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -382,6 +394,13 @@ mod tests {
         let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
         assert_eq!(version, SCHEMA_VERSION);
         Ok(())
+    }
+
+    #[test]
+    fn migrations_step_one_schema_at_a_time_up_to_this_one() {
+        let from: Vec<i64> = MIGRATIONS.iter().map(|(v, _)| *v).collect();
+        let expected: Vec<i64> = (from[0]..SCHEMA_VERSION).collect();
+        assert_eq!(from, expected);
     }
 
     #[test]
