@@ -576,10 +576,21 @@ impl WriterState {
             "INSERT INTO readings (meter, ts_ns, value, quality, method, from_ns, delta, step) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
         for (index, reading) in batch.readings.iter().enumerate() {
-            if let Some(meter) = state.meters.get_mut(&reading.meter_id)
-                && meter
-                    .last
-                    .is_some_and(|last| reading.timestamp_ns <= last.at.0)
+            let Some(meter) = state.meters.get_mut(&reading.meter_id) else {
+                refusals.push(
+                    refusal(
+                        &reading.meter_id,
+                        "readings[].meter_id".into(),
+                        "unknown_meter",
+                        "unknown meter: not announced in this collector's Hello".into(),
+                    )
+                    .at(index),
+                );
+                continue;
+            };
+            if meter
+                .last
+                .is_some_and(|last| reading.timestamp_ns <= last.at.0)
             {
                 let kind = meter.kind;
                 match place_earlier_reading(transaction, meter, reading, settings, batch.compacted)?
@@ -593,7 +604,7 @@ impl WriterState {
                 }
                 continue;
             }
-            match check_reading(state, reading, now, max_future_ns) {
+            match check_reading(meter, reading, now, max_future_ns) {
                 Err(refusal) => refusals.push(refusal.at(index)),
                 Ok((meter, kind, sample, quality, moved)) => {
                     let (from_ns, delta, step) = match moved {
@@ -942,20 +953,12 @@ fn reading_quality(reading: &Reading) -> Result<Quality, Refusal> {
 
 /// Validates one reading against its meter's previous one; on success the meter's baseline moves.
 fn check_reading(
-    state: &mut CollectorState,
+    meter: &mut MeterState,
     reading: &Reading,
     now: i64,
     max_future_ns: i64,
 ) -> Result<Checked, Refusal> {
     let field = |name: &str| format!("readings[].{name}");
-    let Some(meter) = state.meters.get_mut(&reading.meter_id) else {
-        return Err(refusal(
-            &reading.meter_id,
-            field("meter_id"),
-            "unknown_meter",
-            "unknown meter: not announced in this collector's Hello".into(),
-        ));
-    };
     let quality = reading_quality(reading)?;
     if reading.timestamp_ns > now.saturating_add(max_future_ns) {
         return Err(refusal(
