@@ -19,6 +19,9 @@ use crate::query::{LedgerReader, QueryService};
 use crate::store::StoreHandle;
 use crate::{Error, Result};
 
+/// How long stopping waits for the ledger writer to finish its last commit and lay-out.
+const WRITER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Largest message accepted on a stream.
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
@@ -134,6 +137,13 @@ impl RunningAggregator {
                     first_error.get_or_insert(Error::Server(join.to_string()));
                 }
             }
+        }
+        // The servers held the other handles; the ledger is closed once the writer is done.
+        if !self.store.close(WRITER_PATIENCE).await {
+            warn!(
+                patience_s = WRITER_PATIENCE.as_secs(),
+                "The ledger writer is still running (a store handle is held elsewhere)."
+            );
         }
         first_error.map_or(Ok(()), Err)
     }

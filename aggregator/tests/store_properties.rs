@@ -12,7 +12,9 @@ use footprint_aggregator::AggregatorConfig;
 use footprint_aggregator::metrics::AggregatorMetrics;
 use footprint_aggregator::store::{
     LEDGER_FILE, STEP_ADVANCED, STEP_KIND_MASK, STEP_RESET, STEP_WRAPPED, StoreHandle, schema,
+    series,
 };
+use footprint_core::{Span, UnixNanos};
 use footprint_proto::v1::{Batch, Hello, MeterInfo, MeterKind, Reading};
 use proptest::prelude::*;
 
@@ -126,11 +128,30 @@ proptest! {
                 }
             }
             store.build_windows().await.unwrap();
+            assert!(store.close(std::time::Duration::from_secs(30)).await, "the writer did not finish");
             (answered, submitted)
         });
 
         let connection = schema::open_reader(&dir.path().join(LEDGER_FILE)).unwrap();
-        let stored: u64 = connection.query_row("SELECT COUNT(*) FROM readings", [], |r| r.get::<_, i64>(0)).unwrap() as u64;
+        // Read as every reader reads: through store::series, wherever the readings were laid out.
+        let staged: i64 = connection.query_row("SELECT COUNT(*) FROM staged_readings", [], |r| r.get(0)).unwrap();
+        prop_assert_eq!(staged, 0, "a closed ledger has nothing staged");
+        let meters: Vec<(i64, i64)> = connection
+            .prepare("SELECT id, counter_max FROM meters ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let everything = Span::new(UnixNanos(i64::MIN + 1), UnixNanos(i64::MAX));
+        type Row = (i64, i64, i64, i64, Option<i64>, Option<i64>, Option<i64>);
+        let mut rows: Vec<Row> = Vec::new();
+        for (meter, counter_max) in meters {
+            for r in series::readings_in(&connection, meter, everything).unwrap() {
+                rows.push((meter, counter_max, r.ts_ns, r.value, r.from_ns, r.delta, r.step));
+            }
+        }
+        let stored = rows.len() as u64;
         let rejected: u64 = connection.query_row("SELECT COUNT(*) FROM rejections", [], |r| r.get::<_, i64>(0)).unwrap() as u64;
         prop_assert_eq!(stored, stored_or_rejected);
         prop_assert_eq!(stored + rejected, submitted);
@@ -138,15 +159,6 @@ proptest! {
 
         // Per meter, stored readings chain: each closes the interval since the previous one, and
         // its delta is what its step code says.
-        let mut statement = connection
-            .prepare("SELECT r.meter, m.counter_max, r.ts_ns, r.value, r.from_ns, r.delta, r.step FROM readings r JOIN meters m ON m.id = r.meter ORDER BY r.meter, r.ts_ns")
-            .unwrap();
-        type Row = (i64, i64, i64, i64, Option<i64>, Option<i64>, Option<i64>);
-        let rows: Vec<Row> = statement
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
         let mut previous: Option<(i64, i64, u64)> = None;
         for (meter, counter_max, ts, value, from, delta, step) in rows {
             let value = value as u64;

@@ -1,5 +1,8 @@
-//! One meter's readings over one hour, packed: the compacted form of `readings` rows
-//! (`reading_chunks.data`).
+//! One meter's consecutive readings within one UTC hour (`reading_chunks.data`): either as the
+//! ingest path lays them out (the plain layout, written without compression because it is
+//! written once per build and soon replaced) or packed by compaction (the same layout, zstd
+//! compressed). [`decode`] reads both: the plain layout starts with its layout byte, a zstd
+//! frame with its magic number.
 //!
 //! Each column is laid out on its own so that it compresses on its own. Timestamps and values are
 //! delta-of-deltas (zigzag varints): a counter sampled on a steady tick at steady power costs a
@@ -35,13 +38,13 @@ pub struct StoredReading {
 /// Why a chunk could not be read back.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ChunkError {
-    #[error("reading_chunks.data: not zstd, or larger than {MAX_RAW_BYTES} bytes: {0}")]
+    #[error("not zstd, or larger than {MAX_RAW_BYTES} bytes: {0}")]
     Compression(String),
-    #[error("reading_chunks.data: layout {0} is not one this build reads")]
+    #[error("layout {0} is not one this build reads")]
     Layout(u8),
-    #[error("reading_chunks.data: {0} ends early")]
+    #[error("{0} ends early")]
     Truncated(&'static str),
-    #[error("reading_chunks.data: {0} is inconsistent")]
+    #[error("{0} is inconsistent")]
     Corrupt(&'static str),
 }
 
@@ -54,11 +57,14 @@ pub fn encode(readings: &[StoredReading]) -> Result<Vec<u8>, ChunkError> {
         .map_err(|error| ChunkError::Compression(error.to_string()))
 }
 
-/// Unpacks a chunk written by [`encode`].
+/// Unpacks a chunk written by [`encode`] or [`encode_raw`].
 ///
 /// # Errors
 /// The bytes are not a chunk of a layout this build reads.
 pub fn decode(bytes: &[u8]) -> Result<Vec<StoredReading>, ChunkError> {
+    if bytes.first() == Some(&LAYOUT) {
+        return decode_raw(bytes);
+    }
     let raw = zstd::bulk::decompress(bytes, MAX_RAW_BYTES)
         .map_err(|error| ChunkError::Compression(error.to_string()))?;
     decode_raw(&raw)
@@ -238,11 +244,7 @@ fn apply_exceptions(
             return Err(ChunkError::Corrupt(name));
         }
         index = index.checked_add(gap).ok_or(ChunkError::Corrupt(name))?;
-        let value = match input.byte(name)? {
-            0 => None,
-            1 => Some(unzigzag(input.varint(name)?)),
-            _ => return Err(ChunkError::Corrupt(name)),
-        };
+        let value = input.option(name)?;
         set(
             readings.get_mut(index).ok_or(ChunkError::Corrupt(name))?,
             value,
@@ -266,7 +268,7 @@ fn runs<T: PartialEq>(
     runs
 }
 
-fn put_option(out: &mut Vec<u8>, value: Option<i64>) {
+pub(super) fn put_option(out: &mut Vec<u8>, value: Option<i64>) {
     match value {
         None => out.push(0),
         Some(value) => {
@@ -276,15 +278,15 @@ fn put_option(out: &mut Vec<u8>, value: Option<i64>) {
     }
 }
 
-fn zigzag(value: i64) -> u64 {
+pub(super) fn zigzag(value: i64) -> u64 {
     ((value << 1) ^ (value >> 63)) as u64
 }
 
-fn unzigzag(value: u64) -> i64 {
+pub(super) fn unzigzag(value: u64) -> i64 {
     ((value >> 1) as i64) ^ -((value & 1) as i64)
 }
 
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+pub(super) fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
         out.push((value as u8) | 0x80);
         value >>= 7;
@@ -292,19 +294,23 @@ fn put_varint(out: &mut Vec<u8>, mut value: u64) {
     out.push(value as u8);
 }
 
-struct Input<'a> {
-    bytes: &'a [u8],
-    at: usize,
+pub(super) struct Input<'a> {
+    pub(super) bytes: &'a [u8],
+    pub(super) at: usize,
 }
 
 impl<'a> Input<'a> {
-    fn byte(&mut self, name: &'static str) -> Result<u8, ChunkError> {
+    pub(super) fn byte(&mut self, name: &'static str) -> Result<u8, ChunkError> {
         let byte = *self.bytes.get(self.at).ok_or(ChunkError::Truncated(name))?;
         self.at += 1;
         Ok(byte)
     }
 
-    fn take(&mut self, length: usize, name: &'static str) -> Result<&'a [u8], ChunkError> {
+    pub(super) fn take(
+        &mut self,
+        length: usize,
+        name: &'static str,
+    ) -> Result<&'a [u8], ChunkError> {
         let end = self
             .at
             .checked_add(length)
@@ -317,7 +323,7 @@ impl<'a> Input<'a> {
         Ok(taken)
     }
 
-    fn varint(&mut self, name: &'static str) -> Result<u64, ChunkError> {
+    pub(super) fn varint(&mut self, name: &'static str) -> Result<u64, ChunkError> {
         let mut value = 0u64;
         for shift in (0..64).step_by(7) {
             let byte = self.byte(name)?;
@@ -329,8 +335,17 @@ impl<'a> Input<'a> {
         Err(ChunkError::Corrupt(name))
     }
 
+    /// An optional number, as [`put_option`] writes it.
+    pub(super) fn option(&mut self, name: &'static str) -> Result<Option<i64>, ChunkError> {
+        match self.byte(name)? {
+            0 => Ok(None),
+            1 => Ok(Some(unzigzag(self.varint(name)?))),
+            _ => Err(ChunkError::Corrupt(name)),
+        }
+    }
+
     /// A length no larger than `most`.
-    fn length(&mut self, name: &'static str, most: usize) -> Result<usize, ChunkError> {
+    pub(super) fn length(&mut self, name: &'static str, most: usize) -> Result<usize, ChunkError> {
         usize::try_from(self.varint(name)?)
             .ok()
             .filter(|&length| length <= most)
@@ -375,6 +390,14 @@ mod tests {
         let bytes = encode(&readings)?;
         assert_eq!(decode(&bytes)?, readings);
         assert!(bytes.len() < 3_600 / 4, "{} bytes", bytes.len());
+        Ok(())
+    }
+
+    #[test]
+    fn a_plain_chunk_reads_back_like_a_packed_one() -> Result<(), ChunkError> {
+        let readings = chain(100);
+        assert_eq!(decode(&encode_raw(&readings))?, readings);
+        assert_eq!(decode(&encode(&readings)?)?, readings);
         Ok(())
     }
 

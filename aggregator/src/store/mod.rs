@@ -9,6 +9,7 @@
 pub mod chunk;
 pub mod schema;
 pub mod series;
+pub mod staged;
 mod writer;
 
 pub use writer::{
@@ -19,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use footprint_proto::v1::{Batch, Hello, Rejection};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::AggregatorConfig;
 use crate::metrics::AggregatorMetrics;
@@ -67,6 +68,8 @@ pub(crate) enum Request {
 pub struct StoreHandle {
     requests: mpsc::Sender<Request>,
     path: PathBuf,
+    /// Closed when the writer thread has finished (its sender is dropped then).
+    writer_done: watch::Receiver<()>,
 }
 
 impl std::fmt::Debug for Request {
@@ -95,10 +98,29 @@ impl StoreHandle {
         // first, so overload is answered RESOURCE_EXHAUSTED rather than queued here.
         let (requests, receiver) = mpsc::channel(65_536);
         let max_group = config.group_commit_max_batches;
+        let (done, writer_done) = watch::channel(());
         std::thread::Builder::new()
             .name("ledger-writer".into())
-            .spawn(move || writer::run(state, receiver, max_group))?;
-        Ok(Self { requests, path })
+            .spawn(move || {
+                writer::run(state, receiver, max_group);
+                drop(done);
+            })?;
+        Ok(Self {
+            requests,
+            path,
+            writer_done,
+        })
+    }
+
+    /// Lets go of this handle and waits (up to `patience`) for the writer to finish: it does
+    /// once every handle is gone, after building what is ready and laying out what is staged.
+    /// Returns whether it finished.
+    pub async fn close(self, patience: std::time::Duration) -> bool {
+        let mut done = self.writer_done.clone();
+        drop(self);
+        tokio::time::timeout(patience, async { while done.changed().await.is_ok() {} })
+            .await
+            .is_ok()
     }
 
     pub fn path(&self) -> &Path {

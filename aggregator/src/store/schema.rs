@@ -1,13 +1,15 @@
 //! The ledger's SQLite schema.
 //!
-//! `readings` holds every accepted counter sample with the interval it closes (`from_ns`..`ts_ns`)
-//! and the amount counted in it (`delta`): raw facts an auditor can re-derive everything from.
+//! Every accepted counter sample is kept with the interval it closes (`from_ns`..`ts_ns`) and the
+//! amount counted in it (`delta`): raw facts an auditor can re-derive everything from. A sample
+//! is first staged with its batch (`staged_readings`), then laid out by meter (`reading_chunks`,
+//! or `readings` rows where a late reading was placed among its neighbours).
 //! `window_jobs` / `window_hosts` hold the attribution of each built window; `window_revisions`
 //! and `hour_revisions` say which of them late data made the ledger build again, and why.
 
 use rusqlite::Connection;
 
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// How a ledger of an older schema is brought up to date: each step takes schema `from` to
 /// `from + 1`, and a ledger runs every step from its own version on (tables that are new are
@@ -20,6 +22,22 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         3,
         "ALTER TABLE meters ADD COLUMN resolution INTEGER NOT NULL DEFAULT 0",
+    ),
+    // Schema 5 keeps runs of readings shorter than an hour (as ingest lays them out), keyed by
+    // their first reading; every chunk an older ledger holds packs a whole hour. (A ledger from
+    // before compaction has no chunks table: it gets an empty one of the old layout first.)
+    (
+        4,
+        "CREATE TABLE IF NOT EXISTS reading_chunks (meter INTEGER NOT NULL, hour_ns INTEGER NOT NULL,
+             from_ns INTEGER NOT NULL, first_ns INTEGER NOT NULL, last_ns INTEGER NOT NULL,
+             readings INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (meter, hour_ns));
+         CREATE TABLE reading_chunks_5 (meter INTEGER NOT NULL, first_ns INTEGER NOT NULL,
+             from_ns INTEGER NOT NULL, last_ns INTEGER NOT NULL, readings INTEGER NOT NULL,
+             packed INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (meter, first_ns));
+         INSERT INTO reading_chunks_5 (meter, first_ns, from_ns, last_ns, readings, packed, data)
+             SELECT meter, first_ns, from_ns, last_ns, readings, 1, data FROM reading_chunks;
+         DROP TABLE reading_chunks;
+         ALTER TABLE reading_chunks_5 RENAME TO reading_chunks;",
     ),
 ];
 
@@ -70,19 +88,30 @@ CREATE TABLE IF NOT EXISTS readings (
     step INTEGER,
     PRIMARY KEY (meter, ts_ns)
 ) WITHOUT ROWID;
--- Readings compacted: one meter's readings of one UTC hour, packed by column (`store::chunk`).
--- A reading lives here or in `readings`, never in both (`store::series` reads both). `from_ns`:
--- where the chunk's first interval starts.
+-- Runs of one meter's consecutive readings within one UTC hour, by column (`store::chunk`):
+-- plain as ingest laid them out (`packed` 0), or the whole hour packed by compaction (`packed` 1,
+-- then the hour's only chunk). A reading lives here or in `readings`, never in both
+-- (`store::series` reads both). `from_ns`: where the chunk's first interval starts.
 CREATE TABLE IF NOT EXISTS reading_chunks (
     meter INTEGER NOT NULL,
-    hour_ns INTEGER NOT NULL,
-    from_ns INTEGER NOT NULL,
     first_ns INTEGER NOT NULL,
+    from_ns INTEGER NOT NULL,
     last_ns INTEGER NOT NULL,
     readings INTEGER NOT NULL,
+    packed INTEGER NOT NULL,
     data BLOB NOT NULL,
-    PRIMARY KEY (meter, hour_ns)
+    PRIMARY KEY (meter, first_ns)
 );
+CREATE INDEX IF NOT EXISTS reading_chunks_unpacked ON reading_chunks (meter, first_ns)
+    WHERE packed = 0;
+-- Each batch's accepted readings as one record (`store::staged`), until they are laid out by
+-- meter into `reading_chunks`.
+CREATE TABLE IF NOT EXISTS staged_readings (
+    id INTEGER PRIMARY KEY,
+    collector INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS staged_readings_by_collector ON staged_readings (collector, id);
 CREATE TABLE IF NOT EXISTS rejections (
     collector INTEGER NOT NULL,
     seq INTEGER NOT NULL,
@@ -250,6 +279,8 @@ CREATE INDEX IF NOT EXISTS window_hosts_by_time ON window_hosts (start_ns);
 /// The database cannot be opened or migrated.
 pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
     let connection = Connection::open(path)?;
+    // Before anything touches the file: another process may be finishing with it.
+    connection.busy_timeout(std::time::Duration::from_secs(10))?;
     connection.pragma_update(None, "journal_mode", "WAL")?;
     connection.pragma_update(None, "synchronous", "FULL")?;
     // Every commit touches one leaf page per active meter; keep them in memory (128 MiB page
@@ -259,7 +290,6 @@ pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
     connection.pragma_update(None, "mmap_size", 1_i64 << 30)?;
     connection.pragma_update(None, "wal_autocheckpoint", 8_192)?;
     connection.pragma_update(None, "temp_store", "MEMORY")?;
-    connection.busy_timeout(std::time::Duration::from_secs(10))?;
     plans_ignore_bound_values(&connection)?;
     let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
     let known = version == 0
@@ -345,7 +375,15 @@ mod tests {
     /// Turns a new ledger at `path` into one as schema `version` left it.
     fn as_schema(path: &std::path::Path, version: i64) -> rusqlite::Result<Connection> {
         let connection = open(path)?;
-        connection.execute("ALTER TABLE meters DROP COLUMN resolution", [])?;
+        if version < 4 {
+            connection.execute("ALTER TABLE meters DROP COLUMN resolution", [])?;
+        }
+        connection.execute_batch(
+            "DROP TABLE reading_chunks; DROP TABLE staged_readings;
+             CREATE TABLE reading_chunks (meter INTEGER NOT NULL, hour_ns INTEGER NOT NULL,
+                 from_ns INTEGER NOT NULL, first_ns INTEGER NOT NULL, last_ns INTEGER NOT NULL,
+                 readings INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (meter, hour_ns));",
+        )?;
         connection.pragma_update(None, "user_version", version)?;
         Ok(connection)
     }
@@ -391,6 +429,43 @@ mod tests {
         let resolution: i64 =
             connection.query_row("SELECT resolution FROM meters", [], |row| row.get(0))?;
         assert_eq!(resolution, 0);
+        let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        assert_eq!(version, SCHEMA_VERSION);
+        Ok(())
+    }
+
+    #[test]
+    fn a_schema_4_ledger_keeps_its_packed_hours_readable() -> Result<(), crate::Error> {
+        use super::super::{chunk, series};
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("ledger.sqlite");
+        let hour = 1_700_002_800_000_000_000_i64;
+        let readings: Vec<chunk::StoredReading> = (0..3)
+            .map(|i| chunk::StoredReading {
+                ts_ns: hour + i * 1_000_000_000,
+                value: 100 * i,
+                quality: 1,
+                from_ns: (i > 0).then(|| hour + (i - 1) * 1_000_000_000),
+                delta: (i > 0).then_some(100),
+                step: (i > 0).then_some(0),
+                ..chunk::StoredReading::default()
+            })
+            .collect();
+        let data =
+            chunk::encode(&readings).map_err(|error| crate::Error::Server(error.to_string()))?;
+        as_schema(&path, 4)?.execute(
+            "INSERT INTO reading_chunks (meter, hour_ns, from_ns, first_ns, last_ns, readings, data)
+             VALUES (1, ?1, ?1, ?1, ?2, 3, ?3)",
+            rusqlite::params![hour, hour + 2_000_000_000, data],
+        )?;
+        let connection = open(&path)?;
+        let span = footprint_core::Span::new(
+            footprint_core::UnixNanos(hour - 1),
+            footprint_core::UnixNanos(hour + 3_600_000_000_000),
+        );
+        assert_eq!(series::readings_in(&connection, 1, span)?, readings);
+        // Packed: nothing left for compaction to do.
+        assert_eq!(series::oldest_unpacked_hour(&connection, 1)?, None);
         let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
         assert_eq!(version, SCHEMA_VERSION);
         Ok(())

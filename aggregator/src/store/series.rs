@@ -1,7 +1,8 @@
-//! A meter's stored readings, wherever they live: recent ones as `readings` rows (one per
-//! reading, cheap to append and to place a late reading among), older ones compacted into
-//! `reading_chunks` (one meter's UTC hour per row, packed by [`chunk`]). A reading lives in exactly
-//! one of the two. Everything that reads readings back goes through here.
+//! A meter's laid-out readings, wherever they live: in `reading_chunks` (runs of consecutive
+//! readings within one UTC hour: plain as ingest laid them out, or the hour packed whole by
+//! compaction, [`chunk`]) or as `readings` rows (one per reading, where a late reading was placed
+//! among its neighbours). A reading lives in exactly one of the two. Everything that reads
+//! readings back goes through here, after settling what is still staged (`store::staged`).
 
 use footprint_core::Span;
 use footprint_core::units::NANOS_PER_HOUR;
@@ -15,10 +16,10 @@ pub fn hour_of(ts_ns: i64) -> i64 {
     ts_ns.div_euclid(NANOS_PER_HOUR) * NANOS_PER_HOUR
 }
 
-fn decode(meter: i64, hour_ns: i64, data: &[u8]) -> Result<Vec<StoredReading>> {
+fn decode(meter: i64, first_ns: i64, data: &[u8]) -> Result<Vec<StoredReading>> {
     chunk::decode(data).map_err(|error| {
         Error::Server(format!(
-            "the readings of meter {meter} in the hour at {hour_ns}: {error}"
+            "reading_chunks of meter {meter} from {first_ns}: {error}"
         ))
     })
 }
@@ -56,9 +57,11 @@ pub fn readings_in(connection: &Connection, meter: i64, range: Span) -> Result<V
         readings.push(reading);
     }
     drop(rows);
+    // A chunk lies within one hour, so one holding a reading after `range.start` starts less than
+    // an hour before it.
     let mut chunks = connection.prepare_cached(
-        "SELECT hour_ns, data FROM reading_chunks
-         WHERE meter = ?1 AND hour_ns > ?2 AND from_ns < ?3 ORDER BY hour_ns",
+        "SELECT first_ns, data FROM reading_chunks
+         WHERE meter = ?1 AND first_ns > ?2 AND from_ns < ?3 ORDER BY first_ns",
     )?;
     let mut rows = chunks.query(params![
         meter,
@@ -67,12 +70,15 @@ pub fn readings_in(connection: &Connection, meter: i64, range: Span) -> Result<V
     ])?;
     let mut unpacked = false;
     while let Some(row) = rows.next()? {
-        let hour_ns: i64 = row.get(0)?;
-        let data: Vec<u8> = row.get(1)?;
+        let first_ns: i64 = row.get(0)?;
         readings.extend(
-            decode(meter, hour_ns, &data)?
-                .into_iter()
-                .filter(|r| r.ts_ns > range.start.0),
+            decode(
+                meter,
+                first_ns,
+                row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?,
+            )?
+            .into_iter()
+            .filter(|r| r.ts_ns > range.start.0),
         );
         unpacked = true;
     }
@@ -101,14 +107,14 @@ pub fn last_reading(connection: &Connection, meter: i64) -> Result<Option<(i64, 
         .optional()?;
     let chunk: Option<(i64, i64, Vec<u8>)> = connection
         .prepare_cached(
-            "SELECT hour_ns, last_ns, data FROM reading_chunks WHERE meter = ?1 ORDER BY hour_ns DESC LIMIT 1",
+            "SELECT first_ns, last_ns, data FROM reading_chunks WHERE meter = ?1 ORDER BY first_ns DESC LIMIT 1",
         )?
         .query_row([meter], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
         .optional()?;
     match (row, chunk) {
         (Some(row), Some((_, last_ns, _))) if row.0 > last_ns => Ok(Some(row)),
         (row, None) => Ok(row),
-        (_, Some((hour_ns, _, data))) => Ok(decode(meter, hour_ns, &data)?
+        (_, Some((first_ns, _, data))) => Ok(decode(meter, first_ns, &data)?
             .last()
             .map(|r| (r.ts_ns, r.value))),
     }
@@ -147,8 +153,66 @@ pub fn first_ts(connection: &Connection, meters: &[i64]) -> Result<Option<i64>> 
     Ok(first)
 }
 
-/// Packs the rows of `meter` in the hour at `hour_ns` into its chunk (merging with the chunk
-/// already there, if a late reading was stored beside it). Returns the readings packed.
+/// The hour of the oldest reading of `meter` that is not packed yet (a row, or in a plain chunk).
+///
+/// # Errors
+/// A database error.
+pub fn oldest_unpacked_hour(connection: &Connection, meter: i64) -> Result<Option<i64>> {
+    let first: Option<i64> = connection
+        .prepare_cached(
+            "SELECT MIN(first) FROM (SELECT MIN(ts_ns) AS first FROM readings WHERE meter = ?1
+             UNION ALL SELECT MIN(first_ns) FROM reading_chunks WHERE meter = ?1 AND packed = 0)",
+        )?
+        .query_row([meter], |row| row.get(0))?;
+    Ok(first.map(hour_of))
+}
+
+/// Stores `readings` of `meter` (in time order, all after its last stored reading) as plain
+/// chunks, one per UTC hour they reach into.
+///
+/// # Errors
+/// A database error.
+pub fn append_readings(
+    connection: &Connection,
+    meter: i64,
+    readings: &[StoredReading],
+) -> Result<()> {
+    for run in readings.chunk_by(|a, b| hour_of(a.ts_ns) == hour_of(b.ts_ns)) {
+        insert_chunk(connection, meter, run, false, &chunk::encode_raw(run))?;
+    }
+    Ok(())
+}
+
+fn insert_chunk(
+    connection: &Connection,
+    meter: i64,
+    readings: &[StoredReading],
+    packed: bool,
+    data: &[u8],
+) -> Result<()> {
+    let (Some(first), Some(last)) = (readings.first(), readings.last()) else {
+        return Ok(());
+    };
+    connection
+        .prepare_cached(
+            "INSERT INTO reading_chunks (meter, first_ns, from_ns, last_ns, readings, packed, data)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            meter,
+            first.ts_ns,
+            first.from_ns.unwrap_or(first.ts_ns).min(first.ts_ns),
+            last.ts_ns,
+            readings.len() as i64,
+            packed,
+            data
+        ])?;
+    Ok(())
+}
+
+/// Packs everything of `meter` in the hour at `hour_ns` (rows and plain chunks, with the packed
+/// chunk already there if a late reading was stored beside it) into one packed chunk. Returns
+/// the readings that were not packed before.
 ///
 /// # Errors
 /// A database error, or a chunk that does not decode.
@@ -161,72 +225,73 @@ pub fn compact_hour(connection: &Connection, meter: i64, hour_ns: i64) -> Result
         )?
         .query_map(params![meter, hour_ns, end], row_reading)?
         .collect::<rusqlite::Result<_>>()?;
-    if readings.is_empty() {
+    let chunks: Vec<(i64, bool, Vec<u8>)> = connection
+        .prepare_cached(
+            "SELECT first_ns, packed, data FROM reading_chunks
+             WHERE meter = ?1 AND first_ns >= ?2 AND first_ns < ?3",
+        )?
+        .query_map(params![meter, hour_ns, end], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut newly = readings.len() as u64;
+    if newly == 0 && chunks.iter().all(|(_, packed, _)| *packed) {
         return Ok(0);
     }
-    let packed = readings.len() as u64;
-    let existing: Option<Vec<u8>> = connection
-        .prepare_cached("SELECT data FROM reading_chunks WHERE meter = ?1 AND hour_ns = ?2")?
-        .query_row(params![meter, hour_ns], |row| row.get(0))
-        .optional()?;
-    if let Some(data) = existing {
-        readings.extend(decode(meter, hour_ns, &data)?);
-        readings.sort_by_key(|r| r.ts_ns);
+    for (first_ns, packed, data) in chunks {
+        let decoded = decode(meter, first_ns, &data)?;
+        if !packed {
+            newly += decoded.len() as u64;
+        }
+        readings.extend(decoded);
     }
+    readings.sort_by_key(|r| r.ts_ns);
     let data = chunk::encode(&readings)
         .map_err(|error| Error::Server(format!("packing meter {meter}: {error}")))?;
-    let (Some(first), Some(last)) = (readings.first(), readings.last()) else {
-        return Ok(0);
-    };
     connection
         .prepare_cached(
-            "INSERT OR REPLACE INTO reading_chunks (meter, hour_ns, from_ns, first_ns, last_ns, readings, data)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "DELETE FROM reading_chunks WHERE meter = ?1 AND first_ns >= ?2 AND first_ns < ?3",
         )?
-        .execute(params![
-            meter,
-            hour_ns,
-            first.from_ns.unwrap_or(first.ts_ns).min(first.ts_ns),
-            first.ts_ns,
-            last.ts_ns,
-            readings.len() as i64,
-            data
-        ])?;
+        .execute(params![meter, hour_ns, end])?;
+    insert_chunk(connection, meter, &readings, true, &data)?;
     connection
         .prepare_cached("DELETE FROM readings WHERE meter = ?1 AND ts_ns >= ?2 AND ts_ns < ?3")?
         .execute(params![meter, hour_ns, end])?;
-    Ok(packed)
+    Ok(newly)
 }
 
-/// Unpacks the chunk of `meter` at `hour_ns` back into rows, so that a late reading can be
-/// placed among them. Returns whether there was one.
+/// Unpacks the chunks of `meter` in the hour at `hour_ns` back into rows, so that a late reading
+/// can be placed among them. Returns whether there were any.
 ///
 /// # Errors
 /// A database error, or a chunk that does not decode.
 pub fn expand_hour(connection: &Connection, meter: i64, hour_ns: i64) -> Result<bool> {
-    let data: Option<Vec<u8>> = connection
+    let chunks: Vec<(i64, Vec<u8>)> = connection
         .prepare_cached(
-            "DELETE FROM reading_chunks WHERE meter = ?1 AND hour_ns = ?2 RETURNING data",
+            "DELETE FROM reading_chunks WHERE meter = ?1 AND first_ns >= ?2 AND first_ns < ?3
+             RETURNING first_ns, data",
         )?
-        .query_row(params![meter, hour_ns], |row| row.get(0))
-        .optional()?;
-    let Some(data) = data else {
-        return Ok(false);
-    };
+        .query_map(params![meter, hour_ns, hour_ns + NANOS_PER_HOUR], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
     let mut insert = connection.prepare_cached(
         "INSERT INTO readings (meter, ts_ns, value, quality, method, from_ns, delta, step)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
-    for r in decode(meter, hour_ns, &data)? {
-        insert.execute(params![
-            meter, r.ts_ns, r.value, r.quality, r.method, r.from_ns, r.delta, r.step
-        ])?;
+    for (first_ns, data) in &chunks {
+        for r in decode(meter, *first_ns, data)? {
+            insert.execute(params![
+                meter, r.ts_ns, r.value, r.quality, r.method, r.from_ns, r.delta, r.step
+            ])?;
+        }
     }
-    Ok(true)
+    Ok(!chunks.is_empty())
 }
 
-/// Makes the readings around `at` rows: the hour holding `at`, and the chunks holding the
-/// readings just before and just after it. Returns the earliest hour unpacked, if any.
+/// Makes the readings around `at` rows: the hour holding `at`, and the hours of the chunks
+/// holding the readings just before and just after it. Returns the earliest hour unpacked, if
+/// any.
 ///
 /// # Errors
 /// A database error, or a chunk that does not decode.
@@ -243,17 +308,17 @@ pub fn expand_around(connection: &Connection, meter: i64, at: i64) -> Result<Opt
         )?
         .query_row(params![meter, at], |row| row.get(0))
         .optional()?;
-    let chunk_after: Option<(i64, i64)> = connection
+    let chunk_after: Option<i64> = connection
         .prepare_cached(
-            "SELECT hour_ns, first_ns FROM reading_chunks WHERE meter = ?1 AND hour_ns > ?2 ORDER BY hour_ns LIMIT 1",
+            "SELECT first_ns FROM reading_chunks WHERE meter = ?1 AND first_ns >= ?2 ORDER BY first_ns LIMIT 1",
         )?
-        .query_row(params![meter, hour], |row| Ok((row.get(0)?, row.get(1)?)))
+        .query_row(params![meter, hour + NANOS_PER_HOUR], |row| row.get(0))
         .optional()?;
-    if let Some((chunk_hour, first_ns)) = chunk_after
+    if let Some(first_ns) = chunk_after
         && row_after.is_none_or(|row| first_ns < row)
-        && expand_hour(connection, meter, chunk_hour)?
+        && expand_hour(connection, meter, hour_of(first_ns))?
     {
-        note(chunk_hour);
+        note(hour_of(first_ns));
     }
     let row_before: Option<i64> = connection
         .prepare_cached(
@@ -263,15 +328,15 @@ pub fn expand_around(connection: &Connection, meter: i64, at: i64) -> Result<Opt
         .optional()?;
     let chunk_before: Option<(i64, i64)> = connection
         .prepare_cached(
-            "SELECT hour_ns, last_ns FROM reading_chunks WHERE meter = ?1 AND hour_ns < ?2 ORDER BY hour_ns DESC LIMIT 1",
+            "SELECT first_ns, last_ns FROM reading_chunks WHERE meter = ?1 AND first_ns < ?2 ORDER BY first_ns DESC LIMIT 1",
         )?
         .query_row(params![meter, hour], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
-    if let Some((chunk_hour, last_ns)) = chunk_before
+    if let Some((first_ns, last_ns)) = chunk_before
         && row_before.is_none_or(|row| last_ns > row)
-        && expand_hour(connection, meter, chunk_hour)?
+        && expand_hour(connection, meter, hour_of(first_ns))?
     {
-        note(chunk_hour);
+        note(hour_of(first_ns));
     }
     Ok(expanded)
 }

@@ -12,9 +12,10 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
+use super::chunk::StoredReading;
 use super::schema::{self, join_list};
-use super::series;
-use super::{BatchOutcome, HelloAccepted, Request};
+use super::staged::{self, StagedRecord};
+use super::{BatchOutcome, HelloAccepted, Request, series};
 use crate::config::{AggregatorConfig, PowerLimits};
 use crate::ledger::{self, HostLayout, LayoutMeter, UsageMeter};
 use crate::metrics::AggregatorMetrics;
@@ -42,7 +43,7 @@ struct MeterState {
     job: String,
     limits: CounterLimits,
     last: Option<CounterSample>,
-    /// The hour of the oldest reading still stored as a row (not yet compacted).
+    /// The hour of the oldest reading not packed yet (staged, a row or in a plain chunk).
     raw_from: Option<i64>,
 }
 
@@ -56,6 +57,8 @@ struct CollectorState {
     rebuild_from: Option<i64>,
     /// When the writer last heard from the collector (a Hello or a batch), or started.
     heard_at: std::time::Instant,
+    /// Some of its readings are staged, not laid out by meter yet (`store::staged`).
+    staged: bool,
 }
 
 impl CollectorState {
@@ -72,6 +75,15 @@ impl CollectorState {
                 | MeterKind::JobCpuTime
                 | MeterKind::GpuJobBusy
         )
+    }
+
+    /// Lays out the collector's staged readings (inside `transaction`), if it has any. The
+    /// caller clears `staged` once the transaction commits.
+    fn settle_staged(&self, transaction: &Transaction<'_>, collector: i64) -> Result<()> {
+        if self.staged {
+            staged::settle(transaction, Some(collector))?;
+        }
+        Ok(())
     }
 
     /// Records that data stored in `transaction` touches this collector's built windows from
@@ -298,6 +310,10 @@ impl WriterState {
     /// Rebuilds the in-memory view (last seq, meters and their last readings) from the database:
     /// of one collector, or of all when `only` is `None`.
     fn reload(&mut self, only: Option<i64>) -> Result<()> {
+        // What the database holds is the truth: anything staged is laid out first.
+        let transaction = self.connection.transaction()?;
+        staged::settle(&transaction, only)?;
+        transaction.commit()?;
         match only {
             Some(key) => {
                 if let Some(state) = self.collectors.remove(&key) {
@@ -335,15 +351,13 @@ impl WriterState {
                     built_until,
                     rebuild_from,
                     heard_at: std::time::Instant::now(),
+                    staged: false,
                 },
             );
         }
         drop(statement);
         let mut statement = self.connection.prepare(
-            "SELECT m.id, m.collector, m.meter_id, m.kind, m.device, m.counter_max, m.cpus, m.model, m.job, m.resolution,
-                    (SELECT ts_ns FROM readings r WHERE r.meter = m.id ORDER BY ts_ns DESC LIMIT 1),
-                    (SELECT value FROM readings r WHERE r.meter = m.id ORDER BY ts_ns DESC LIMIT 1),
-                    (SELECT MIN(ts_ns) FROM readings r WHERE r.meter = m.id)
+            "SELECT m.id, m.collector, m.meter_id, m.kind, m.device, m.counter_max, m.cpus, m.model, m.job, m.resolution
              FROM meters m WHERE ?1 IS NULL OR m.collector = ?1",
         )?;
         let rows = statement.query_map([only], |row| {
@@ -358,37 +372,17 @@ impl WriterState {
                 row.get::<_, String>(7)?,
                 row.get::<_, String>(8)?,
                 row.get::<_, i64>(9)?,
-                row.get::<_, Option<i64>>(10)?,
-                row.get::<_, Option<i64>>(11)?,
-                row.get::<_, Option<i64>>(12)?,
             ))
         })?;
         for row in rows {
-            let (
-                key,
-                collector,
-                meter_id,
-                kind,
-                device,
-                counter_max,
-                cpus,
-                model,
-                job,
-                resolution,
-                last_ts,
-                last_value,
-                oldest_row,
-            ) = row?;
+            let (key, collector, meter_id, kind, device, counter_max, cpus, model, job, resolution) =
+                row?;
             let kind = MeterKind::try_from(kind).unwrap_or(MeterKind::Unspecified);
-            // Every reading of a meter that stopped reporting may be compacted.
-            let last = match last_ts.zip(last_value) {
-                Some(last) => Some(last),
-                None => series::last_reading(&self.connection, key)?,
-            }
-            .map(|(at, value)| CounterSample {
-                value: from_i64(value),
-                at: UnixNanos(at),
-            });
+            let last =
+                series::last_reading(&self.connection, key)?.map(|(at, value)| CounterSample {
+                    value: from_i64(value),
+                    at: UnixNanos(at),
+                });
             if let Some(state) = self.collectors.get_mut(&collector) {
                 state.meters.insert(
                     meter_id,
@@ -406,7 +400,7 @@ impl WriterState {
                             &self.limits,
                         ),
                         last,
-                        raw_from: oldest_row.map(series::hour_of),
+                        raw_from: series::oldest_unpacked_hour(&self.connection, key)?,
                     },
                 );
             }
@@ -572,9 +566,7 @@ impl WriterState {
                 },
             );
         }
-        let mut insert_reading = transaction.prepare_cached(
-            "INSERT INTO readings (meter, ts_ns, value, quality, method, from_ns, delta, step) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?;
+        let mut record = StagedRecord::default();
         for (index, reading) in batch.readings.iter().enumerate() {
             let Some(meter) = state.meters.get_mut(&reading.meter_id) else {
                 refusals.push(
@@ -592,6 +584,12 @@ impl WriterState {
                 .last
                 .is_some_and(|last| reading.timestamp_ns <= last.at.0)
             {
+                // Its neighbours may be staged, this batch's earlier readings among them.
+                if state.staged || !record.is_empty() {
+                    record.write(transaction, collector)?;
+                    staged::settle(transaction, Some(collector))?;
+                    state.staged = false;
+                }
                 let kind = meter.kind;
                 match place_earlier_reading(transaction, meter, reading, settings, batch.compacted)?
                 {
@@ -624,23 +622,28 @@ impl WriterState {
                             (Some(previous_at), Some(to_i64(step.delta())), Some(code))
                         }
                     };
-                    let method = (!reading.method.is_empty()).then_some(reading.method.as_str());
-                    insert_reading.execute(params![
+                    record.push(
                         meter,
-                        sample.at.0,
-                        to_i64(sample.value),
-                        ledger::quality_code(quality),
-                        method,
-                        from_ns,
-                        delta,
-                        step
-                    ])?;
+                        &StoredReading {
+                            ts_ns: sample.at.0,
+                            value: to_i64(sample.value),
+                            quality: i64::from(ledger::quality_code(quality)),
+                            method: (!reading.method.is_empty()).then(|| reading.method.clone()),
+                            from_ns,
+                            delta,
+                            step,
+                        },
+                    );
                     metrics.readings_stored.inc();
                     if let Some(from_ns) = from_ns {
                         mark_late(transaction, state, collector, kind, from_ns, metrics)?;
                     }
                 }
             }
+        }
+        if !record.is_empty() {
+            record.write(transaction, collector)?;
+            state.staged = true;
         }
         for (index, allocation) in batch.allocations.iter().enumerate() {
             match store_allocation(
@@ -756,7 +759,6 @@ impl WriterState {
         touched
     }
 
-    /// Builds every ready window of the given collectors.
     /// Builds the ready windows of `collectors`, taking each out of the set as it is done. With a
     /// deadline, stops once it has passed and leaves the rest in the set, so that a fleet
     /// crossing a window boundary together does not hold every commit (and ack) back at once.
@@ -825,6 +827,7 @@ impl WriterState {
                 built_until: state.built_until,
             };
             let transaction = self.connection.transaction()?;
+            state.settle_staged(&transaction, collector)?;
             // What was built, where it first touched the site's hours, and (for a rebuild) why.
             let (progress, first_changed, late_reason) = match state.rebuild_from {
                 None => {
@@ -877,6 +880,7 @@ impl WriterState {
                 )?;
             }
             transaction.commit()?;
+            state.staged = false;
             state.rebuild_from = None;
             state.built_until = progress.built_until.or(state.built_until);
             self.metrics.windows_built.inc_by(progress.windows);
@@ -890,6 +894,22 @@ impl WriterState {
             .map(|(key, _)| *key)
             .collect();
         let transaction = self.connection.transaction()?;
+        // The site's hours read the site meters' readings.
+        let site_collectors: Vec<i64> = self
+            .collectors
+            .iter()
+            .filter(|(_, state)| {
+                state.staged
+                    && state
+                        .meters
+                        .values()
+                        .any(|m| matches!(m.kind, MeterKind::SiteEnergy | MeterKind::SiteWater))
+            })
+            .map(|(key, _)| *key)
+            .collect();
+        for key in &site_collectors {
+            staged::settle(&transaction, Some(*key))?;
+        }
         let settled = ledger::site::settle_ready_hours(
             &transaction,
             &self.settings,
@@ -898,9 +918,27 @@ impl WriterState {
             now_ns(),
         )?;
         transaction.commit()?;
+        for key in site_collectors {
+            if let Some(state) = self.collectors.get_mut(&key) {
+                state.staged = false;
+            }
+        }
         self.metrics.hours_settled.inc_by(settled.hours);
         self.metrics.hours_revised.inc_by(settled.revised);
         Ok(built)
+    }
+}
+
+impl WriterState {
+    /// Lays out every collector's staged readings.
+    fn settle_all(&mut self) -> Result<u64> {
+        let transaction = self.connection.transaction()?;
+        let settled = staged::settle(&transaction, None)?;
+        transaction.commit()?;
+        for state in self.collectors.values_mut() {
+            state.staged = false;
+        }
+        Ok(settled)
     }
 }
 
@@ -1351,22 +1389,21 @@ impl WriterState {
     fn compact(&mut self, deadline: Option<std::time::Instant>) -> Result<u64> {
         let transaction = self.connection.transaction()?;
         let mut packed = 0;
+        let mut settled = Vec::new();
         'meters: while let Some((collector, meter_id, cutoff)) = self.compaction.pop() {
-            let Some(meter) = self
-                .collectors
-                .get_mut(&collector)
-                .and_then(|c| c.meters.get_mut(&meter_id))
-            else {
+            let Some(state) = self.collectors.get_mut(&collector) else {
+                continue;
+            };
+            if state.staged && !settled.contains(&collector) {
+                staged::settle(&transaction, Some(collector))?;
+                settled.push(collector);
+            }
+            let Some(meter) = state.meters.get_mut(&meter_id) else {
                 continue;
             };
             while let Some(hour) = meter.raw_from.filter(|&from| from < cutoff) {
                 packed += series::compact_hour(&transaction, meter.key, hour)?;
-                meter.raw_from = transaction
-                    .prepare_cached(
-                        "SELECT MIN(ts_ns) FROM readings WHERE meter = ?1 AND ts_ns >= ?2",
-                    )?
-                    .query_row(params![meter.key, hour], |row| row.get::<_, Option<i64>>(0))?
-                    .map(series::hour_of);
+                meter.raw_from = series::oldest_unpacked_hour(&transaction, meter.key)?;
                 if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
                     if meter.raw_from.is_some_and(|from| from < cutoff) {
                         self.compaction.push((collector, meter_id, cutoff));
@@ -1376,6 +1413,11 @@ impl WriterState {
             }
         }
         transaction.commit()?;
+        for collector in settled {
+            if let Some(state) = self.collectors.get_mut(&collector) {
+                state.staged = false;
+            }
+        }
         self.metrics.readings_compacted.inc_by(packed);
         Ok(packed)
     }
@@ -1474,6 +1516,10 @@ pub(super) fn run(mut state: WriterState, mut requests: mpsc::Receiver<Request>,
         && let Err(error) = state.build_windows(&mut dirty, None)
     {
         error!(error = %error, "Building the last windows failed.");
+    }
+    // Leave the ledger laid out for whoever opens it next (a restart settles it anyway).
+    if let Err(error) = state.settle_all() {
+        error!(error = %error, "Laying out the staged readings failed; the next start will.");
     }
     info!("Ledger writer stopped.");
 }

@@ -1,0 +1,251 @@
+//! Readings accepted but not yet laid out by meter (`staged_readings`).
+//!
+//! Putting each reading at its meter's place as it arrives (a row in the `(meter, ts_ns)` B-tree)
+//! dirties one page per reading, and writing those pages to the WAL, checkpointing and syncing
+//! them was most of what ingest cost (`BENCHMARKS.md`). So the readings a batch had accepted are
+//! committed as one record, in the order they were accepted, and laid out by meter later, many
+//! readings of a meter at once, when something needs to read them: window building, the site's
+//! hours, compaction, a late reading, a restart ([`settle`]). Every reader goes through
+//! `store::series`, which reads laid-out readings only, so whoever reads settles first.
+//!
+//! A reading lives in exactly one place: here, in `readings` or in `reading_chunks`. Settling
+//! deletes the records it laid out in the same transaction.
+
+use std::collections::BTreeMap;
+
+use rusqlite::Connection;
+
+use super::chunk::{self, ChunkError, Input, StoredReading};
+use super::series;
+use crate::{Error, Result};
+
+/// Record layout version, the first byte of a record.
+const LAYOUT: u8 = 1;
+
+/// One batch's accepted readings, as they will be committed.
+#[derive(Debug, Default)]
+pub struct StagedRecord {
+    bytes: Vec<u8>,
+    previous_ts: i64,
+}
+
+impl StagedRecord {
+    /// Appends an accepted reading of meter `meter` (its key in `meters`).
+    pub fn push(&mut self, meter: i64, reading: &StoredReading) {
+        if self.bytes.is_empty() {
+            self.bytes.push(LAYOUT);
+        }
+        let out = &mut self.bytes;
+        chunk::put_varint(out, chunk::zigzag(meter));
+        // A batch is mostly snapshots of every meter at one instant: the time repeats.
+        chunk::put_varint(
+            out,
+            chunk::zigzag(reading.ts_ns.wrapping_sub(self.previous_ts)),
+        );
+        self.previous_ts = reading.ts_ns;
+        chunk::put_varint(out, chunk::zigzag(reading.value));
+        chunk::put_varint(out, chunk::zigzag(reading.quality));
+        match &reading.method {
+            None => out.push(0),
+            Some(text) => {
+                chunk::put_varint(out, text.len() as u64 + 1);
+                out.extend_from_slice(text.as_bytes());
+            }
+        }
+        // The interval mostly starts a tick before the reading: a small number.
+        chunk::put_option(out, reading.from_ns.map(|f| reading.ts_ns.wrapping_sub(f)));
+        chunk::put_option(out, reading.delta);
+        chunk::put_option(out, reading.step);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Stores the record as `collector`'s (inside the caller's transaction) and starts an empty
+    /// one. Nothing is written for an empty record.
+    ///
+    /// # Errors
+    /// A database error.
+    pub fn write(&mut self, connection: &Connection, collector: i64) -> Result<()> {
+        if self.bytes.is_empty() {
+            return Ok(());
+        }
+        connection
+            .prepare_cached("INSERT INTO staged_readings (collector, data) VALUES (?1, ?2)")?
+            .execute(rusqlite::params![collector, self.bytes])?;
+        self.bytes.clear();
+        self.previous_ts = 0;
+        Ok(())
+    }
+}
+
+/// Reads a record back: (meter, reading) in the order they were accepted.
+///
+/// # Errors
+/// The bytes are not a record of a layout this build reads.
+pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, StoredReading)>, ChunkError> {
+    let mut input = Input { bytes, at: 0 };
+    let layout = input.byte("layout")?;
+    if layout != LAYOUT {
+        return Err(ChunkError::Layout(layout));
+    }
+    let mut readings = Vec::new();
+    let mut previous_ts = 0i64;
+    while input.at < bytes.len() {
+        let meter = chunk::unzigzag(input.varint("meter")?);
+        let ts_ns = previous_ts.wrapping_add(chunk::unzigzag(input.varint("timestamp")?));
+        previous_ts = ts_ns;
+        let value = chunk::unzigzag(input.varint("value")?);
+        let quality = chunk::unzigzag(input.varint("quality")?);
+        let method = match input.length("method", bytes.len() + 1)? {
+            0 => None,
+            length => {
+                let text = input.take(length - 1, "method")?;
+                Some(String::from_utf8(text.to_vec()).map_err(|_| ChunkError::Corrupt("method"))?)
+            }
+        };
+        let from_ns = input.option("from_ns")?.map(|d| ts_ns.wrapping_sub(d));
+        let delta = input.option("delta")?;
+        let step = input.option("step")?;
+        readings.push((
+            meter,
+            StoredReading {
+                ts_ns,
+                value,
+                quality,
+                method,
+                from_ns,
+                delta,
+                step,
+            },
+        ));
+    }
+    Ok(readings)
+}
+
+/// Lays out the staged readings of `collector` (of every collector when `None`) by meter, as
+/// chunks after each meter's last laid-out reading, and deletes their records; returns the
+/// readings laid out. Run inside the caller's transaction.
+///
+/// # Errors
+/// A database error, or a record that does not decode (nothing is laid out then).
+pub fn settle(connection: &Connection, collector: Option<i64>) -> Result<u64> {
+    let mut by_meter: BTreeMap<i64, Vec<StoredReading>> = BTreeMap::new();
+    let mut settled = 0u64;
+    let (select, delete, key) = match collector {
+        Some(key) => (
+            "SELECT id, data FROM staged_readings WHERE collector = ?1 ORDER BY id",
+            "DELETE FROM staged_readings WHERE collector = ?1",
+            vec![key],
+        ),
+        None => (
+            "SELECT id, data FROM staged_readings ORDER BY id",
+            "DELETE FROM staged_readings",
+            Vec::new(),
+        ),
+    };
+    let mut statement = connection.prepare_cached(select)?;
+    let mut rows = statement.query(rusqlite::params_from_iter(&key))?;
+    while let Some(row) = rows.next()? {
+        let id: i64 = row.get(0)?;
+        let data = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
+        let record = decode(data)
+            .map_err(|error| Error::Server(format!("staged_readings record {id}: {error}")))?;
+        for (meter, reading) in record {
+            by_meter.entry(meter).or_default().push(reading);
+            settled += 1;
+        }
+    }
+    drop(rows);
+    for (meter, readings) in &by_meter {
+        series::append_readings(connection, *meter, readings)?;
+    }
+    connection
+        .prepare_cached(delete)?
+        .execute(rusqlite::params_from_iter(&key))?;
+    Ok(settled)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn any_staged() -> impl Strategy<Value = (i64, StoredReading)> {
+        (
+            any::<i64>(),
+            any::<i64>(),
+            any::<i64>(),
+            0i64..4,
+            prop::option::of("[a-z ]{0,12}"),
+            prop::option::of(any::<i64>()),
+            prop::option::of(any::<i64>()),
+            prop::option::of(0i64..32),
+        )
+            .prop_map(
+                |(meter, ts_ns, value, quality, method, from_ns, delta, step)| {
+                    (
+                        meter,
+                        StoredReading {
+                            ts_ns,
+                            value,
+                            quality,
+                            method,
+                            from_ns,
+                            delta,
+                            step,
+                        },
+                    )
+                },
+            )
+    }
+
+    fn record(readings: &[(i64, StoredReading)]) -> Vec<u8> {
+        let mut record = StagedRecord::default();
+        for (meter, reading) in readings {
+            record.push(*meter, reading);
+        }
+        record.bytes
+    }
+
+    #[test]
+    fn a_cut_record_is_an_error_not_fewer_readings() {
+        let reading = StoredReading {
+            ts_ns: 1_700_000_000_000_000_000,
+            value: 12_345,
+            quality: 1,
+            method: Some("power integrated".into()),
+            from_ns: Some(1_699_999_999_000_000_000),
+            delta: Some(300),
+            step: Some(0),
+        };
+        let bytes = record(&[(7, reading.clone()), (8, reading)]);
+        let whole = decode(&bytes).map(|r| r.len());
+        assert_eq!(whole, Ok(2));
+        // Every cut inside the second reading fails; a cut between readings is a shorter record.
+        let first_end = record(&[(7, decode(&bytes).unwrap_or_default()[0].1.clone())]).len();
+        for cut in (first_end + 1)..bytes.len() {
+            assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        assert_eq!(decode(&[9]), Err(ChunkError::Layout(9)));
+    }
+
+    proptest! {
+        #[test]
+        fn any_readings_come_back_exactly_in_order(
+            readings in prop::collection::vec(any_staged(), 1..64),
+        ) {
+            prop_assert_eq!(decode(&record(&readings)).unwrap(), readings);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode(&bytes);
+            let mut with_layout = vec![LAYOUT];
+            with_layout.extend_from_slice(&bytes);
+            let _ = decode(&with_layout);
+        }
+    }
+}
