@@ -67,6 +67,9 @@ CREATE TABLE IF NOT EXISTS meters (
     resolution INTEGER NOT NULL DEFAULT 0,
     UNIQUE (collector, meter_id)
 );
+-- The site's hours look for the site meters after every build: without this, a scan of every
+-- meter each time.
+CREATE INDEX IF NOT EXISTS meters_by_kind ON meters (kind);
 CREATE TABLE IF NOT EXISTS batches (
     collector INTEGER NOT NULL,
     seq INTEGER NOT NULL,

@@ -57,25 +57,26 @@ pub fn readings_in(connection: &Connection, meter: i64, range: Span) -> Result<V
         readings.push(reading);
     }
     drop(rows);
-    // A chunk lies within one hour, so one holding a reading after `range.start` starts less than
-    // an hour before it.
+    // A meter's chunks do not overlap, so the first that can hold a reading after `range.start`
+    // is the last one starting at or before it; from there they come in time order.
     let mut chunks = connection.prepare_cached(
-        "SELECT first_ns, data FROM reading_chunks
-         WHERE meter = ?1 AND first_ns > ?2 AND from_ns < ?3 ORDER BY first_ns",
+        "SELECT first_ns, from_ns, data FROM reading_chunks
+         WHERE meter = ?1 AND first_ns >= IFNULL(
+             (SELECT MAX(first_ns) FROM reading_chunks WHERE meter = ?1 AND first_ns <= ?2), ?2)
+         ORDER BY first_ns",
     )?;
-    let mut rows = chunks.query(params![
-        meter,
-        range.start.0.saturating_sub(NANOS_PER_HOUR),
-        range.end.0
-    ])?;
+    let mut rows = chunks.query(params![meter, range.start.0])?;
     let mut unpacked = false;
     while let Some(row) = rows.next()? {
-        let first_ns: i64 = row.get(0)?;
+        let (first_ns, from_ns): (i64, i64) = (row.get(0)?, row.get(1)?);
+        if from_ns >= range.end.0 {
+            break;
+        }
         readings.extend(
             decode(
                 meter,
                 first_ns,
-                row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?,
+                row.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?,
             )?
             .into_iter()
             .filter(|r| r.ts_ns > range.start.0),

@@ -11,8 +11,6 @@
 //! A reading lives in exactly one place: here, in `readings` or in `reading_chunks`. Settling
 //! deletes the records it laid out in the same transaction.
 
-use std::collections::BTreeMap;
-
 use rusqlite::Connection;
 
 use super::chunk::{self, ChunkError, Input, StoredReading};
@@ -131,8 +129,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, StoredReading)>, ChunkError> {
 /// # Errors
 /// A database error, or a record that does not decode (nothing is laid out then).
 pub fn settle(connection: &Connection, collector: Option<i64>) -> Result<u64> {
-    let mut by_meter: BTreeMap<i64, Vec<StoredReading>> = BTreeMap::new();
-    let mut settled = 0u64;
+    let mut staged: Vec<(i64, StoredReading)> = Vec::new();
     let (select, delete, key) = match collector {
         Some(key) => (
             "SELECT id, data FROM staged_readings WHERE collector = ?1 ORDER BY id",
@@ -152,14 +149,30 @@ pub fn settle(connection: &Connection, collector: Option<i64>) -> Result<u64> {
         let data = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
         let record = decode(data)
             .map_err(|error| Error::Server(format!("staged_readings record {id}: {error}")))?;
-        for (meter, reading) in record {
-            by_meter.entry(meter).or_default().push(reading);
-            settled += 1;
-        }
+        staged.extend(record);
     }
     drop(rows);
-    for (meter, readings) in &by_meter {
-        series::append_readings(connection, *meter, readings)?;
+    // By meter, each meter's readings in the order they were accepted, which is time order.
+    // (The order is sorted rather than the readings: they are large to move.)
+    let mut order: Vec<usize> = (0..staged.len()).collect();
+    order.sort_unstable_by_key(|&index| (staged[index].0, index));
+    let settled = staged.len() as u64;
+    let mut readings = Vec::new();
+    let mut current = None;
+    for index in order {
+        let (meter, reading) = &mut staged[index];
+        let (meter, reading) = (*meter, std::mem::take(reading));
+        if current != Some(meter) {
+            if let Some(previous) = current {
+                series::append_readings(connection, previous, &readings)?;
+                readings.clear();
+            }
+            current = Some(meter);
+        }
+        readings.push(reading);
+    }
+    if let Some(meter) = current {
+        series::append_readings(connection, meter, &readings)?;
     }
     connection
         .prepare_cached(delete)?
