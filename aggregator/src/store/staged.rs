@@ -154,14 +154,17 @@ pub fn settle(connection: &Connection, collector: Option<i64>) -> Result<u64> {
     drop(rows);
     // By meter, each meter's readings in the order they were accepted, which is time order.
     // (The order is sorted rather than the readings: they are large to move.)
-    let mut order: Vec<usize> = (0..staged.len()).collect();
-    order.sort_unstable_by_key(|&index| (staged[index].0, index));
+    let mut order: Vec<(i64, usize)> = staged
+        .iter()
+        .enumerate()
+        .map(|(index, (meter, _))| (*meter, index))
+        .collect();
+    order.sort_unstable();
     let settled = staged.len() as u64;
     let mut readings = Vec::new();
     let mut current = None;
-    for index in order {
-        let (meter, reading) = &mut staged[index];
-        let (meter, reading) = (*meter, std::mem::take(reading));
+    for (meter, index) in order {
+        let reading = std::mem::take(&mut staged[index].1);
         if current != Some(meter) {
             if let Some(previous) = current {
                 series::append_readings(connection, previous, &readings)?;

@@ -50,10 +50,14 @@ struct MeterState {
 /// A collector's meters, by id. Every reading names its meter, and with thousands of meters per
 /// collector the hash-table probe for each was a tenth of the writer's time under load (cache
 /// misses, `BENCHMARKS.md`). Readings come in the order the collector lists its meters, snapshot
-/// after snapshot, so [`MeterTable::find_after`] first tries the meter after the one found last.
+/// after snapshot, so [`MeterTable::find_after`] first tries the meter after the one found last,
+/// and the ids lie back to back in one string, where that comparison finds them in order.
 #[derive(Debug, Default)]
 struct MeterTable {
-    meters: Vec<(String, MeterState)>,
+    meters: Vec<MeterState>,
+    /// Every meter's id, back to back; `id_ends[i]` is where meter `i`'s ends.
+    ids: String,
+    id_ends: Vec<usize>,
     positions: HashMap<String, usize, foldhash::fast::RandomState>,
 }
 
@@ -61,42 +65,53 @@ impl MeterTable {
     /// Adds a meter, or replaces the one of that id (keeping its place).
     fn insert(&mut self, id: String, meter: MeterState) {
         match self.positions.get(&id) {
-            Some(&position) => self.meters[position].1 = meter,
+            Some(&position) => self.meters[position] = meter,
             None => {
-                self.positions.insert(id.clone(), self.meters.len());
-                self.meters.push((id, meter));
+                self.ids.push_str(&id);
+                self.id_ends.push(self.ids.len());
+                self.positions.insert(id, self.meters.len());
+                self.meters.push(meter);
             }
         }
+    }
+
+    fn id(&self, position: usize) -> &str {
+        let start = position.checked_sub(1).map_or(0, |p| self.id_ends[p]);
+        &self.ids[start..self.id_ends[position]]
     }
 
     fn get(&self, id: &str) -> Option<&MeterState> {
         self.positions
             .get(id)
-            .map(|&position| &self.meters[position].1)
+            .map(|&position| &self.meters[position])
     }
 
     fn get_mut(&mut self, id: &str) -> Option<&mut MeterState> {
         let position = *self.positions.get(id)?;
-        Some(&mut self.meters[position].1)
+        Some(&mut self.meters[position])
     }
 
     /// The meter `id`, trying the one after position `cursor` first; `cursor` moves to it.
     fn find_after(&mut self, id: &str, cursor: &mut usize) -> Option<&mut MeterState> {
         let next = cursor.wrapping_add(1);
-        let position = match self.meters.get(next) {
-            Some((next_id, _)) if next_id == id => next,
-            _ => *self.positions.get(id)?,
+        let position = if next < self.meters.len() && self.id(next) == id {
+            next
+        } else {
+            *self.positions.get(id)?
         };
         *cursor = position;
-        Some(&mut self.meters[position].1)
+        Some(&mut self.meters[position])
     }
 
     fn values(&self) -> impl Iterator<Item = &MeterState> + Clone {
-        self.meters.iter().map(|(_, meter)| meter)
+        self.meters.iter()
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&String, &MeterState)> {
-        self.meters.iter().map(|(id, meter)| (id, meter))
+    fn iter(&self) -> impl Iterator<Item = (&str, &MeterState)> {
+        self.meters
+            .iter()
+            .enumerate()
+            .map(|(position, meter)| (self.id(position), meter))
     }
 }
 
@@ -112,6 +127,8 @@ struct CollectorState {
     heard_at: std::time::Instant,
     /// Some of its readings are staged, not laid out by meter yet (`store::staged`).
     staged: bool,
+    /// The time of its newest reading accepted since the writer started (or reloaded it).
+    newest_ns: Option<i64>,
 }
 
 impl CollectorState {
@@ -405,6 +422,7 @@ impl WriterState {
                     rebuild_from,
                     heard_at: std::time::Instant::now(),
                     staged: false,
+                    newest_ns: None,
                 },
             );
         }
@@ -689,6 +707,7 @@ impl WriterState {
                         },
                     );
                     metrics.readings_stored.inc();
+                    state.newest_ns = state.newest_ns.max(Some(sample.at.0));
                     if let Some(from_ns) = from_ns {
                         mark_late(transaction, state, collector, kind, from_ns, metrics)?;
                     }
@@ -842,7 +861,14 @@ impl WriterState {
                 )
             });
             // Most passes find a collector still inside the window it last completed: nothing to
-            // build, so no transaction (this check is the builder's own first one).
+            // build, so no transaction (this check is the builder's own first one). Its newest
+            // reading bounds every meter's last one, so it tells without visiting each meter.
+            if let (Some(until), Some(newest)) = (state.built_until, state.newest_ns)
+                && self.window.start_of(UnixNanos(newest)).0 <= until
+                && state.rebuild_from.is_none()
+            {
+                continue;
+            }
             let watermark = energy_meters
                 .clone()
                 .filter_map(|m| m.last.map(|s| s.at))
@@ -1432,7 +1458,7 @@ impl WriterState {
                 let Some(reference) = reference else { continue };
                 let cutoff = series::hour_of(reference.saturating_sub(self.compact_after_ns));
                 if meter.raw_from.is_some_and(|from| from < cutoff) {
-                    self.compaction.push((*key, meter_id.clone(), cutoff));
+                    self.compaction.push((*key, meter_id.to_owned(), cutoff));
                 }
             }
         }
