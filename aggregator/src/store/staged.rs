@@ -248,6 +248,92 @@ mod tests {
         assert_eq!(decode(&[9]), Err(ChunkError::Layout(9)));
     }
 
+    const SECOND: i64 = 1_000_000_000;
+    /// 20 s before a UTC hour ends.
+    const T0: i64 = 1_700_002_800_000_000_000 - 20 * SECOND;
+
+    /// A meter's chain of readings every 10 s from `T0`, `count` long.
+    fn chain(count: i64) -> Vec<StoredReading> {
+        (0..count)
+            .map(|i| StoredReading {
+                ts_ns: T0 + i * 10 * SECOND,
+                value: 1_000 * i,
+                quality: 1,
+                method: None,
+                from_ns: (i > 0).then(|| T0 + (i - 1) * 10 * SECOND),
+                delta: (i > 0).then_some(1_000),
+                step: (i > 0).then_some(0),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn settled_readings_read_back_per_meter_and_pack_by_hour() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let connection = super::super::schema::open(&dir.path().join("ledger.sqlite"))?;
+        let (a, b) = (chain(6), chain(6));
+        // Two batches of collector 1 interleaving meters 10 and 11; one of collector 2.
+        for (collector, range) in [(1, 0..3), (1, 3..6)] {
+            let mut record = StagedRecord::default();
+            for i in range {
+                record.push(10, &a[i]);
+                record.push(11, &b[i]);
+            }
+            record.write(&connection, collector)?;
+        }
+        let mut other = StagedRecord::default();
+        other.push(20, &a[0]);
+        other.write(&connection, 2)?;
+
+        // Only collector 1's records are laid out; reading them needs nothing else.
+        assert_eq!(settle(&connection, Some(1))?, 12);
+        let everything = footprint_core::Span::new(
+            footprint_core::UnixNanos(T0 - 1),
+            footprint_core::UnixNanos(T0 + 3_600 * SECOND),
+        );
+        assert_eq!(series::readings_in(&connection, 10, everything)?, a);
+        assert_eq!(series::readings_in(&connection, 11, everything)?, b);
+        assert_eq!(series::readings_in(&connection, 20, everything)?, vec![]);
+        let staged: i64 =
+            connection.query_row("SELECT COUNT(*) FROM staged_readings", [], |r| r.get(0))?;
+        assert_eq!(staged, 1);
+        // The readings cross an hour: a run on each side of it.
+        let runs: i64 = connection.query_row(
+            "SELECT COUNT(*) FROM reading_chunks WHERE meter = 10 AND packed = 0",
+            [],
+            |r| r.get(0),
+        )?;
+        assert_eq!(runs, 2);
+        // A range inside the second run: the readings whose intervals reach into it.
+        let late = footprint_core::Span::new(
+            footprint_core::UnixNanos(T0 + 35 * SECOND),
+            footprint_core::UnixNanos(T0 + 45 * SECOND),
+        );
+        assert_eq!(
+            series::readings_in(&connection, 10, late)?,
+            a[4..6].to_vec()
+        );
+
+        let first_hour = series::hour_of(T0);
+        assert_eq!(
+            series::oldest_unpacked_hour(&connection, 10)?,
+            Some(first_hour)
+        );
+        assert_eq!(series::compact_hour(&connection, 10, first_hour)?, 2);
+        // Packed already: packing again finds nothing new.
+        assert_eq!(series::compact_hour(&connection, 10, first_hour)?, 0);
+        assert_eq!(
+            series::oldest_unpacked_hour(&connection, 10)?,
+            Some(first_hour + 3_600 * SECOND)
+        );
+        assert_eq!(series::readings_in(&connection, 10, everything)?, a);
+        assert_eq!(
+            series::last_reading(&connection, 10)?,
+            Some((a[5].ts_ns, a[5].value))
+        );
+        Ok(())
+    }
+
     proptest! {
         #[test]
         fn any_readings_come_back_exactly_in_order(
