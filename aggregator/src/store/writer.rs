@@ -55,6 +55,8 @@ struct MeterState {
 #[derive(Debug, Default)]
 struct MeterTable {
     meters: Vec<MeterState>,
+    /// How many of them are site meters (facility energy, water).
+    site_meters: usize,
     /// Every meter's id, back to back; `id_ends[i]` is where meter `i`'s ends.
     ids: String,
     id_ends: Vec<usize>,
@@ -64,8 +66,14 @@ struct MeterTable {
 impl MeterTable {
     /// Adds a meter, or replaces the one of that id (keeping its place).
     fn insert(&mut self, id: String, meter: MeterState) {
+        let is_site =
+            |m: &MeterState| matches!(m.kind, MeterKind::SiteEnergy | MeterKind::SiteWater);
+        self.site_meters += usize::from(is_site(&meter));
         match self.positions.get(&id) {
-            Some(&position) => self.meters[position] = meter,
+            Some(&position) => {
+                self.site_meters -= usize::from(is_site(&self.meters[position]));
+                self.meters[position] = meter;
+            }
             None => {
                 self.ids.push_str(&id);
                 self.id_ends.push(self.ids.len());
@@ -101,6 +109,10 @@ impl MeterTable {
         };
         *cursor = position;
         Some(&mut self.meters[position])
+    }
+
+    fn has_site_meter(&self) -> bool {
+        self.site_meters > 0
     }
 
     fn values(&self) -> impl Iterator<Item = &MeterState> + Clone {
@@ -200,6 +212,8 @@ pub(super) struct WriterState {
     /// Meters with hours to pack, and the hour to pack them up to: (collector, meter, cutoff).
     compaction: Vec<(i64, String, i64)>,
     next_compaction_plan: std::time::Instant,
+    /// When a building pass that built nothing next looks for site hours to settle.
+    next_site_check: std::time::Instant,
 }
 
 /// What a batch is checked against.
@@ -372,6 +386,7 @@ impl WriterState {
             compaction: Vec::new(),
             // At the first idle moment: a restarted aggregator catches up at once.
             next_compaction_plan: std::time::Instant::now(),
+            next_site_check: std::time::Instant::now(),
         };
         state.reload(None)?;
         Ok(state)
@@ -966,7 +981,21 @@ impl WriterState {
             self.metrics.windows_built.inc_by(progress.windows);
             built += progress.windows;
         }
-        // Site meters' readings can be what completes an hour, so try after every build.
+        // An hour of the site becomes ready when windows were built, when site meters report,
+        // or when a collector has been silent long enough: after a build or site readings, and
+        // otherwise once a second (every pass would look at every collector after each commit).
+        let site_readings = self
+            .collectors
+            .values()
+            .any(|state| state.staged && state.meters.has_site_meter());
+        if built == 0
+            && !site_readings
+            && deadline.is_some()
+            && std::time::Instant::now() < self.next_site_check
+        {
+            return Ok(built);
+        }
+        self.next_site_check = std::time::Instant::now() + SITE_CHECK_EVERY;
         let silent: BTreeSet<i64> = self
             .collectors
             .iter()
@@ -978,13 +1007,7 @@ impl WriterState {
         let site_collectors: Vec<i64> = self
             .collectors
             .iter()
-            .filter(|(_, state)| {
-                state.staged
-                    && state
-                        .meters
-                        .values()
-                        .any(|m| matches!(m.kind, MeterKind::SiteEnergy | MeterKind::SiteWater))
-            })
+            .filter(|(_, state)| state.staged && state.meters.has_site_meter())
             .map(|(key, _)| *key)
             .collect();
         for key in &site_collectors {
@@ -1436,6 +1459,9 @@ fn place_earlier_reading(
         ])?;
     Ok(Ok(Some(previous.map_or(at, |p| p.at.0))))
 }
+
+/// How often a building pass that built nothing looks for site hours to settle.
+const SITE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How often the writer looks for hours to pack.
 const COMPACTION_PLAN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
