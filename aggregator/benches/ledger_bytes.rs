@@ -214,6 +214,8 @@ fn run(profile: Profile, meters: usize, hours: usize, trace: &[(f64, f64, f64)])
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(LEDGER_FILE);
     let mut config = AggregatorConfig::with_data_dir(dir.path().to_path_buf());
+    // One batch at a time, each awaited: there is never a second one to wait for.
+    config.group_commit_wait_ms = 0;
     // Unpacked only (staged records, runs, rows): nothing is ever old enough to pack.
     config.compact_after_s = u64::MAX / 4;
     let readings = ingest(&config, profile, meters, hours, trace);

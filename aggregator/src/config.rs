@@ -37,6 +37,12 @@ pub struct AggregatorConfig {
     /// Batches committed together at most (group commit); acks wait for the commit.
     #[serde(default = "default_group_commit_max_batches")]
     pub group_commit_max_batches: usize,
+    /// When the writer finds fewer batches waiting than it may commit together, it waits this
+    /// many milliseconds for more before committing (0: never waits). Every commit is an
+    /// `fsync`: waiting a little makes fewer, larger commits, at the cost of that much ack
+    /// latency.
+    #[serde(default = "default_group_commit_wait_ms")]
+    pub group_commit_wait_ms: u64,
     /// Bytes of received batches (encoded size) that may wait for their commit, across all
     /// streams. Past it, streams are answered RESOURCE_EXHAUSTED and collectors back off. A
     /// single batch larger than this is refused outright: keep it at least 8 MiB, the most a
@@ -253,6 +259,9 @@ fn default_compact_after_s() -> u64 {
 fn default_group_commit_max_batches() -> usize {
     256
 }
+fn default_group_commit_wait_ms() -> u64 {
+    5
+}
 fn default_ingest_budget_bytes() -> u64 {
     // About half a million readings awaiting commit: under two seconds of work at this machine's
     // saturation, so overload is answered RESOURCE_EXHAUSTED instead of acks that take tens of
@@ -296,6 +305,7 @@ impl AggregatorConfig {
             max_sample_gap_s: default_max_sample_gap_s(),
             compact_after_s: default_compact_after_s(),
             group_commit_max_batches: default_group_commit_max_batches(),
+            group_commit_wait_ms: default_group_commit_wait_ms(),
             ingest_budget_bytes: default_ingest_budget_bytes(),
             overload_wait_ms: default_overload_wait_ms(),
             limits: PowerLimits::default(),
@@ -330,6 +340,11 @@ impl ConfigFile for AggregatorConfig {
             (1..=100_000).contains(&self.group_commit_max_batches),
             "group_commit_max_batches",
             "must be between 1 and 100000",
+        );
+        problems.check(
+            self.group_commit_wait_ms <= 1_000,
+            "group_commit_wait_ms",
+            "must be at most 1000 (it delays every ack)",
         );
         problems.check(
             self.ingest_budget_bytes >= 64 << 10,

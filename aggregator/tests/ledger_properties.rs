@@ -171,6 +171,8 @@ fn build_ledger(plan: &SitePlan, delivery: Delivery, dir: &std::path::Path) -> (
     }
     std::fs::write(&intensity, csv).unwrap();
     let mut config = AggregatorConfig::with_data_dir(dir.join("ledger"));
+    // One batch at a time, each awaited: there is never a second one to wait for.
+    config.group_commit_wait_ms = 0;
     config.window_seconds = 60;
     config.carbon.zone = "Z".into();
     config.carbon.intensity_files = vec![intensity];

@@ -80,7 +80,9 @@ proptest! {
     ) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let config = AggregatorConfig::with_data_dir(dir.path().to_path_buf());
+        let mut config = AggregatorConfig::with_data_dir(dir.path().to_path_buf());
+        // One batch at a time, each awaited: there is never a second one to wait for.
+        config.group_commit_wait_ms = 0;
         let metrics = Arc::new(AggregatorMetrics::default());
         let (stored_or_rejected, submitted) = runtime.block_on(async {
             let store = StoreHandle::open(&config, Arc::clone(&metrics)).unwrap();

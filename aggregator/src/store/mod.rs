@@ -97,12 +97,15 @@ impl StoreHandle {
         // Bounded, but wide: the ingest budget (bytes awaiting commit) is the limit that binds
         // first, so overload is answered RESOURCE_EXHAUSTED rather than queued here.
         let (requests, receiver) = mpsc::channel(65_536);
-        let max_group = config.group_commit_max_batches;
+        let group = writer::GroupCommit {
+            max_batches: config.group_commit_max_batches,
+            wait: std::time::Duration::from_millis(config.group_commit_wait_ms),
+        };
         let (done, writer_done) = watch::channel(());
         std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || {
-                writer::run(state, receiver, max_group);
+                writer::run(state, receiver, &group);
                 drop(done);
             })?;
         Ok(Self {

@@ -1534,8 +1534,48 @@ const MAX_BUILD_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
 /// Longest one building pass holds the writer before it commits waiting batches again.
 const BUILD_SLICE: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// How batches are grouped into commits.
+pub(super) struct GroupCommit {
+    pub max_batches: usize,
+    /// How long to wait for more when fewer than `max_batches` are waiting.
+    pub wait: std::time::Duration,
+}
+
+/// Takes the batches waiting behind the first, up to `max_batches`; a request of another kind
+/// ends the group and is left in `waiting`. Returns whether the queue ran dry.
+fn take_waiting_batches(
+    requests: &mut mpsc::Receiver<Request>,
+    group: &mut Vec<(
+        i64,
+        Batch,
+        tokio::sync::oneshot::Sender<Result<BatchOutcome>>,
+    )>,
+    waiting: &mut Option<Request>,
+    max_batches: usize,
+) -> bool {
+    while group.len() < max_batches {
+        match requests.try_recv() {
+            Ok(Request::Batch {
+                collector,
+                batch,
+                reply,
+            }) => group.push((collector, batch, reply)),
+            Ok(other) => {
+                *waiting = Some(other);
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
 /// The writer thread's loop.
-pub(super) fn run(mut state: WriterState, mut requests: mpsc::Receiver<Request>, max_group: usize) {
+pub(super) fn run(
+    mut state: WriterState,
+    mut requests: mpsc::Receiver<Request>,
+    group_commit: &GroupCommit,
+) {
     let mut waiting: Option<Request> = None;
     // Collectors with new readings whose windows are not built yet. Building waits until no
     // batch is queued (or MAX_BUILD_DELAY), and then holds the writer for BUILD_SLICE at most, so
@@ -1596,19 +1636,12 @@ pub(super) fn run(mut state: WriterState, mut requests: mpsc::Receiver<Request>,
                 reply,
             } => {
                 let mut group = vec![(collector, batch, reply)];
-                while group.len() < max_group {
-                    match requests.try_recv() {
-                        Ok(Request::Batch {
-                            collector,
-                            batch,
-                            reply,
-                        }) => group.push((collector, batch, reply)),
-                        Ok(other) => {
-                            waiting = Some(other);
-                            break;
-                        }
-                        Err(_) => break,
-                    }
+                let max = group_commit.max_batches;
+                if take_waiting_batches(&mut requests, &mut group, &mut waiting, max)
+                    && !group_commit.wait.is_zero()
+                {
+                    std::thread::sleep(group_commit.wait);
+                    take_waiting_batches(&mut requests, &mut group, &mut waiting, max);
                 }
                 let touched = state.commit_group(group);
                 if dirty.is_empty() {
