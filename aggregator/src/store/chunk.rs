@@ -105,27 +105,24 @@ pub fn encode_raw(readings: &[StoredReading]) -> Vec<u8> {
             previous_step = step;
         }
     }
-    let exceptions = |implied: &dyn Fn(usize) -> Option<i64>,
-                      actual: &dyn Fn(&StoredReading) -> Option<i64>,
-                      out: &mut Vec<u8>| {
-        let differing: Vec<usize> = (0..readings.len())
-            .filter(|&i| implied(i) != actual(&readings[i]))
-            .collect();
-        put_varint(out, differing.len() as u64);
-        let mut last = 0usize;
-        for index in differing {
-            put_varint(out, (index - last) as u64);
-            last = index;
-            put_option(out, actual(&readings[index]));
-        }
-    };
-    exceptions(&|i| implied_from(readings, i), &|r| r.from_ns, &mut out);
-    exceptions(
-        &|i| implied_step(readings[i].from_ns),
-        &|r| r.step,
+    put_exceptions(
         &mut out,
+        readings,
+        |i| implied_from(readings, i),
+        |r| r.from_ns,
     );
-    exceptions(&|i| implied_delta(readings, i), &|r| r.delta, &mut out);
+    put_exceptions(
+        &mut out,
+        readings,
+        |i| implied_step(readings[i].from_ns),
+        |r| r.step,
+    );
+    put_exceptions(
+        &mut out,
+        readings,
+        |i| implied_delta(readings, i),
+        |r| r.delta,
+    );
     let quality_runs = runs(readings, |r| &r.quality);
     put_varint(&mut out, quality_runs.len() as u64);
     for (length, quality) in quality_runs {
@@ -146,6 +143,27 @@ pub fn encode_raw(readings: &[StoredReading]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Writes a column as the readings where it differs from what the chain implies: their count,
+/// then for each the distance from the previous one and the value.
+fn put_exceptions(
+    out: &mut Vec<u8>,
+    readings: &[StoredReading],
+    implied: impl Fn(usize) -> Option<i64>,
+    actual: impl Fn(&StoredReading) -> Option<i64>,
+) {
+    let differs = |index: usize| implied(index) != actual(&readings[index]);
+    put_varint(
+        out,
+        (0..readings.len()).filter(|&i| differs(i)).count() as u64,
+    );
+    let mut last = 0usize;
+    for index in (0..readings.len()).filter(|&i| differs(i)) {
+        put_varint(out, (index - last) as u64);
+        last = index;
+        put_option(out, actual(&readings[index]));
+    }
 }
 
 /// Reads the uncompressed layout back.
