@@ -139,14 +139,15 @@ struct CollectorState {
     heard_at: std::time::Instant,
     /// Some of its readings are staged, not laid out by meter yet (`store::staged`).
     staged: bool,
-    /// The time of its newest reading accepted since the writer started (or reloaded it).
+    /// The time of its newest energy meter reading accepted since the writer started (or
+    /// reloaded it).
     newest_ns: Option<i64>,
 }
 
 impl CollectorState {
-    /// Whether a meter of this kind feeds the host's windows (energy it shares or usage that
-    /// splits it): such data before `built_until` means rebuilding.
-    fn feeds_windows(kind: MeterKind) -> bool {
+    /// Whether a meter of this kind measures the host's energy: the meters whose slowest one
+    /// decides which of its windows are ready.
+    fn is_host_energy(kind: MeterKind) -> bool {
         matches!(
             kind,
             MeterKind::GpuEnergy
@@ -154,9 +155,13 @@ impl CollectorState {
                 | MeterKind::DramEnergy
                 | MeterKind::OutletEnergy
                 | MeterKind::HostEnergy
-                | MeterKind::JobCpuTime
-                | MeterKind::GpuJobBusy
         )
+    }
+
+    /// Whether a meter of this kind feeds the host's windows (energy it shares or usage that
+    /// splits it): such data before `built_until` means rebuilding.
+    fn feeds_windows(kind: MeterKind) -> bool {
+        Self::is_host_energy(kind) || matches!(kind, MeterKind::JobCpuTime | MeterKind::GpuJobBusy)
     }
 
     /// Lays out the collector's staged readings (inside `transaction`), if it has any. The
@@ -722,7 +727,9 @@ impl WriterState {
                         },
                     );
                     metrics.readings_stored.inc();
-                    state.newest_ns = state.newest_ns.max(Some(sample.at.0));
+                    if CollectorState::is_host_energy(kind) {
+                        state.newest_ns = state.newest_ns.max(Some(sample.at.0));
+                    }
                     if let Some(from_ns) = from_ns {
                         mark_late(transaction, state, collector, kind, from_ns, metrics)?;
                     }
@@ -865,19 +872,14 @@ impl WriterState {
             let Some(state) = self.collectors.get_mut(&collector) else {
                 continue;
             };
-            let energy_meters = state.meters.values().filter(|m| {
-                matches!(
-                    m.kind,
-                    MeterKind::GpuEnergy
-                        | MeterKind::CpuPackageEnergy
-                        | MeterKind::DramEnergy
-                        | MeterKind::OutletEnergy
-                        | MeterKind::HostEnergy
-                )
-            });
+            let energy_meters = state
+                .meters
+                .values()
+                .filter(|m| CollectorState::is_host_energy(m.kind));
             // Most passes find a collector still inside the window it last completed: nothing to
             // build, so no transaction (this check is the builder's own first one). Its newest
-            // reading bounds every meter's last one, so it tells without visiting each meter.
+            // energy reading is at or after the slowest energy meter's last one, so it tells
+            // without visiting each meter.
             if let (Some(until), Some(newest)) = (state.built_until, state.newest_ns)
                 && self.window.start_of(UnixNanos(newest)).0 <= until
                 && state.rebuild_from.is_none()
