@@ -372,7 +372,7 @@ impl<'a> Input<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use proptest::prelude::*;
 
     use super::*;
@@ -440,7 +440,8 @@ mod tests {
         ));
     }
 
-    fn any_reading() -> impl Strategy<Value = StoredReading> {
+    /// Any reading a column may hold, however unlikely.
+    pub(in crate::store) fn any_reading() -> impl Strategy<Value = StoredReading> {
         (
             any::<i64>(),
             any::<i64>(),

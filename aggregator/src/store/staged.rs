@@ -213,32 +213,7 @@ mod tests {
     use super::*;
 
     fn any_staged() -> impl Strategy<Value = (i64, StoredReading)> {
-        (
-            any::<i64>(),
-            any::<i64>(),
-            any::<i64>(),
-            0i64..4,
-            prop::option::of("[a-z ]{0,12}"),
-            prop::option::of(any::<i64>()),
-            prop::option::of(any::<i64>()),
-            prop::option::of(0i64..32),
-        )
-            .prop_map(
-                |(meter, ts_ns, value, quality, method, from_ns, delta, step)| {
-                    (
-                        meter,
-                        StoredReading {
-                            ts_ns,
-                            value,
-                            quality,
-                            method,
-                            from_ns,
-                            delta,
-                            step,
-                        },
-                    )
-                },
-            )
+        (any::<i64>(), super::super::chunk::tests::any_reading())
     }
 
     fn record(readings: &[(i64, StoredReading)]) -> Vec<u8> {
