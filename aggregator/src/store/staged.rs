@@ -153,22 +153,15 @@ pub fn settle(connection: &Connection, collector: Option<i64>) -> Result<u64> {
     }
     drop(rows);
     let settled = staged.len() as u64;
-    let mut readings = Vec::new();
-    let mut current = None;
-    for index in by_meter(&staged) {
-        let meter = staged[index].0;
-        let reading = std::mem::take(&mut staged[index].1);
-        if current != Some(meter) {
-            if let Some(previous) = current {
-                series::append_readings(connection, previous, &readings)?;
-                readings.clear();
-            }
-            current = Some(meter);
-        }
-        readings.push(reading);
-    }
-    if let Some(meter) = current {
-        series::append_readings(connection, meter, &readings)?;
+    let (meters, readings): (Vec<i64>, Vec<StoredReading>) = by_meter(&staged)
+        .into_iter()
+        .map(|index| (staged[index].0, std::mem::take(&mut staged[index].1)))
+        .unzip();
+    let mut start = 0;
+    for run in meters.chunk_by(|a, b| a == b) {
+        let end = start + run.len();
+        series::append_readings(connection, run[0], &readings[start..end])?;
+        start = end;
     }
     connection
         .prepare_cached(delete)?
@@ -235,14 +228,14 @@ mod tests {
             delta: Some(300),
             step: Some(0),
         };
+        let first_end = record(&[(7, reading.clone())]).len();
         let bytes = record(&[(7, reading.clone()), (8, reading)]);
-        let whole = decode(&bytes).map(|r| r.len());
-        assert_eq!(whole, Ok(2));
+        assert_eq!(decode(&bytes).map(|r| r.len()), Ok(2));
         // Every cut inside the second reading fails; a cut between readings is a shorter record.
-        let first_end = record(&[(7, decode(&bytes).unwrap_or_default()[0].1.clone())]).len();
         for cut in (first_end + 1)..bytes.len() {
             assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }
+        assert_eq!(decode(&bytes[..first_end]).map(|r| r.len()), Ok(1));
         assert_eq!(decode(&[9]), Err(ChunkError::Layout(9)));
     }
 

@@ -66,8 +66,7 @@ struct MeterTable {
 impl MeterTable {
     /// Adds a meter, or replaces the one of that id (keeping its place).
     fn insert(&mut self, id: String, meter: MeterState) {
-        let is_site =
-            |m: &MeterState| matches!(m.kind, MeterKind::SiteEnergy | MeterKind::SiteWater);
+        let is_site = |m: &MeterState| CollectorState::is_site(m.kind);
         self.site_meters += usize::from(is_site(&meter));
         match self.positions.get(&id) {
             Some(&position) => {
@@ -145,6 +144,12 @@ struct CollectorState {
 }
 
 impl CollectorState {
+    /// Whether a meter of this kind is the site's (facility energy, water): read by the site's
+    /// hours, not by any host's windows.
+    fn is_site(kind: MeterKind) -> bool {
+        matches!(kind, MeterKind::SiteEnergy | MeterKind::SiteWater)
+    }
+
     /// Whether a meter of this kind measures the host's energy: the meters whose slowest one
     /// decides which of its windows are ready.
     fn is_host_energy(kind: MeterKind) -> bool {
@@ -986,12 +991,15 @@ impl WriterState {
         // An hour of the site becomes ready when windows were built, when site meters report,
         // or when a collector has been silent long enough: after a build or site readings, and
         // otherwise once a second (every pass would look at every collector after each commit).
-        let site_readings = self
+        // The site's hours read the site meters' readings, so those are laid out first.
+        let site_collectors: Vec<i64> = self
             .collectors
-            .values()
-            .any(|state| state.staged && state.meters.has_site_meter());
+            .iter()
+            .filter(|(_, state)| state.staged && state.meters.has_site_meter())
+            .map(|(key, _)| *key)
+            .collect();
         if built == 0
-            && !site_readings
+            && site_collectors.is_empty()
             && deadline.is_some()
             && std::time::Instant::now() < self.next_site_check
         {
@@ -1005,13 +1013,6 @@ impl WriterState {
             .map(|(key, _)| *key)
             .collect();
         let transaction = self.connection.transaction()?;
-        // The site's hours read the site meters' readings.
-        let site_collectors: Vec<i64> = self
-            .collectors
-            .iter()
-            .filter(|(_, state)| state.staged && state.meters.has_site_meter())
-            .map(|(key, _)| *key)
-            .collect();
         for key in &site_collectors {
             staged::settle(&transaction, Some(*key))?;
         }
@@ -1295,7 +1296,7 @@ fn mark_late(
 ) -> Result<()> {
     if CollectorState::feeds_windows(kind) {
         state.touch_built(transaction, collector, from_ns, "readings", metrics)?;
-    } else if matches!(kind, MeterKind::SiteEnergy | MeterKind::SiteWater)
+    } else if CollectorState::is_site(kind)
         && ledger::site::reopen(transaction, from_ns, "site meter readings")?
     {
         metrics.late("site meter readings");
@@ -1479,7 +1480,7 @@ impl WriterState {
         for (key, collector) in &self.collectors {
             for (meter_id, meter) in collector.meters.iter() {
                 let reference = match meter.kind {
-                    MeterKind::SiteEnergy | MeterKind::SiteWater => settled,
+                    kind if CollectorState::is_site(kind) => settled,
                     kind if CollectorState::feeds_windows(kind) => collector.built_until,
                     _ => meter.last.map(|l| l.at.0),
                 };
