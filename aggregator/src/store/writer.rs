@@ -170,7 +170,8 @@ impl CollectorState {
     }
 
     /// Lays out the collector's staged readings (inside `transaction`), if it has any. The
-    /// caller clears `staged` once the transaction commits.
+    /// caller clears `staged`: once the transaction commits, or at once where a failed commit
+    /// reloads the writer's view from the database.
     fn settle_staged(&self, transaction: &Transaction<'_>, collector: i64) -> Result<()> {
         if self.staged {
             staged::settle(transaction, Some(collector))?;
@@ -1498,15 +1499,13 @@ impl WriterState {
     fn compact(&mut self, deadline: Option<std::time::Instant>) -> Result<u64> {
         let transaction = self.connection.transaction()?;
         let mut packed = 0;
-        let mut settled = Vec::new();
         'meters: while let Some((collector, meter_id, cutoff)) = self.compaction.pop() {
             let Some(state) = self.collectors.get_mut(&collector) else {
                 continue;
             };
-            if state.staged && !settled.contains(&collector) {
-                staged::settle(&transaction, Some(collector))?;
-                settled.push(collector);
-            }
+            state.settle_staged(&transaction, collector)?;
+            // Like `raw_from` below, rebuilt from the database if the commit fails.
+            state.staged = false;
             let Some(meter) = state.meters.get_mut(&meter_id) else {
                 continue;
             };
@@ -1522,11 +1521,6 @@ impl WriterState {
             }
         }
         transaction.commit()?;
-        for collector in settled {
-            if let Some(state) = self.collectors.get_mut(&collector) {
-                state.staged = false;
-            }
-        }
         self.metrics.readings_compacted.inc_by(packed);
         Ok(packed)
     }
