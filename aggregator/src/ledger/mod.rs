@@ -9,6 +9,7 @@
 //! ([`site`]) settles whole hours once every host and site meter has passed them: facility
 //! overhead, water and location-based carbon per window, market-based carbon per hour.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use footprint_core::attribution::{
@@ -21,14 +22,17 @@ use footprint_proto::v1::MeterKind;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::settings::LedgerSettings;
+use crate::store::chunk::StoredReading;
 use crate::store::schema::{split_cpus, split_list};
 use crate::store::series;
 use crate::{Error, Result};
 
 pub mod read;
 pub mod site;
+pub mod unbuilt;
 
 pub use read::*;
+pub use unbuilt::{IntervalsByMeter, UnbuiltIntervals};
 
 /// An IT meter of a host, as the builder needs it.
 #[derive(Clone, Debug)]
@@ -77,7 +81,7 @@ pub struct BuildProgress {
 const WINDOWS_PER_CHUNK: i64 = 360;
 
 /// One reading's interval.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct Interval {
     pub span: Span,
     pub delta: u64,
@@ -111,24 +115,27 @@ fn interval_quality(reading_quality: i32, step: i64) -> Quality {
     quality
 }
 
+/// The interval a reading closes, if it has one (a meter's first reading has none).
+pub(crate) fn interval_of(reading: &StoredReading) -> Option<Interval> {
+    let (from_ns, delta) = (reading.from_ns?, reading.delta?);
+    Some(Interval {
+        span: Span::new(UnixNanos(from_ns), UnixNanos(reading.ts_ns)),
+        delta: delta as u64,
+        quality: interval_quality(
+            i32::try_from(reading.quality).unwrap_or(0),
+            reading.step.unwrap_or(0),
+        ),
+    })
+}
+
 pub(crate) fn load_intervals(
     connection: &Connection,
     meter: i64,
     range: Span,
 ) -> Result<Vec<Interval>> {
     Ok(series::readings_in(connection, meter, range)?
-        .into_iter()
-        .filter_map(|reading| {
-            let (from_ns, delta) = (reading.from_ns?, reading.delta?);
-            Some(Interval {
-                span: Span::new(UnixNanos(from_ns), UnixNanos(reading.ts_ns)),
-                delta: delta as u64,
-                quality: interval_quality(
-                    i32::try_from(reading.quality).unwrap_or(0),
-                    reading.step.unwrap_or(0),
-                ),
-            })
-        })
+        .iter()
+        .filter_map(interval_of)
         .collect())
 }
 
@@ -252,6 +259,32 @@ pub fn build_ready_windows(
     window: WindowLength,
     settings: &LedgerSettings,
 ) -> Result<BuildProgress> {
+    build_windows_reading(connection, host, window, settings, None)
+}
+
+/// [`build_ready_windows`] reading the meters' intervals from `unbuilt` instead of the database,
+/// when it holds them from where the host's windows are built (else from the database).
+///
+/// # Errors
+/// A database error; nothing is recorded as built then.
+pub fn build_ready_windows_from(
+    connection: &Connection,
+    host: &HostLayout,
+    window: WindowLength,
+    settings: &LedgerSettings,
+    unbuilt: &UnbuiltIntervals,
+) -> Result<BuildProgress> {
+    let held = (host.built_until == Some(unbuilt.from_ns())).then_some(unbuilt);
+    build_windows_reading(connection, host, window, settings, held)
+}
+
+fn build_windows_reading(
+    connection: &Connection,
+    host: &HostLayout,
+    window: WindowLength,
+    settings: &LedgerSettings,
+    held: Option<&UnbuiltIntervals>,
+) -> Result<BuildProgress> {
     let reporting: Vec<&LayoutMeter> = host.meters.iter().filter(|m| m.last_ns.is_some()).collect();
     let Some(watermark) = reporting.iter().filter_map(|m| m.last_ns).min() else {
         return Ok(BuildProgress::default());
@@ -307,10 +340,25 @@ pub fn build_ready_windows(
         let chunk = Span::new(UnixNanos(chunk_start), UnixNanos(chunk_end));
         let holdings = load_holdings(connection, host.collector, chunk, &devices)?;
         let usage = load_usage(connection, &host.usage, chunk, &devices)?;
-        let intervals: Vec<(&LayoutMeter, Vec<Interval>)> = host
+        let intervals: Vec<(&LayoutMeter, Cow<'_, [Interval]>)> = host
             .meters
             .iter()
-            .map(|meter| Ok((meter, load_intervals(connection, meter.key, chunk)?)))
+            .map(|meter| {
+                let intervals = match held {
+                    Some(held) => {
+                        let intervals = held.reaching_into(meter.key, chunk);
+                        debug_assert_eq!(
+                            intervals,
+                            load_intervals(connection, meter.key, chunk)?,
+                            "meter {} held intervals differ from the stored ones",
+                            meter.key
+                        );
+                        Cow::Borrowed(intervals)
+                    }
+                    None => Cow::Owned(load_intervals(connection, meter.key, chunk)?),
+                };
+                Ok((meter, intervals))
+            })
             .collect::<Result<_>>()?;
         let mut cursors = vec![0usize; intervals.len()];
         let mut window_start = chunk_start;

@@ -129,6 +129,19 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, StoredReading)>, ChunkError> {
 /// # Errors
 /// A database error, or a record that does not decode (nothing is laid out then).
 pub fn settle(connection: &Connection, collector: Option<i64>) -> Result<u64> {
+    settle_visiting(connection, collector, |_, _| {})
+}
+
+/// [`settle`], showing `visit` each meter's readings as they are laid out: (meter, readings in
+/// time order).
+///
+/// # Errors
+/// As [`settle`].
+pub fn settle_visiting(
+    connection: &Connection,
+    collector: Option<i64>,
+    mut visit: impl FnMut(i64, &[StoredReading]),
+) -> Result<u64> {
     let mut staged: Vec<(i64, StoredReading)> = Vec::new();
     let (select, delete, key) = match collector {
         Some(key) => (
@@ -161,6 +174,7 @@ pub fn settle(connection: &Connection, collector: Option<i64>) -> Result<u64> {
     for run in meters.chunk_by(|a, b| a == b) {
         let end = start + run.len();
         series::append_readings(connection, run[0], &readings[start..end])?;
+        visit(run[0], &readings[start..end]);
         start = end;
     }
     connection

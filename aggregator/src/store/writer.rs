@@ -17,7 +17,9 @@ use super::schema::{self, join_list};
 use super::staged::{self, StagedRecord};
 use super::{BatchOutcome, HelloAccepted, Request, series};
 use crate::config::{AggregatorConfig, PowerLimits};
-use crate::ledger::{self, HostLayout, LayoutMeter, UsageMeter};
+use crate::ledger::{
+    self, HostLayout, IntervalsByMeter, LayoutMeter, UnbuiltIntervals, UsageMeter,
+};
 use crate::metrics::AggregatorMetrics;
 use crate::settings::{self, LedgerSettings};
 use crate::{Error, Result};
@@ -141,6 +143,9 @@ struct CollectorState {
     /// The time of its newest energy meter reading accepted since the writer started (or
     /// reloaded it).
     newest_ns: Option<i64>,
+    /// What its next build reads, kept from the last one (`ledger::unbuilt`). Dropped whenever
+    /// its laid-out readings change other than by that build's own settling.
+    unbuilt: Option<UnbuiltIntervals>,
 }
 
 impl CollectorState {
@@ -169,11 +174,13 @@ impl CollectorState {
         Self::is_host_energy(kind) || matches!(kind, MeterKind::JobCpuTime | MeterKind::GpuJobBusy)
     }
 
-    /// Lays out the collector's staged readings (inside `transaction`), if it has any. The
-    /// caller clears `staged`: once the transaction commits, or at once where a failed commit
-    /// reloads the writer's view from the database.
-    fn settle_staged(&self, transaction: &Transaction<'_>, collector: i64) -> Result<()> {
+    /// Lays out the collector's staged readings (inside `transaction`), if it has any, for a
+    /// reader other than its next build (which then reads the database). The caller clears
+    /// `staged`: once the transaction commits, or at once where a failed commit reloads the
+    /// writer's view from the database.
+    fn settle_staged(&mut self, transaction: &Transaction<'_>, collector: i64) -> Result<()> {
         if self.staged {
+            self.unbuilt = None;
             staged::settle(transaction, Some(collector))?;
         }
         Ok(())
@@ -449,6 +456,7 @@ impl WriterState {
                     heard_at: std::time::Instant::now(),
                     staged: false,
                     newest_ns: None,
+                    unbuilt: None,
                 },
             );
         }
@@ -688,6 +696,7 @@ impl WriterState {
                     staged::settle(transaction, Some(collector))?;
                     state.staged = false;
                 }
+                state.unbuilt = None;
                 let kind = meter.kind;
                 match place_earlier_reading(transaction, meter, reading, settings, batch.compacted)?
                 {
@@ -930,16 +939,38 @@ impl WriterState {
                 built_until: state.built_until,
             };
             let transaction = self.connection.transaction()?;
-            state.settle_staged(&transaction, collector)?;
+            // What the last build left over, with what settling now lays out, is what this one
+            // reads; unless it starts elsewhere (a rebuild).
+            let held = state.unbuilt.take().filter(|held| {
+                state.rebuild_from.is_none() && Some(held.from_ns()) == state.built_until
+            });
+            let mut laid_out = IntervalsByMeter::default();
+            if state.staged {
+                staged::settle_visiting(&transaction, Some(collector), |meter, readings| {
+                    if held.is_some() {
+                        laid_out.push_readings(meter, readings);
+                    }
+                })?;
+            }
+            let held = held.map(|held| held.followed_by(&layout, &laid_out));
             // What was built, where it first touched the site's hours, and (for a rebuild) why.
             let (progress, first_changed, late_reason) = match state.rebuild_from {
                 None => {
-                    let progress = ledger::build_ready_windows(
-                        &transaction,
-                        &layout,
-                        self.window,
-                        &self.settings,
-                    )?;
+                    let progress = match &held {
+                        Some(held) => ledger::build_ready_windows_from(
+                            &transaction,
+                            &layout,
+                            self.window,
+                            &self.settings,
+                            held,
+                        )?,
+                        None => ledger::build_ready_windows(
+                            &transaction,
+                            &layout,
+                            self.window,
+                            &self.settings,
+                        )?,
+                    };
                     (progress, progress.first_built, None)
                 }
                 Some(from_ns) => {
@@ -982,7 +1013,16 @@ impl WriterState {
                     params![collector, until],
                 )?;
             }
+            let unbuilt = match (progress.built_until, held) {
+                (Some(until), Some(held)) => Some(held.starting_at(until)),
+                (Some(until), None) => {
+                    UnbuiltIntervals::load(&transaction, &layout, until, self.window.nanos())?
+                }
+                (None, _) => None,
+            };
             transaction.commit()?;
+            state.unbuilt =
+                unbuilt.filter(|held| held.len() <= MAX_HELD_PER_METER * layout.meters.len());
             state.staged = false;
             state.rebuild_from = None;
             state.built_until = progress.built_until.or(state.built_until);
@@ -1028,6 +1068,7 @@ impl WriterState {
         for key in site_collectors {
             if let Some(state) = self.collectors.get_mut(&key) {
                 state.staged = false;
+                state.unbuilt = None;
             }
         }
         self.metrics.hours_settled.inc_by(settled.hours);
@@ -1044,6 +1085,7 @@ impl WriterState {
         transaction.commit()?;
         for state in self.collectors.values_mut() {
             state.staged = false;
+            state.unbuilt = None;
         }
         Ok(settled)
     }
@@ -1466,6 +1508,11 @@ fn place_earlier_reading(
 
 /// How often a building pass that built nothing looks for site hours to settle.
 const SITE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Most intervals per energy meter a collector's next build may hold in memory (32 bytes
+/// each): a few ticks past a window boundary is the usual, a meter far ahead of the others reads
+/// the database instead.
+const MAX_HELD_PER_METER: usize = 16;
 
 /// How often the writer looks for hours to pack.
 const COMPACTION_PLAN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
