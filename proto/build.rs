@@ -15,6 +15,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Tools print balances as JSON as they come off the wire.
         .type_attribute(".footprint.v1.Balance", "#[derive(serde::Serialize)]")
+        // A batch's meter ids stay slices of the frame they arrived in (see readings.proto).
+        .bytes(".footprint.v1.Reading.meter_id")
         .build_client(true)
         .build_server(true)
         .compile_fds(descriptors)?;

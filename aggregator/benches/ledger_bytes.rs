@@ -163,7 +163,7 @@ fn ingest(
                         counters[meter] += profile.power_mw(meter, second, trace, &mut noise);
                     }
                     Reading {
-                        meter_id: ids[meter].clone(),
+                        meter_id: ids[meter].clone().into(),
                         value: counters[meter],
                         timestamp_ns: at,
                         quality: Quality::Measured as i32,

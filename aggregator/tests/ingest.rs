@@ -96,6 +96,10 @@ async fn bad_readings_are_rejected_by_field_counted_and_the_rest_is_stored() {
                 1_000_000 + 3_000_000 + 1,
                 now_ns() + 2 * 86_400 * SECOND,
             ), // two days ahead
+            Reading {
+                meter_id: b"gpu0\xff"[..].to_vec().into(),
+                ..reading("", 1, at)
+            }, // not UTF-8: no announced meter's id
         ],
         allocations: vec![Allocation {
             job: None,
@@ -119,6 +123,7 @@ async fn bad_readings_are_rejected_by_field_counted_and_the_rest_is_stored() {
             ("readings[2].meter_id", "gpu9"),
             ("readings[3].value", "gpu0"),
             ("readings[4].timestamp_ns", "gpu0"),
+            ("readings[5].meter_id", "gpu0\u{fffd}"),
             ("allocations[0].job.id", ""),
         ]
     );
@@ -150,7 +155,7 @@ async fn bad_readings_are_rejected_by_field_counted_and_the_rest_is_stored() {
     for line in [
         "footprint_aggregator_readings_stored_total 3",
         "footprint_aggregator_readings_rejected_total{reason=\"went_backwards\"} 1",
-        "footprint_aggregator_readings_rejected_total{reason=\"unknown_meter\"} 1",
+        "footprint_aggregator_readings_rejected_total{reason=\"unknown_meter\"} 2",
         "footprint_aggregator_readings_rejected_total{reason=\"implausible_rate\"} 1",
         "footprint_aggregator_readings_rejected_total{reason=\"future_timestamp\"} 1",
         "footprint_aggregator_allocations_rejected_total{reason=\"missing_job\"} 1",

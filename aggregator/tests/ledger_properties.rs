@@ -71,7 +71,7 @@ fn meter(id: &str, kind: MeterKind, device: &str, cpus: Vec<u32>) -> MeterInfo {
 
 fn reading(meter: &str, value: u64, at: i64) -> Reading {
     Reading {
-        meter_id: meter.into(),
+        meter_id: meter.to_owned().into(),
         value,
         timestamp_ns: at,
         quality: 1,

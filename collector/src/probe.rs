@@ -89,7 +89,8 @@ pub async fn probe(config: &CollectorConfig) -> Vec<ProbeLine> {
                 Ok(sample) => {
                     meters.extend(sample.meters);
                     for reading in sample.readings {
-                        let info = meters.iter().find(|m| m.meter_id == reading.meter_id);
+                        let meter = reading.meter_id_text().into_owned();
+                        let info = meters.iter().find(|m| m.meter_id == meter);
                         let kind = info.map_or(0, |m| m.kind);
                         lines.push(ProbeLine::Reading {
                             kind: kind_name(kind),
@@ -101,7 +102,7 @@ pub async fn probe(config: &CollectorConfig) -> Vec<ProbeLine> {
                             } else {
                                 reading.method
                             },
-                            meter: reading.meter_id,
+                            meter,
                         });
                     }
                 }

@@ -7,7 +7,7 @@ use footprint_proto::v1::{Allocation, MeterInfo, Reading};
 /// A counter reading taken at `at`, measured, with the meter's own method.
 pub fn measured_reading(meter_id: &str, value: u64, at: UnixNanos) -> Reading {
     Reading {
-        meter_id: meter_id.to_owned(),
+        meter_id: meter_id.to_owned().into(),
         value,
         timestamp_ns: at.0,
         quality: footprint_proto::v1::Quality::Measured as i32,

@@ -453,7 +453,7 @@ impl Spool {
             }
             for reading in &batch.readings {
                 by_meter
-                    .entry(reading.meter_id.clone())
+                    .entry(reading.meter_id_text().into_owned())
                     .or_default()
                     .push(reading.clone());
             }
@@ -587,7 +587,7 @@ mod tests {
         for batch in batches {
             for r in &batch.readings {
                 by_meter
-                    .entry(r.meter_id.clone())
+                    .entry(r.meter_id_text().into_owned())
                     .or_default()
                     .push((r.timestamp_ns, r.value));
             }

@@ -68,17 +68,17 @@ async fn totals_are_read_exactly_in_base_units_in_either_word_order() {
         ]
     );
     let sample = source.sample(UnixNanos(T0)).await.unwrap();
-    let values: Vec<(&str, u64)> = sample
+    let values: Vec<(&[u8], u64)> = sample
         .readings
         .iter()
-        .map(|r| (r.meter_id.as_str(), r.value))
+        .map(|r| (&r.meter_id[..], r.value))
         .collect();
     // 123 456 L = 123 456 000 mL; 987 654 kWh = 3.555 554 4 × 10^15 mJ.
     assert_eq!(
         values,
         [
-            ("site:water", 123_456_000),
-            ("site:facility", 3_555_554_400_000_000)
+            (&b"site:water"[..], 123_456_000),
+            (&b"site:facility"[..], 3_555_554_400_000_000)
         ]
     );
 }

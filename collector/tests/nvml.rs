@@ -228,18 +228,18 @@ async fn processes_become_allocations_and_busy_time_splits_a_shared_gpu() {
     let second = source.sample(UnixNanos(T0 + 10 * SECOND)).await.unwrap();
     assert!(second.meters.is_empty(), "announced once");
     assert!(second.allocations.is_empty(), "nothing changed");
-    let busy_values: Vec<(&str, u64)> = second
+    let busy_values: Vec<(String, u64)> = second
         .readings
         .iter()
-        .filter(|r| r.meter_id.contains(":busy:"))
-        .map(|r| (r.meter_id.as_str(), r.value))
+        .map(|r| (r.meter_id_text().into_owned(), r.value))
+        .filter(|(id, _)| id.contains(":busy:"))
         .collect();
     // 10 s at 25 % and 75 %.
     assert_eq!(
         busy_values,
         [
-            ("gpu0:busy:serve-b", 2_500_000_000),
-            ("gpu0:busy:train-a", 7_500_000_000)
+            ("gpu0:busy:serve-b".to_owned(), 2_500_000_000),
+            ("gpu0:busy:train-a".to_owned(), 7_500_000_000)
         ]
     );
 
@@ -390,7 +390,7 @@ async fn nvml_on_a_real_gpu() {
         sample
             .readings
             .iter()
-            .filter(|r| !r.meter_id.contains(":busy:"))
+            .filter(|r| !r.meter_id_text().contains(":busy:"))
             .cloned()
             .collect::<Vec<_>>()
     };
@@ -398,7 +398,9 @@ async fn nvml_on_a_real_gpu() {
         let watts = (b.value - a.value) as f64 / 2_000.0;
         println!(
             "{}: {} -> {} mJ over 2 s ({watts:.1} W mean)",
-            a.meter_id, a.value, b.value
+            a.meter_id_text(),
+            a.value,
+            b.value
         );
         assert!(b.value > a.value, "an idle GPU still draws power");
     }

@@ -129,7 +129,7 @@ async fn hook_files_and_cgroups_give_holdings_and_cpu_time() {
     let mut values: Vec<(String, u64)> = first
         .readings
         .iter()
-        .map(|r| (r.meter_id.clone(), r.value))
+        .map(|r| (r.meter_id_text().into_owned(), r.value))
         .collect();
     values.sort();
     assert_eq!(

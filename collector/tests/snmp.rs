@@ -56,7 +56,7 @@ fn values(sample: &footprint_collector::source::Sample) -> Vec<(String, u64, i32
     sample
         .readings
         .iter()
-        .map(|r| (r.meter_id.clone(), r.value, r.quality))
+        .map(|r| (r.meter_id_text().into_owned(), r.value, r.quality))
         .collect()
 }
 

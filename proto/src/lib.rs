@@ -8,6 +8,14 @@ pub mod v1 {
     #![allow(clippy::all, clippy::pedantic)]
     tonic::include_proto!("footprint.v1");
 
+    impl Reading {
+        /// The meter id as text, for messages and lookups by name: bytes that are not UTF-8
+        /// (which no announced id is) show as U+FFFD.
+        pub fn meter_id_text(&self) -> std::borrow::Cow<'_, str> {
+            String::from_utf8_lossy(&self.meter_id)
+        }
+    }
+
     impl JobKind {
         /// The name configs, filters and reports use: `training`, `inference` or `other`.
         pub fn short_name(self) -> &'static str {

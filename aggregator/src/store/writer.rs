@@ -100,13 +100,14 @@ impl MeterTable {
         Some(&mut self.meters[position])
     }
 
-    /// The meter `id`, trying the one after position `cursor` first; `cursor` moves to it.
-    fn find_after(&mut self, id: &str, cursor: &mut usize) -> Option<&mut MeterState> {
+    /// The meter `id` (as a reading carries it: bytes that no announced id matches unless they
+    /// are its UTF-8), trying the one after position `cursor` first; `cursor` moves to it.
+    fn find_after(&mut self, id: &[u8], cursor: &mut usize) -> Option<&mut MeterState> {
         let next = cursor.wrapping_add(1);
-        let position = if next < self.meters.len() && self.id(next) == id {
+        let position = if next < self.meters.len() && self.id(next).as_bytes() == id {
             next
         } else {
-            *self.positions.get(id)?
+            *self.positions.get(std::str::from_utf8(id).ok()?)?
         };
         *cursor = position;
         Some(&mut self.meters[position])
@@ -1110,10 +1111,16 @@ type Checked = (
     Option<(i64, counter::CounterStep)>,
 );
 
-fn refusal(meter_id: &str, field: String, code: &'static str, reason: String) -> Refusal {
+/// A refusal of the item about `meter_id` (a reading's id may not be UTF-8: it is shown lossily).
+fn refusal(
+    meter_id: impl AsRef<[u8]>,
+    field: String,
+    code: &'static str,
+    reason: String,
+) -> Refusal {
     Refusal {
         index: 0,
-        meter_id: meter_id.to_owned(),
+        meter_id: String::from_utf8_lossy(meter_id.as_ref()).into_owned(),
         field,
         code,
         reason,

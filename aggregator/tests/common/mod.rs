@@ -16,7 +16,7 @@ pub const SECOND: i64 = 1_000_000_000;
 
 pub fn reading(meter: &str, value: u64, at: i64) -> Reading {
     Reading {
-        meter_id: meter.into(),
+        meter_id: meter.to_owned().into(),
         value,
         timestamp_ns: at,
         quality: Quality::Measured as i32,

@@ -187,7 +187,7 @@ mod tests {
         let cpu: Vec<(String, u64)> = first
             .readings
             .iter()
-            .map(|r| (r.meter_id.clone(), r.value))
+            .map(|r| (r.meter_id_text().into_owned(), r.value))
             .collect();
         assert_eq!(
             cpu,

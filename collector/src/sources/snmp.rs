@@ -692,7 +692,7 @@ impl Source for SnmpSource {
 
 fn reading(meter_id: &str, value: u64, at: UnixNanos, quality: Quality, method: &str) -> Reading {
     Reading {
-        meter_id: meter_id.to_owned(),
+        meter_id: meter_id.to_owned().into(),
         value,
         timestamp_ns: at.0,
         quality: quality as i32,
