@@ -78,17 +78,31 @@ impl StagedRecord {
     }
 }
 
-/// Reads a record back: (meter, reading) in the order they were accepted.
+/// Reads a record back onto the end of `readings`: (meter, reading) in the order they were
+/// accepted.
 ///
 /// # Errors
-/// The bytes are not a record of a layout this build reads.
-pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, StoredReading)>, ChunkError> {
+/// The bytes are not a record of a layout this build reads; `readings` is left as it was.
+pub fn decode_into(
+    bytes: &[u8],
+    readings: &mut Vec<(i64, StoredReading)>,
+) -> Result<(), ChunkError> {
+    let before = readings.len();
+    let decoded = decode_onto(bytes, readings);
+    if decoded.is_err() {
+        readings.truncate(before);
+    }
+    decoded
+}
+
+fn decode_onto(bytes: &[u8], readings: &mut Vec<(i64, StoredReading)>) -> Result<(), ChunkError> {
     let mut input = Input { bytes, at: 0 };
     let layout = input.byte("layout")?;
     if layout != LAYOUT {
         return Err(ChunkError::Layout(layout));
     }
-    let mut readings = Vec::new();
+    // Readings take 8 bytes at the least and about 20 as batches carry them.
+    readings.reserve(bytes.len() / 16);
     let mut previous_ts = 0i64;
     while input.at < bytes.len() {
         let meter = chunk::unzigzag(input.varint("meter")?);
@@ -119,7 +133,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, StoredReading)>, ChunkError> {
             },
         ));
     }
-    Ok(readings)
+    Ok(())
 }
 
 /// Lays out the staged readings of `collector` (of every collector when `None`) by meter, as
@@ -160,9 +174,8 @@ pub fn settle_visiting(
     while let Some(row) = rows.next()? {
         let id: i64 = row.get(0)?;
         let data = row.get_ref(1)?.as_blob().map_err(rusqlite::Error::from)?;
-        let record = decode(data)
+        decode_into(data, &mut staged)
             .map_err(|error| Error::Server(format!("staged_readings record {id}: {error}")))?;
-        staged.extend(record);
     }
     drop(rows);
     let settled = staged.len() as u64;
@@ -223,6 +236,11 @@ mod tests {
         (any::<i64>(), super::super::chunk::tests::any_reading())
     }
 
+    fn decode(bytes: &[u8]) -> Result<Vec<(i64, StoredReading)>, ChunkError> {
+        let mut readings = Vec::new();
+        decode_into(bytes, &mut readings).map(|()| readings)
+    }
+
     fn record(readings: &[(i64, StoredReading)]) -> Vec<u8> {
         let mut record = StagedRecord::default();
         for (meter, reading) in readings {
@@ -251,6 +269,10 @@ mod tests {
         }
         assert_eq!(decode(&bytes[..first_end]).map(|r| r.len()), Ok(1));
         assert_eq!(decode(&[9]), Err(ChunkError::Layout(9)));
+        // What a failing record had decoded is not left behind.
+        let mut onto = vec![(1, StoredReading::default())];
+        assert!(decode_into(&bytes[..bytes.len() - 1], &mut onto).is_err());
+        assert_eq!(onto, vec![(1, StoredReading::default())]);
     }
 
     const SECOND: i64 = 1_000_000_000;

@@ -674,6 +674,7 @@ impl WriterState {
         }
         let mut record = StagedRecord::default();
         let mut cursor = usize::MAX;
+        let mut stored = 0;
         for (index, reading) in batch.readings.iter().enumerate() {
             let Some(meter) = state.meters.find_after(&reading.meter_id, &mut cursor) else {
                 refusals.push(
@@ -704,7 +705,7 @@ impl WriterState {
                     Err(refusal) => refusals.push(refusal.at(index)),
                     Ok(None) => {}
                     Ok(Some(changed_from)) => {
-                        metrics.readings_stored.inc();
+                        stored += 1;
                         mark_late(transaction, state, collector, kind, changed_from, metrics)?;
                     }
                 }
@@ -742,7 +743,7 @@ impl WriterState {
                             step,
                         },
                     );
-                    metrics.readings_stored.inc();
+                    stored += 1;
                     if CollectorState::is_host_energy(kind) {
                         state.newest_ns = state.newest_ns.max(Some(sample.at.0));
                     }
@@ -756,6 +757,7 @@ impl WriterState {
             record.write(transaction, collector)?;
             state.staged = true;
         }
+        metrics.readings_stored.inc_by(stored);
         for (index, allocation) in batch.allocations.iter().enumerate() {
             match store_allocation(
                 transaction,
