@@ -653,10 +653,12 @@ impl WriterState {
             }
             let key = upsert_meter(transaction, collector, meter)?;
             let kind = MeterKind::try_from(meter.kind).unwrap_or(MeterKind::Unspecified);
-            let (last, raw_from) = state
-                .meters
-                .get(&meter.meter_id)
-                .map_or((None, None), |m| (m.last, m.raw_from));
+            let known = state.meters.get(&meter.meter_id);
+            if known.is_some() {
+                // Announced again, maybe as another kind: what the next build reads may change.
+                state.unbuilt = None;
+            }
+            let (last, raw_from) = known.map_or((None, None), |m| (m.last, m.raw_from));
             state.meters.insert(
                 meter.meter_id.clone(),
                 MeterState {
