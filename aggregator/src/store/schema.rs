@@ -9,7 +9,7 @@
 
 use rusqlite::Connection;
 
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// How a ledger of an older schema is brought up to date: each step takes schema `from` to
 /// `from + 1`, and a ledger runs every step from its own version on (tables that are new are
@@ -38,6 +38,17 @@ const MIGRATIONS: &[(i64, &str)] = &[
              SELECT meter, first_ns, from_ns, last_ns, readings, 1, data FROM reading_chunks;
          DROP TABLE reading_chunks;
          ALTER TABLE reading_chunks_5 RENAME TO reading_chunks;",
+    ),
+    // Schema 6 finds a meter's unpacked hours in `unpacked_hours` instead of an index over every
+    // plain chunk.
+    (
+        5,
+        "CREATE TABLE IF NOT EXISTS unpacked_hours (meter INTEGER NOT NULL, hour_ns INTEGER NOT NULL,
+             PRIMARY KEY (meter, hour_ns)) WITHOUT ROWID;
+         INSERT OR IGNORE INTO unpacked_hours (meter, hour_ns)
+             SELECT meter, first_ns - ((first_ns % 3600000000000) + 3600000000000) % 3600000000000
+             FROM reading_chunks WHERE packed = 0;
+         DROP INDEX IF EXISTS reading_chunks_unpacked;",
     ),
 ];
 
@@ -105,8 +116,15 @@ CREATE TABLE IF NOT EXISTS reading_chunks (
     data BLOB NOT NULL,
     PRIMARY KEY (meter, first_ns)
 );
-CREATE INDEX IF NOT EXISTS reading_chunks_unpacked ON reading_chunks (meter, first_ns)
-    WHERE packed = 0;
+-- The UTC hours in which a meter has plain chunks: where packing finds what is left to pack. An
+-- index over the plain chunks themselves gained an entry at every lay-out, at each meter's place,
+-- and rewriting those pages cost ~7 % of ingest (`BENCHMARKS.md`); this gains a row once per
+-- meter and hour.
+CREATE TABLE IF NOT EXISTS unpacked_hours (
+    meter INTEGER NOT NULL,
+    hour_ns INTEGER NOT NULL,
+    PRIMARY KEY (meter, hour_ns)
+) WITHOUT ROWID;
 -- Each batch's accepted readings as one record (`store::staged`), until they are laid out by
 -- meter into `reading_chunks`.
 CREATE TABLE IF NOT EXISTS staged_readings (
@@ -472,6 +490,58 @@ mod tests {
         assert_eq!(series::oldest_unpacked_hour(&connection, 1)?, None);
         let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
         assert_eq!(version, SCHEMA_VERSION);
+        Ok(())
+    }
+
+    #[test]
+    fn a_schema_5_ledger_finds_its_unpacked_hours() -> Result<(), crate::Error> {
+        use super::super::{chunk, series};
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("ledger.sqlite");
+        let hour = 1_700_002_800_000_000_000_i64;
+        let reading = |ts_ns: i64| chunk::StoredReading {
+            ts_ns,
+            quality: 1,
+            ..chunk::StoredReading::default()
+        };
+        let connection = open(&path)?;
+        // Meter 1: plain runs in two hours; meter 2: one packed hour only.
+        for (meter, first_ns, packed) in [(1, hour + 5, 0), (1, hour + 3_600_000_000_005, 0)] {
+            let data = chunk::encode_raw(&[reading(first_ns)]);
+            connection.execute(
+                "INSERT INTO reading_chunks (meter, first_ns, from_ns, last_ns, readings, packed, data)
+                 VALUES (?1, ?2, ?2, ?2, 1, ?3, ?4)",
+                rusqlite::params![meter, first_ns, packed, data],
+            )?;
+        }
+        let data = chunk::encode(&[reading(hour + 7)])
+            .map_err(|error| crate::Error::Server(error.to_string()))?;
+        connection.execute(
+            "INSERT INTO reading_chunks (meter, first_ns, from_ns, last_ns, readings, packed, data)
+             VALUES (2, ?1, ?1, ?1, 1, 1, ?2)",
+            rusqlite::params![hour + 7, data],
+        )?;
+        connection.execute_batch(
+            "DROP TABLE unpacked_hours;
+             CREATE INDEX reading_chunks_unpacked ON reading_chunks (meter, first_ns)
+                 WHERE packed = 0;
+             PRAGMA user_version = 5;",
+        )?;
+        drop(connection);
+        let connection = open(&path)?;
+        let hours: Vec<(i64, i64)> = connection
+            .prepare("SELECT meter, hour_ns FROM unpacked_hours ORDER BY meter, hour_ns")?
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        assert_eq!(hours, vec![(1, hour), (1, hour + 3_600_000_000_000)]);
+        assert_eq!(series::oldest_unpacked_hour(&connection, 1)?, Some(hour));
+        assert_eq!(series::oldest_unpacked_hour(&connection, 2)?, None);
+        let index: i64 = connection.query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'reading_chunks_unpacked'",
+            [],
+            |row| row.get(0),
+        )?;
+        assert_eq!(index, 0);
         Ok(())
     }
 

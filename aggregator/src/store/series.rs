@@ -162,7 +162,7 @@ pub fn oldest_unpacked_hour(connection: &Connection, meter: i64) -> Result<Optio
     let first: Option<i64> = connection
         .prepare_cached(
             "SELECT MIN(first) FROM (SELECT MIN(ts_ns) AS first FROM readings WHERE meter = ?1
-             UNION ALL SELECT MIN(first_ns) FROM reading_chunks WHERE meter = ?1 AND packed = 0)",
+             UNION ALL SELECT MIN(hour_ns) FROM unpacked_hours WHERE meter = ?1)",
         )?
         .query_row([meter], |row| row.get(0))?;
     Ok(first.map(hour_of))
@@ -180,6 +180,12 @@ pub fn append_readings(
 ) -> Result<()> {
     for run in readings.chunk_by(|a, b| hour_of(a.ts_ns) == hour_of(b.ts_ns)) {
         insert_chunk(connection, meter, run, false, &chunk::encode_raw(run))?;
+        // Mostly there already: a lookup, no write.
+        connection
+            .prepare_cached(
+                "INSERT OR IGNORE INTO unpacked_hours (meter, hour_ns) VALUES (?1, ?2)",
+            )?
+            .execute(params![meter, hour_of(run[0].ts_ns)])?;
     }
     Ok(())
 }
@@ -219,6 +225,7 @@ fn insert_chunk(
 /// A database error, or a chunk that does not decode.
 pub fn compact_hour(connection: &Connection, meter: i64, hour_ns: i64) -> Result<u64> {
     let end = hour_ns + NANOS_PER_HOUR;
+    forget_unpacked_hour(connection, meter, hour_ns)?;
     let mut readings: Vec<StoredReading> = connection
         .prepare_cached(
             "SELECT ts_ns, value, quality, method, from_ns, delta, step FROM readings
@@ -261,6 +268,14 @@ pub fn compact_hour(connection: &Connection, meter: i64, hour_ns: i64) -> Result
     Ok(newly)
 }
 
+/// The hour at `hour_ns` no longer has plain chunks of `meter`.
+fn forget_unpacked_hour(connection: &Connection, meter: i64, hour_ns: i64) -> Result<()> {
+    connection
+        .prepare_cached("DELETE FROM unpacked_hours WHERE meter = ?1 AND hour_ns = ?2")?
+        .execute(params![meter, hour_ns])?;
+    Ok(())
+}
+
 /// Unpacks the chunks of `meter` in the hour at `hour_ns` back into rows, so that a late reading
 /// can be placed among them. Returns whether there were any.
 ///
@@ -276,6 +291,8 @@ pub fn expand_hour(connection: &Connection, meter: i64, hour_ns: i64) -> Result<
             Ok((row.get(0)?, row.get(1)?))
         })?
         .collect::<rusqlite::Result<_>>()?;
+    // Rows now: `oldest_unpacked_hour` finds them there.
+    forget_unpacked_hour(connection, meter, hour_ns)?;
     let mut insert = connection.prepare_cached(
         "INSERT INTO readings (meter, ts_ns, value, quality, method, from_ns, delta, step)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
