@@ -3,7 +3,7 @@
 //! A build reads every energy meter's intervals from the host's built windows on. Most of them
 //! were laid out by the settling that starts the same build (`store::staged`), and the rest
 //! (the few readings past the last window boundary) by the build before. Reading them back from
-//! the chunks just written cost as much as writing them (`BENCHMARKS.md`), so the writer keeps
+//! the chunks just written was a tenth of ingest's CPU (`BENCHMARKS.md`), so the writer keeps
 //! what the last build left over, adds what settling lays out, and builds from that.
 //!
 //! It is only a copy: the writer drops it whenever anything else changes the host's laid-out

@@ -700,6 +700,7 @@ impl WriterState {
                     staged::settle(transaction, Some(collector))?;
                     state.staged = false;
                 }
+                // Placed among its neighbours, it changes what the next build would read.
                 state.unbuilt = None;
                 let kind = meter.kind;
                 match place_earlier_reading(transaction, meter, reading, settings, batch.compacted)?
