@@ -147,6 +147,9 @@ struct CollectorState {
     /// What its next build reads, kept from the last one (`ledger::unbuilt`). Dropped whenever
     /// its laid-out readings change other than by that build's own settling.
     unbuilt: Option<UnbuiltIntervals>,
+    /// While none of its windows is built: the time of its oldest energy meter reading (or
+    /// earlier), where its first window will start.
+    oldest_ns: Option<i64>,
 }
 
 impl CollectorState {
@@ -458,6 +461,7 @@ impl WriterState {
                     staged: false,
                     newest_ns: None,
                     unbuilt: None,
+                    oldest_ns: None,
                 },
             );
         }
@@ -509,6 +513,18 @@ impl WriterState {
                         raw_from: series::oldest_unpacked_hour(&self.connection, key)?,
                     },
                 );
+            }
+        }
+        drop(statement);
+        for (key, state) in &mut self.collectors {
+            if only.is_none_or(|only| only == *key) && state.built_until.is_none() {
+                let energy: Vec<i64> = state
+                    .meters
+                    .values()
+                    .filter(|m| CollectorState::is_host_energy(m.kind))
+                    .map(|m| m.key)
+                    .collect();
+                state.oldest_ns = series::first_ts(&self.connection, &energy)?;
             }
         }
         Ok(())
@@ -702,6 +718,8 @@ impl WriterState {
                 }
                 // Placed among its neighbours, it changes what the next build would read.
                 state.unbuilt = None;
+                let at = reading.timestamp_ns;
+                state.oldest_ns = Some(state.oldest_ns.map_or(at, |o| o.min(at)));
                 let kind = meter.kind;
                 match place_earlier_reading(transaction, meter, reading, settings, batch.compacted)?
                 {
@@ -749,6 +767,10 @@ impl WriterState {
                     stored += 1;
                     if CollectorState::is_host_energy(kind) {
                         state.newest_ns = state.newest_ns.max(Some(sample.at.0));
+                        if state.built_until.is_none() {
+                            state.oldest_ns =
+                                Some(state.oldest_ns.map_or(sample.at.0, |o| o.min(sample.at.0)));
+                        }
                     }
                     if let Some(from_ns) = from_ns {
                         mark_late(transaction, state, collector, kind, from_ns, metrics)?;
@@ -914,6 +936,18 @@ impl WriterState {
             if let (Some(until), Some(watermark)) = (state.built_until, watermark)
                 && self.window.start_of(watermark).0 <= until
                 && state.rebuild_from.is_none()
+            {
+                continue;
+            }
+            // Nothing built yet: the first window starts where the oldest reading is, and nothing
+            // is ready until the slowest meter has left it.
+            if state.built_until.is_none()
+                && state.rebuild_from.is_none()
+                && watermark.is_none_or(|watermark| {
+                    state.oldest_ns.is_some_and(|oldest| {
+                        self.window.start_of(watermark) <= self.window.start_of(UnixNanos(oldest))
+                    })
+                })
             {
                 continue;
             }
