@@ -229,8 +229,7 @@ pub fn decode_raw(raw: &[u8]) -> Result<Vec<StoredReading>, ChunkError> {
             0 => None,
             1 => {
                 let bytes = input.length("method", raw.len())?;
-                let text = input.take(bytes, "method")?;
-                Some(String::from_utf8(text.to_vec()).map_err(|_| ChunkError::Corrupt("method"))?)
+                Some(input.text(bytes, "method")?)
             }
             _ => return Err(ChunkError::Corrupt("method")),
         };
@@ -324,11 +323,7 @@ impl<'a> Input<'a> {
         Ok(byte)
     }
 
-    pub(super) fn take(
-        &mut self,
-        length: usize,
-        name: &'static str,
-    ) -> Result<&'a [u8], ChunkError> {
+    fn take(&mut self, length: usize, name: &'static str) -> Result<&'a [u8], ChunkError> {
         let end = self
             .at
             .checked_add(length)
@@ -339,6 +334,11 @@ impl<'a> Input<'a> {
             .ok_or(ChunkError::Truncated(name))?;
         self.at = end;
         Ok(taken)
+    }
+
+    /// `length` bytes of UTF-8 text.
+    pub(super) fn text(&mut self, length: usize, name: &'static str) -> Result<String, ChunkError> {
+        String::from_utf8(self.take(length, name)?.to_vec()).map_err(|_| ChunkError::Corrupt(name))
     }
 
     pub(super) fn varint(&mut self, name: &'static str) -> Result<u64, ChunkError> {

@@ -112,10 +112,7 @@ fn decode_onto(bytes: &[u8], readings: &mut Vec<(i64, StoredReading)>) -> Result
         let quality = chunk::unzigzag(input.varint("quality")?);
         let method = match input.length("method", bytes.len() + 1)? {
             0 => None,
-            length => {
-                let text = input.take(length - 1, "method")?;
-                Some(String::from_utf8(text.to_vec()).map_err(|_| ChunkError::Corrupt("method"))?)
-            }
+            length => Some(input.text(length - 1, "method")?),
         };
         let from_ns = input.option("from_ns")?.map(|d| ts_ns.wrapping_sub(d));
         let delta = input.option("delta")?;
