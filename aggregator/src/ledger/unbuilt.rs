@@ -269,6 +269,23 @@ mod tests {
     }
 
     #[test]
+    fn each_meter_finds_its_own_intervals_in_any_order_added() {
+        let (three, seven) = (chain(&[1, 5, 5]), chain(&[1, 5]));
+        let intervals = |readings: &[StoredReading]| -> Vec<Interval> {
+            readings.iter().filter_map(interval_of).collect()
+        };
+        for order in [[3, 7], [7, 3]] {
+            let mut list = IntervalsByMeter::default();
+            for meter in order {
+                list.push_readings(meter, if meter == 3 { &three } else { &seven });
+            }
+            assert_eq!(list.of(3), &intervals(&three)[..], "{order:?}");
+            assert_eq!(list.of(7), &intervals(&seven)[..], "{order:?}");
+            assert_eq!(list.of(5), &[], "{order:?}");
+        }
+    }
+
+    #[test]
     fn a_meter_far_ahead_of_where_building_starts_is_not_held() -> Result<()> {
         let dir = tempfile::tempdir()?;
         let connection = schema::open(&dir.path().join("ledger.sqlite"))?;
