@@ -919,37 +919,34 @@ impl WriterState {
                 .meters
                 .values()
                 .filter(|m| CollectorState::is_host_energy(m.kind));
-            // Most passes find a collector still inside the window it last completed: nothing to
-            // build, so no transaction (this check is the builder's own first one). Its newest
-            // energy reading is at or after the slowest energy meter's last one, so it tells
-            // without visiting each meter.
-            if let (Some(until), Some(newest)) = (state.built_until, state.newest_ns)
-                && self.window.start_of(UnixNanos(newest)).0 <= until
-                && state.rebuild_from.is_none()
-            {
-                continue;
-            }
-            let watermark = energy_meters
-                .clone()
-                .filter_map(|m| m.last.map(|s| s.at))
-                .min();
-            if let (Some(until), Some(watermark)) = (state.built_until, watermark)
-                && self.window.start_of(watermark).0 <= until
-                && state.rebuild_from.is_none()
-            {
-                continue;
-            }
-            // Nothing built yet: the first window starts where the oldest reading is, and nothing
-            // is ready until the slowest meter has left it.
-            if state.built_until.is_none()
-                && state.rebuild_from.is_none()
-                && watermark.is_none_or(|watermark| {
-                    state.oldest_ns.is_some_and(|oldest| {
-                        self.window.start_of(watermark) <= self.window.start_of(UnixNanos(oldest))
-                    })
-                })
-            {
-                continue;
+            // The first window not built yet: where the last build ended or, before the first
+            // one, the window of the oldest energy reading. Nothing in it is ready until the
+            // slowest energy meter has left it, and most passes find a collector still inside:
+            // nothing to build, so no transaction (this check is the builder's own first one).
+            let first_unbuilt = state.built_until.or_else(|| {
+                state
+                    .oldest_ns
+                    .map(|o| self.window.start_of(UnixNanos(o)).0)
+            });
+            let inside = |at: UnixNanos| {
+                first_unbuilt.is_some_and(|first| self.window.start_of(at).0 <= first)
+            };
+            if state.rebuild_from.is_none() {
+                // The newest energy reading is at or after the slowest meter's last one, so it
+                // tells without visiting each meter.
+                if state
+                    .newest_ns
+                    .is_some_and(|newest| inside(UnixNanos(newest)))
+                {
+                    continue;
+                }
+                let watermark = energy_meters
+                    .clone()
+                    .filter_map(|m| m.last.map(|s| s.at))
+                    .min();
+                if watermark.is_none_or(inside) {
+                    continue;
+                }
             }
             let meters: Vec<LayoutMeter> = energy_meters
                 .map(|m| LayoutMeter {
