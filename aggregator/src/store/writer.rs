@@ -1092,7 +1092,9 @@ impl WriterState {
             .collect();
         let transaction = self.connection.transaction()?;
         for key in &site_collectors {
-            staged::settle(&transaction, Some(*key))?;
+            if let Some(state) = self.collectors.get_mut(key) {
+                state.settle_staged(&transaction, *key)?;
+            }
         }
         let settled = ledger::site::settle_ready_hours(
             &transaction,
@@ -1105,7 +1107,6 @@ impl WriterState {
         for key in site_collectors {
             if let Some(state) = self.collectors.get_mut(&key) {
                 state.staged = false;
-                state.unbuilt = None;
             }
         }
         self.metrics.hours_settled.inc_by(settled.hours);
