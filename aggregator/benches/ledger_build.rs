@@ -15,7 +15,7 @@ use std::time::Instant;
 use footprint_aggregator::AggregatorConfig;
 use footprint_aggregator::ledger::{self, HostLayout, LayoutMeter};
 use footprint_aggregator::settings::LedgerSettings;
-use footprint_aggregator::store::schema;
+use footprint_aggregator::tables::schema;
 use footprint_core::window::WindowLength;
 use footprint_proto::v1::MeterKind;
 use rusqlite::{Connection, Transaction, params};
@@ -101,7 +101,7 @@ impl Writer<'_> {
             key,
             kind,
             device: id.to_owned(),
-            cpus: schema::split_cpus(cpus),
+            cpus: footprint_aggregator::codec::split_cpus(cpus),
             model: model.to_owned(),
             last_ns: Some(START + self.samples * STEP),
         }
@@ -128,7 +128,7 @@ impl Writer<'_> {
             ));
         }
         for (index, cpus) in PACKAGE_CPUS.iter().enumerate() {
-            let cpus = schema::join_list(&cpus.clone().collect::<Vec<_>>());
+            let cpus = footprint_aggregator::codec::join_list(&cpus.clone().collect::<Vec<_>>());
             meters.push(self.meter(
                 collector,
                 &format!("package-{index}"),

@@ -18,7 +18,8 @@ use std::time::Instant;
 
 use footprint_aggregator::AggregatorConfig;
 use footprint_aggregator::metrics::AggregatorMetrics;
-use footprint_aggregator::store::{LEDGER_FILE, StoreHandle, schema};
+use footprint_aggregator::store::StoreHandle;
+use footprint_aggregator::tables::{LEDGER_FILE, schema};
 use footprint_proto::v1::{Batch, Hello, MeterInfo, MeterKind, Quality, Reading};
 
 const SECOND: i64 = 1_000_000_000;

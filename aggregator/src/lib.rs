@@ -7,6 +7,7 @@
 //! `footprint_core::attribution`). [`query`] and [`http`] read the ledger.
 
 pub mod budget;
+pub mod codec;
 pub mod config;
 pub mod http;
 pub mod ingest;
@@ -16,6 +17,7 @@ pub mod query;
 pub mod server;
 pub mod settings;
 pub mod store;
+pub mod tables;
 
 pub use config::AggregatorConfig;
 pub use server::RunningAggregator;

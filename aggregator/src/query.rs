@@ -9,7 +9,7 @@ use rusqlite::Connection;
 use tonic::{Request, Response, Status};
 
 use crate::ledger::{self, FacilityWindow, JobFootprint};
-use crate::store::schema;
+use crate::tables::schema;
 use crate::{Error, Result};
 
 /// Reads the ledger on a connection of its own (WAL: readers never block the writer).
@@ -106,7 +106,7 @@ impl LedgerReader {
     /// # Errors
     /// [`Error::NotFound`] when the directory holds no ledger.
     pub fn for_data_dir(dir: &std::path::Path) -> Result<Self> {
-        let path = dir.join(crate::store::LEDGER_FILE);
+        let path = dir.join(crate::tables::LEDGER_FILE);
         if !path.exists() {
             return Err(Error::NotFound(format!("a ledger in {}", dir.display())));
         }

@@ -207,7 +207,7 @@ pub fn store_feed(connection: &Connection, feed: &Feed, source: &str) -> Result<
             hour.zone,
             hour.hour_ns,
             hour.mg_per_kwh as i64,
-            crate::ledger::quality_code(hour.quality),
+            crate::codec::quality_code(hour.quality),
             source
         ])?;
     }

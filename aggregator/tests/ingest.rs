@@ -6,7 +6,7 @@
 mod common;
 
 use common::{SECOND, Session, http_get, http_json, reading};
-use footprint_aggregator::store::{LEDGER_FILE, schema};
+use footprint_aggregator::tables::{LEDGER_FILE, schema};
 use footprint_aggregator::{AggregatorConfig, RunningAggregator, server};
 use footprint_core::{Span, UnixNanos};
 use footprint_proto::v1::collector_message::Body as Up;

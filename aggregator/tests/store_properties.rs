@@ -9,11 +9,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use footprint_aggregator::AggregatorConfig;
+use footprint_aggregator::codec::{Movement, Step};
 use footprint_aggregator::metrics::AggregatorMetrics;
-use footprint_aggregator::store::{
-    LEDGER_FILE, STEP_ADVANCED, STEP_KIND_MASK, STEP_RESET, STEP_WRAPPED, StoreHandle, schema,
-    series,
-};
+use footprint_aggregator::store::StoreHandle;
+use footprint_aggregator::tables::{LEDGER_FILE, schema, series};
 use footprint_core::{Span, UnixNanos};
 use footprint_proto::v1::{Batch, Hello, MeterInfo, MeterKind, Reading};
 use proptest::prelude::*;
@@ -169,11 +168,10 @@ proptest! {
                     prop_assert_eq!(prev_meter, meter, "a meter's first reading must be a baseline");
                     prop_assert_eq!(from, prev_ts);
                     let delta = delta.unwrap() as u64;
-                    let expected = match step.unwrap() & STEP_KIND_MASK {
-                        s if s == STEP_ADVANCED => value - prev_value,
-                        s if s == STEP_WRAPPED => (counter_max as u64 - prev_value) + 1 + value,
-                        s if s == STEP_RESET => value,
-                        other => panic!("unknown step {other}"),
+                    let expected = match Step::decode(step.unwrap()).movement {
+                        Movement::Advanced => value - prev_value,
+                        Movement::Wrapped => (counter_max as u64 - prev_value) + 1 + value,
+                        Movement::Reset => value,
                     };
                     prop_assert_eq!(delta, expected);
                 }

@@ -305,9 +305,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::ImportIntensity { data_dir, file } => {
             logging::init("warn");
-            let path = data_dir.join(footprint_aggregator::store::LEDGER_FILE);
+            let path = data_dir.join(footprint_aggregator::tables::LEDGER_FILE);
             anyhow::ensure!(path.exists(), "no ledger in {}", data_dir.display());
-            let connection = footprint_aggregator::store::schema::open(&path)
+            let connection = footprint_aggregator::tables::schema::open(&path)
                 .with_context(|| path.display().to_string())?;
             let (feed, stored) = footprint_aggregator::settings::import_file(&connection, &file)?;
             let zones: std::collections::BTreeSet<&str> =

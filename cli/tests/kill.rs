@@ -23,7 +23,7 @@ use common::{
     INFER, PlannedJob, Running, SECOND_NS, T0, TRAIN, collector_config, cpu_energy_mj,
     gpu_energy_mj, job_table,
 };
-use footprint_aggregator::store::series;
+use footprint_aggregator::tables::series;
 use footprint_collector::time::{format_timestamp, wall_clock_now};
 use footprint_core::rng::SplitMix64;
 use footprint_core::{Span, UnixNanos};

@@ -21,10 +21,10 @@ use footprint_core::{Quality, Span, UnixNanos};
 use footprint_proto::v1::MeterKind;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::codec::{HostComponent, MeterRole, Step, quality_from_code, split_cpus, split_list};
 use crate::settings::LedgerSettings;
-use crate::store::chunk::StoredReading;
-use crate::store::schema::{split_cpus, split_list};
-use crate::store::series;
+use crate::tables::chunk::StoredReading;
+use crate::tables::series;
 use crate::{Error, Result};
 
 pub mod read;
@@ -88,43 +88,15 @@ pub(crate) struct Interval {
     pub quality: Quality,
 }
 
-/// How a quality is stored.
-pub fn quality_code(quality: Quality) -> i32 {
-    match quality {
-        Quality::Measured => 1,
-        Quality::Interpolated => 2,
-        Quality::Estimated => 3,
-    }
-}
-
-pub(crate) fn quality_from_code(code: i32) -> Quality {
-    match code {
-        2 => Quality::Interpolated,
-        3 => Quality::Estimated,
-        _ => Quality::Measured,
-    }
-}
-
-fn interval_quality(reading_quality: i32, step: i64) -> Quality {
-    use crate::store::{STEP_COMPACTED, STEP_GAP, STEP_KIND_MASK, STEP_RESET};
-    let mut quality = quality_from_code(reading_quality);
-    // A gap, a reset or a spool compaction: the energy is exact but its place in time is not.
-    if step & (STEP_GAP | STEP_COMPACTED) != 0 || step & STEP_KIND_MASK == STEP_RESET {
-        quality = quality.worst(Quality::Interpolated);
-    }
-    quality
-}
-
 /// The interval a reading closes, if it has one (a meter's first reading has none).
 pub(crate) fn interval_of(reading: &StoredReading) -> Option<Interval> {
     let (from_ns, delta) = (reading.from_ns?, reading.delta?);
     Some(Interval {
         span: Span::new(UnixNanos(from_ns), UnixNanos(reading.ts_ns)),
         delta: delta as u64,
-        quality: interval_quality(
+        quality: Step::decode(reading.step.unwrap_or(0)).interval_quality(quality_from_code(
             i32::try_from(reading.quality).unwrap_or(0),
-            reading.step.unwrap_or(0),
-        ),
+        )),
     })
 }
 
@@ -311,8 +283,8 @@ fn build_windows_reading(
     let mut host_devices = HostDevices::default();
     let mut host_cpus: Vec<u32> = Vec::new();
     for meter in &host.meters {
-        match meter.kind {
-            MeterKind::GpuEnergy => {
+        match MeterRole::of(meter.kind) {
+            MeterRole::HostEnergy(HostComponent::Gpu) => {
                 let next = devices.len() as DeviceKey;
                 let key = *devices.entry(meter.device.clone()).or_insert(next);
                 if key == next
@@ -323,7 +295,7 @@ fn build_windows_reading(
                         .push((key, entry.embodied_mg(), entry.lifetime_ns()));
                 }
             }
-            MeterKind::CpuPackageEnergy => host_cpus.extend(&meter.cpus),
+            MeterRole::HostEnergy(HostComponent::CpuPackage) => host_cpus.extend(&meter.cpus),
             _ => {}
         }
     }
@@ -369,15 +341,19 @@ fn build_windows_reading(
                 while *cursor < list.len() && list[*cursor].span.end <= span.start {
                     *cursor += 1;
                 }
-                let resource = match meter.kind {
-                    MeterKind::GpuEnergy => Resource::Gpu(
+                let resource = match MeterRole::of(meter.kind) {
+                    MeterRole::HostEnergy(HostComponent::Gpu) => Resource::Gpu(
                         devices
                             .get(&meter.device)
                             .copied()
                             .unwrap_or(DeviceKey::MAX),
                     ),
-                    MeterKind::CpuPackageEnergy => Resource::CpuPackage(&meter.cpus),
-                    MeterKind::DramEnergy => Resource::Dram(&meter.cpus),
+                    MeterRole::HostEnergy(HostComponent::CpuPackage) => {
+                        Resource::CpuPackage(&meter.cpus)
+                    }
+                    MeterRole::HostEnergy(HostComponent::Dram) => Resource::Dram(&meter.cpus),
+                    // The writer lays out a host's energy meters only; whatever else measures
+                    // this host measures all of it.
                     _ => Resource::Host,
                 };
                 for interval in list[*cursor..]

@@ -20,10 +20,11 @@ use footprint_core::{Quality, Span, UnixNanos};
 use footprint_proto::v1::MeterKind;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{load_intervals, quality_code, quality_from_code};
+use super::load_intervals;
 use crate::Result;
+use crate::codec::{MeterRole, kind_codes_where, quality_code, quality_from_code};
 use crate::settings::LedgerSettings;
-use crate::store::series;
+use crate::tables::series;
 
 const SETTLED_KEY: &str = "site_settled_until_ns";
 
@@ -51,17 +52,14 @@ fn ready_until(
     require_site_meter: bool,
     silent: &BTreeSet<i64>,
 ) -> Result<Option<i64>> {
-    let it_kinds = params![
-        MeterKind::GpuEnergy as i32,
-        MeterKind::CpuPackageEnergy as i32,
-        MeterKind::DramEnergy as i32
-    ];
+    // Every collector with a meter of the host's energy builds windows, and so holds hours back.
     let hosts: Vec<(i64, Option<i64>)> = connection
-        .prepare_cached(
+        .prepare_cached(&format!(
             "SELECT c.id, c.built_until_ns FROM collectors c
-             WHERE EXISTS (SELECT 1 FROM meters m WHERE m.collector = c.id AND m.kind IN (?1, ?2, ?3))",
-        )?
-        .query_map(it_kinds, |row| Ok((row.get(0)?, row.get(1)?)))?
+             WHERE EXISTS (SELECT 1 FROM meters m WHERE m.collector = c.id AND m.kind IN ({}))",
+            kind_codes_where(MeterRole::is_host_energy)
+        ))?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     // The slowest host heard from, whether one heard from has built nothing (it may still
     // deliver the hours in question), and the furthest host.
@@ -85,11 +83,11 @@ fn ready_until(
         return Ok(None);
     };
     let site_meters: Vec<(i64, i64)> = connection
-        .prepare_cached("SELECT m.collector, m.id FROM meters m WHERE m.kind IN (?1, ?2)")?
-        .query_map(
-            params![MeterKind::SiteEnergy as i32, MeterKind::SiteWater as i32],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )?
+        .prepare_cached(&format!(
+            "SELECT m.collector, m.id FROM meters m WHERE m.kind IN ({})",
+            kind_codes_where(MeterRole::is_site)
+        ))?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     if require_site_meter {
         let energy_meters: i64 = connection

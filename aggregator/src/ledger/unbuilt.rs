@@ -1,7 +1,7 @@
 //! The intervals a host's next build reads, kept in memory between builds.
 //!
 //! A build reads every energy meter's intervals from the host's built windows on. Most of them
-//! were laid out by the settling that starts the same build (`store::staged`), and the rest
+//! were laid out by the settling that starts the same build (`tables::staged`), and the rest
 //! (the few readings past the last window boundary) by the build before. Reading them back from
 //! the chunks just written was a tenth of ingest's CPU (`BENCHMARKS.md`), so the writer keeps
 //! what the last build left over, adds what settling lays out, and builds from that.
@@ -16,7 +16,7 @@ use rusqlite::Connection;
 
 use super::{HostLayout, Interval, interval_of, load_intervals};
 use crate::Result;
-use crate::store::chunk::StoredReading;
+use crate::tables::chunk::StoredReading;
 
 /// Intervals of several meters in one list, each meter's together and in time order.
 #[derive(Clone, Debug, Default)]
@@ -166,7 +166,7 @@ mod tests {
 
     use super::*;
     use crate::ledger::LayoutMeter;
-    use crate::store::{schema, series};
+    use crate::tables::{schema, series};
 
     const SECOND: i64 = 1_000_000_000;
     const T0: i64 = 1_700_000_000 * SECOND;

@@ -1,20 +1,21 @@
-//! The ledger store: one writer thread owns the SQLite connection; everything that changes the
+//! The ledger's engine: one writer thread owns the SQLite connection; everything that changes the
 //! ledger goes through it as a request, so validation against each meter's previous reading and
 //! the commit happen in one place, in order.
 //!
 //! Guarantee: a [`BatchOutcome`] is sent only after the transaction holding that batch has
 //! committed with `synchronous = FULL` — durable when the reply arrives. Batches that arrive
 //! together are committed together (group commit); each still gets its own reply.
+//!
+//! Its rooms: [`StoreHandle`] (here) sends requests; `writer` runs the loop and the group
+//! commit; [`validate`] decides what is accepted, without a database; `batch` writes a batch
+//! down; `scheduler` builds windows, settles the site's hours and packs readings between
+//! commits; `view` is the writer's memory of each collector.
 
-pub mod chunk;
-pub mod schema;
-pub mod series;
-pub mod staged;
+mod batch;
+mod scheduler;
+pub mod validate;
+mod view;
 mod writer;
-
-pub use writer::{
-    STEP_ADVANCED, STEP_COMPACTED, STEP_GAP, STEP_KIND_MASK, STEP_RESET, STEP_WRAPPED,
-};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,10 +25,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::AggregatorConfig;
 use crate::metrics::AggregatorMetrics;
+use crate::tables::LEDGER_FILE;
 use crate::{Error, Result};
-
-/// File name of the ledger inside the data directory.
-pub const LEDGER_FILE: &str = "footprint.sqlite";
 
 /// A collector the store accepted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -186,4 +185,12 @@ impl StoreHandle {
             .await
             .map_err(|_| Error::WriterStopped)
     }
+}
+
+/// The aggregator's clock, in ns since the Unix epoch.
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }

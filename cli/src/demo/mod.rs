@@ -141,7 +141,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let data_dir = match &options.data_dir {
         Some(dir) => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            if dir.join(footprint_aggregator::store::LEDGER_FILE).exists() {
+            if dir.join(footprint_aggregator::tables::LEDGER_FILE).exists() {
                 bail!(
                     "{} already holds a ledger; give the demo an empty or new directory",
                     dir.display()

@@ -441,7 +441,7 @@ pub(super) mod tests {
     }
 
     /// Any reading a column may hold, however unlikely.
-    pub(in crate::store) fn any_reading() -> impl Strategy<Value = StoredReading> {
+    pub(in crate::tables) fn any_reading() -> impl Strategy<Value = StoredReading> {
         (
             any::<i64>(),
             any::<i64>(),

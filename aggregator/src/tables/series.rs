@@ -2,7 +2,7 @@
 //! readings within one UTC hour: plain as ingest laid them out, or the hour packed whole by
 //! compaction, [`chunk`]) or as `readings` rows (one per reading, where a late reading was placed
 //! among its neighbours). A reading lives in exactly one of the two. Everything that reads
-//! readings back goes through here, after settling what is still staged (`store::staged`).
+//! readings back goes through here, after settling what is still staged (`tables::staged`).
 
 use footprint_core::Span;
 use footprint_core::units::NANOS_PER_HOUR;

@@ -102,10 +102,10 @@ CREATE TABLE IF NOT EXISTS readings (
     step INTEGER,
     PRIMARY KEY (meter, ts_ns)
 ) WITHOUT ROWID;
--- Runs of one meter's consecutive readings within one UTC hour, by column (`store::chunk`):
+-- Runs of one meter's consecutive readings within one UTC hour, by column (`tables::chunk`):
 -- plain as ingest laid them out (`packed` 0), or the whole hour packed by compaction (`packed` 1,
 -- then the hour's only chunk). A reading lives here or in `readings`, never in both
--- (`store::series` reads both). `from_ns`: where the chunk's first interval starts.
+-- (`tables::series` reads both). `from_ns`: where the chunk's first interval starts.
 CREATE TABLE IF NOT EXISTS reading_chunks (
     meter INTEGER NOT NULL,
     first_ns INTEGER NOT NULL,
@@ -125,7 +125,7 @@ CREATE TABLE IF NOT EXISTS unpacked_hours (
     hour_ns INTEGER NOT NULL,
     PRIMARY KEY (meter, hour_ns)
 ) WITHOUT ROWID;
--- Each batch's accepted readings as one record (`store::staged`), until they are laid out by
+-- Each batch's accepted readings as one record (`tables::staged`), until they are laid out by
 -- meter into `reading_chunks`.
 CREATE TABLE IF NOT EXISTS staged_readings (
     id INTEGER PRIMARY KEY,
@@ -365,29 +365,6 @@ fn plans_ignore_bound_values(connection: &Connection) -> rusqlite::Result<()> {
         true,
     )?;
     Ok(())
-}
-
-/// Comma-separated list, the form device and CPU lists are stored in.
-pub fn join_list<T: ToString>(items: &[T]) -> String {
-    items
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// Inverse of [`join_list`] for strings.
-pub fn split_list(text: &str) -> Vec<String> {
-    text.split(',')
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-/// Inverse of [`join_list`] for CPU numbers; unparsable items are skipped (they were written by
-/// [`join_list`] from `u32`s, so there are none).
-pub fn split_cpus(text: &str) -> Vec<u32> {
-    text.split(',').filter_map(|s| s.parse().ok()).collect()
 }
 
 #[cfg(test)]

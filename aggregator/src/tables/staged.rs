@@ -6,7 +6,7 @@
 //! committed as one record, in the order they were accepted, and laid out by meter later, many
 //! readings of a meter at once, when something needs to read them: window building, the site's
 //! hours, compaction, a late reading, a restart ([`settle`]). Every reader goes through
-//! `store::series`, which reads laid-out readings only, so whoever reads settles first.
+//! `tables::series`, which reads laid-out readings only, so whoever reads settles first.
 //!
 //! A reading lives in exactly one place: here, in `readings` or in `reading_chunks`. Settling
 //! deletes the records it laid out in the same transaction.

@@ -1,0 +1,125 @@
+//! The site's hours wait for every host that builds windows, whatever meters it: a host metered
+//! only by its BMC (IPMI DCMI) or only by a PDU outlet holds them back exactly as a GPU host does,
+//! so its energy never arrives after the hours it belongs to were settled.
+
+// Test helpers panic on failure by design.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use footprint_aggregator::AggregatorConfig;
+use footprint_aggregator::ledger;
+use footprint_aggregator::metrics::AggregatorMetrics;
+use footprint_aggregator::store::StoreHandle;
+use footprint_aggregator::tables::{LEDGER_FILE, schema};
+use footprint_proto::v1::{Batch, Hello, MeterInfo, MeterKind, Reading};
+
+const SECOND: i64 = 1_000_000_000;
+const MINUTE: i64 = 60 * SECOND;
+/// 2024-06-03T00:00:00Z.
+const T0: i64 = 1_717_372_800 * SECOND;
+
+fn hello(collector: &str, kind: MeterKind) -> Hello {
+    Hello {
+        collector_id: collector.into(),
+        host: collector.into(),
+        software_version: "t".into(),
+        meters: vec![MeterInfo {
+            meter_id: "energy".into(),
+            kind: kind as i32,
+            device: "d0".into(),
+            ..MeterInfo::default()
+        }],
+    }
+}
+
+/// Readings every minute from `from` to `to` (minutes after T0, inclusive), at 100 W.
+fn batch(collector: &str, seq: u64, from: i64, to: i64) -> Batch {
+    Batch {
+        collector_id: collector.into(),
+        seq,
+        readings: (from..=to)
+            .map(|minute| Reading {
+                meter_id: b"energy".to_vec().into(),
+                value: 6_000_000 * minute as u64,
+                timestamp_ns: T0 + minute * MINUTE,
+                quality: 1,
+                method: String::new(),
+            })
+            .collect(),
+        ..Batch::default()
+    }
+}
+
+/// A GPU host and the site meter report two hours and a minute; the host under test (metered by
+/// `kind`) only half an hour, then the rest. Returns where the site had settled before and after
+/// the rest arrived, and how many hours were revised.
+fn settled_with_a_slow_host(kind: MeterKind) -> (Option<i64>, Option<i64>, i64) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = AggregatorConfig::with_data_dir(dir.path().to_path_buf());
+    config.group_commit_wait_ms = 0;
+    config.window_seconds = 60;
+    config.facility.require_site_meter = true;
+    // Nobody falls silent during the test.
+    config.facility.max_wait_s = 3_600;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = StoreHandle::open(&config, Arc::new(AggregatorMetrics::default())).unwrap();
+        let submit = |collector: i64, batch: Batch| {
+            let store = store.clone();
+            async move {
+                let outcome = store
+                    .submit(collector, batch)
+                    .await
+                    .unwrap()
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert!(outcome.rejections.is_empty(), "{:?}", outcome.rejections);
+            }
+        };
+        let gpu = store
+            .hello(hello("gpu", MeterKind::GpuEnergy))
+            .await
+            .unwrap();
+        let slow = store.hello(hello("slow", kind)).await.unwrap();
+        let site = store
+            .hello(hello("site", MeterKind::SiteEnergy))
+            .await
+            .unwrap();
+        submit(gpu.collector, batch("gpu", 1, 0, 121)).await;
+        submit(site.collector, batch("site", 1, 0, 121)).await;
+        submit(slow.collector, batch("slow", 1, 0, 30)).await;
+        store.build_windows().await.unwrap();
+        let ledger_path = dir.path().join(LEDGER_FILE);
+        let settled = || {
+            let connection = schema::open_reader(&ledger_path).unwrap();
+            ledger::site::settled_until(&connection).unwrap()
+        };
+        let before = settled();
+        submit(slow.collector, batch("slow", 2, 31, 121)).await;
+        store.build_windows().await.unwrap();
+        let after = settled();
+        let connection = schema::open_reader(&ledger_path).unwrap();
+        let revised: i64 = connection
+            .query_row("SELECT COUNT(*) FROM hour_revisions", [], |row| row.get(0))
+            .unwrap();
+        (before, after, revised)
+    })
+}
+
+#[test]
+fn a_host_metered_only_by_its_bmc_holds_the_site_back_as_a_gpu_host_does() {
+    let gpu_host = settled_with_a_slow_host(MeterKind::GpuEnergy);
+    assert_eq!(gpu_host, (None, Some(T0 + 120 * MINUTE), 0));
+    assert_eq!(settled_with_a_slow_host(MeterKind::HostEnergy), gpu_host);
+}
+
+#[test]
+fn a_host_metered_only_by_a_pdu_outlet_holds_the_site_back_as_a_gpu_host_does() {
+    let gpu_host = settled_with_a_slow_host(MeterKind::GpuEnergy);
+    assert_eq!(settled_with_a_slow_host(MeterKind::OutletEnergy), gpu_host);
+}
