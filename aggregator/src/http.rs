@@ -7,11 +7,13 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use footprint_proto::v1 as pb;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::ledger::{self, FacilityWindow, JobFootprint};
+use crate::api::{FacilityAnswer, JobAnswer};
+use crate::ledger;
 use crate::query::LedgerReader;
 
 #[derive(Clone, Debug)]
@@ -89,47 +91,54 @@ struct JobQuery {
     kind: String,
 }
 
+impl From<JobQuery> for pb::ListJobsRequest {
+    fn from(query: JobQuery) -> Self {
+        Self {
+            from_ns: query.from,
+            to_ns: query.to,
+            user: query.user,
+            project: query.project,
+            model: query.model,
+            kind: query.kind,
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct JobList {
-    jobs: Vec<JobFootprint>,
+    jobs: Vec<JobAnswer>,
 }
 
 async fn list_jobs(
     State(state): State<HttpState>,
     Query(query): Query<JobQuery>,
 ) -> Result<Json<JobList>, ApiError> {
-    let filter = ledger::JobFilter {
-        from_ns: query.from,
-        to_ns: query.to,
-        id: None,
-        user: query.user,
-        project: query.project,
-        model: query.model,
-        kind: query.kind,
-    };
+    let filter = ledger::JobFilter::from(pb::ListJobsRequest::from(query));
     let jobs = state
         .reader
         .with(move |c| ledger::list_jobs(c, &filter))
         .await
         .map_err(ApiError)?;
-    Ok(Json(JobList { jobs }))
+    Ok(Json(JobList {
+        jobs: jobs.into_iter().map(Into::into).collect(),
+    }))
 }
 
 async fn get_job(
     State(state): State<HttpState>,
     Path(id): Path<String>,
-) -> Result<Json<JobFootprint>, ApiError> {
+) -> Result<Json<JobAnswer>, ApiError> {
     let job = state
         .reader
         .with(move |c| ledger::get_job(c, &id))
         .await
         .map_err(ApiError)?;
-    Ok(Json(job))
+    Ok(Json(job.into()))
 }
 
 #[derive(Debug, Serialize)]
 struct FacilityBody {
-    windows: Vec<FacilityWindow>,
+    windows: Vec<FacilityAnswer>,
 }
 
 async fn facility(
@@ -141,7 +150,9 @@ async fn facility(
         .facility(range.from, range.to, range.step_s, &range.group_by)
         .await
         .map_err(ApiError)?;
-    Ok(Json(FacilityBody { windows }))
+    Ok(Json(FacilityBody {
+        windows: windows.into_iter().map(Into::into).collect(),
+    }))
 }
 
 async fn metrics(State(state): State<HttpState>) -> Response {

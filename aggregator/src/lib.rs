@@ -6,6 +6,7 @@
 //! windows every meter of a host has reported past, attributing their energy to jobs (with
 //! `footprint_core::attribution`). [`query`] and [`http`] read the ledger.
 
+pub mod api;
 pub mod budget;
 pub mod codec;
 pub mod config;

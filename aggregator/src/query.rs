@@ -163,6 +163,21 @@ impl From<JobFootprint> for pb::JobFootprint {
     }
 }
 
+/// The one conversion of a jobs request (gRPC, HTTP, the CLI) into the ledger's filter.
+impl From<pb::ListJobsRequest> for ledger::JobFilter {
+    fn from(request: pb::ListJobsRequest) -> Self {
+        Self {
+            from_ns: request.from_ns,
+            to_ns: request.to_ns,
+            id: None,
+            user: request.user,
+            project: request.project,
+            model: request.model,
+            kind: request.kind,
+        }
+    }
+}
+
 impl From<ledger::Balance> for pb::Balance {
     fn from(balance: ledger::Balance) -> Self {
         pb::Balance {
@@ -220,16 +235,7 @@ impl Query for QueryService {
         &self,
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
-        let request = request.into_inner();
-        let filter = ledger::JobFilter {
-            from_ns: request.from_ns,
-            to_ns: request.to_ns,
-            id: None,
-            user: request.user,
-            project: request.project,
-            model: request.model,
-            kind: request.kind,
-        };
+        let filter = ledger::JobFilter::from(request.into_inner());
         let jobs = self
             .reader
             .with(move |c| ledger::list_jobs(c, &filter))

@@ -10,13 +10,11 @@ use footprint_core::carbon::{self, Feed};
 use footprint_core::embodied::{DeviceEntry, DeviceTable};
 use footprint_core::facility::MarketInstruments;
 use footprint_core::units::NANOS_PER_HOUR;
-use footprint_core::{Span, UnixNanos};
+use footprint_core::{MgCo2ePerKwh, Millijoules, Span, UnixNanos};
 use rusqlite::{Connection, params};
 
 use crate::config::{AggregatorConfig, CpuBaseline};
 use crate::{Error, Result};
-
-const MJ_PER_KWH: f64 = 3_600_000_000.0;
 
 /// Everything the ledger needs beyond the readings.
 #[derive(Clone, Debug, Default)]
@@ -25,7 +23,7 @@ pub struct LedgerSettings {
     pub assumed_pue_ppm: Option<u64>,
     pub require_site_meter: bool,
     pub zone: String,
-    pub residual_mg_per_kwh: Option<u64>,
+    pub residual_mg_per_kwh: Option<MgCo2ePerKwh>,
     /// Guarantees of origin per year, mJ.
     pub go_mj_per_year: u64,
     /// PPA delivery of each hour from the hourly files, mJ.
@@ -44,7 +42,7 @@ fn watts_to_mw(watts: f64) -> u64 {
 }
 
 fn kwh_to_mj(kwh: f64) -> u64 {
-    (kwh * MJ_PER_KWH).round() as u64
+    Millijoules::from_kwh(kwh).0
 }
 
 /// Reads `datetime,kwh` rows.
@@ -61,7 +59,9 @@ fn read_ppa_csv(path: &Path, into: &mut BTreeMap<i64, u64>) -> Result<()> {
         let (time, kwh) = line
             .split_once(',')
             .ok_or_else(|| bad("expected `datetime,kwh`".into()))?;
-        let at = carbon::parse_time(time).map_err(|e| bad(format!("datetime: {e}")))?;
+        let at = footprint_core::time::parse_rfc3339(time)
+            .map(|at| at.0)
+            .map_err(|e| bad(format!("datetime: {e}")))?;
         let kwh: f64 = kwh
             .trim()
             .parse()
@@ -143,9 +143,8 @@ impl LedgerSettings {
             zone: carbon.zone.clone(),
             residual_mg_per_kwh: carbon
                 .residual_mix_g_per_kwh
-                .map(|g| (g * 1_000.0).round() as u64),
-            go_mj_per_year: (carbon.guarantees_of_origin_mwh_per_year * 1_000.0 * MJ_PER_KWH)
-                .round() as u64,
+                .map(|g| MgCo2ePerKwh((g * 1_000.0).round() as u64)),
+            go_mj_per_year: kwh_to_mj(carbon.guarantees_of_origin_mwh_per_year * 1_000.0),
             ppa_hourly_mj,
             ppa_flat_mj_per_hour: kwh_to_mj(flat_kw),
             devices,
@@ -184,7 +183,7 @@ impl LedgerSettings {
 /// Guarantees of origin accruing in the hour at `hour_ns`: the year's volume spread evenly over
 /// its hours (telescoping, so a whole year accrues exactly the volume).
 fn go_accrual(mj_per_year: u64, hour_ns: i64) -> u64 {
-    let year = footprint_core::units::utc_year_of(UnixNanos(hour_ns));
+    let year = footprint_core::time::utc_year_of(UnixNanos(hour_ns));
     footprint_core::facility::accrued_in(
         mj_per_year,
         year.start.0,
@@ -206,7 +205,7 @@ pub fn store_feed(connection: &Connection, feed: &Feed, source: &str) -> Result<
         insert.execute(params![
             hour.zone,
             hour.hour_ns,
-            hour.mg_per_kwh as i64,
+            hour.mg_per_kwh.0 as i64,
             crate::codec::quality_code(hour.quality),
             source
         ])?;

@@ -129,7 +129,7 @@ struct JobFilterArgs {
 
 fn time_arg(name: &str, value: Option<&String>) -> anyhow::Result<i64> {
     value.map_or(Ok(0), |text| {
-        footprint_collector::time::parse_timestamp(text)
+        footprint_core::time::parse_rfc3339(text)
             .map(|at| at.0)
             .map_err(|e| anyhow::anyhow!("--{name}: {e}"))
     })
@@ -198,15 +198,7 @@ async fn fetch_jobs(
             vec![reader.with(move |c| ledger::get_job(c, &id)).await?]
         }
         None => {
-            let filter = ledger::JobFilter {
-                from_ns: filter.from_ns,
-                to_ns: filter.to_ns,
-                id: None,
-                user: filter.user,
-                project: filter.project,
-                model: filter.model,
-                kind: filter.kind,
-            };
+            let filter = ledger::JobFilter::from(filter);
             reader.with(move |c| ledger::list_jobs(c, &filter)).await?
         }
     };

@@ -24,8 +24,9 @@ use common::{
     gpu_energy_mj, job_table,
 };
 use footprint_aggregator::tables::series;
-use footprint_collector::time::{format_timestamp, wall_clock_now};
+use footprint_collector::time::wall_clock_now;
 use footprint_core::rng::SplitMix64;
+use footprint_core::time::format_rfc3339;
 use footprint_core::{Span, UnixNanos};
 use footprint_proto::v1::GetJobRequest;
 use footprint_proto::v1::query_client::QueryClient;
@@ -105,7 +106,7 @@ fn prepare(dir: &Path, speed: f64) -> Site {
     let through_proxy = format!("http://{}", proxy.addr);
     // Anchor the simulated clock to the wall clock so restarted collectors continue one timeline.
     let real_start = wall_clock_now();
-    let clock = format!("real_start = \"{}\"", format_timestamp(real_start));
+    let clock = format!("real_start = \"{}\"", format_rfc3339(real_start));
     let hosts = [
         (
             "host-a",

@@ -17,7 +17,7 @@ use crate::sources::site_replay::SiteReplayConfig;
 use crate::sources::slurm::SlurmConfig;
 use crate::sources::snmp::SnmpConfig;
 use crate::sources::synthetic::SyntheticConfig;
-use crate::time::parse_timestamp;
+use footprint_core::time::parse_rfc3339;
 
 /// `footprint-collector --config FILE`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -229,7 +229,7 @@ impl ConfigFile for CollectorConfig {
             "at least one source is needed",
         );
         if let Some(clock) = &self.clock {
-            let start = parse_timestamp(&clock.start);
+            let start = parse_rfc3339(&clock.start);
             if let Err(message) = &start {
                 problems.add("clock.start", message.clone());
             }
@@ -238,11 +238,11 @@ impl ConfigFile for CollectorConfig {
                 "clock.speed",
                 "must be a positive number",
             );
-            if let Some(Err(message)) = clock.real_start.as_deref().map(parse_timestamp) {
+            if let Some(Err(message)) = clock.real_start.as_deref().map(parse_rfc3339) {
                 problems.add("clock.real_start", message);
             }
             if let Some(stop_at) = &clock.stop_at {
-                match (parse_timestamp(stop_at), &start) {
+                match (parse_rfc3339(stop_at), &start) {
                     (Err(message), _) => problems.add("clock.stop_at", message),
                     (Ok(stop), Ok(start)) if stop <= *start => {
                         problems.add("clock.stop_at", "must be after clock.start")

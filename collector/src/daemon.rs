@@ -15,9 +15,10 @@ use crate::clock::Clock;
 use crate::config::{CollectorConfig, SourceConfig};
 use crate::source::{Sample, Source};
 use crate::spool::Spool;
-use crate::time::{parse_timestamp, wall_clock_now};
+use crate::time::wall_clock_now;
 use crate::uplink::{SharedSpool, Uplink, with_spool};
 use crate::{Error, Result, SOFTWARE_VERSION};
+use footprint_core::time::parse_rfc3339;
 
 /// Live counters of a running collector (for progress displays and self-metrics).
 #[derive(Debug, Default)]
@@ -120,17 +121,17 @@ pub async fn run(
     };
     let (clock, origin, stop_at) = match &config.clock {
         Some(sim) => {
-            let start = parse_timestamp(&sim.start).map_err(clock_key("start"))?;
+            let start = parse_rfc3339(&sim.start).map_err(clock_key("start"))?;
             let stop = sim
                 .stop_at
                 .as_deref()
-                .map(parse_timestamp)
+                .map(parse_rfc3339)
                 .transpose()
                 .map_err(clock_key("stop_at"))?;
             let real_start = sim
                 .real_start
                 .as_deref()
-                .map(parse_timestamp)
+                .map(parse_rfc3339)
                 .transpose()
                 .map_err(clock_key("real_start"))?;
             (Clock::simulated(start, sim.speed, real_start), start, stop)

@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use crate::config::CollectorConfig;
 use crate::daemon::build_source;
-use crate::time::{parse_timestamp, wall_clock_now};
+use crate::time::wall_clock_now;
+use footprint_core::time::parse_rfc3339;
 
 /// One line of the probe's output.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -60,7 +61,7 @@ pub async fn probe(config: &CollectorConfig) -> Vec<ProbeLine> {
     let origin = config
         .clock
         .as_ref()
-        .and_then(|clock| parse_timestamp(&clock.start).ok())
+        .and_then(|clock| parse_rfc3339(&clock.start).ok())
         .unwrap_or_else(wall_clock_now);
     let interval_ns = i64::try_from(config.sample_interval_ms)
         .unwrap_or(i64::MAX / 1_000_000)

@@ -132,7 +132,7 @@ fn one_site_window(hosts: &[Host], policy: &Policy) -> u64 {
         assumed_pue_ppm: None,
     };
     let intensity = Some(Intensity {
-        mg_per_kwh: 300_000,
+        mg_per_kwh: footprint_core::MgCo2ePerKwh(300_000),
         quality: Quality::Measured,
     });
     let split = split_site_window(&accounts, &meters, intensity, &mut SiteCarry::default());

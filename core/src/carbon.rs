@@ -22,7 +22,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::quality::Quality;
-use crate::units::NANOS_PER_HOUR;
+use crate::time::parse_rfc3339;
+use crate::units::{MgCo2ePerKwh, NANOS_PER_HOUR};
 
 /// Errors a feed can have; each names where and why.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -45,7 +46,7 @@ pub struct IntensityHour {
     pub zone: String,
     /// Start of the hour, ns since the Unix epoch (UTC).
     pub hour_ns: i64,
-    pub mg_per_kwh: u64,
+    pub mg_per_kwh: MgCo2ePerKwh,
     pub quality: Quality,
 }
 
@@ -88,19 +89,6 @@ pub fn parse_grams_as_mg(text: &str) -> Result<u64, String> {
         .and_then(|mg| mg.checked_add(milli + round_up))
         .filter(|mg| *mg <= 100_000_000)
         .ok_or_else(|| format!("{text:?} g/kWh is implausible (over 100 000)"))
-}
-
-/// Parses an RFC 3339 time (or `YYYY-MM-DDTHH:MM:SS` taken as UTC) into ns since the epoch.
-pub fn parse_time(text: &str) -> Result<i64, String> {
-    let text = text.trim();
-    let timestamp: jiff::Timestamp = match text.parse() {
-        Ok(timestamp) => timestamp,
-        Err(_) => text
-            .parse::<jiff::civil::DateTime>()
-            .and_then(|civil| jiff::tz::TimeZone::UTC.to_timestamp(civil))
-            .map_err(|e| format!("{text:?} is not an RFC 3339 time: {e}"))?,
-    };
-    i64::try_from(timestamp.as_nanosecond()).map_err(|_| format!("{text:?} is out of range"))
 }
 
 fn hour_of(ns: i64) -> i64 {
@@ -162,7 +150,9 @@ pub fn parse_csv(text: &str) -> Result<Feed, FeedError> {
             feed.gaps += 1;
             continue;
         }
-        let hour_ns = parse_time(field(time)).map_err(|e| error(header[time], e))?;
+        let hour_ns = parse_rfc3339(field(time))
+            .map(|at| at.0)
+            .map_err(|e| error(header[time], e))?;
         if hour_ns != hour_of(hour_ns) {
             return Err(error(header[time], "not the start of an hour".into()));
         }
@@ -183,7 +173,7 @@ pub fn parse_csv(text: &str) -> Result<Feed, FeedError> {
         feed.hours.push(IntensityHour {
             zone: field(zone).to_owned(),
             hour_ns,
-            mg_per_kwh,
+            mg_per_kwh: MgCo2ePerKwh(mg_per_kwh),
             quality,
         });
     }
@@ -239,7 +229,9 @@ pub fn parse_watttime(text: &str) -> Result<Feed, FeedError> {
             field: format!("data[{index}].{field}"),
             reason,
         };
-        let at = parse_time(&point.point_time).map_err(|e| error("point_time", e))?;
+        let at = parse_rfc3339(&point.point_time)
+            .map(|at| at.0)
+            .map_err(|e| error("point_time", e))?;
         let mg = parse_grams_as_mg(&point.value.to_string()).map_err(|e| error("value", e))?;
         let entry = hours.entry(hour_of(at)).or_default();
         entry.0 += u128::from(mg);
@@ -255,7 +247,7 @@ pub fn parse_watttime(text: &str) -> Result<Feed, FeedError> {
                 hour_ns,
                 mg_per_kwh: {
                     let scale = denominator * count;
-                    ((sum * numerator + scale / 2) / scale) as u64
+                    MgCo2ePerKwh(((sum * numerator + scale / 2) / scale) as u64)
                 },
                 // An hour missing some of its points is an average of what there was.
                 quality: if count >= points_per_hour {
@@ -312,12 +304,15 @@ pub fn parse_electricitymaps(text: &str) -> Result<Feed, FeedError> {
             feed.gaps += 1;
             continue;
         };
-        let at = parse_time(&point.datetime).map_err(|e| error("datetime", e))?;
+        let at = parse_rfc3339(&point.datetime)
+            .map(|at| at.0)
+            .map_err(|e| error("datetime", e))?;
         feed.hours.push(IntensityHour {
             zone: answer.zone.clone(),
             hour_ns: hour_of(at),
-            mg_per_kwh: parse_grams_as_mg(&value.to_string())
-                .map_err(|e| error("carbonIntensity", e))?,
+            mg_per_kwh: MgCo2ePerKwh(
+                parse_grams_as_mg(&value.to_string()).map_err(|e| error("carbonIntensity", e))?,
+            ),
             quality: if point.is_estimated {
                 Quality::Estimated
             } else {
@@ -349,16 +344,20 @@ pub fn parse_feed(text: &str) -> Result<Feed, FeedError> {
 /// The intensity of `hour_ns` given the nearest known hours before (or at) and after it.
 pub fn fill(
     hour_ns: i64,
-    at_or_before: Option<(i64, u64, Quality)>,
-    after: Option<(i64, u64, Quality)>,
-) -> Option<(u64, Quality)> {
+    at_or_before: Option<(i64, MgCo2ePerKwh, Quality)>,
+    after: Option<(i64, MgCo2ePerKwh, Quality)>,
+) -> Option<(MgCo2ePerKwh, Quality)> {
     match (at_or_before, after) {
         (Some((at, mg, quality)), _) if at == hour_ns => Some((mg, quality)),
         (Some((t0, v0, q0)), Some((t1, v1, q1))) => {
             let span = i128::from(t1 - t0);
             let offset = i128::from(hour_ns - t0);
-            let value = i128::from(v0) + (i128::from(v1) - i128::from(v0)) * offset / span;
-            Some((value as u64, q0.worst(q1).worst(Quality::Interpolated)))
+            let (v0, v1) = (i128::from(v0.0), i128::from(v1.0));
+            let value = v0 + (v1 - v0) * offset / span;
+            Some((
+                MgCo2ePerKwh(value as u64),
+                q0.worst(q1).worst(Quality::Interpolated),
+            ))
         }
         (Some((_, mg, _)), None) | (None, Some((_, mg, _))) => Some((mg, Quality::Estimated)),
         (None, None) => None,
@@ -386,7 +385,7 @@ mod tests {
         let plain = "datetime,zone,carbon_intensity_gco2_per_kwh\n2024-03-01T10:00:00Z,DE,301.5\n";
         let feed = parse_csv(plain).expect("plain");
         assert_eq!(feed.format, "csv");
-        assert_eq!(feed.hours[0].mg_per_kwh, 301_500);
+        assert_eq!(feed.hours[0].mg_per_kwh, MgCo2ePerKwh(301_500));
         let maps = "datetime_utc,zone,ci_direct_gco2eq_per_kwh,ci_lca_gco2eq_per_kwh,low_carbon_pct,renewable_pct,estimated\n\
                     2023-01-01T00:00:00Z,GB,62.55,91.44,86.0,60.17,false\n\
                     2023-01-01T01:00:00Z,GB,65.09,94.66,85.67,60.35,true\n";
@@ -429,7 +428,7 @@ mod tests {
         let feed = parse_feed(json).expect("watttime");
         assert_eq!(feed.format, "watttime-v3");
         // 1 500 lbs/MWh = 680.388555 g/kWh.
-        assert_eq!(feed.hours[0].mg_per_kwh, 680_389);
+        assert_eq!(feed.hours[0].mg_per_kwh, MgCo2ePerKwh(680_389));
         assert_eq!(feed.hours[0].quality, Quality::Measured);
         assert_eq!(feed.hours[0].zone, "CAISO_NORTH");
     }
@@ -449,16 +448,20 @@ mod tests {
     #[test]
     fn gaps_are_interpolated_inside_and_held_at_the_edges() {
         let h = NANOS_PER_HOUR;
-        let before = Some((0, 100_000, Quality::Measured));
-        let after = Some((4 * h, 300_000, Quality::Measured));
+        let mg = MgCo2ePerKwh;
+        let before = Some((0, mg(100_000), Quality::Measured));
+        let after = Some((4 * h, mg(300_000), Quality::Measured));
         assert_eq!(
             fill(h, before, after),
-            Some((150_000, Quality::Interpolated))
+            Some((mg(150_000), Quality::Interpolated))
         );
-        assert_eq!(fill(0, before, after), Some((100_000, Quality::Measured)));
+        assert_eq!(
+            fill(0, before, after),
+            Some((mg(100_000), Quality::Measured))
+        );
         assert_eq!(
             fill(9 * h, after, None),
-            Some((300_000, Quality::Estimated))
+            Some((mg(300_000), Quality::Estimated))
         );
         assert_eq!(fill(h, None, None), None);
     }
@@ -473,7 +476,8 @@ mod tests {
         #[test]
         fn interpolation_stays_between_its_neighbours(v0 in 0u64..10_000_000, v1 in 0u64..10_000_000, gap in 2i64..100, at in 1i64..100) {
             let at = at.min(gap - 1);
-            let (value, _) = fill(at, Some((0, v0, Quality::Measured)), Some((gap, v1, Quality::Measured))).expect("filled");
+            let (value, _) = fill(at, Some((0, MgCo2ePerKwh(v0), Quality::Measured)), Some((gap, MgCo2ePerKwh(v1), Quality::Measured))).expect("filled");
+            let value = value.0;
             prop_assert!(value >= v0.min(v1) && value <= v0.max(v1));
         }
     }

@@ -19,22 +19,13 @@
 
 use crate::apportion::CarriedApportioner;
 use crate::quality::Quality;
-use crate::units::Span;
+use crate::units::{MgCo2ePerKwh, Millijoules, Span};
 
-/// Millijoules in one kilowatt-hour.
-const MJ_PER_KWH: u128 = 3_600_000_000;
-
-/// Grid carbon intensity in milligrams CO2e per kWh (g/kWh × 1000), and how it was obtained.
+/// Grid carbon intensity, and how it was obtained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Intensity {
-    pub mg_per_kwh: u64,
+    pub mg_per_kwh: MgCo2ePerKwh,
     pub quality: Quality,
-}
-
-/// Carbon of `energy_mj` at `mg_per_kwh`, rounded half up to whole milligrams.
-pub fn carbon_mg(energy_mj: u64, mg_per_kwh: u64) -> u64 {
-    let wide = u128::from(energy_mj) * u128::from(mg_per_kwh);
-    u64::try_from((wide + MJ_PER_KWH / 2) / MJ_PER_KWH).unwrap_or(u64::MAX)
 }
 
 /// What the site meters said about one window.
@@ -142,7 +133,7 @@ pub fn split_site_window<K: Ord + Clone>(
         }
     }
     if let Some(intensity) = intensity {
-        window.site_location_mg = carbon_mg(facility_mj, intensity.mg_per_kwh);
+        window.site_location_mg = intensity.mg_per_kwh.carbon_of(Millijoules(facility_mj)).0;
         let facility_shares: Vec<(K, u64)> = accounts
             .iter()
             .zip(&window.overhead_mj)
@@ -178,7 +169,7 @@ pub struct MarketInstruments {
     /// hours; what an hour does not use carries forward within the year).
     pub go_accrual_mj: u64,
     /// Residual-mix factor for energy no instrument covers; `None` uses the grid average.
-    pub residual_mg_per_kwh: Option<u64>,
+    pub residual_mg_per_kwh: Option<MgCo2ePerKwh>,
 }
 
 /// One hour of the site, matched against its instruments.
@@ -192,7 +183,7 @@ pub struct HourMatch {
     pub go_balance_after_mj: u64,
     pub market_mg: u64,
     /// The factor applied to the uncovered energy, and whether it is the residual mix.
-    pub uncovered_mg_per_kwh: u64,
+    pub uncovered_mg_per_kwh: MgCo2ePerKwh,
     pub used_residual_mix: bool,
 }
 
@@ -221,7 +212,7 @@ pub fn match_hour(
     let (factor, used_residual_mix) = match (instruments.residual_mg_per_kwh, grid) {
         (Some(residual), _) => (residual, true),
         (None, Some(grid)) => (grid.mg_per_kwh, false),
-        (None, None) => (0, false),
+        (None, None) => (MgCo2ePerKwh(0), false),
     };
     HourMatch {
         load_mj,
@@ -229,7 +220,7 @@ pub fn match_hour(
         go_mj,
         uncovered_mj,
         go_balance_after_mj: balance - go_mj,
-        market_mg: carbon_mg(uncovered_mj, factor),
+        market_mg: factor.carbon_of(Millijoules(uncovered_mj)).0,
         uncovered_mg_per_kwh: factor,
         used_residual_mix,
     }
@@ -266,7 +257,7 @@ mod tests {
                 assumed_pue_ppm: None,
             },
             Some(Intensity {
-                mg_per_kwh: 360_000_000,
+                mg_per_kwh: MgCo2ePerKwh(360_000_000),
                 quality: Quality::Measured,
             }),
             &mut SiteCarry::default(),
@@ -300,7 +291,7 @@ mod tests {
         let instruments = MarketInstruments {
             ppa_mj: 1_000,
             go_accrual_mj: 500,
-            residual_mg_per_kwh: Some(3_600_000_000),
+            residual_mg_per_kwh: Some(MgCo2ePerKwh(3_600_000_000)),
         };
         let hour = match_hour(2_000, &instruments, 200, None);
         assert_eq!(
@@ -330,7 +321,7 @@ mod tests {
             let window = split_site_window(
                 &keyed,
                 &meters,
-                intensity.map(|mg_per_kwh| Intensity { mg_per_kwh, quality: Quality::Measured }),
+                intensity.map(|mg_per_kwh| Intensity { mg_per_kwh: MgCo2ePerKwh(mg_per_kwh), quality: Quality::Measured }),
                 &mut SiteCarry::default(),
             );
             let it: u64 = accounts.iter().sum();
@@ -356,7 +347,7 @@ mod tests {
             accrual in 0u64..1u64 << 40,
             balance in 0u64..1u64 << 41,
         ) {
-            let instruments = MarketInstruments { ppa_mj: ppa, go_accrual_mj: accrual, residual_mg_per_kwh: Some(500_000) };
+            let instruments = MarketInstruments { ppa_mj: ppa, go_accrual_mj: accrual, residual_mg_per_kwh: Some(MgCo2ePerKwh(500_000)) };
             let hour = match_hour(load, &instruments, balance, None);
             prop_assert_eq!(hour.ppa_mj + hour.go_mj + hour.uncovered_mj, load);
             prop_assert_eq!(hour.go_balance_after_mj + hour.go_mj, balance + accrual);

@@ -15,8 +15,9 @@ pub mod embodied;
 pub mod facility;
 pub mod quality;
 pub mod rng;
+pub mod time;
 pub mod units;
 pub mod window;
 
 pub use quality::{EnergyByQuality, Quality};
-pub use units::{Millijoules, Millilitres, Span, UnixNanos};
+pub use units::{MgCo2ePerKwh, MilligramsCo2e, Millijoules, Millilitres, Span, UnixNanos};

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 pub const NANOS_PER_SECOND: i64 = 1_000_000_000;
 /// Nanoseconds per hour: grid intensity, market matching and the site stage go by the hour.
 pub const NANOS_PER_HOUR: i64 = 3_600 * NANOS_PER_SECOND;
+/// Nanoseconds per day.
+pub const NANOS_PER_DAY: i64 = 24 * NANOS_PER_HOUR;
 
 /// Energy in millijoules. 1 kWh = 3 600 000 000 mJ.
 #[derive(
@@ -26,31 +28,70 @@ pub struct Millilitres(pub u64);
 )]
 pub struct UnixNanos(pub i64);
 
+/// Carbon mass in milligrams of CO2 equivalent.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct MilligramsCo2e(pub u64);
+
+/// Carbon intensity of electricity: milligrams CO2e per kWh (g/kWh × 1000).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct MgCo2ePerKwh(pub u64);
+
 impl Millijoules {
+    /// Millijoules in one watt-hour.
+    pub const PER_WH: u64 = 3_600_000;
     /// Millijoules in one kilowatt-hour.
-    pub const PER_KWH: u64 = 3_600_000_000;
+    pub const PER_KWH: u64 = 1_000 * Self::PER_WH;
+
+    /// Whole kWh for display and reports (never for the books).
+    pub fn as_kwh(self) -> f64 {
+        self.0 as f64 / Self::PER_KWH as f64
+    }
+
+    /// The nearest whole millijoules to `kwh` (a configured or imported amount).
+    pub fn from_kwh(kwh: f64) -> Self {
+        Self((kwh * Self::PER_KWH as f64).round() as u64)
+    }
 }
 
-/// `at` as RFC 3339 in UTC, to the second (`2023-11-06T10:00:00Z`).
-pub fn rfc3339(at: UnixNanos) -> String {
-    jiff::Timestamp::from_nanosecond(i128::from(at.0))
-        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_else(|_| at.0.to_string())
+impl MgCo2ePerKwh {
+    /// The carbon of `energy` at this intensity, rounded half up to whole milligrams.
+    pub fn carbon_of(self, energy: Millijoules) -> MilligramsCo2e {
+        let per_kwh = u128::from(Millijoules::PER_KWH);
+        let wide = u128::from(energy.0) * u128::from(self.0);
+        MilligramsCo2e(u64::try_from((wide + per_kwh / 2) / per_kwh).unwrap_or(u64::MAX))
+    }
 }
 
-/// The UTC calendar year holding `at`: `[1 January 00:00, next 1 January 00:00)`, in ns. The
-/// year is what annual instruments (guarantees of origin) and annual reports count in.
-pub fn utc_year_of(at: UnixNanos) -> Span {
-    let start_of = |year: i16| -> i64 {
-        jiff::tz::TimeZone::UTC
-            .to_timestamp(jiff::civil::date(year, 1, 1).at(0, 0, 0, 0))
-            .map_or(0, |timestamp| timestamp.as_nanosecond() as i64)
-    };
-    let year = jiff::Timestamp::from_nanosecond(i128::from(at.0)).map_or(1970, |t| {
-        t.to_zoned_datetime(jiff::tz::TimeZone::UTC).year()
-    });
-    Span::new(UnixNanos(start_of(year)), UnixNanos(start_of(year + 1)))
+/// Addition and sums for the counted quantities; overflow is a bug and panics in debug builds
+/// like any integer.
+macro_rules! quantity_arithmetic {
+    ($($unit:ident),*) => {$(
+        impl std::ops::Add for $unit {
+            type Output = Self;
+            fn add(self, other: Self) -> Self {
+                Self(self.0 + other.0)
+            }
+        }
+
+        impl std::ops::AddAssign for $unit {
+            fn add_assign(&mut self, other: Self) {
+                self.0 += other.0;
+            }
+        }
+
+        impl std::iter::Sum for $unit {
+            fn sum<I: Iterator<Item = Self>>(iter: I) -> Self {
+                Self(iter.map(|one| one.0).sum())
+            }
+        }
+    )*};
 }
+
+quantity_arithmetic!(Millijoules, Millilitres, MilligramsCo2e);
 
 /// A half-open span of time `[start, end)`.
 #[derive(
@@ -92,14 +133,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_year_runs_from_new_year_to_new_year() {
-        // 2024-02-29T12:00Z lies in the leap year 2024: 366 days.
-        let year = utc_year_of(UnixNanos(1_709_208_000 * NANOS_PER_SECOND));
-        assert_eq!(year.start, UnixNanos(1_704_067_200 * NANOS_PER_SECOND));
-        assert_eq!(year.len_ns(), 366 * 86_400 * NANOS_PER_SECOND as u64);
-    }
-
-    #[test]
     fn intersect_of_disjoint_spans_is_none() {
         let a = Span::new(UnixNanos(0), UnixNanos(10));
         let b = Span::new(UnixNanos(10), UnixNanos(20));
@@ -115,5 +148,23 @@ mod tests {
     fn kwh_constant_matches_definition() {
         // 1 kWh = 1000 W * 3600 s = 3.6e6 J = 3.6e9 mJ.
         assert_eq!(Millijoules::PER_KWH, 1000 * 3600 * 1000);
+        assert_eq!(Millijoules::from_kwh(1.5), Millijoules(5_400_000_000));
+        assert_eq!(Millijoules(5_400_000_000).as_kwh(), 1.5);
+    }
+
+    #[test]
+    fn carbon_rounds_half_up_to_whole_milligrams() {
+        let intensity = MgCo2ePerKwh(400_000);
+        assert_eq!(
+            intensity.carbon_of(Millijoules(Millijoules::PER_KWH)),
+            MilligramsCo2e(400_000)
+        );
+        // 1 mJ at 400 g/kWh is 1.1e-4 mg: rounds to 0; 4 500 mJ is 0.5 mg: rounds up to 1.
+        assert_eq!(intensity.carbon_of(Millijoules(1)), MilligramsCo2e(0));
+        assert_eq!(intensity.carbon_of(Millijoules(4_500)), MilligramsCo2e(1));
+        assert_eq!(
+            MgCo2ePerKwh(u64::MAX).carbon_of(Millijoules(u64::MAX)),
+            MilligramsCo2e(u64::MAX)
+        );
     }
 }

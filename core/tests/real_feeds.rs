@@ -16,7 +16,7 @@ fn a_day_of_eia930_parses_and_its_gap_is_interpolated() {
     assert_eq!((feed.hours.len(), feed.gaps), (23, 1));
     assert!(feed.hours.iter().all(|h| h.zone == "CISO"));
     let at = |label: &str| {
-        let hour = footprint_core::carbon::parse_time(label).unwrap();
+        let hour = footprint_core::time::parse_rfc3339(label).unwrap().0;
         feed.hours
             .iter()
             .find(|h| h.hour_ns == hour)
@@ -25,11 +25,11 @@ fn a_day_of_eia930_parses_and_its_gap_is_interpolated() {
     // 09:00 = 290.837 g/kWh and 11:00 = 296.887 in the file; 10:00 is empty.
     let before = at("2022-01-05T09:00:00Z").unwrap();
     let after = at("2022-01-05T11:00:00Z").unwrap();
-    assert_eq!((before.1, after.1), (290_837, 296_887));
+    assert_eq!((before.1.0, after.1.0), (290_837, 296_887));
     assert!(at("2022-01-05T10:00:00Z").is_none());
     assert_eq!(
         fill(before.0 + HOUR, Some(before), Some(after)),
-        Some((293_862, Quality::Interpolated))
+        Some((footprint_core::MgCo2ePerKwh(293_862), Quality::Interpolated))
     );
 }
 
@@ -39,7 +39,7 @@ fn the_electricity_maps_export_parses_whole() {
     assert_eq!(feed.format, "electricitymaps-csv");
     assert_eq!((feed.hours.len(), feed.gaps), (336, 0));
     // The first row: 2023-11-06T00:00:00Z,DE,137.41,…
-    assert_eq!(feed.hours[0].mg_per_kwh, 137_410);
+    assert_eq!(feed.hours[0].mg_per_kwh.0, 137_410);
     assert!(
         feed.hours
             .windows(2)

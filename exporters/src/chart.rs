@@ -6,6 +6,7 @@
 
 use std::fmt::Write as _;
 
+use footprint_core::units::NANOS_PER_HOUR;
 use footprint_proto::v1::FacilityWindow;
 
 const WIDTH: f64 = 960.0;
@@ -14,7 +15,6 @@ const LEFT: f64 = 64.0;
 const RIGHT: f64 = 150.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 44.0;
-const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
 
 /// Average power of `mj` over `window`, in kW.
 fn kilowatts(mj: f64, window: &FacilityWindow) -> f64 {

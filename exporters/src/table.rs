@@ -2,7 +2,6 @@
 
 use crate::summary::{Figures, JobLine, Summary};
 
-const MJ_PER_KWH: f64 = 3_600_000_000.0;
 const HEADER: [&str; 11] = [
     "JOB",
     "KIND",
@@ -20,7 +19,10 @@ const HEADER: [&str; 11] = [
 const JOB_TEXT_COLUMNS: usize = 3;
 
 fn kwh(mj: i128) -> String {
-    format!("{:.2}", mj as f64 / MJ_PER_KWH)
+    format!(
+        "{:.2}",
+        mj as f64 / footprint_core::Millijoules::PER_KWH as f64
+    )
 }
 
 fn litres(ml: i128) -> String {
@@ -152,7 +154,7 @@ pub fn render_totals(windows: &[footprint_proto::v1::FacilityWindow]) -> String 
     for window in windows {
         let balance = |b: Option<footprint_proto::v1::Balance>| b.unwrap_or_default().site;
         rows.push(vec![
-            footprint_core::units::rfc3339(footprint_core::UnixNanos(window.start_ns)),
+            footprint_core::time::format_rfc3339(footprint_core::UnixNanos(window.start_ns)),
             if window.host.is_empty() {
                 "site".to_owned()
             } else {

@@ -9,7 +9,7 @@ use super::site;
 use crate::{Error, Result};
 
 /// A job's footprint over a span of time.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct JobFootprint {
     pub id: String,
     pub scheduler: String,
@@ -202,7 +202,7 @@ pub fn get_job(connection: &Connection, id: &str) -> Result<JobFootprint> {
 }
 
 /// A quantity over a span and where it went: `site = jobs + idle + unattributed`, exactly.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Balance {
     pub site: i64,
     pub jobs: i64,
@@ -218,7 +218,7 @@ impl Balance {
 }
 
 /// The facility (or one host) over a span: energy, water and carbon, each balanced.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct FacilityWindow {
     pub start_ns: i64,
     pub end_ns: i64,
@@ -255,7 +255,8 @@ impl FacilityWindow {
         if self.it_mj == 0 {
             0.0
         } else {
-            (self.water_ml.site as f64 / 1_000.0) / (self.it_mj as f64 / 3.6e9)
+            (self.water_ml.site as f64 / 1_000.0)
+                / (self.it_mj as f64 / footprint_core::Millijoules::PER_KWH as f64)
         }
     }
 

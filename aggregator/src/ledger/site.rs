@@ -16,7 +16,7 @@ use footprint_core::carbon;
 use footprint_core::facility::{self, HourMatch, Intensity, SiteMeters};
 use footprint_core::units::NANOS_PER_HOUR;
 use footprint_core::window::{WindowLength, share_in_window};
-use footprint_core::{Quality, Span, UnixNanos};
+use footprint_core::{MgCo2ePerKwh, Quality, Span, UnixNanos};
 use footprint_proto::v1::MeterKind;
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -149,13 +149,13 @@ pub fn intensity_of_hour(
     if zone.is_empty() {
         return Ok(None);
     }
-    let near = |sql: &str| -> Result<Option<(i64, u64, Quality)>> {
+    let near = |sql: &str| -> Result<Option<(i64, MgCo2ePerKwh, Quality)>> {
         Ok(connection
             .prepare_cached(sql)?
             .query_row(params![zone, hour_ns], |row| {
                 Ok((
                     row.get::<_, i64>(0)?,
-                    row.get::<_, i64>(1)? as u64,
+                    MgCo2ePerKwh(row.get::<_, i64>(1)? as u64),
                     quality_from_code(row.get(2)?),
                 ))
             })
@@ -350,7 +350,7 @@ fn settled_figures(
 
 /// The guarantees of origin left after the hour before `hour_ns` (none at a new year).
 fn go_balance_before(connection: &Connection, hour_ns: i64) -> Result<u64> {
-    if footprint_core::units::utc_year_of(UnixNanos(hour_ns))
+    if footprint_core::time::utc_year_of(UnixNanos(hour_ns))
         .start
         .0
         == hour_ns
@@ -477,7 +477,7 @@ fn write_hour(connection: &Connection, hour_ns: i64, matched: &HourMatch) -> Res
             matched.go_mj as i64,
             matched.uncovered_mj as i64,
             matched.go_balance_after_mj as i64,
-            matched.uncovered_mg_per_kwh as i64,
+            matched.uncovered_mg_per_kwh.0 as i64,
             i64::from(matched.used_residual_mix),
             matched.market_mg as i64,
         ])?;
@@ -542,7 +542,7 @@ fn write_window(
             split.unattributed_mj(),
             split.site_water_ml as i64,
             split.unattributed_water_ml as i64,
-            intensity.map(|i| i.mg_per_kwh as i64),
+            intensity.map(|i| i.mg_per_kwh.0 as i64),
             intensity.map(|i| quality_code(i.quality)),
             split.site_location_mg as i64,
             split.unattributed_location_mg as i64,

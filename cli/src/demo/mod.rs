@@ -18,8 +18,8 @@ use footprint_aggregator::config::{PlacementConfig, PpaConfig};
 use footprint_aggregator::{AggregatorConfig, server};
 use footprint_collector::config::SourceConfig;
 use footprint_collector::daemon::{self, CollectorStats};
-use footprint_collector::time::{format_timestamp, parse_timestamp};
 use footprint_core::UnixNanos;
+use footprint_core::time::{format_rfc3339, parse_rfc3339};
 use footprint_exporters::summary::Summary;
 use footprint_exporters::{chart, table};
 use footprint_proto::v1::query_client::QueryClient;
@@ -125,7 +125,7 @@ fn solar_profile_csv(start: UnixNanos, hours: u32) -> String {
         } else {
             0.0
         };
-        csv.push_str(&format!("{},{kwh:.3}\n", format_timestamp(UnixNanos(at))));
+        csv.push_str(&format!("{},{kwh:.3}\n", format_rfc3339(UnixNanos(at))));
     }
     csv
 }
@@ -159,7 +159,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
 
     let config_dir = data_dir.join("config");
     std::fs::create_dir_all(&config_dir)?;
-    let start = parse_timestamp(&options.start).map_err(anyhow::Error::msg)?;
+    let start = parse_rfc3339(&options.start).map_err(anyhow::Error::msg)?;
     let config =
         demo_aggregator_config(&data_dir, &config_dir, start, options.hours, options.hosts)?;
     std::fs::write(
@@ -202,7 +202,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     println!(
         "Simulating {} h from {} at {}x: {} hosts x {} GPUs, {} jobs, one facility meter; aggregator on {}",
         plan.hours,
-        format_timestamp(plan.start),
+        format_rfc3339(plan.start),
         plan.speed,
         plan.hosts,
         plan.gpus_per_host,
@@ -254,7 +254,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         let per_second = readings as f64 / started.elapsed().as_secs_f64().max(1e-3);
         let message = format!(
             "{} · {readings} readings · {per_second:.0}/s",
-            format_timestamp(UnixNanos(slowest.max(plan.start.0)))
+            format_rfc3339(UnixNanos(slowest.max(plan.start.0)))
         );
         bar.set_position(done_s);
         bar.set_message(message.clone());
@@ -327,7 +327,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let title = format!(
         "Simulated site, {} h from {}: power by use",
         plan.hours,
-        format_timestamp(plan.start)
+        format_rfc3339(plan.start)
     );
     std::fs::write(
         data_dir.join("site-power.svg"),

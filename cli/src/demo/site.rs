@@ -9,10 +9,10 @@
 use footprint_collector::config::{CollectorConfig, SimulatedClockConfig, SourceConfig};
 use footprint_collector::sources::replay::{ReplayConfig, ReplayJobConfig, ReplayOutletConfig};
 use footprint_collector::sources::site_replay::SiteReplayConfig;
-use footprint_collector::time::format_timestamp;
 use footprint_collector::trace::PowerTrace;
 use footprint_core::UnixNanos;
 use footprint_core::rng::SplitMix64;
+use footprint_core::time::format_rfc3339;
 
 const MINUTE_NS: i64 = 60_000_000_000;
 const HOUR_NS: i64 = 60 * MINUTE_NS;
@@ -110,8 +110,8 @@ impl SitePlan {
                     model: "llama-3-70b".into(),
                     gpus: (0..self.gpus_per_host).collect(),
                     cpus: cpulist(0, self.gpus_per_host * cpus_per_gpu),
-                    start: format_timestamp(UnixNanos(start)),
-                    end: format_timestamp(UnixNanos(distributed_end)),
+                    start: format_rfc3339(UnixNanos(start)),
+                    end: format_rfc3339(UnixNanos(distributed_end)),
                     trace_host: "cbsugpu08".into(),
                     trace_start: distributed_trace.clone(),
                     functional_unit: "1k tokens".into(),
@@ -163,8 +163,8 @@ impl SitePlan {
                         model: model.into(),
                         cpus: cpulist(gpus[0] * cpus_per_gpu, gpus.len() as u32 * cpus_per_gpu),
                         gpus,
-                        start: format_timestamp(UnixNanos(at)),
-                        end: format_timestamp(UnixNanos(job_end)),
+                        start: format_rfc3339(UnixNanos(at)),
+                        end: format_rfc3339(UnixNanos(job_end)),
                         trace_host: trace_host.into(),
                         trace_start: trace_start(&mut rng, &trace, trace_host),
                         functional_unit: "1k tokens".into(),
@@ -220,9 +220,9 @@ impl SitePlan {
             spool_aged_step_s: footprint_collector::config::default_spool_aged_step_s(),
             flush_timeout_s: 60,
             clock: Some(SimulatedClockConfig {
-                start: format_timestamp(self.start),
+                start: format_rfc3339(self.start),
                 speed: self.speed,
-                stop_at: Some(format_timestamp(self.end())),
+                stop_at: Some(format_rfc3339(self.end())),
                 real_start: None,
             }),
             sources: vec![source],

@@ -13,8 +13,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use footprint_core::UnixNanos;
 use footprint_core::config::Problems;
+use footprint_core::{Millijoules, UnixNanos};
 use footprint_proto::v1::{MeterInfo, MeterKind};
 use serde::{Deserialize, Serialize};
 use tokio_modbus::client::{Context, Reader};
@@ -197,9 +197,9 @@ fn base_per_unit(kind: SiteMeterKind, unit: &str) -> Option<u64> {
         (SiteMeterKind::SiteEnergy, "J") => 1_000,
         (SiteMeterKind::SiteEnergy, "kJ") => 1_000_000,
         (SiteMeterKind::SiteEnergy, "MJ") => 1_000_000_000,
-        (SiteMeterKind::SiteEnergy, "Wh") => 3_600_000,
-        (SiteMeterKind::SiteEnergy, "kWh") => 3_600_000_000,
-        (SiteMeterKind::SiteEnergy, "MWh") => 3_600_000_000_000,
+        (SiteMeterKind::SiteEnergy, "Wh") => Millijoules::PER_WH,
+        (SiteMeterKind::SiteEnergy, "kWh") => Millijoules::PER_KWH,
+        (SiteMeterKind::SiteEnergy, "MWh") => 1_000 * Millijoules::PER_KWH,
         (SiteMeterKind::SiteWater, "mL") => 1,
         (SiteMeterKind::SiteWater, "L") => 1_000,
         (SiteMeterKind::SiteWater, "m3") => 1_000_000,

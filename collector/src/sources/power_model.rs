@@ -243,7 +243,7 @@ mod tests {
         assert_eq!(counter.record(10_000_000_000, 300_000), 2_000_000);
     }
 
-    const HOUR: i64 = 3_600_000_000_000;
+    const HOUR: i64 = footprint_core::units::NANOS_PER_HOUR;
 
     #[test]
     fn steps_integrate_exactly() {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use footprint_core::UnixNanos;
 use footprint_core::config::Problems;
+use footprint_core::units::NANOS_PER_HOUR as HOUR_NS;
 use footprint_proto::v1::{Allocation, Job, JobKind, MeterInfo, MeterKind};
 use serde::{Deserialize, Serialize};
 
@@ -18,10 +19,8 @@ use super::power_model::{IntegratedCounter, PowerStep};
 use crate::config::load_trace;
 use crate::cpulist::parse_cpulist;
 use crate::source::{Sample, Source, measured_reading};
-use crate::time::parse_timestamp;
 use crate::trace::EMBEDDED_TRACE_NAME;
-
-const HOUR_NS: i64 = 3_600_000_000_000;
+use footprint_core::time::parse_rfc3339;
 
 /// A simulated host replaying recorded GPU power.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -245,8 +244,8 @@ impl ReplayConfig {
                 Err(message) => problems.add(format!("{at}.cpus"), message),
             }
             let start =
-                parse_timestamp(&job.start).map_err(|m| problems.add(format!("{at}.start"), m));
-            let end = parse_timestamp(&job.end).map_err(|m| problems.add(format!("{at}.end"), m));
+                parse_rfc3339(&job.start).map_err(|m| problems.add(format!("{at}.start"), m));
+            let end = parse_rfc3339(&job.end).map_err(|m| problems.add(format!("{at}.end"), m));
             if let (Ok(start), Ok(end)) = (start, end) {
                 if end <= start {
                     problems.add(format!("{at}.end"), "must be after start");
@@ -377,8 +376,8 @@ impl ReplayHostModel {
                 },
                 gpus: job.gpus.iter().map(|&g| g as usize).collect(),
                 cpus: parse_cpulist(&job.cpus)?,
-                start_ns: parse_timestamp(&job.start)?.0,
-                end_ns: parse_timestamp(&job.end)?.0,
+                start_ns: parse_rfc3339(&job.start)?.0,
+                end_ns: parse_rfc3339(&job.end)?.0,
                 trace_rows: hours.iter().map(|h| h.power_mw).collect(),
                 first_row,
                 units_per_hour: job.units_per_hour,
@@ -659,8 +658,8 @@ impl Source for ReplaySource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::time::parse_timestamp;
     use footprint_core::config::ConfigFile;
+    use footprint_core::time::parse_rfc3339;
 
     fn config() -> ReplayConfig {
         crate::config::CollectorConfig::from_toml(
@@ -692,12 +691,12 @@ mod tests {
     #[tokio::test]
     async fn gpu_counter_follows_the_trace_while_held_and_idles_otherwise() {
         let config = config();
-        let origin = parse_timestamp("2024-11-01T00:00:00Z").unwrap();
+        let origin = parse_rfc3339("2024-11-01T00:00:00Z").unwrap();
         let mut source = config.build(origin).unwrap();
         let trace = crate::trace::PowerTrace::embedded();
         let rows = trace.hours("cbsugpu08").unwrap();
         let first = trace.row_of("cbsugpu08", "2024-12-01T00:00:00").unwrap();
-        let at = parse_timestamp("2024-11-01T01:30:00Z").unwrap();
+        let at = parse_rfc3339("2024-11-01T01:30:00Z").unwrap();
         let sample = source.sample(at).await.unwrap();
         let gpu1 = sample
             .readings
@@ -716,13 +715,13 @@ mod tests {
         assert_eq!(sample.allocations.len(), 1);
         assert_eq!(sample.allocations[0].end_ns, 0);
         let later = source
-            .sample(parse_timestamp("2024-11-01T03:00:00Z").unwrap())
+            .sample(parse_rfc3339("2024-11-01T03:00:00Z").unwrap())
             .await
             .unwrap();
         assert_eq!(later.allocations.len(), 1);
         assert_eq!(
             later.allocations[0].end_ns,
-            parse_timestamp("2024-11-01T02:30:00Z").unwrap().0
+            parse_rfc3339("2024-11-01T02:30:00Z").unwrap().0
         );
     }
 

@@ -7,15 +7,13 @@
 use async_trait::async_trait;
 use footprint_core::UnixNanos;
 use footprint_core::config::Problems;
+use footprint_core::units::{NANOS_PER_DAY as DAY_NS, NANOS_PER_HOUR as HOUR_NS};
 use footprint_proto::v1::{MeterInfo, MeterKind};
 use serde::{Deserialize, Serialize};
 
 use super::power_model::{IntegratedCounter, PowerStep};
 use super::replay::{ReplayConfig, ReplayHostModel};
 use crate::source::{Sample, Source, measured_reading};
-
-const HOUR_NS: i64 = 3_600_000_000_000;
-const DAY_NS: i64 = 24 * HOUR_NS;
 
 /// A simulated facility meter.
 #[derive(Clone, Debug, Deserialize, Serialize)]

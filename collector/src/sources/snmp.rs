@@ -19,8 +19,8 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use footprint_core::UnixNanos;
 use footprint_core::config::Problems;
+use footprint_core::{Millijoules, UnixNanos};
 use footprint_proto::v1::{MeterInfo, MeterKind, Quality, Reading};
 use serde::{Deserialize, Serialize};
 use snmp2::{AsyncSession, Oid, Value, v3};
@@ -155,8 +155,8 @@ fn default_prefix() -> String {
 }
 
 /// mJ in 0.1 kWh and in 1 Wh; mW in 1 W and in 0.01 kW.
-const MJ_PER_TENTH_KWH: u64 = 360_000_000;
-const MJ_PER_WH: u64 = 3_600_000;
+const MJ_PER_TENTH_KWH: u64 = Millijoules::PER_KWH / 10;
+const MJ_PER_WH: u64 = Millijoules::PER_WH;
 const MW_PER_W: u64 = 1_000;
 const MW_PER_HUNDREDTH_KW: u64 = 10_000;
 

@@ -1,0 +1,165 @@
+//! What the HTTP API answers, as its own types: the JSON a client reads is spelled here, so a
+//! change inside the ledger changes no public answer unless this file changes too.
+
+use serde::Serialize;
+
+use crate::ledger::{self, FacilityWindow, JobFootprint};
+
+/// A job's footprint (`GET /api/v1/jobs/{id}`, and each of `GET /api/v1/jobs`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct JobAnswer {
+    pub id: String,
+    pub scheduler: String,
+    pub name: String,
+    pub user: String,
+    pub project: String,
+    /// `training`, `inference` or `other`.
+    pub kind: String,
+    pub model: String,
+    pub functional_unit: String,
+    pub functional_units: u64,
+    /// Facility energy, mJ: `it_energy_mj + overhead_mj`.
+    pub energy_mj: u64,
+    /// GPU + CPU package + DRAM + host remainder, mJ.
+    pub it_energy_mj: u64,
+    pub gpu_energy_mj: u64,
+    pub cpu_energy_mj: u64,
+    pub dram_energy_mj: u64,
+    pub remainder_mj: u64,
+    pub overhead_mj: u64,
+    /// How the IT energy was obtained; the parts add up to `it_energy_mj`.
+    pub energy_quality: EnergyByQualityAnswer,
+    pub water_ml: u64,
+    pub co2e_location_mg: u64,
+    pub co2e_market_mg: u64,
+    pub co2e_embodied_mg: u64,
+    /// (location-based + embodied) / functional units, mg CO2e; 0 without units.
+    pub sci_mg_per_unit: f64,
+    pub gpu_hours: f64,
+    pub hosts: Vec<String>,
+    pub first_window_ns: i64,
+    pub last_window_ns: i64,
+    /// How the figures were obtained.
+    pub method: String,
+    /// Windows of the job built again because late data changed them.
+    pub revised_windows: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct EnergyByQualityAnswer {
+    pub measured_mj: u64,
+    pub interpolated_mj: u64,
+    pub estimated_mj: u64,
+}
+
+/// A quantity and where it went: `site = jobs + idle + unattributed`, exactly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct BalanceAnswer {
+    pub site: i64,
+    pub jobs: i64,
+    pub idle: i64,
+    pub unattributed: i64,
+}
+
+/// The facility (or one host, or one hall or rack) over one step (`GET /api/v1/facility`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FacilityAnswer {
+    pub start_ns: i64,
+    pub end_ns: i64,
+    /// The host, hall or rack of a grouped series; empty for the site.
+    pub host: String,
+    pub energy_mj: BalanceAnswer,
+    pub measured_method: String,
+    /// Energy at the IT boundary, mJ.
+    pub it_mj: u64,
+    pub overhead_mj: u64,
+    pub water_ml: BalanceAnswer,
+    pub co2e_location_mg: BalanceAnswer,
+    pub co2e_market_mg: BalanceAnswer,
+    pub co2e_embodied_mg: BalanceAnswer,
+    pub ppa_matched_mj: u64,
+    pub go_matched_mj: u64,
+    /// Measured energy / IT energy (0 without IT energy).
+    pub pue: f64,
+    /// Water / IT energy, L/kWh (ISO/IEC 30134-9).
+    pub wue_l_per_kwh: f64,
+    /// Share of the energy matched by PPA supply in the same hour.
+    pub cfe_share: f64,
+    pub revised_windows: u64,
+    pub revised_hours: u64,
+}
+
+impl From<JobFootprint> for JobAnswer {
+    fn from(job: JobFootprint) -> Self {
+        Self {
+            id: job.id,
+            scheduler: job.scheduler,
+            name: job.name,
+            user: job.user,
+            project: job.project,
+            kind: job.kind,
+            model: job.model,
+            functional_unit: job.functional_unit,
+            functional_units: job.functional_units,
+            energy_mj: job.energy_mj,
+            it_energy_mj: job.it_energy_mj,
+            gpu_energy_mj: job.gpu_energy_mj,
+            cpu_energy_mj: job.cpu_energy_mj,
+            dram_energy_mj: job.dram_energy_mj,
+            remainder_mj: job.remainder_mj,
+            overhead_mj: job.overhead_mj,
+            energy_quality: EnergyByQualityAnswer {
+                measured_mj: job.energy_quality.measured_mj,
+                interpolated_mj: job.energy_quality.interpolated_mj,
+                estimated_mj: job.energy_quality.estimated_mj,
+            },
+            water_ml: job.water_ml,
+            co2e_location_mg: job.co2e_location_mg,
+            co2e_market_mg: job.co2e_market_mg,
+            co2e_embodied_mg: job.co2e_embodied_mg,
+            sci_mg_per_unit: job.sci_mg_per_unit,
+            gpu_hours: job.gpu_hours,
+            hosts: job.hosts,
+            first_window_ns: job.first_window_ns,
+            last_window_ns: job.last_window_ns,
+            method: job.method,
+            revised_windows: job.revised_windows,
+        }
+    }
+}
+
+impl From<ledger::Balance> for BalanceAnswer {
+    fn from(balance: ledger::Balance) -> Self {
+        Self {
+            site: balance.site,
+            jobs: balance.jobs,
+            idle: balance.idle,
+            unattributed: balance.unattributed,
+        }
+    }
+}
+
+impl From<FacilityWindow> for FacilityAnswer {
+    fn from(window: FacilityWindow) -> Self {
+        Self {
+            pue: window.pue(),
+            wue_l_per_kwh: window.wue_l_per_kwh(),
+            cfe_share: window.cfe_share(),
+            start_ns: window.start_ns,
+            end_ns: window.end_ns,
+            host: window.host,
+            energy_mj: window.energy_mj.into(),
+            measured_method: window.measured_method,
+            it_mj: window.it_mj,
+            overhead_mj: window.overhead_mj,
+            water_ml: window.water_ml.into(),
+            co2e_location_mg: window.co2e_location_mg.into(),
+            co2e_market_mg: window.co2e_market_mg.into(),
+            co2e_embodied_mg: window.co2e_embodied_mg.into(),
+            ppa_matched_mj: window.ppa_matched_mj,
+            go_matched_mj: window.go_matched_mj,
+            revised_windows: window.revised_windows,
+            revised_hours: window.revised_hours,
+        }
+    }
+}
