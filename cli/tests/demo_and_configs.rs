@@ -184,6 +184,22 @@ fn every_example_config_loads() {
 }
 
 #[test]
+fn every_registered_source_has_an_example_config() {
+    let examples = repository().join("deploy/examples");
+    let mut text = String::new();
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        text.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap());
+    }
+    for (name, _) in footprint_collector::config::SOURCE_TYPES {
+        assert!(
+            text.contains(&format!("type = \"{name}\"")),
+            "no example in {} configures a source of type {name:?}",
+            examples.display()
+        );
+    }
+}
+
+#[test]
 fn a_config_typo_fails_at_start_with_the_key_path() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("collector.toml");

@@ -4,7 +4,10 @@
 use std::path::PathBuf;
 
 use footprint_core::config::{ConfigError, ConfigFile, Problems};
+use footprint_core::time::parse_rfc3339;
 use serde::{Deserialize, Serialize};
+
+use crate::source::SourceSettings;
 
 use crate::sources::ipmi::IpmiConfig;
 use crate::sources::kubernetes::KubernetesConfig;
@@ -17,7 +20,6 @@ use crate::sources::site_replay::SiteReplayConfig;
 use crate::sources::slurm::SlurmConfig;
 use crate::sources::snmp::SnmpConfig;
 use crate::sources::synthetic::SyntheticConfig;
-use footprint_core::time::parse_rfc3339;
 
 /// `footprint-collector --config FILE`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -88,40 +90,70 @@ pub struct SimulatedClockConfig {
     pub real_start: Option<String>,
 }
 
-/// One source. `type` picks the variant.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum SourceConfig {
-    /// Plays recorded GPU power traces as the counters of a simulated host (GPUs, RAPL), with the
-    /// jobs holding its devices.
-    Replay(ReplayConfig),
-    /// A simulated facility meter: the IT load of the listed hosts times an hourly PUE, plus a base.
-    SiteReplay(SiteReplayConfig),
-    /// Many GPU meters at a steady power, for load tests (`footprint loadgen`).
-    Synthetic(SyntheticConfig),
-    /// CPU package, DRAM, core and uncore energy from the kernel's powercap tree (RAPL; root
-    /// only since Linux 5.10).
-    Rapl(RaplConfig),
-    /// NVIDIA GPUs through NVML: board energy counters, power limits, the jobs of their compute
-    /// processes, per-job busy time, MIG instances.
-    Nvml(NvmlConfig),
-    /// A PDU over SNMP v2c/v3: this host's outlets (and, for inspection, others and the whole
-    /// PDU), energy registers filled in with power between their steps.
-    Snmp(SnmpConfig),
-    /// Site meters (facility energy, water) over Modbus TCP, with the register map in config.
-    Modbus(ModbusConfig),
-    /// Slurm jobs on this node: GPUs from the prolog/epilog hooks (deploy/slurm/), CPUs and CPU
-    /// time from the job's cgroup or processes.
-    Slurm(SlurmConfig),
-    /// Plain processes as jobs (a FOOTPRINT_JOB label, or a configured command), with their CPU
-    /// time.
-    Process(ProcessConfig),
-    /// Pods holding GPUs or exclusive CPUs on a Kubernetes node, from the kubelet's
-    /// pod-resources socket.
-    Kubernetes(KubernetesConfig),
-    /// Whole-host power from the BMC (IPMI DCMI), integrated, for hosts with neither a metered
-    /// outlet nor RAPL.
-    Ipmi(IpmiConfig),
+/// The registry of sources: each line is a `type` of `[[sources]]` table, its config (a struct
+/// of `sources/` implementing [`SourceSettings`]) and what it reads, which `--help` shows.
+macro_rules! source_registry {
+    ($($name:literal => $variant:ident($config:ty), $help:literal;)*) => {
+        /// One source. `type` picks the variant.
+        #[derive(Clone, Debug, Deserialize, Serialize)]
+        #[serde(tag = "type")]
+        pub enum SourceConfig {
+            $(#[doc = $help] #[serde(rename = $name)] $variant($config),)*
+        }
+
+        impl SourceConfig {
+            /// The source's settings, whatever its type.
+            pub fn settings(&self) -> &dyn SourceSettings {
+                match self {
+                    $(Self::$variant(config) => config,)*
+                }
+            }
+        }
+
+        /// Every source `type`, with what it reads.
+        pub const SOURCE_TYPES: &[(&str, &str)] = &[$(($name, $help),)*];
+    };
+}
+
+source_registry! {
+    "replay" => Replay(ReplayConfig),
+        "A simulated host: GPU energy counters integrated from a recorded power trace (default: \
+         Cornell BioHPC, Nov-Dec 2024) while jobs hold the GPUs, RAPL package and DRAM counters \
+         (idle + per held core) that wrap like the real ones; the jobs are announced as \
+         allocations.";
+    "site_replay" => SiteReplay(SiteReplayConfig),
+        "A simulated facility meter (and water meter): the IT load of the hosts it lists times \
+         an hourly PUE (WUE), plus a base.";
+    "synthetic" => Synthetic(SyntheticConfig),
+        "Many GPU meters at a steady power, for load tests (`footprint loadgen`).";
+    "rapl" => Rapl(RaplConfig),
+        "This host's CPU packages, DRAM, core and uncore energy from the kernel's powercap tree \
+         (/sys/class/powercap/intel-rapl:*); energy_uj is readable by root only since Linux \
+         5.10, and zones that cannot be read are left out with a warning.";
+    "nvml" => Nvml(NvmlConfig),
+        "NVIDIA GPUs through the driver's libnvidia-ml: board energy counters (power integrated \
+         where a GPU has none, flagged interpolated), power limits, the jobs of their compute \
+         processes as allocations, per-job busy time for sharing a GPU, MIG instances. Without \
+         a driver the source says NVML is absent.";
+    "snmp" => Snmp(SnmpConfig),
+        "A PDU over SNMP v2c/v3 (APC rPDU2, Raritan PDU2, ServerTech Sentry4, Eaton ePDU, or OIDs \
+         from config): this host's outlets, and for inspection others and the whole PDU; coarse \
+         energy registers filled in with power between steps.";
+    "modbus" => Modbus(ModbusConfig),
+        "Site meters over Modbus TCP (facility energy, water): the register map (function, \
+         address, type, word order, scale, unit) in config.";
+    "slurm" => Slurm(SlurmConfig),
+        "Which Slurm job holds which GPUs and CPUs here: the prolog/epilog hooks of \
+         deploy/slurm/, the job's cgroup (v1 or v2) or processes for CPUs and CPU time.";
+    "process" => Process(ProcessConfig),
+        "Plain processes as jobs (FOOTPRINT_JOB=<id> in their environment, or a configured \
+         command line), with their CPU time.";
+    "kubernetes" => Kubernetes(KubernetesConfig),
+        "Pods holding GPUs or exclusive CPUs on a Kubernetes node, from the kubelet's \
+         pod-resources socket.";
+    "ipmi" => Ipmi(IpmiConfig),
+        "Whole-host power from the BMC (IPMI DCMI through ipmitool), integrated, for hosts with \
+         neither a metered PDU outlet nor RAPL.";
 }
 
 fn default_aggregator() -> String {
@@ -157,25 +189,6 @@ fn default_speed() -> f64 {
 impl CollectorConfig {
     pub fn collector_id(&self) -> &str {
         self.collector_id.as_deref().unwrap_or(&self.host)
-    }
-}
-
-impl SourceConfig {
-    /// The ids of the meters this source will announce.
-    pub fn meter_ids(&self) -> Vec<String> {
-        match self {
-            SourceConfig::Replay(replay) => replay.meter_ids(),
-            SourceConfig::SiteReplay(site) => vec![site.meter_id.clone()],
-            SourceConfig::Synthetic(synthetic) => synthetic.meter_ids(),
-            SourceConfig::Rapl(rapl) => rapl.meter_ids(),
-            SourceConfig::Nvml(nvml) => nvml.meter_ids(),
-            SourceConfig::Snmp(snmp) => snmp.meter_ids(),
-            SourceConfig::Modbus(modbus) => modbus.meter_ids(),
-            SourceConfig::Slurm(slurm) => slurm.meter_ids(),
-            SourceConfig::Process(process) => process.meter_ids(),
-            SourceConfig::Kubernetes(kubernetes) => kubernetes.meter_ids(),
-            SourceConfig::Ipmi(ipmi) => ipmi.meter_ids(),
-        }
     }
 }
 
@@ -254,20 +267,8 @@ impl ConfigFile for CollectorConfig {
         let mut meter_ids = std::collections::BTreeSet::new();
         for (index, source) in self.sources.iter().enumerate() {
             let path = format!("sources[{index}]");
-            match source {
-                SourceConfig::Replay(replay) => replay.validate(&path, &mut problems),
-                SourceConfig::SiteReplay(site) => site.validate(&path, &mut problems),
-                SourceConfig::Synthetic(synthetic) => synthetic.validate(&path, &mut problems),
-                SourceConfig::Rapl(rapl) => rapl.validate(&path, &mut problems),
-                SourceConfig::Nvml(nvml) => nvml.validate(&path, &mut problems),
-                SourceConfig::Snmp(snmp) => snmp.validate(&path, &mut problems),
-                SourceConfig::Modbus(modbus) => modbus.validate(&path, &mut problems),
-                SourceConfig::Slurm(slurm) => slurm.validate(&path, &mut problems),
-                SourceConfig::Process(process) => process.validate(&path, &mut problems),
-                SourceConfig::Kubernetes(kubernetes) => kubernetes.validate(&path, &mut problems),
-                SourceConfig::Ipmi(ipmi) => ipmi.validate(&path, &mut problems),
-            }
-            for meter in source.meter_ids() {
+            source.settings().validate(&path, &mut problems);
+            for meter in source.settings().meter_ids() {
                 if !meter_ids.insert(meter.clone()) {
                     problems.add(
                         path.clone(),

@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use crate::clock::Clock;
 use crate::config::{CollectorConfig, SourceConfig};
-use crate::source::{Sample, Source};
+use crate::source::{BuildContext, Sample, Source};
 use crate::spool::Spool;
 use crate::time::wall_clock_now;
 use crate::uplink::{SharedSpool, Uplink, with_spool};
@@ -78,25 +78,9 @@ pub fn build_source(
     host: &str,
     origin: UnixNanos,
 ) -> std::result::Result<Box<dyn Source>, String> {
-    match source {
-        SourceConfig::Replay(replay) => {
-            replay.build(origin).map(|s| Box::new(s) as Box<dyn Source>)
-        }
-        SourceConfig::SiteReplay(site) => {
-            site.build(origin).map(|s| Box::new(s) as Box<dyn Source>)
-        }
-        SourceConfig::Synthetic(synthetic) => {
-            Ok(Box::new(synthetic.build(origin)) as Box<dyn Source>)
-        }
-        SourceConfig::Rapl(rapl) => rapl.build().map(|s| Box::new(s) as Box<dyn Source>),
-        SourceConfig::Nvml(nvml) => nvml.build(host).map(|s| Box::new(s) as Box<dyn Source>),
-        SourceConfig::Snmp(snmp) => snmp.build().map(|s| Box::new(s) as Box<dyn Source>),
-        SourceConfig::Modbus(modbus) => modbus.build().map(|s| Box::new(s) as Box<dyn Source>),
-        SourceConfig::Slurm(slurm) => slurm.build(host).map(|s| Box::new(s) as Box<dyn Source>),
-        SourceConfig::Process(process) => Ok(Box::new(process.build(host)) as Box<dyn Source>),
-        SourceConfig::Kubernetes(kubernetes) => Ok(Box::new(kubernetes.build()) as Box<dyn Source>),
-        SourceConfig::Ipmi(ipmi) => ipmi.build().map(|s| Box::new(s) as Box<dyn Source>),
-    }
+    source
+        .settings()
+        .build_source(&BuildContext { host, origin })
 }
 
 /// Runs a collector until its simulated clock passes `stop_at` or `shutdown` is cancelled, then

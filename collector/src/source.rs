@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use footprint_core::UnixNanos;
+use footprint_core::config::Problems;
 use footprint_proto::v1::{Allocation, MeterInfo, Reading};
 
 /// A counter reading taken at `at`, measured, with the meter's own method.
@@ -49,4 +50,28 @@ pub trait Source: Send + std::fmt::Debug {
     /// # Errors
     /// A message when nothing could be read; the collector logs it and carries on.
     async fn sample(&mut self, at: UnixNanos) -> Result<Sample, String>;
+}
+
+/// What a source is built for: the host it reports for, and where simulated sources start.
+#[derive(Clone, Copy, Debug)]
+pub struct BuildContext<'a> {
+    pub host: &'a str,
+    pub origin: UnixNanos,
+}
+
+/// What every source's config table (`[[sources]]` with its `type`) does: names the meters it
+/// will announce, reports every problem in it, and builds the running source. A new source is a
+/// file in `sources/` implementing this, and one line in the registry (`config::SourceConfig`).
+pub trait SourceSettings {
+    /// The ids of the meters this source will announce (at least; more may appear as it runs).
+    fn meter_ids(&self) -> Vec<String>;
+
+    /// Adds every problem of this table to `problems`, each under `path` (`sources[2]`).
+    fn validate(&self, path: &str, problems: &mut Problems);
+
+    /// The running source.
+    ///
+    /// # Errors
+    /// A message saying why the source cannot run here (a device absent, a file unreadable).
+    fn build_source(&self, context: &BuildContext<'_>) -> Result<Box<dyn Source>, String>;
 }

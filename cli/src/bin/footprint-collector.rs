@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Parser;
-use footprint_collector::config::CollectorConfig;
+use clap::{CommandFactory, FromArgMatches, Parser};
+use footprint_collector::config::{CollectorConfig, SOURCE_TYPES};
 use footprint_collector::daemon::{self, CollectorStats};
 use footprint_collector::probe;
 use footprint_core::config::ConfigFile;
@@ -16,34 +16,6 @@ mod logging;
 
 /// Reads this host's meters at every tick and streams them to the aggregator, keeping every batch
 /// until the aggregator acknowledges it as durable.
-///
-/// Sources (the `type` of each `[[sources]]` table):
-///   replay       a simulated host: GPU energy counters integrated from a recorded power trace
-///                (default: Cornell BioHPC, Nov-Dec 2024) while jobs hold the GPUs, RAPL package
-///                and DRAM counters (idle + per held core) that wrap like the real ones; the jobs
-///                are announced as allocations.
-///   site_replay  a simulated facility meter (and water meter): the IT load of the hosts it
-///                lists × an hourly PUE (WUE).
-///   synthetic    many GPU meters at a steady power, for load tests.
-///   rapl         this host's CPU packages, DRAM, core and uncore energy from the kernel's powercap
-///                tree (/sys/class/powercap/intel-rapl:*); energy_uj is readable by root only since
-///                Linux 5.10, and zones that cannot be read are left out with a warning.
-///   nvml         NVIDIA GPUs through the driver's libnvidia-ml: board energy counters (power
-///                integrated where a GPU has none, flagged interpolated), power limits, the jobs
-///                of their compute processes as allocations, per-job busy time for sharing a
-///                GPU, MIG instances. Without a driver the source says NVML is absent.
-///   snmp         a PDU over SNMP v2c/v3 (APC rPDU2, Raritan PDU2, ServerTech Sentry4, Eaton
-///                ePDU, or OIDs from config): this host's outlets, and for inspection others
-///                and the whole PDU; coarse energy registers filled in with power between steps.
-///   modbus       site meters over Modbus TCP (facility energy, water): the register map
-///                (function, address, type, word order, scale, unit) in config.
-///   slurm        which Slurm job holds which GPUs and CPUs here: the prolog/epilog hooks of
-///                deploy/slurm/, the job's cgroup (v1 or v2) or processes for CPUs and CPU time.
-///   process      plain processes as jobs (FOOTPRINT_JOB=<id> in their environment, or a
-///                configured command line), with their CPU time.
-///   kubernetes   pods holding GPUs or exclusive CPUs, from the kubelet's pod-resources socket.
-///   ipmi         whole-host power from the BMC (IPMI DCMI through ipmitool), integrated, for
-///                hosts with neither a metered PDU outlet nor RAPL.
 ///
 /// `footprint-collector probe --config FILE` reads every source twice, one interval apart, and
 /// prints one JSON line per reading, then one per source that failed, with the reason; it exits
@@ -74,7 +46,10 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let matches = Args::command()
+        .after_long_help(sources_help())
+        .get_matches();
+    let args = Args::from_arg_matches(&matches)?;
     if let Some(Command::Probe { config }) = args.command {
         logging::init("warn");
         let config = CollectorConfig::load(&config)
@@ -104,4 +79,27 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("collector")?;
     Ok(())
+}
+
+/// The source types of the registry, each with what it reads, wrapped for a terminal.
+fn sources_help() -> String {
+    const NAME_WIDTH: usize = 13;
+    const WIDTH: usize = 100;
+    let mut help = String::from("Sources (the `type` of each `[[sources]]` table):\n");
+    for (name, what) in SOURCE_TYPES {
+        let mut line = format!("  {name:<NAME_WIDTH$}");
+        for word in what.split_whitespace() {
+            if line.len() + 1 + word.len() > WIDTH && line.trim_end().len() > NAME_WIDTH {
+                help.push_str(line.trim_end());
+                help.push('\n');
+                line = " ".repeat(NAME_WIDTH + 2);
+            } else if !line.ends_with(' ') {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+        help.push_str(&line);
+        help.push('\n');
+    }
+    help
 }

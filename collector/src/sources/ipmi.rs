@@ -18,7 +18,7 @@ use footprint_core::config::Problems;
 use footprint_proto::v1::{MeterInfo, MeterKind, Quality, Reading};
 use serde::{Deserialize, Serialize};
 
-use crate::source::{Sample, Source, measured_reading};
+use crate::source::{BuildContext, Sample, Source, SourceSettings, measured_reading};
 use crate::sources::power_model::SampledPowerCounter;
 
 /// The host's BMC.
@@ -104,24 +104,6 @@ pub fn parse_power_reading(text: &str) -> Result<u64, String> {
 }
 
 impl IpmiConfig {
-    pub fn meter_ids(&self) -> Vec<String> {
-        vec![self.meter.clone()]
-    }
-
-    pub(crate) fn validate(&self, path: &str, problems: &mut Problems) {
-        problems.check(
-            self.interface == IpmiInterface::Open || self.host.is_some(),
-            format!("{path}.host"),
-            "required with interface = \"lanplus\"",
-        );
-        super::check_timeout_ms(problems, path, self.timeout_ms);
-        problems.check(
-            !self.meter.trim().is_empty(),
-            format!("{path}.meter"),
-            "must not be empty",
-        );
-    }
-
     /// Reads the password file; the BMC is first asked at the first sample.
     ///
     /// # Errors
@@ -161,6 +143,30 @@ impl IpmiConfig {
             counter: SampledPowerCounter::new(),
             last_read: None,
         })
+    }
+}
+
+impl SourceSettings for IpmiConfig {
+    fn meter_ids(&self) -> Vec<String> {
+        vec![self.meter.clone()]
+    }
+
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        problems.check(
+            self.interface == IpmiInterface::Open || self.host.is_some(),
+            format!("{path}.host"),
+            "required with interface = \"lanplus\"",
+        );
+        super::check_timeout_ms(problems, path, self.timeout_ms);
+        problems.check(
+            !self.meter.trim().is_empty(),
+            format!("{path}.meter"),
+            "must not be empty",
+        );
+    }
+
+    fn build_source(&self, _context: &BuildContext<'_>) -> Result<Box<dyn Source>, String> {
+        Ok(Box::new(self.build()?))
     }
 }
 

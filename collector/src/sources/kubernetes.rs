@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::holdings::{Held, Holdings};
-use crate::source::{Sample, Source};
+use crate::source::{BuildContext, Sample, Source, SourceSettings};
 
 /// Pods on this Kubernetes node.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -52,20 +52,26 @@ fn default_timeout_ms() -> u64 {
 }
 
 impl KubernetesConfig {
-    pub fn meter_ids(&self) -> Vec<String> {
-        Vec::new()
-    }
-
-    pub(crate) fn validate(&self, path: &str, problems: &mut Problems) {
-        super::check_timeout_ms(problems, path, self.timeout_ms);
-    }
-
     pub fn build(&self) -> KubernetesSource {
         KubernetesSource {
             config: self.clone(),
             client: None,
             holdings: Holdings::default(),
         }
+    }
+}
+
+impl SourceSettings for KubernetesConfig {
+    fn meter_ids(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        super::check_timeout_ms(problems, path, self.timeout_ms);
+    }
+
+    fn build_source(&self, _context: &BuildContext<'_>) -> Result<Box<dyn Source>, String> {
+        Ok(Box::new(self.build()))
     }
 }
 

@@ -1,5 +1,7 @@
-//! Sources, one file each. A new meter is a new file here plus a variant of
-//! [`SourceConfig`](crate::config::SourceConfig).
+//! Sources, one file each: a config struct implementing
+//! [`SourceSettings`](crate::source::SourceSettings) and the source it builds. A new meter is a new
+//! file here (and its `mod` line below) plus one line in the registry,
+//! [`SourceConfig`](crate::config::SourceConfig), which `footprint-collector --help` lists.
 
 pub mod ipmi;
 pub mod kubernetes;

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio_modbus::client::{Context, Reader};
 use tokio_modbus::prelude::Slave;
 
-use crate::source::{Sample, Source, measured_reading};
+use crate::source::{BuildContext, Sample, Source, SourceSettings, measured_reading};
 
 /// Meters behind one Modbus TCP server (or gateway).
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -304,33 +304,6 @@ struct Register {
 }
 
 impl ModbusConfig {
-    pub fn meter_ids(&self) -> Vec<String> {
-        self.registers
-            .iter()
-            .map(|r| format!("{}:{}", self.prefix, r.name))
-            .collect()
-    }
-
-    pub(crate) fn validate(&self, path: &str, problems: &mut Problems) {
-        problems.check(
-            !self.address.trim().is_empty(),
-            format!("{path}.address"),
-            "must be host:port",
-        );
-        super::check_prefix(problems, path, &self.prefix);
-        super::check_timeout_ms(problems, path, self.timeout_ms);
-        problems.check(
-            !self.registers.is_empty(),
-            format!("{path}.registers"),
-            "name at least one meter",
-        );
-        for (index, register) in self.registers.iter().enumerate() {
-            if let Err((key, message)) = register.check() {
-                problems.add(format!("{path}.registers[{index}].{key}"), message);
-            }
-        }
-    }
-
     /// Checks the register map; the meter is first asked at the first sample.
     ///
     /// # Errors
@@ -383,6 +356,39 @@ impl ModbusConfig {
             registers,
             context: None,
         })
+    }
+}
+
+impl SourceSettings for ModbusConfig {
+    fn meter_ids(&self) -> Vec<String> {
+        self.registers
+            .iter()
+            .map(|r| format!("{}:{}", self.prefix, r.name))
+            .collect()
+    }
+
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        problems.check(
+            !self.address.trim().is_empty(),
+            format!("{path}.address"),
+            "must be host:port",
+        );
+        super::check_prefix(problems, path, &self.prefix);
+        super::check_timeout_ms(problems, path, self.timeout_ms);
+        problems.check(
+            !self.registers.is_empty(),
+            format!("{path}.registers"),
+            "name at least one meter",
+        );
+        for (index, register) in self.registers.iter().enumerate() {
+            if let Err((key, message)) = register.check() {
+                problems.add(format!("{path}.registers[{index}].{key}"), message);
+            }
+        }
+    }
+
+    fn build_source(&self, _context: &BuildContext<'_>) -> Result<Box<dyn Source>, String> {
+        Ok(Box::new(self.build()?))
     }
 }
 

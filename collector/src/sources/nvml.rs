@@ -31,7 +31,7 @@ use tracing::{info, warn};
 
 use crate::holdings::{Held, Holdings};
 use crate::process_jobs::ProcessJobs;
-use crate::source::{Sample, Source, measured_reading};
+use crate::source::{BuildContext, Sample, Source, SourceSettings, measured_reading};
 use crate::sources::power_model::SampledPowerCounter;
 
 /// NVIDIA GPUs through NVML.
@@ -90,15 +90,6 @@ pub struct PowerLimits {
 }
 
 impl NvmlConfig {
-    /// Discovered at start; config checks only that two NVML sources differ.
-    pub fn meter_ids(&self) -> Vec<String> {
-        vec![format!("{}*", self.prefix)]
-    }
-
-    pub(crate) fn validate(&self, path: &str, problems: &mut Problems) {
-        super::check_prefix(problems, path, &self.prefix);
-    }
-
     /// Loads NVML and finds every GPU.
     ///
     /// # Errors
@@ -139,6 +130,21 @@ impl NvmlConfig {
                 busy: BTreeMap::new(),
             })),
         })
+    }
+}
+
+impl SourceSettings for NvmlConfig {
+    /// Discovered at start; config checks only that two NVML sources differ.
+    fn meter_ids(&self) -> Vec<String> {
+        vec![format!("{}*", self.prefix)]
+    }
+
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        super::check_prefix(problems, path, &self.prefix);
+    }
+
+    fn build_source(&self, context: &BuildContext<'_>) -> Result<Box<dyn Source>, String> {
+        Ok(Box::new(self.build(context.host)?))
     }
 }
 

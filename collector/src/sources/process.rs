@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::holdings::{Held, Holdings};
 use crate::process_usage::{ProcessScan, Tracked};
-use crate::source::{Sample, Source, measured_reading};
+use crate::source::{BuildContext, Sample, Source, SourceSettings, measured_reading};
 
 /// Plain processes as jobs.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -46,18 +46,6 @@ fn default_true() -> bool {
 }
 
 impl ProcessConfig {
-    pub fn meter_ids(&self) -> Vec<String> {
-        vec!["process:cpu:*".to_owned()]
-    }
-
-    pub(crate) fn validate(&self, path: &str, problems: &mut Problems) {
-        problems.check(
-            self.commands.iter().all(|c| !c.trim().is_empty()),
-            format!("{path}.commands"),
-            "an empty string would match every process",
-        );
-    }
-
     pub fn build(&self, host: &str) -> ProcessSource {
         ProcessSource {
             scan: ProcessScan::new(
@@ -71,6 +59,24 @@ impl ProcessConfig {
             holdings: Holdings::default(),
             announced: BTreeSet::new(),
         }
+    }
+}
+
+impl SourceSettings for ProcessConfig {
+    fn meter_ids(&self) -> Vec<String> {
+        vec!["process:cpu:*".to_owned()]
+    }
+
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        problems.check(
+            self.commands.iter().all(|c| !c.trim().is_empty()),
+            format!("{path}.commands"),
+            "an empty string would match every process",
+        );
+    }
+
+    fn build_source(&self, context: &BuildContext<'_>) -> Result<Box<dyn Source>, String> {
+        Ok(Box::new(self.build(context.host)))
     }
 }
 

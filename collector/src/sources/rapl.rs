@@ -23,7 +23,7 @@ use footprint_proto::v1::{MeterInfo, MeterKind};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use crate::source::{Sample, Source, measured_reading};
+use crate::source::{BuildContext, Sample, Source, SourceSettings, measured_reading};
 
 /// RAPL through powercap.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -51,15 +51,6 @@ fn default_prefix() -> String {
 }
 
 impl RaplConfig {
-    /// The ids are discovered at start; config checks only that two RAPL sources differ.
-    pub fn meter_ids(&self) -> Vec<String> {
-        vec![format!("{}:*", self.prefix)]
-    }
-
-    pub(crate) fn validate(&self, path: &str, problems: &mut Problems) {
-        super::check_prefix(problems, path, &self.prefix);
-    }
-
     /// Finds every readable zone.
     ///
     /// # Errors
@@ -80,6 +71,21 @@ impl RaplConfig {
             ));
         }
         Ok(RaplSource { zones: readable })
+    }
+}
+
+impl SourceSettings for RaplConfig {
+    /// The ids are discovered at start; config checks only that two RAPL sources differ.
+    fn meter_ids(&self) -> Vec<String> {
+        vec![format!("{}:*", self.prefix)]
+    }
+
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        super::check_prefix(problems, path, &self.prefix);
+    }
+
+    fn build_source(&self, _context: &BuildContext<'_>) -> Result<Box<dyn Source>, String> {
+        Ok(Box::new(self.build()?))
     }
 }
 

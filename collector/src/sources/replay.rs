@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::power_model::{IntegratedCounter, PowerStep};
 use crate::config::load_trace;
 use crate::cpulist::parse_cpulist;
-use crate::source::{Sample, Source, measured_reading};
+use crate::source::{BuildContext, Sample, Source, SourceSettings, measured_reading};
 use crate::trace::EMBEDDED_TRACE_NAME;
 use footprint_core::time::parse_rfc3339;
 
@@ -168,7 +168,19 @@ fn watts_to_mw(watts: f64) -> u64 {
 }
 
 impl ReplayConfig {
-    pub fn meter_ids(&self) -> Vec<String> {
+    /// Builds the running source. `origin` is where the counters start integrating.
+    ///
+    /// # Errors
+    /// A message when the trace cannot be loaded or a job names what is not there (the config's
+    /// `validate` reports the same with key paths).
+    pub fn build(&self, origin: UnixNanos) -> Result<ReplaySource, String> {
+        let model = Arc::new(ReplayHostModel::new(self)?);
+        Ok(ReplaySource::new(model, origin, self))
+    }
+}
+
+impl SourceSettings for ReplayConfig {
+    fn meter_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = (0..self.gpus).map(|i| format!("gpu{i}")).collect();
         for package in 0..self.cpu_packages {
             ids.push(format!("rapl:package-{package}"));
@@ -177,7 +189,7 @@ impl ReplayConfig {
         ids
     }
 
-    pub(crate) fn validate(&self, path: &str, problems: &mut Problems) {
+    fn validate(&self, path: &str, problems: &mut Problems) {
         problems.check(self.gpus <= 1024, format!("{path}.gpus"), "at most 1024");
         problems.check(
             self.cpu_packages >= 1 && self.cpu_packages <= self.cpus.max(1),
@@ -297,14 +309,8 @@ impl ReplayConfig {
         }
     }
 
-    /// Builds the running source. `origin` is where the counters start integrating.
-    ///
-    /// # Errors
-    /// A message when the trace cannot be loaded or a job names what is not there (the config's
-    /// `validate` reports the same with key paths).
-    pub fn build(&self, origin: UnixNanos) -> Result<ReplaySource, String> {
-        let model = Arc::new(ReplayHostModel::new(self)?);
-        Ok(ReplaySource::new(model, origin, self))
+    fn build_source(&self, context: &BuildContext<'_>) -> Result<Box<dyn Source>, String> {
+        Ok(Box::new(self.build(context.origin)?))
     }
 }
 

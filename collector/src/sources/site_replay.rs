@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::power_model::{IntegratedCounter, PowerStep};
 use super::replay::{ReplayConfig, ReplayHostModel};
-use crate::source::{Sample, Source, measured_reading};
+use crate::source::{BuildContext, Sample, Source, SourceSettings, measured_reading};
 
 /// A simulated facility meter.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -62,53 +62,6 @@ fn default_wue_by_hour() -> Vec<f64> {
 }
 
 impl SiteReplayConfig {
-    pub(crate) fn validate(&self, path: &str, problems: &mut Problems) {
-        problems.check(
-            !self.meter_id.trim().is_empty(),
-            format!("{path}.meter_id"),
-            "must not be empty",
-        );
-        problems.check(
-            self.base_w.is_finite() && self.base_w >= 0.0,
-            format!("{path}.base_w"),
-            "must be a non-negative number of watts",
-        );
-        problems.check(
-            self.pue_by_hour.len() == 24,
-            format!("{path}.pue_by_hour"),
-            "needs 24 values, one per hour",
-        );
-        for (hour, pue) in self.pue_by_hour.iter().enumerate() {
-            problems.check(
-                pue.is_finite() && (1.0..=5.0).contains(pue),
-                format!("{path}.pue_by_hour[{hour}]"),
-                format!("{pue} is outside 1..5"),
-            );
-        }
-        problems.check(
-            self.wue_by_hour.len() == 24,
-            format!("{path}.wue_by_hour"),
-            "needs 24 values, one per hour",
-        );
-        for (hour, wue) in self.wue_by_hour.iter().enumerate() {
-            problems.check(
-                wue.is_finite() && (0.0..=20.0).contains(wue),
-                format!("{path}.wue_by_hour[{hour}]"),
-                format!("{wue} is outside 0..20 L/kWh"),
-            );
-        }
-        if let Some(id) = &self.water_meter_id {
-            problems.check(
-                !id.trim().is_empty() && *id != self.meter_id,
-                format!("{path}.water_meter_id"),
-                "must be non-empty and differ from meter_id",
-            );
-        }
-        for (index, host) in self.hosts.iter().enumerate() {
-            host.validate(&format!("{path}.hosts[{index}]"), problems);
-        }
-    }
-
     /// # Errors
     /// A message when a host's model cannot be built.
     pub fn build(&self, origin: UnixNanos) -> Result<SiteReplaySource, String> {
@@ -161,6 +114,63 @@ impl SiteReplayConfig {
             base_mw: (self.base_w * 1000.0).round() as u64,
             counter: IntegratedCounter::new(origin.0, self.counter_start_mj, u64::MAX),
         })
+    }
+}
+
+impl SourceSettings for SiteReplayConfig {
+    fn meter_ids(&self) -> Vec<String> {
+        vec![self.meter_id.clone()]
+    }
+
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        problems.check(
+            !self.meter_id.trim().is_empty(),
+            format!("{path}.meter_id"),
+            "must not be empty",
+        );
+        problems.check(
+            self.base_w.is_finite() && self.base_w >= 0.0,
+            format!("{path}.base_w"),
+            "must be a non-negative number of watts",
+        );
+        problems.check(
+            self.pue_by_hour.len() == 24,
+            format!("{path}.pue_by_hour"),
+            "needs 24 values, one per hour",
+        );
+        for (hour, pue) in self.pue_by_hour.iter().enumerate() {
+            problems.check(
+                pue.is_finite() && (1.0..=5.0).contains(pue),
+                format!("{path}.pue_by_hour[{hour}]"),
+                format!("{pue} is outside 1..5"),
+            );
+        }
+        problems.check(
+            self.wue_by_hour.len() == 24,
+            format!("{path}.wue_by_hour"),
+            "needs 24 values, one per hour",
+        );
+        for (hour, wue) in self.wue_by_hour.iter().enumerate() {
+            problems.check(
+                wue.is_finite() && (0.0..=20.0).contains(wue),
+                format!("{path}.wue_by_hour[{hour}]"),
+                format!("{wue} is outside 0..20 L/kWh"),
+            );
+        }
+        if let Some(id) = &self.water_meter_id {
+            problems.check(
+                !id.trim().is_empty() && *id != self.meter_id,
+                format!("{path}.water_meter_id"),
+                "must be non-empty and differ from meter_id",
+            );
+        }
+        for (index, host) in self.hosts.iter().enumerate() {
+            host.validate(&format!("{path}.hosts[{index}]"), problems);
+        }
+    }
+
+    fn build_source(&self, context: &BuildContext<'_>) -> Result<Box<dyn Source>, String> {
+        Ok(Box::new(self.build(context.origin)?))
     }
 }
 

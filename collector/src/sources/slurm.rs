@@ -28,7 +28,7 @@ use tracing::warn;
 
 use crate::cpulist::parse_cpulist;
 use crate::process_usage::{ProcessScan, Tracked as TrackedProcesses};
-use crate::source::{Sample, Source, measured_reading};
+use crate::source::{BuildContext, Sample, Source, SourceSettings, measured_reading};
 
 /// Slurm jobs on this node.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -69,12 +69,22 @@ fn default_keep_ended_s() -> u64 {
 }
 
 impl SlurmConfig {
+    pub fn build(&self, host: &str) -> Result<SlurmSource, String> {
+        Ok(SlurmSource {
+            processes: ProcessScan::new(&self.proc_root, host, TrackedProcesses::SlurmJobs),
+            config: self.clone(),
+            jobs: BTreeMap::new(),
+        })
+    }
+}
+
+impl SourceSettings for SlurmConfig {
     /// Meters appear with jobs; config checks only the prefix.
-    pub fn meter_ids(&self) -> Vec<String> {
+    fn meter_ids(&self) -> Vec<String> {
         vec!["slurm:cpu:*".to_owned()]
     }
 
-    pub(crate) fn validate(&self, path: &str, problems: &mut Problems) {
+    fn validate(&self, path: &str, problems: &mut Problems) {
         problems.check(
             !self.gpu_prefix.trim().is_empty(),
             format!("{path}.gpu_prefix"),
@@ -82,12 +92,8 @@ impl SlurmConfig {
         );
     }
 
-    pub fn build(&self, host: &str) -> Result<SlurmSource, String> {
-        Ok(SlurmSource {
-            processes: ProcessScan::new(&self.proc_root, host, TrackedProcesses::SlurmJobs),
-            config: self.clone(),
-            jobs: BTreeMap::new(),
-        })
+    fn build_source(&self, context: &BuildContext<'_>) -> Result<Box<dyn Source>, String> {
+        Ok(Box::new(self.build(context.host)?))
     }
 }
 

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use snmp2::{AsyncSession, Oid, Value, v3};
 use tracing::warn;
 
-use crate::source::{Sample, Source};
+use crate::source::{BuildContext, Sample, Source, SourceSettings};
 use crate::sources::power_model::{PowerFilledCounter, SampledPowerCounter};
 
 /// A PDU read over SNMP.
@@ -255,35 +255,6 @@ struct PlannedMeter {
 }
 
 impl SnmpConfig {
-    pub fn meter_ids(&self) -> Vec<String> {
-        self.plan()
-            .map(|plan| plan.into_iter().map(|m| m.info.meter_id).collect())
-            .unwrap_or_default()
-    }
-
-    pub(crate) fn validate(&self, path: &str, problems: &mut Problems) {
-        problems.check(
-            !self.agent.trim().is_empty(),
-            format!("{path}.agent"),
-            "must be host:port",
-        );
-        super::check_prefix(problems, path, &self.prefix);
-        super::check_timeout_ms(problems, path, self.timeout_ms);
-        if self.version == SnmpVersion::V3 {
-            match &self.v3 {
-                None => problems.add(format!("{path}.v3"), "required with version = \"3\""),
-                Some(v3) => {
-                    if let Err(message) = v3.security() {
-                        problems.add(format!("{path}.v3"), message);
-                    }
-                }
-            }
-        }
-        if let Err((key, message)) = self.plan() {
-            problems.add(format!("{path}.{key}"), message);
-        }
-    }
-
     /// The meters this config reads, or the key at fault and why.
     fn plan(&self) -> Result<Vec<PlannedMeter>, (String, String)> {
         let meter = |name: &str, feeds_host: bool, energy: Option<Fetch>, power: Vec<Fetch>| {
@@ -447,6 +418,41 @@ impl SnmpConfig {
                 .collect(),
             session: None,
         })
+    }
+}
+
+impl SourceSettings for SnmpConfig {
+    fn meter_ids(&self) -> Vec<String> {
+        self.plan()
+            .map(|plan| plan.into_iter().map(|m| m.info.meter_id).collect())
+            .unwrap_or_default()
+    }
+
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        problems.check(
+            !self.agent.trim().is_empty(),
+            format!("{path}.agent"),
+            "must be host:port",
+        );
+        super::check_prefix(problems, path, &self.prefix);
+        super::check_timeout_ms(problems, path, self.timeout_ms);
+        if self.version == SnmpVersion::V3 {
+            match &self.v3 {
+                None => problems.add(format!("{path}.v3"), "required with version = \"3\""),
+                Some(v3) => {
+                    if let Err(message) = v3.security() {
+                        problems.add(format!("{path}.v3"), message);
+                    }
+                }
+            }
+        }
+        if let Err((key, message)) = self.plan() {
+            problems.add(format!("{path}.{key}"), message);
+        }
+    }
+
+    fn build_source(&self, _context: &BuildContext<'_>) -> Result<Box<dyn Source>, String> {
+        Ok(Box::new(self.build()?))
     }
 }
 

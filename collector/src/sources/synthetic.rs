@@ -9,7 +9,7 @@ use footprint_proto::v1::{MeterInfo, MeterKind};
 use serde::{Deserialize, Serialize};
 
 use super::power_model::{IntegratedCounter, PowerStep};
-use crate::source::{Sample, Source, measured_reading};
+use crate::source::{BuildContext, Sample, Source, SourceSettings, measured_reading};
 
 /// Synthetic GPU meters.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -27,23 +27,6 @@ fn default_power_w() -> f64 {
 }
 
 impl SyntheticConfig {
-    pub fn meter_ids(&self) -> Vec<String> {
-        (0..self.meters).map(|i| format!("synthetic-{i}")).collect()
-    }
-
-    pub(crate) fn validate(&self, path: &str, problems: &mut Problems) {
-        problems.check(
-            (1..=100_000).contains(&self.meters),
-            format!("{path}.meters"),
-            "must be between 1 and 100000",
-        );
-        problems.check(
-            self.power_w.is_finite() && (0.0..=4_000.0).contains(&self.power_w),
-            format!("{path}.power_w"),
-            "must be between 0 and 4000 W",
-        );
-    }
-
     pub fn build(&self, origin: UnixNanos) -> SyntheticSource {
         let base_mw = (self.power_w * 1000.0).round() as u64;
         SyntheticSource {
@@ -69,6 +52,29 @@ impl SyntheticConfig {
                 })
                 .collect(),
         }
+    }
+}
+
+impl SourceSettings for SyntheticConfig {
+    fn meter_ids(&self) -> Vec<String> {
+        (0..self.meters).map(|i| format!("synthetic-{i}")).collect()
+    }
+
+    fn validate(&self, path: &str, problems: &mut Problems) {
+        problems.check(
+            (1..=100_000).contains(&self.meters),
+            format!("{path}.meters"),
+            "must be between 1 and 100000",
+        );
+        problems.check(
+            self.power_w.is_finite() && (0.0..=4_000.0).contains(&self.power_w),
+            format!("{path}.power_w"),
+            "must be between 0 and 4000 W",
+        );
+    }
+
+    fn build_source(&self, context: &BuildContext<'_>) -> Result<Box<dyn Source>, String> {
+        Ok(Box::new(self.build(context.origin)))
     }
 }
 
