@@ -127,8 +127,8 @@ fn one_site_window(hosts: &[Host], policy: &Policy) -> u64 {
     }
     let it: u64 = accounts.iter().map(|(_, mj)| mj).sum();
     let meters = SiteMeters {
-        energy_mj: Some(it + it / 5),
-        water_ml: Some(60_000),
+        energy: Some(footprint_core::Millijoules(it + it / 5)),
+        water: Some(footprint_core::Millilitres(60_000)),
         assumed_pue_ppm: None,
     };
     let intensity = Some(Intensity {

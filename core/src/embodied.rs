@@ -1,7 +1,7 @@
 //! Embodied carbon (SCI's M term): each device's manufacturing carbon, amortised over its
 //! lifetime and charged to whoever held it, M = TE × (time held / lifetime) × (share held).
 //!
-//! Amortisation telescopes ([`amortised_mg`]), so the carbon of any run of windows adds up to the
+//! Amortisation telescopes ([`amortised`]), so the carbon of any run of windows adds up to the
 //! carbon of their union exactly, and every device's carbon is split over jobs and idle with
 //! nothing lost.
 
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::apportion::apportion;
 use crate::attribution::{DeviceKey, Holding, JobKey, MIG_COMPUTE_SLICES};
-use crate::units::{NANOS_PER_SECOND, Span};
+use crate::units::{MilligramsCo2e, NANOS_PER_SECOND, Span};
 
 /// The device table shipped with Footprint, versioned; see the file for sources.
 pub const DEFAULT_TABLE_TOML: &str = include_str!("../data/embodied-devices-v1.toml");
@@ -75,14 +75,14 @@ impl DeviceTable {
 
 /// The part of `total_mg` that a device's lifetime amortisation puts in `span`: cumulative
 /// amortisation since the Unix epoch, differenced, so consecutive spans telescope exactly.
-pub fn amortised_mg(total_mg: u64, lifetime_ns: u64, span: Span) -> u64 {
+pub fn amortised(total: MilligramsCo2e, lifetime_ns: u64, span: Span) -> MilligramsCo2e {
     if lifetime_ns == 0 {
-        return 0;
+        return MilligramsCo2e(0);
     }
     let cumulative = |at: i64| -> i128 {
-        (i128::from(total_mg) * i128::from(at)).div_euclid(i128::from(lifetime_ns))
+        (i128::from(total.0) * i128::from(at)).div_euclid(i128::from(lifetime_ns))
     };
-    (cumulative(span.end.0) - cumulative(span.start.0)).max(0) as u64
+    MilligramsCo2e((cumulative(span.end.0) - cumulative(span.start.0)).max(0) as u64)
 }
 
 /// One host's devices for embodied carbon.
@@ -113,7 +113,7 @@ pub fn split_embodied(window: Span, host: &HostDevices, holdings: &[Holding]) ->
     let slices = u64::from(MIG_COMPUTE_SLICES);
     let mut gpu_weight: BTreeMap<JobKey, u64> = BTreeMap::new();
     for &(device, total_mg, lifetime_ns) in &host.gpus {
-        let amount = amortised_mg(total_mg, lifetime_ns, window);
+        let amount = amortised(MilligramsCo2e(total_mg), lifetime_ns, window).0;
         let mut weights: BTreeMap<JobKey, u64> = BTreeMap::new();
         for holding in holdings {
             let Some(overlap) = holding.span.intersect(&window) else {
@@ -139,7 +139,7 @@ pub fn split_embodied(window: Span, host: &HostDevices, holdings: &[Holding]) ->
         book(&mut split, amount, weights, len * slices);
     }
     if let Some((total_mg, lifetime_ns)) = host.server {
-        let amount = amortised_mg(total_mg, lifetime_ns, window);
+        let amount = amortised(MilligramsCo2e(total_mg), lifetime_ns, window).0;
         let (weights, capacity) = if host.gpus.is_empty() {
             let mut by_cores: BTreeMap<JobKey, u64> = BTreeMap::new();
             for holding in holdings {
@@ -255,16 +255,16 @@ mod tests {
             let host = HostDevices { gpus, server, cpus: 16 };
             let window = span(start, start + len);
             let split = split_embodied(window, &host, &holdings);
-            let expected: u64 = host.gpus.iter().map(|g| amortised_mg(g.1, g.2, window)).sum::<u64>()
-                + server.map_or(0, |(mg, life)| amortised_mg(mg, life, window));
+            let expected: u64 = host.gpus.iter().map(|g| amortised(MilligramsCo2e(g.1), g.2, window).0).sum::<u64>()
+                + server.map_or(0, |(mg, life)| amortised(MilligramsCo2e(mg), life, window).0);
             prop_assert_eq!(split.total_mg, expected);
             prop_assert_eq!(split.jobs.values().sum::<u64>() + split.idle_mg, expected);
         }
 
         #[test]
         fn amortisation_telescopes(total in 0u64..1u64 << 50, life in 1u64..1u64 << 62, a in -(1i64 << 60)..(1i64 << 60), b in 0i64..1i64 << 40, c in 0i64..1i64 << 40) {
-            let whole = amortised_mg(total, life, span(a, a + b + c));
-            let parts = amortised_mg(total, life, span(a, a + b)) + amortised_mg(total, life, span(a + b, a + b + c));
+            let whole = amortised(MilligramsCo2e(total), life, span(a, a + b + c));
+            let parts = amortised(MilligramsCo2e(total), life, span(a, a + b)) + amortised(MilligramsCo2e(total), life, span(a + b, a + b + c));
             prop_assert_eq!(whole, parts);
         }
     }

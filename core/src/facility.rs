@@ -19,7 +19,7 @@
 
 use crate::apportion::CarriedApportioner;
 use crate::quality::Quality;
-use crate::units::{MgCo2ePerKwh, Millijoules, Span};
+use crate::units::{MgCo2ePerKwh, Millijoules, Millilitres, Span};
 
 /// Grid carbon intensity, and how it was obtained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,9 +32,9 @@ pub struct Intensity {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SiteMeters {
     /// The facility energy meter's delta in the window, if the site has one.
-    pub energy_mj: Option<u64>,
+    pub energy: Option<Millijoules>,
     /// The water meter's delta in the window, if the site has one.
-    pub water_ml: Option<u64>,
+    pub water: Option<Millilitres>,
     /// PUE assumed when there is no energy meter, in parts per million (1.3 → 1 300 000).
     pub assumed_pue_ppm: Option<u64>,
 }
@@ -106,10 +106,10 @@ pub fn split_site_window<K: Ord + Clone>(
         co2e_location_mg: vec![0; accounts_mj.len()],
         ..SiteWindow::default()
     };
-    let facility_mj = match (meters.energy_mj, meters.assumed_pue_ppm) {
+    let facility_mj = match (meters.energy, meters.assumed_pue_ppm) {
         (Some(site), _) => {
             window.overhead_source = OverheadSource::SiteMeter;
-            site
+            site.0
         }
         (None, Some(pue_ppm)) => {
             window.overhead_source = OverheadSource::AssumedPue;
@@ -125,7 +125,7 @@ pub fn split_site_window<K: Ord + Clone>(
         window.overhead_mj = parts;
     }
     // With no IT energy at all, overhead has nobody to go to; it stays in facility − Σ shares.
-    if let Some(water) = meters.water_ml {
+    if let Some(Millilitres(water)) = meters.water {
         window.site_water_ml = water;
         match carry.water.apportion(water, accounts) {
             Some(parts) => window.water_ml = parts,
@@ -200,11 +200,12 @@ impl HourMatch {
 /// Market-based matching of one hour: PPA supply first (same hour only), then guarantees of
 /// origin from the running balance, then the residual mix (else the grid average) for the rest.
 pub fn match_hour(
-    load_mj: u64,
+    load: Millijoules,
     instruments: &MarketInstruments,
-    go_balance_before_mj: u64,
+    go_balance_before: Millijoules,
     grid: Option<Intensity>,
 ) -> HourMatch {
+    let (load_mj, go_balance_before_mj) = (load.0, go_balance_before.0);
     let ppa_mj = load_mj.min(instruments.ppa_mj);
     let balance = go_balance_before_mj.saturating_add(instruments.go_accrual_mj);
     let go_mj = (load_mj - ppa_mj).min(balance);
@@ -252,8 +253,8 @@ mod tests {
         let window = split_site_window(
             &[(0, 1_000), (1, 2_000)],
             &SiteMeters {
-                energy_mj: Some(4_500),
-                water_ml: Some(30),
+                energy: Some(Millijoules(4_500)),
+                water: Some(Millilitres(30)),
                 assumed_pue_ppm: None,
             },
             Some(Intensity {
@@ -275,7 +276,7 @@ mod tests {
         let window = split_site_window(
             &[(0, 1_000)],
             &SiteMeters {
-                energy_mj: Some(900),
+                energy: Some(Millijoules(900)),
                 ..SiteMeters::default()
             },
             None,
@@ -293,7 +294,7 @@ mod tests {
             go_accrual_mj: 500,
             residual_mg_per_kwh: Some(MgCo2ePerKwh(3_600_000_000)),
         };
-        let hour = match_hour(2_000, &instruments, 200, None);
+        let hour = match_hour(Millijoules(2_000), &instruments, Millijoules(200), None);
         assert_eq!(
             (hour.ppa_mj, hour.go_mj, hour.uncovered_mj),
             (1_000, 700, 300)
@@ -302,7 +303,7 @@ mod tests {
         assert_eq!(hour.market_mg, 300);
         assert_eq!(hour.cfe_ppm(), 500_000);
         // Surplus PPA supply does not carry over; surplus guarantees do.
-        let light = match_hour(100, &instruments, 0, None);
+        let light = match_hour(Millijoules(100), &instruments, Millijoules(0), None);
         assert_eq!((light.ppa_mj, light.go_mj, light.market_mg), (100, 0, 0));
         assert_eq!(light.go_balance_after_mj, 500);
     }
@@ -316,7 +317,7 @@ mod tests {
             pue in prop::option::of(1_000_000u64..3_000_000),
             intensity in prop::option::of(0u64..2_000_000),
         ) {
-            let meters = SiteMeters { energy_mj: site, water_ml: water, assumed_pue_ppm: pue };
+            let meters = SiteMeters { energy: site.map(Millijoules), water: water.map(Millilitres), assumed_pue_ppm: pue };
             let keyed: Vec<(usize, u64)> = accounts.iter().copied().enumerate().collect();
             let window = split_site_window(
                 &keyed,
@@ -348,7 +349,7 @@ mod tests {
             balance in 0u64..1u64 << 41,
         ) {
             let instruments = MarketInstruments { ppa_mj: ppa, go_accrual_mj: accrual, residual_mg_per_kwh: Some(MgCo2ePerKwh(500_000)) };
-            let hour = match_hour(load, &instruments, balance, None);
+            let hour = match_hour(Millijoules(load), &instruments, Millijoules(balance), None);
             prop_assert_eq!(hour.ppa_mj + hour.go_mj + hour.uncovered_mj, load);
             prop_assert_eq!(hour.go_balance_after_mj + hour.go_mj, balance + accrual);
             prop_assert!(hour.ppa_mj <= ppa);

@@ -59,6 +59,19 @@ impl Millijoules {
 
 impl MgCo2ePerKwh {
     /// The carbon of `energy` at this intensity, rounded half up to whole milligrams.
+    ///
+    /// ```
+    /// use footprint_core::{MgCo2ePerKwh, MilligramsCo2e, Millijoules};
+    /// let one_kwh = Millijoules(Millijoules::PER_KWH);
+    /// assert_eq!(MgCo2ePerKwh(400_000).carbon_of(one_kwh), MilligramsCo2e(400_000));
+    /// ```
+    ///
+    /// Energy and intensity are different types, so they cannot be swapped:
+    ///
+    /// ```compile_fail
+    /// use footprint_core::{MgCo2ePerKwh, Millijoules};
+    /// let _ = Millijoules(3_600_000_000).carbon_of(MgCo2ePerKwh(400_000));
+    /// ```
     pub fn carbon_of(self, energy: Millijoules) -> MilligramsCo2e {
         let per_kwh = u128::from(Millijoules::PER_KWH);
         let wide = u128::from(energy.0) * u128::from(self.0);

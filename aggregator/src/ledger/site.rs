@@ -16,7 +16,7 @@ use footprint_core::carbon;
 use footprint_core::facility::{self, HourMatch, Intensity, SiteMeters};
 use footprint_core::units::NANOS_PER_HOUR;
 use footprint_core::window::{WindowLength, share_in_window};
-use footprint_core::{MgCo2ePerKwh, Quality, Span, UnixNanos};
+use footprint_core::{MgCo2ePerKwh, Millijoules, Millilitres, Quality, Span, UnixNanos};
 use footprint_proto::v1::MeterKind;
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -385,8 +385,8 @@ fn settle_hour(
         let start_ns = hour_ns + index as i64 * window.nanos();
         let accounts = accounts_of(connection, start_ns)?;
         let meters = SiteMeters {
-            energy_mj: energy.as_ref().and_then(|d| d[index]),
-            water_ml: water.as_ref().and_then(|d| d[index]),
+            energy: energy.as_ref().and_then(|d| d[index]).map(Millijoules),
+            water: water.as_ref().and_then(|d| d[index]).map(Millilitres),
             assumed_pue_ppm: settings.assumed_pue_ppm,
         };
         let split = facility::split_site_window(&accounts, &meters, intensity, &mut carry);
@@ -400,9 +400,9 @@ fn settle_hour(
     }
     let load_mj: u64 = settled.iter().map(|(_, _, split)| split.facility_mj).sum();
     let matched = facility::match_hour(
-        load_mj,
+        Millijoules(load_mj),
         &settings.instruments(hour_ns),
-        go_balance_before(connection, hour_ns)?,
+        Millijoules(go_balance_before(connection, hour_ns)?),
         intensity,
     );
     write_hour(connection, hour_ns, &matched)?;
