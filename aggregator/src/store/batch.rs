@@ -154,8 +154,7 @@ fn register_meters(
         let known = state.meters.get(&meter.meter_id);
         let (last, raw_from) = known.map_or((None, None), |m| (m.last, m.raw_from));
         if known.is_some() {
-            // What the next build reads may change with the meter's kind or device.
-            state.cache.changing(transaction, collector)?;
+            state.cache.meter_announced_again();
         }
         state.meters.insert(
             meter.meter_id.clone(),

@@ -149,9 +149,9 @@ impl MeterTable {
 /// (`ledger::unbuilt`).
 ///
 /// The held intervals are dropped in one place, [`BuildCache::forget`], which everything that
-/// changes the host's laid-out readings other than its own next build reaches: settling for
-/// another reader ([`BuildCache::lay_out`]: site hours, packing), a late reading or a meter
-/// announced again ([`BuildCache::changing`]). A rebuild, which starts elsewhere, does not take
+/// changes what the host's next build would read other than that build itself: settling for
+/// another reader ([`BuildCache::lay_out`]: site hours, packing), a late reading
+/// ([`BuildCache::changing`]), a meter announced again ([`BuildCache::meter_announced_again`]). A rebuild, which starts elsewhere, does not take
 /// them ([`BuildCache::take_for_build`]). A transaction that fails after any of these makes the
 /// writer reload its whole view from the database, so no copy outlives a rollback.
 #[derive(Debug, Default)]
@@ -180,13 +180,18 @@ impl BuildCache {
         Ok(())
     }
 
-    /// The host's laid-out readings are about to change (a late reading placed among them, a
-    /// meter announced again): what is staged is laid out first, and the next build reads the
-    /// database.
+    /// The host's laid-out readings are about to change (a late reading placed among them):
+    /// what is staged is laid out first, and the next build reads the database.
     pub fn changing(&mut self, transaction: &Transaction<'_>, collector: i64) -> Result<()> {
         self.lay_out(transaction, collector)?;
         self.forget();
         Ok(())
+    }
+
+    /// A meter was announced again, maybe as another kind or device: what the next build reads
+    /// may change, so it reads the database (and lays out what is staged itself).
+    pub fn meter_announced_again(&mut self) {
+        self.forget();
     }
 
     fn forget(&mut self) {
