@@ -214,6 +214,12 @@ async fn bad_readings_are_rejected_by_field_counted_and_the_rest_is_stored() {
     assert_eq!(energy["jobs"], 9_000_000 + 35_700_000);
     assert_eq!(energy["idle"], 2_000_000 + 35_700_000);
     assert_eq!(energy["unattributed"], 0);
+    // No site meter and no assumed PUE: facility energy is IT energy, no water, no PPA.
+    let window = &facility["windows"][0];
+    assert_eq!(window["it_mj"], 82_400_000, "{facility}");
+    assert_eq!(window["pue"], 1.0, "{facility}");
+    assert_eq!(window["wue_l_per_kwh"], 0.0, "{facility}");
+    assert_eq!(window["cfe_share"], 0.0, "{facility}");
     drop(session);
     aggregator.stop().await.unwrap();
 }

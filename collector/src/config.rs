@@ -146,7 +146,7 @@ source_registry! {
         "Which Slurm job holds which GPUs and CPUs here: the prolog/epilog hooks of \
          deploy/slurm/, the job's cgroup (v1 or v2) or processes for CPUs and CPU time.";
     "process" => Process(ProcessConfig),
-        "Plain processes as jobs (FOOTPRINT_JOB=<id> in their environment, or a configured \
+        "Plain processes as jobs (FOOTPRINT_JOB=job-id in their environment, or a configured \
          command line), with their CPU time.";
     "kubernetes" => Kubernetes(KubernetesConfig),
         "Pods holding GPUs or exclusive CPUs on a Kubernetes node, from the kubelet's \
