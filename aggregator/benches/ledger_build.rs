@@ -252,7 +252,7 @@ fn main() {
         &settings,
         window,
         &std::collections::BTreeSet::new(),
-        0,
+        footprint_core::UnixNanos(0),
     )
     .unwrap()
     .hours;

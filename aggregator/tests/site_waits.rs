@@ -97,7 +97,9 @@ fn settled_with_a_slow_host(kind: MeterKind) -> (Option<i64>, Option<i64>, i64) 
         let ledger_path = dir.path().join(LEDGER_FILE);
         let settled = || {
             let connection = schema::open_reader(&ledger_path).unwrap();
-            ledger::site::settled_until(&connection).unwrap()
+            ledger::site::settled_until(&connection)
+                .unwrap()
+                .map(|until| until.0)
         };
         let before = settled();
         submit(slow.collector, batch("slow", 2, 31, 121)).await;

@@ -478,10 +478,11 @@ pub fn rebuild_windows(
     host: &HostLayout,
     window: WindowLength,
     settings: &LedgerSettings,
-    from_ns: i64,
+    from: UnixNanos,
     reason: &str,
-    now_ns: i64,
+    now: UnixNanos,
 ) -> Result<RebuildProgress> {
+    let (from_ns, now_ns) = (from.0, now.0);
     let Some(built_until) = host.built_until else {
         return Ok(RebuildProgress {
             build: build_ready_windows(connection, host, window, settings)?,

@@ -1,6 +1,6 @@
 //! Reading the ledger: jobs' footprints and the facility's balances.
 
-use footprint_core::{EnergyByQuality, Span};
+use footprint_core::{EnergyByQuality, Span, UnixNanos};
 use footprint_proto::v1::JobKind;
 use rusqlite::{Connection, params};
 use serde::Serialize;
@@ -275,7 +275,7 @@ impl FacilityWindow {
 /// # Errors
 /// A database error.
 pub fn settled_span(connection: &Connection) -> Result<Option<Span>> {
-    let Some(end) = site::settled_until(connection)? else {
+    let Some(UnixNanos(end)) = site::settled_until(connection)? else {
         return Ok(None);
     };
     let start: Option<i64> =

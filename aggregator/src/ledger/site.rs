@@ -32,12 +32,12 @@ const SETTLED_KEY: &str = "site_settled_until_ns";
 ///
 /// # Errors
 /// A database error.
-pub fn settled_until(connection: &Connection) -> Result<Option<i64>> {
+pub fn settled_until(connection: &Connection) -> Result<Option<UnixNanos>> {
     Ok(connection
         .query_row(
             "SELECT value FROM ledger_state WHERE key = ?1",
             [SETTLED_KEY],
-            |row| row.get(0),
+            |row| row.get(0).map(UnixNanos),
         )
         .optional()?)
 }
@@ -116,11 +116,11 @@ fn ready_until(
 ///
 /// # Errors
 /// A database error.
-pub fn reopen(connection: &Connection, from_ns: i64, reason: &str) -> Result<bool> {
-    let Some(until) = settled_until(connection)? else {
+pub fn reopen(connection: &Connection, from: UnixNanos, reason: &str) -> Result<bool> {
+    let Some(UnixNanos(until)) = settled_until(connection)? else {
         return Ok(false);
     };
-    let hour = from_ns.div_euclid(NANOS_PER_HOUR) * NANOS_PER_HOUR;
+    let hour = from.0.div_euclid(NANOS_PER_HOUR) * NANOS_PER_HOUR;
     if hour >= until {
         return Ok(false);
     }
@@ -263,13 +263,14 @@ pub fn settle_ready_hours(
     settings: &LedgerSettings,
     window: WindowLength,
     silent: &BTreeSet<i64>,
-    now_ns: i64,
+    now: UnixNanos,
 ) -> Result<Settled> {
+    let now_ns = now.0;
     let Some(ready) = ready_until(connection, settings.require_site_meter, silent)? else {
         return Ok(Settled::default());
     };
     let mut next = match settled_until(connection)? {
-        Some(until) => until,
+        Some(UnixNanos(until)) => until,
         None => {
             let first: Option<i64> =
                 connection.query_row("SELECT MIN(start_ns) FROM window_hosts", [], |row| {

@@ -429,7 +429,9 @@ fn mark_late(
 ) -> Result<()> {
     if role.feeds_windows() {
         touch_built(transaction, state, collector, from_ns, "readings", metrics)?;
-    } else if role.is_site() && ledger::site::reopen(transaction, from_ns, "site meter readings")? {
+    } else if role.is_site()
+        && ledger::site::reopen(transaction, UnixNanos(from_ns), "site meter readings")?
+    {
         metrics.late("site meter readings");
     }
     Ok(())

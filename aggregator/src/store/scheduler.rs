@@ -242,7 +242,9 @@ impl Scheduler {
                 Some(reason) => format!("{reason} on {}", state.name),
                 None => format!("late windows of {}", state.name),
             };
-            if ledger::site::reopen(&transaction, first, &reason)? && late_reason.is_none() {
+            if ledger::site::reopen(&transaction, UnixNanos(first), &reason)?
+                && late_reason.is_none()
+            {
                 metrics.late("windows");
             }
         }
@@ -292,9 +294,9 @@ impl Scheduler {
             layout,
             self.window,
             &self.settings,
-            from_ns,
+            UnixNanos(from_ns),
             &reason,
-            super::now_ns(),
+            UnixNanos(super::now_ns()),
         )?;
         info!(collector = %state.name, from_ns, revised = rebuilt.revised, %reason, "Rebuilt windows after late data.");
         metrics.windows_revised.inc_by(rebuilt.revised);
@@ -326,7 +328,7 @@ impl Scheduler {
             &self.settings,
             self.window,
             &silent,
-            super::now_ns(),
+            UnixNanos(super::now_ns()),
         )?;
         transaction.commit()?;
         metrics.hours_settled.inc_by(settled.hours);
@@ -378,7 +380,7 @@ impl Scheduler {
         collectors: &HashMap<i64, CollectorState>,
     ) -> Result<()> {
         self.next_compaction_plan = Instant::now() + COMPACTION_PLAN_EVERY;
-        let settled = ledger::site::settled_until(connection)?;
+        let settled = ledger::site::settled_until(connection)?.map(|until| until.0);
         self.compaction.clear();
         for (key, collector) in collectors {
             for (meter_id, meter) in collector.meters.iter() {
