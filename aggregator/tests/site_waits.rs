@@ -54,7 +54,7 @@ fn batch(collector: &str, seq: u64, from: i64, to: i64) -> Batch {
 /// A GPU host and the site meter report two hours and a minute; the host under test (metered by
 /// `kind`) only half an hour, then the rest. Returns where the site had settled before and after
 /// the rest arrived, and how many hours were revised.
-fn settled_with_a_slow_host(kind: MeterKind) -> (Option<i64>, Option<i64>, i64) {
+async fn settled_with_a_slow_host(kind: MeterKind) -> (Option<i64>, Option<i64>, i64) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = AggregatorConfig::with_data_dir(dir.path().to_path_buf());
     config.group_commit_wait_ms = 0;
@@ -62,66 +62,64 @@ fn settled_with_a_slow_host(kind: MeterKind) -> (Option<i64>, Option<i64>, i64) 
     config.facility.require_site_meter = true;
     // Nobody falls silent during the test.
     config.facility.max_wait_s = 3_600;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let store = StoreHandle::open(&config, Arc::new(AggregatorMetrics::default())).unwrap();
-        let submit = |collector: i64, batch: Batch| {
-            let store = store.clone();
-            async move {
-                let outcome = store
-                    .submit(collector, batch)
-                    .await
-                    .unwrap()
-                    .await
-                    .unwrap()
-                    .unwrap();
-                assert!(outcome.rejections.is_empty(), "{:?}", outcome.rejections);
-            }
-        };
-        let gpu = store
-            .hello(hello("gpu", MeterKind::GpuEnergy))
-            .await
-            .unwrap();
-        let slow = store.hello(hello("slow", kind)).await.unwrap();
-        let site = store
-            .hello(hello("site", MeterKind::SiteEnergy))
-            .await
-            .unwrap();
-        submit(gpu.collector, batch("gpu", 1, 0, 121)).await;
-        submit(site.collector, batch("site", 1, 0, 121)).await;
-        submit(slow.collector, batch("slow", 1, 0, 30)).await;
-        store.build_windows().await.unwrap();
-        let ledger_path = dir.path().join(LEDGER_FILE);
-        let settled = || {
-            let connection = schema::open_reader(&ledger_path).unwrap();
-            ledger::site::settled_until(&connection)
-                .unwrap()
-                .map(|until| until.0)
-        };
-        let before = settled();
-        submit(slow.collector, batch("slow", 2, 31, 121)).await;
-        store.build_windows().await.unwrap();
-        let after = settled();
+    let store = StoreHandle::open(&config, Arc::new(AggregatorMetrics::default())).unwrap();
+    let submit = |collector: i64, batch: Batch| {
+        let store = store.clone();
+        async move {
+            let durable = store.submit(collector, batch).await.unwrap();
+            let outcome = durable.await.unwrap().unwrap();
+            assert!(outcome.rejections.is_empty(), "{:?}", outcome.rejections);
+        }
+    };
+    let hosts = [
+        ("gpu", MeterKind::GpuEnergy),
+        ("slow", kind),
+        ("site", MeterKind::SiteEnergy),
+    ];
+    let mut keys = Vec::new();
+    for (name, kind) in hosts {
+        keys.push(store.hello(hello(name, kind)).await.unwrap().collector);
+    }
+    let [gpu, slow, site] = keys[..] else {
+        unreachable!("three hellos")
+    };
+    submit(gpu, batch("gpu", 1, 0, 121)).await;
+    submit(site, batch("site", 1, 0, 121)).await;
+    submit(slow, batch("slow", 1, 0, 30)).await;
+    store.build_windows().await.unwrap();
+    let ledger_path = dir.path().join(LEDGER_FILE);
+    let settled = || {
         let connection = schema::open_reader(&ledger_path).unwrap();
-        let revised: i64 = connection
-            .query_row("SELECT COUNT(*) FROM hour_revisions", [], |row| row.get(0))
-            .unwrap();
-        (before, after, revised)
-    })
+        ledger::site::settled_until(&connection)
+            .unwrap()
+            .map(|until| until.0)
+    };
+    let before = settled();
+    submit(slow, batch("slow", 2, 31, 121)).await;
+    store.build_windows().await.unwrap();
+    let after = settled();
+    let connection = schema::open_reader(&ledger_path).unwrap();
+    let revised: i64 = connection
+        .query_row("SELECT COUNT(*) FROM hour_revisions", [], |row| row.get(0))
+        .unwrap();
+    (before, after, revised)
 }
 
-#[test]
-fn a_host_metered_only_by_its_bmc_holds_the_site_back_as_a_gpu_host_does() {
-    let gpu_host = settled_with_a_slow_host(MeterKind::GpuEnergy);
+#[tokio::test]
+async fn a_host_metered_only_by_its_bmc_holds_the_site_back_as_a_gpu_host_does() {
+    let gpu_host = settled_with_a_slow_host(MeterKind::GpuEnergy).await;
     assert_eq!(gpu_host, (None, Some(T0 + 120 * MINUTE), 0));
-    assert_eq!(settled_with_a_slow_host(MeterKind::HostEnergy), gpu_host);
+    assert_eq!(
+        settled_with_a_slow_host(MeterKind::HostEnergy).await,
+        gpu_host
+    );
 }
 
-#[test]
-fn a_host_metered_only_by_a_pdu_outlet_holds_the_site_back_as_a_gpu_host_does() {
-    let gpu_host = settled_with_a_slow_host(MeterKind::GpuEnergy);
-    assert_eq!(settled_with_a_slow_host(MeterKind::OutletEnergy), gpu_host);
+#[tokio::test]
+async fn a_host_metered_only_by_a_pdu_outlet_holds_the_site_back_as_a_gpu_host_does() {
+    let gpu_host = settled_with_a_slow_host(MeterKind::GpuEnergy).await;
+    assert_eq!(
+        settled_with_a_slow_host(MeterKind::OutletEnergy).await,
+        gpu_host
+    );
 }
