@@ -183,13 +183,12 @@ impl Scheduler {
         }
         let layout = HostLayout {
             collector,
-            meters: state.meters.host_energy().map(|m| m.layout()).collect(),
-            usage: state
+            meters: state
                 .meters
-                .values()
-                .filter(|m| m.role == crate::codec::MeterRole::Usage)
-                .map(|m| m.usage())
+                .host_energy()
+                .map(|m| m.layout_meter())
                 .collect(),
+            usage: state.meters.usage().map(|m| m.usage_meter()).collect(),
             built_until: state.built_until,
         };
         let transaction = connection.transaction()?;

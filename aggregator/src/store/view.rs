@@ -32,8 +32,8 @@ pub(super) struct MeterState {
 }
 
 impl MeterState {
-    /// The meter as window building sees it, if it is one of the host's energy meters.
-    pub fn layout(&self) -> LayoutMeter {
+    /// An energy meter as window building sees it.
+    pub fn layout_meter(&self) -> LayoutMeter {
         LayoutMeter {
             key: self.key,
             kind: self.kind,
@@ -44,7 +44,8 @@ impl MeterState {
         }
     }
 
-    pub fn usage(&self) -> UsageMeter {
+    /// A usage meter as window building sees it.
+    pub fn usage_meter(&self) -> UsageMeter {
         UsageMeter {
             key: self.key,
             kind: self.kind,
@@ -134,6 +135,11 @@ impl MeterTable {
     /// The meters whose energy the host's windows share out.
     pub fn host_energy(&self) -> impl Iterator<Item = &MeterState> + Clone {
         self.values().filter(|m| m.role.is_host_energy())
+    }
+
+    /// The meters of what jobs used (CPU time, GPU busy time), which split shared energy.
+    pub fn usage(&self) -> impl Iterator<Item = &MeterState> {
+        self.values().filter(|m| m.role == MeterRole::Usage)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &MeterState)> {
