@@ -227,6 +227,28 @@ async fn fetch_totals(
     Ok(windows.into_iter().map(Into::into).collect())
 }
 
+/// The site over `[from_ns, to_ns)` (0: unbounded) as far as its hours are settled, if any are.
+async fn settled_site(
+    source: &LedgerSource,
+    from_ns: i64,
+    to_ns: i64,
+) -> anyhow::Result<Option<pb::FacilityWindow>> {
+    let request = pb::FacilityTotalsRequest {
+        from_ns,
+        to_ns,
+        step_s: 0,
+        group_by: String::new(),
+    };
+    Ok(fetch_totals(source, request).await?.into_iter().next())
+}
+
+/// The site's measured energy to take a job's share of: known when every window of the job lies
+/// in the settled span the site total covers (the job's figures then cover the same hours).
+fn site_energy_for(site: Option<&pb::FacilityWindow>, job: &pb::JobFootprint) -> Option<u64> {
+    let site = site?;
+    (job.first_ns >= site.start_ns && job.last_ns < site.end_ns).then_some(site.measured_mj)
+}
+
 impl LedgerSource {
     fn data_dir(&self) -> anyhow::Result<&std::path::Path> {
         self.data_dir
@@ -253,8 +275,13 @@ async fn main() -> anyhow::Result<()> {
             json,
         } => {
             logging::init("warn");
-            let jobs = fetch_jobs(&source, None, filter.request()?).await?;
-            let lines: Vec<JobLine> = jobs.iter().map(|j| JobLine::from_footprint(j, 0)).collect();
+            let request = filter.request()?;
+            let site = settled_site(&source, request.from_ns, request.to_ns).await?;
+            let jobs = fetch_jobs(&source, None, request).await?;
+            let lines: Vec<JobLine> = jobs
+                .iter()
+                .map(|job| JobLine::from_footprint(job, site_energy_for(site.as_ref(), job)))
+                .collect();
             if json {
                 println!("{}", serde_json::to_string_pretty(&lines)?);
             } else {
@@ -265,7 +292,8 @@ async fn main() -> anyhow::Result<()> {
             logging::init("warn");
             let jobs = fetch_jobs(&source, Some(&id), pb::ListJobsRequest::default()).await?;
             let job = jobs.first().context("no such job")?;
-            let line = JobLine::from_footprint(job, 0);
+            let site = settled_site(&source, 0, 0).await?;
+            let line = JobLine::from_footprint(job, site_energy_for(site.as_ref(), job));
             if json {
                 println!("{}", serde_json::to_string_pretty(&line)?);
             } else {

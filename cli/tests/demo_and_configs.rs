@@ -96,6 +96,27 @@ fn demo_writes_a_summary_whose_books_balance_exactly() {
         .map(|j| j["energy_mj"].as_i64().unwrap())
         .sum();
     assert_eq!(listed_total, jobs_total);
+    // Each job's share of the site, as the summary has it (it was 0.0 for every job here).
+    let share_in_summary = |id: &serde_json::Value| {
+        jobs.iter().find(|j| j["id"] == *id).unwrap()["share_of_site"]
+            .as_f64()
+            .unwrap()
+    };
+    for job in listed.as_array().unwrap() {
+        let share = job["share_of_site"].as_f64().unwrap();
+        assert!(share > 0.0, "{job}");
+        assert!(
+            (share - share_in_summary(&job["id"])).abs() < 1e-12,
+            "{job}"
+        );
+    }
+    let first = &listed[0]["id"];
+    let one: serde_json::Value = serde_json::from_str(&footprint(
+        &["job", first.as_str().unwrap(), "--json", "--data-dir"],
+        &data_dir,
+    ))
+    .unwrap();
+    assert!((one["share_of_site"].as_f64().unwrap() - share_in_summary(first)).abs() < 1e-12);
 
     // Totals per rack: the demo places two hosts per rack; every rack's books balance.
     let racks: serde_json::Value = serde_json::from_str(&footprint(

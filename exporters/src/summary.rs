@@ -90,16 +90,18 @@ pub struct JobLine {
     /// (location-based + embodied) / functional units, facility overhead included.
     pub sci_mg_per_unit: f64,
     pub gpu_hours: f64,
-    /// `energy_mj / site.measured_mj`, for display.
-    pub share_of_site: f64,
+    /// `energy_mj` / the site's measured energy over the same span, for display; `null` where
+    /// that is not known (the job has windows in hours the site has not settled yet).
+    pub share_of_site: Option<f64>,
     /// Windows of the job built again because late data changed them; 0 when every figure
     /// stands as first computed.
     pub revised_windows: u64,
 }
 
 impl JobLine {
-    /// A job's line; `site_mj` (0 if unknown) gives its share of the site.
-    pub fn from_footprint(footprint: &JobFootprint, site_mj: u64) -> Self {
+    /// A job's line; `site_mj`, the site's measured energy over the same span where it is known,
+    /// gives its share of the site.
+    pub fn from_footprint(footprint: &JobFootprint, site_mj: Option<u64>) -> Self {
         let job = footprint.job.clone().unwrap_or_default();
         let quality = footprint.energy_quality.unwrap_or_default();
         JobLine {
@@ -128,11 +130,9 @@ impl JobLine {
             functional_units: job.functional_units,
             sci_mg_per_unit: footprint.sci_mg_per_unit,
             gpu_hours: footprint.gpu_hours,
-            share_of_site: if site_mj == 0 {
-                0.0
-            } else {
-                footprint.energy_mj as f64 / site_mj as f64
-            },
+            share_of_site: site_mj
+                .filter(|site| *site > 0)
+                .map(|site| footprint.energy_mj as f64 / site as f64),
             revised_windows: footprint.revised_windows,
         }
     }
@@ -158,7 +158,7 @@ impl Summary {
     pub fn build(facility: &FacilityWindow, jobs: &[JobFootprint]) -> Result<Self> {
         let lines: Vec<JobLine> = jobs
             .iter()
-            .map(|footprint| JobLine::from_footprint(footprint, facility.measured_mj))
+            .map(|footprint| JobLine::from_footprint(footprint, Some(facility.measured_mj)))
             .collect();
         let balance = |b: Option<Balance>| b.unwrap_or_default();
         let (water, location, market, embodied) = (
@@ -364,7 +364,7 @@ mod tests {
         let summary =
             Summary::build(&facility, &[footprint("a", 500), footprint("b", 200)]).unwrap();
         assert_eq!(summary.imbalance_mj(), 0);
-        assert!((summary.jobs[0].share_of_site - 0.5).abs() < 1e-12);
+        assert!((summary.jobs[0].share_of_site.unwrap_or_default() - 0.5).abs() < 1e-12);
     }
 
     #[test]

@@ -40,10 +40,11 @@ fn percent(part: i128, whole: u64) -> String {
     format!("{:.1}%", part as f64 * 100.0 / whole as f64)
 }
 
-fn figure_cells(figures: Figures, site_mj: u64) -> Vec<String> {
+/// The figures' cells, with `share` (of the site's energy) already written.
+fn figure_cells(figures: Figures, share: String) -> Vec<String> {
     vec![
         kwh(figures[0]),
-        percent(figures[0], site_mj),
+        share,
         litres(figures[1]),
         kilograms(figures[2]),
         kilograms(figures[3]),
@@ -51,7 +52,7 @@ fn figure_cells(figures: Figures, site_mj: u64) -> Vec<String> {
     ]
 }
 
-fn job_row(job: &JobLine, site_mj: u64) -> Vec<String> {
+fn job_row(job: &JobLine, share: String) -> Vec<String> {
     let mut row = vec![
         job.id.clone(),
         job.kind.clone(),
@@ -59,7 +60,7 @@ fn job_row(job: &JobLine, site_mj: u64) -> Vec<String> {
         job.hosts.len().to_string(),
         format!("{:.1}", job.gpu_hours),
     ];
-    row.extend(figure_cells(job.figures(), site_mj));
+    row.extend(figure_cells(job.figures(), share));
     row
 }
 
@@ -71,7 +72,7 @@ fn total_row(label: &str, gpu_hours: Option<f64>, figures: Figures, site_mj: u64
         String::new(),
     ];
     row.push(gpu_hours.map(|h| format!("{h:.1}")).unwrap_or_default());
-    row.extend(figure_cells(figures, site_mj));
+    row.extend(figure_cells(figures, percent(figures[0], site_mj)));
     row
 }
 
@@ -113,7 +114,12 @@ fn header() -> Vec<String> {
 pub fn render_summary(summary: &Summary) -> String {
     let site = summary.site.measured_mj;
     let mut rows = vec![header()];
-    rows.extend(summary.jobs.iter().map(|job| job_row(job, site)));
+    rows.extend(
+        summary
+            .jobs
+            .iter()
+            .map(|job| job_row(job, percent(job.figures()[0], site))),
+    );
     let gpu_hours: f64 = summary.jobs.iter().map(|j| j.gpu_hours).sum();
     let books = [
         (
@@ -175,10 +181,14 @@ pub fn render_totals(windows: &[footprint_proto::v1::FacilityWindow]) -> String 
     layout(&rows, &[0], 2)
 }
 
-/// A table of jobs (no site share).
+/// A table of jobs, each with its share of the site where that is known.
 pub fn render_jobs(jobs: &[JobLine]) -> String {
+    let share = |job: &JobLine| {
+        job.share_of_site
+            .map_or_else(|| "-".to_owned(), |share| format!("{:.1}%", share * 100.0))
+    };
     let mut rows = vec![header()];
-    rows.extend(jobs.iter().map(|job| job_row(job, 0)));
+    rows.extend(jobs.iter().map(|job| job_row(job, share(job))));
     layout(&rows, &[0], JOB_TEXT_COLUMNS)
 }
 
@@ -263,7 +273,7 @@ mod tests {
             interpolated_mj: 0,
             estimated_mj: 0,
             gpu_hours: 16.0,
-            share_of_site: 0.5,
+            share_of_site: Some(0.5),
             water_ml: 2_500,
             co2e_location_mg: 1_000_000,
             co2e_market_mg: 500_000,
