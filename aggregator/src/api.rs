@@ -17,6 +17,8 @@ pub struct JobAnswer {
     pub kind: String,
     pub model: String,
     pub functional_unit: String,
+    /// The units the job reported; over a span that cuts the job (`from`/`to`), the part for the
+    /// windows it held devices in the span.
     pub functional_units: u64,
     /// Facility energy, mJ: `it_energy_mj + overhead_mj`.
     pub energy_mj: u64,

@@ -118,6 +118,49 @@ fn demo_writes_a_summary_whose_books_balance_exactly() {
     .unwrap();
     assert!((one["share_of_site"].as_f64().unwrap() - share_in_summary(first)).abs() < 1e-12);
 
+    // Over one hour of a longer job, SCI counts the units of that hour, not of the whole job
+    // (it was the whole job's: an SCI per unit many times too small).
+    let hour: serde_json::Value = serde_json::from_str(&footprint(
+        &[
+            "jobs",
+            "--from",
+            "2023-11-06T01:00:00Z",
+            "--to",
+            "2023-11-06T02:00:00Z",
+            "--json",
+            "--data-dir",
+        ],
+        &data_dir,
+    ))
+    .unwrap();
+    let mut cut = 0;
+    for job in hour.as_array().unwrap() {
+        let whole = jobs.iter().find(|j| j["id"] == job["id"]).unwrap();
+        let units = job["functional_units"].as_u64().unwrap();
+        let all_units = whole["functional_units"].as_u64().unwrap();
+        let carbon =
+            job["co2e_location_mg"].as_u64().unwrap() + job["co2e_embodied_mg"].as_u64().unwrap();
+        assert_eq!(
+            job["sci_mg_per_unit"].as_f64().unwrap(),
+            carbon as f64 / units as f64,
+            "{job}"
+        );
+        let held = job["gpu_hours"].as_f64().unwrap() / whole["gpu_hours"].as_f64().unwrap();
+        if held < 0.99 {
+            cut += 1;
+            // The units follow the time the job held its GPUs in the hour.
+            let share = units as f64 / all_units as f64;
+            assert!(
+                (share / held - 1.0).abs() < 0.05,
+                "{share} of the units for {held} of the GPU time: {job}"
+            );
+        }
+    }
+    assert!(
+        cut > 0,
+        "no job of the demo runs past its second hour: {hour}"
+    );
+
     // Totals per rack: the demo places two hosts per rack; every rack's books balance.
     let racks: serde_json::Value = serde_json::from_str(&footprint(
         &["totals", "--group-by", "rack", "--json", "--data-dir"],

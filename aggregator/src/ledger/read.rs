@@ -19,6 +19,8 @@ pub struct JobFootprint {
     pub kind: String,
     pub model: String,
     pub functional_unit: String,
+    /// The units the job reported; over a span that cuts the job, the part for the windows it
+    /// held devices in the span.
     pub functional_units: u64,
     /// Facility energy: `it_energy_mj + overhead_mj`.
     pub energy_mj: u64,
@@ -56,7 +58,8 @@ host remainder: outlet meter - components, else the configured overhead factor (
 facility overhead and water: site meters' delta per window minus IT, shared by IT energy (the window's measured PUE and WUE); \
 location-based carbon: facility energy x the hour's grid intensity of the site's zone; \
 market-based: hourly PPA matching, then guarantees of origin, then residual mix; \
-embodied: device table amortised over lifetime by time held; SCI: (location-based + embodied) / functional units, facility overhead included";
+embodied: device table amortised over lifetime by time held; SCI: (location-based + embodied) / functional units, facility overhead included; \
+a span that cuts a job counts the part of its reported units for the windows it held devices in the span (estimated: units are reported as one total)";
 
 /// Which jobs to list: a time span (0 = unbounded) and exact-match filters (empty = any).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -99,7 +102,8 @@ pub fn list_jobs(connection: &Connection, filter: &JobFilter) -> Result<Vec<JobF
                 SUM(w.measured_mj), SUM(w.interpolated_mj), SUM(w.estimated_mj),
                 SUM(w.gpu_ns), MIN(w.start_ns), MAX(w.start_ns),
                 SUM(w.water_ml), SUM(w.co2e_location_mg), SUM(w.co2e_market_mg), SUM(w.embodied_mg),
-                SUM(EXISTS (SELECT 1 FROM window_revisions v WHERE v.collector = w.collector AND v.start_ns = w.start_ns))
+                SUM(EXISTS (SELECT 1 FROM window_revisions v WHERE v.collector = w.collector AND v.start_ns = w.start_ns)),
+                COUNT(DISTINCT w.start_ns)
          FROM window_jobs w JOIN jobs j ON j.id = w.job
          WHERE w.start_ns >= ?1 AND w.start_ns < ?2 AND (?3 IS NULL OR j.job_id = ?3)
            AND (?4 = '' OR j.user = ?4) AND (?5 = '' OR j.project = ?5) AND (?6 = '' OR j.model = ?6)
@@ -126,10 +130,11 @@ pub fn list_jobs(connection: &Connection, filter: &JobFilter) -> Result<Vec<JobF
                 as_u64(14)?,
             );
             let units = as_u64(9)?;
+            let windows_in_span = as_u64(26)?;
             let (location, embodied) = (as_u64(22)?, as_u64(24)?);
             let it = gpu + cpu + dram + remainder;
             Ok((
-                row.get::<_, i64>(0)?,
+                (row.get::<_, i64>(0)?, windows_in_span),
                 JobFootprint {
                     id: row.get(1)?,
                     scheduler: row.get(2)?,
@@ -156,11 +161,7 @@ pub fn list_jobs(connection: &Connection, filter: &JobFilter) -> Result<Vec<JobF
                     co2e_location_mg: location,
                     co2e_market_mg: as_u64(23)?,
                     co2e_embodied_mg: embodied,
-                    sci_mg_per_unit: if units == 0 {
-                        0.0
-                    } else {
-                        (location + embodied) as f64 / units as f64
-                    },
+                    sci_mg_per_unit: 0.0,
                     gpu_hours: as_u64(18)? as f64 / 3.6e12,
                     hosts: Vec::new(),
                     first_window_ns: row.get(19)?,
@@ -175,15 +176,40 @@ pub fn list_jobs(connection: &Connection, filter: &JobFilter) -> Result<Vec<JobF
     let mut hosts_of = connection.prepare_cached(
         "SELECT DISTINCT c.host FROM allocations a JOIN collectors c ON c.id = a.collector WHERE a.job = ?1 ORDER BY c.host",
     )?;
+    let mut windows_of = connection
+        .prepare_cached("SELECT COUNT(DISTINCT start_ns) FROM window_jobs WHERE job = ?1")?;
+    let bounded = filter.from_ns > 0 || filter.to_ns > 0;
     for row in rows {
-        let (key, mut job) = row?;
+        let ((key, windows_in_span), mut job) = row?;
         job.hosts = hosts_of
             .query_map([key], |row| row.get(0))?
             .collect::<rusqlite::Result<_>>()?;
+        // A job reports its functional units as one total: a span that cuts the job gets the
+        // part of them it held its devices for (at window granularity), as if produced evenly.
+        if bounded {
+            let windows: i64 = windows_of.query_row([key], |row| row.get(0))?;
+            job.functional_units =
+                units_in_span(job.functional_units, windows_in_span, windows as u64);
+        }
+        job.sci_mg_per_unit = if job.functional_units == 0 {
+            0.0
+        } else {
+            (job.co2e_location_mg + job.co2e_embodied_mg) as f64 / job.functional_units as f64
+        };
         jobs.push(job);
     }
     jobs.sort_by(|a, b| b.energy_mj.cmp(&a.energy_mj).then_with(|| a.id.cmp(&b.id)));
     Ok(jobs)
+}
+
+/// The part of a job's `units` that falls in a span holding `in_span` of its `windows`, rounded
+/// to the nearest unit; all of them when the span holds every window.
+fn units_in_span(units: u64, in_span: u64, windows: u64) -> u64 {
+    if windows == 0 || in_span >= windows {
+        return units;
+    }
+    let wide = u128::from(units) * u128::from(in_span);
+    ((wide + u128::from(windows) / 2) / u128::from(windows)) as u64
 }
 
 /// One job's footprint.
@@ -703,4 +729,22 @@ pub fn facility_totals(
         bucket_start = bucket.end.0;
     }
     Ok(windows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::units_in_span;
+
+    #[test]
+    fn a_span_that_cuts_a_job_gets_its_share_of_the_units() {
+        // 12 000 units over 360 windows; an hour of 10-second windows holds 30 of them.
+        assert_eq!(units_in_span(12_000, 360, 360), 12_000);
+        assert_eq!(units_in_span(12_000, 30, 360), 1_000);
+        // Rounded to the nearest unit, never more than the job reported.
+        assert_eq!(units_in_span(10, 1, 3), 3);
+        assert_eq!(units_in_span(10, 2, 3), 7);
+        assert_eq!(units_in_span(10, 5, 3), 10);
+        assert_eq!(units_in_span(u64::MAX, 1, 2), u64::MAX / 2 + 1);
+        assert_eq!(units_in_span(7, 0, 0), 7);
+    }
 }
