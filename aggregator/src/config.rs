@@ -153,10 +153,15 @@ pub struct CarbonConfig {
     /// The grid zone the site draws from, as the intensity feeds name it (`DE`, `CISO`, …).
     #[serde(default)]
     pub zone: String,
-    /// Intensity files imported at start (CSV in any of the three layouts, WattTime v3 or
-    /// Electricity Maps JSON; see `footprint_core::carbon`). Importing twice changes nothing.
+    /// Intensity files imported at start whose layout says which hour a timestamp names (our
+    /// `datetime,zone,carbon_intensity_gco2_per_kwh` CSV, Electricity Maps CSV or JSON, WattTime
+    /// v3: the hour it starts; see `footprint_core::carbon`). Importing twice changes nothing.
     #[serde(default)]
     pub intensity_files: Vec<PathBuf>,
+    /// Intensity files with the hour convention stated here, for layouts that do not state it
+    /// (the EIA-930 re-export) or to read one differently.
+    #[serde(default)]
+    pub feeds: Vec<FeedConfig>,
     /// Residual-mix factor for energy no contract covers, g/kWh. Unset: the grid average.
     pub residual_mix_g_per_kwh: Option<f64>,
     /// Guarantees of origin retired for the site per year, MWh, spread evenly over the year's
@@ -166,6 +171,17 @@ pub struct CarbonConfig {
     /// Power purchase agreements, matched hour by hour.
     #[serde(default)]
     pub ppa: Vec<PpaConfig>,
+}
+
+/// `[[carbon.feeds]]`: an intensity file and which hour its timestamps name.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedConfig {
+    /// The file (any layout `intensity_files` takes).
+    pub path: PathBuf,
+    /// `starting`: a timestamp names the hour it starts (Electricity Maps, WattTime); `ending`:
+    /// the hour it ends (EIA's own files, "UTC time at end of hour").
+    pub hour_convention: footprint_core::carbon::HourConvention,
 }
 
 /// `[[carbon.ppa]]`: one contract's hourly delivery: a flat power, an hourly file, or both added.
@@ -393,7 +409,8 @@ impl ConfigFile for AggregatorConfig {
         }
         let carbon = &self.carbon;
         problems.check(
-            carbon.intensity_files.is_empty() || !carbon.zone.trim().is_empty(),
+            (carbon.intensity_files.is_empty() && carbon.feeds.is_empty())
+                || !carbon.zone.trim().is_empty(),
             "carbon.zone",
             "must name the site's zone when intensity files are given",
         );

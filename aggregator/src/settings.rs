@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use footprint_core::attribution::{CpuBaselinePolicy, Policy};
-use footprint_core::carbon::{self, Feed};
+use footprint_core::carbon::{self, Feed, HourConvention};
 use footprint_core::embodied::{DeviceEntry, DeviceTable};
 use footprint_core::facility::MarketInstruments;
 use footprint_core::units::NANOS_PER_HOUR;
 use footprint_core::{MgCo2ePerKwh, Millijoules, Span, UnixNanos};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
+use sha2::{Digest, Sha256};
 
 use crate::config::{AggregatorConfig, CpuBaseline};
 use crate::{Error, Result};
@@ -192,14 +193,32 @@ fn go_accrual(mj_per_year: u64, hour_ns: i64) -> u64 {
     )
 }
 
-/// Imports a feed's hours for every zone into the ledger; a re-import replaces equal hours.
-/// Returns the hours stored.
+/// An imported feed as the ledger keeps it (`feeds`): what an auditor needs to find the same file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedRecord {
+    pub id: i64,
+    pub file: String,
+    /// Of the file's bytes, lower-case hex.
+    pub sha256: String,
+    pub layout: &'static str,
+    pub hour_convention: HourConvention,
+    pub hours: usize,
+    pub gaps: usize,
+}
+
+/// Imports a feed's hours for every zone into the ledger as feed `feed_id`; a re-import replaces
+/// equal hours. Returns the hours stored.
 ///
 /// # Errors
 /// A database error.
-pub fn store_feed(connection: &Connection, feed: &Feed, source: &str) -> Result<usize> {
+pub fn store_feed(
+    connection: &Connection,
+    feed: &Feed,
+    source: &str,
+    feed_id: i64,
+) -> Result<usize> {
     let mut insert = connection.prepare_cached(
-        "INSERT OR REPLACE INTO intensity (zone, hour_ns, mg_per_kwh, quality, source) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT OR REPLACE INTO intensity (zone, hour_ns, mg_per_kwh, quality, source, feed) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
     for hour in &feed.hours {
         insert.execute(params![
@@ -207,27 +226,82 @@ pub fn store_feed(connection: &Connection, feed: &Feed, source: &str) -> Result<
             hour.hour_ns,
             hour.mg_per_kwh.0 as i64,
             crate::codec::quality_code(hour.quality),
-            source
+            source,
+            feed_id
         ])?;
     }
     Ok(feed.hours.len())
 }
 
-/// Reads and imports an intensity file.
+/// Reads and imports an intensity file, its timestamps read as `convention` (else as its layout
+/// states; a layout that states none is refused), and records the import with the file's SHA-256
+/// in `feeds`. `now_ns` is the time of the import.
 ///
 /// # Errors
-/// The file cannot be read or parsed (the message names file, line and field), or a database
-/// error.
-pub fn import_file(connection: &Connection, path: &Path) -> Result<(Feed, usize)> {
-    let text = std::fs::read_to_string(path)
+/// The file cannot be read or parsed (the message names file, line and field, or asks for the
+/// hour convention), or a database error.
+pub fn import_file(
+    connection: &Connection,
+    path: &Path,
+    convention: Option<HourConvention>,
+    now_ns: i64,
+) -> Result<(Feed, FeedRecord)> {
+    let bytes = std::fs::read(path)
         .map_err(|e| Error::Server(format!("intensity file {}: {e}", path.display())))?;
-    let feed = carbon::parse_feed(&text)
+    let text = String::from_utf8_lossy(&bytes);
+    let feed = carbon::parse_feed(&text, convention)
         .map_err(|e| Error::Server(format!("intensity file {}: {e}", path.display())))?;
-    let name = path
+    let file = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let source = format!("{} ({})", name, feed.format);
-    let stored = store_feed(connection, &feed, &source)?;
-    Ok((feed, stored))
+    let sha256: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    let transaction = connection.unchecked_transaction()?;
+    // The same bytes read the same way are the same feed: an aggregator importing its configured
+    // files at every start records each once.
+    let known: Option<i64> = transaction
+        .query_row(
+            "SELECT id FROM feeds WHERE sha256 = ?1 AND layout = ?2 AND hour_convention = ?3",
+            params![sha256, feed.format, feed.hour_convention.name()],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let id = match known {
+        Some(id) => id,
+        None => transaction.query_row(
+            "INSERT INTO feeds (file, sha256, layout, hour_convention, hours, gaps, imported_ns)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
+            params![
+                file,
+                sha256,
+                feed.format,
+                feed.hour_convention.name(),
+                feed.hours.len() as i64,
+                feed.gaps as i64,
+                now_ns
+            ],
+            |row| row.get(0),
+        )?,
+    };
+    let source = format!(
+        "{file} ({}, hour-{}, sha256 {})",
+        feed.format,
+        feed.hour_convention.name(),
+        &sha256[..12]
+    );
+    let hours = store_feed(&transaction, &feed, &source, id)?;
+    transaction.commit()?;
+    let record = FeedRecord {
+        id,
+        file,
+        sha256,
+        layout: feed.format,
+        hour_convention: feed.hour_convention,
+        hours,
+        gaps: feed.gaps,
+    };
+    Ok((feed, record))
 }

@@ -8,6 +8,7 @@ use footprint_aggregator::AggregatorConfig;
 use footprint_aggregator::ledger;
 use footprint_aggregator::query::LedgerReader;
 use footprint_collector::config::CollectorConfig;
+use footprint_core::carbon::HourConvention;
 use footprint_core::config::ConfigFile;
 use footprint_exporters::summary::{JobLine, TotalsLine};
 use footprint_exporters::table;
@@ -87,6 +88,10 @@ enum Command {
         data_dir: PathBuf,
         /// The feed file.
         file: PathBuf,
+        /// Which hour a timestamp names: `starting` or `ending` (EIA's own files). Needed for a
+        /// layout that does not say (the EIA-930 re-export); others default to their own.
+        #[arg(long, value_parser = ["starting", "ending"])]
+        hour_convention: Option<String>,
     },
     /// Loads a config file and reports every problem with its key path.
     CheckConfig {
@@ -323,21 +328,35 @@ async fn main() -> anyhow::Result<()> {
                 print!("{}", table::render_totals(&windows));
             }
         }
-        Command::ImportIntensity { data_dir, file } => {
+        Command::ImportIntensity {
+            data_dir,
+            file,
+            hour_convention,
+        } => {
             logging::init("warn");
             let path = data_dir.join(footprint_aggregator::tables::LEDGER_FILE);
             anyhow::ensure!(path.exists(), "no ledger in {}", data_dir.display());
             let connection = footprint_aggregator::tables::schema::open(&path)
                 .with_context(|| path.display().to_string())?;
-            let (feed, stored) = footprint_aggregator::settings::import_file(&connection, &file)?;
+            let convention = hour_convention
+                .as_deref()
+                .map(HourConvention::parse)
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let now = footprint_collector::time::wall_clock_now().0;
+            let (feed, record) =
+                footprint_aggregator::settings::import_file(&connection, &file, convention, now)?;
             let zones: std::collections::BTreeSet<&str> =
                 feed.hours.iter().map(|h| h.zone.as_str()).collect();
             println!(
-                "{}: {stored} hours ({}) for zone(s) {}, {} gap(s) left to the gap rule",
+                "{}: {} hours ({}, hour-{}) for zone(s) {}, {} gap(s) left to the gap rule; sha256 {}",
                 file.display(),
-                feed.format,
+                record.hours,
+                record.layout,
+                record.hour_convention.name(),
                 zones.into_iter().collect::<Vec<_>>().join(", "),
-                feed.gaps
+                record.gaps,
+                record.sha256
             );
         }
         Command::CheckConfig {

@@ -181,14 +181,51 @@ fn demo_writes_a_summary_whose_books_balance_exactly() {
     }
 
     // A feed imported afterwards lands in the same ledger, with its gaps counted.
+    // The EIA-930 re-export does not say which hour a timestamp names: refused until told.
     let fixture = repository().join("core/tests/data/eia930-ciso-2022-01-05.csv");
+    let refused = Command::new(env!("CARGO_BIN_EXE_footprint"))
+        .args(["import-intensity", &fixture.to_string_lossy(), "--data-dir"])
+        .arg(&data_dir)
+        .output()
+        .unwrap();
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && why.contains("hour_convention"),
+        "{why}"
+    );
     let said = footprint(
-        &["import-intensity", &fixture.to_string_lossy(), "--data-dir"],
+        &[
+            "import-intensity",
+            &fixture.to_string_lossy(),
+            "--hour-convention",
+            "ending",
+            "--data-dir",
+        ],
         &data_dir,
     );
     assert!(
-        said.contains("23 hours (eia930-csv) for zone(s) CISO, 1 gap"),
+        said.contains("23 hours (eia930-csv, hour-ending) for zone(s) CISO, 1 gap"),
         "{said}"
+    );
+    let bytes = std::fs::read(&fixture).unwrap();
+    let sha256 = Command::new("sha256sum").arg(&fixture).output().unwrap();
+    let sha256 = String::from_utf8_lossy(&sha256.stdout);
+    let sha256 = sha256.split_whitespace().next().unwrap();
+    assert!(
+        !bytes.is_empty() && said.contains(&format!("sha256 {sha256}")),
+        "{said}"
+    );
+    let ledger = rusqlite::Connection::open(data_dir.join("footprint.sqlite")).unwrap();
+    let (layout, convention, hours): (String, String, i64) = ledger
+        .query_row(
+            "SELECT layout, hour_convention, hours FROM feeds WHERE sha256 = ?1",
+            [sha256],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (layout.as_str(), convention.as_str(), hours),
+        ("eia930-csv", "ending", 23)
     );
 }
 

@@ -38,6 +38,51 @@ pub enum FeedError {
     Header(String),
     #[error("JSON: {0}")]
     Json(String),
+    #[error("hour_convention: {0}")]
+    HourConvention(String),
+}
+
+/// Which hour a feed's timestamp names: the one it starts (Electricity Maps, WattTime, our own
+/// CSV) or the one it ends (EIA's own files: "UTC time at end of hour"). Read wrongly, every
+/// intensity is applied an hour off.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HourConvention {
+    #[default]
+    Starting,
+    Ending,
+}
+
+impl HourConvention {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Ending => "ending",
+        }
+    }
+
+    /// `starting` or `ending`.
+    ///
+    /// # Errors
+    /// Anything else, named.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "starting" => Ok(Self::Starting),
+            "ending" => Ok(Self::Ending),
+            other => Err(format!("{other:?} is not starting or ending")),
+        }
+    }
+
+    /// The convention a layout states itself; `None` where it does not (the EIA-930 re-export
+    /// stamps `datetime_utc` without saying which, and not the same way for every BA).
+    pub fn of_layout(format: &str) -> Option<Self> {
+        match format {
+            "csv" | "electricitymaps-csv" | "electricitymaps-json" | "watttime-v3" => {
+                Some(Self::Starting)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// One hour of one zone's grid intensity.
@@ -50,12 +95,14 @@ pub struct IntensityHour {
     pub quality: Quality,
 }
 
-/// A parsed feed: its format and hours, and the rows it skipped as gaps.
+/// A parsed feed: its format and hours (each keyed by the hour it starts), the rows it skipped as
+/// gaps, and how its timestamps were read.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Feed {
     pub format: &'static str,
     pub hours: Vec<IntensityHour>,
     pub gaps: usize,
+    pub hour_convention: HourConvention,
 }
 
 /// Parses a decimal number of grams into whole milligrams, rounding past three decimals half up.
@@ -258,6 +305,7 @@ pub fn parse_watttime(text: &str) -> Result<Feed, FeedError> {
             })
             .collect(),
         gaps: 0,
+        hour_convention: HourConvention::Starting,
     })
 }
 
@@ -328,17 +376,47 @@ pub fn parse_electricitymaps(text: &str) -> Result<Feed, FeedError> {
 ///
 /// # Errors
 /// As the chosen parser.
-pub fn parse_feed(text: &str) -> Result<Feed, FeedError> {
+///
+/// `convention` says which hour a timestamp names; without it the layout's own
+/// ([`HourConvention::of_layout`]) is used, and a layout that states none is refused. Hours are
+/// stored by the hour they start: an hour-ending stamp of 01:00 is the hour from 00:00.
+///
+/// # Errors
+/// As the layout's parser, or [`FeedError::HourConvention`] when the convention is neither given
+/// nor stated by the layout, or cannot apply to it.
+pub fn parse_feed(text: &str, convention: Option<HourConvention>) -> Result<Feed, FeedError> {
     let trimmed = text.trim_start();
-    if trimmed.starts_with('{') {
+    let mut feed = if trimmed.starts_with('{') {
         if trimmed.contains("\"history\"") {
-            parse_electricitymaps(text)
+            parse_electricitymaps(text)?
         } else {
-            parse_watttime(text)
+            parse_watttime(text)?
         }
     } else {
-        parse_csv(text)
+        parse_csv(text)?
+    };
+    let Some(convention) = convention.or(HourConvention::of_layout(feed.format)) else {
+        return Err(FeedError::HourConvention(format!(
+            "the {} layout does not say whether a timestamp marks the start or the end of its \
+             hour; give it (`hour_convention = \"starting\"` or `\"ending\"` in the feed's \
+             config, `--hour-convention` to import-intensity)",
+            feed.format
+        )));
+    };
+    if convention == HourConvention::Ending {
+        if feed.format == "watttime-v3" {
+            // Points are averaged into hours by their own start; an hour-ending reading of
+            // five-minute points is not an hour shift.
+            return Err(FeedError::HourConvention(
+                "watttime-v3 stamps each point at its start; ending does not apply".into(),
+            ));
+        }
+        for hour in &mut feed.hours {
+            hour.hour_ns -= NANOS_PER_HOUR;
+        }
     }
+    feed.hour_convention = convention;
+    Ok(feed)
 }
 
 /// The intensity of `hour_ns` given the nearest known hours before (or at) and after it.
@@ -425,7 +503,7 @@ mod tests {
         let json = r#"{"data":[{"point_time":"2024-01-01T00:00:00+00:00","value":1000},
                               {"point_time":"2024-01-01T00:30:00+00:00","value":2000}],
                       "meta":{"region":"CAISO_NORTH","units":"lbs_co2_per_mwh","data_point_period_seconds":1800}}"#;
-        let feed = parse_feed(json).expect("watttime");
+        let feed = parse_feed(json, None).expect("watttime");
         assert_eq!(feed.format, "watttime-v3");
         // 1 500 lbs/MWh = 680.388555 g/kWh.
         assert_eq!(feed.hours[0].mg_per_kwh, MgCo2ePerKwh(680_389));
@@ -439,7 +517,7 @@ mod tests {
             {"carbonIntensity":302,"datetime":"2024-01-01T00:00:00.000Z","isEstimated":false,"estimationMethod":null},
             {"carbonIntensity":310,"datetime":"2024-01-01T01:00:00.000Z","isEstimated":true,"estimationMethod":"TIME_SLICER_AVERAGE"},
             {"carbonIntensity":null,"datetime":"2024-01-01T02:00:00.000Z"}]}"#;
-        let feed = parse_feed(json).expect("maps json");
+        let feed = parse_feed(json, None).expect("maps json");
         assert_eq!(feed.hours.len(), 2);
         assert_eq!(feed.gaps, 1);
         assert_eq!(feed.hours[1].quality, Quality::Estimated);
@@ -469,7 +547,8 @@ mod tests {
     proptest! {
         #[test]
         fn no_input_makes_the_parsers_panic(text in ".{0,400}") {
-            let _ = parse_feed(&text);
+            let _ = parse_feed(&text, None);
+            let _ = parse_feed(&text, Some(HourConvention::Ending));
             let _ = parse_csv(&format!("datetime,zone,carbon_intensity_gco2_per_kwh\n{text}"));
         }
 

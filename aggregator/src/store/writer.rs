@@ -58,9 +58,19 @@ impl WriterState {
             )?;
         }
         transaction.commit()?;
-        for file in &config.carbon.intensity_files {
-            let (feed, stored) = settings::import_file(&connection, file)?;
-            info!(file = %file.display(), format = feed.format, hours = stored, gaps = feed.gaps, "Imported grid intensity.");
+        let feeds = config
+            .carbon
+            .intensity_files
+            .iter()
+            .map(|path| (path, None));
+        let stated = config
+            .carbon
+            .feeds
+            .iter()
+            .map(|feed| (&feed.path, Some(feed.hour_convention)));
+        for (file, convention) in feeds.chain(stated) {
+            let (_, feed) = settings::import_file(&connection, file, convention, now_ns())?;
+            info!(file = %file.display(), format = feed.layout, hour_convention = feed.hour_convention.name(), sha256 = %feed.sha256, hours = feed.hours, gaps = feed.gaps, "Imported grid intensity.");
         }
         let seconds_to_ns =
             |s: u64| i64::try_from(s).unwrap_or(i64::MAX / 2_000_000_000) * 1_000_000_000;

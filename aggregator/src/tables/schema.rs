@@ -9,7 +9,7 @@
 
 use rusqlite::Connection;
 
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// How a ledger of an older schema is brought up to date: each step takes schema `from` to
 /// `from + 1`, and a ledger runs every step from its own version on (tables that are new are
@@ -50,6 +50,9 @@ const MIGRATIONS: &[(i64, &str)] = &[
              FROM reading_chunks WHERE packed = 0;
          DROP INDEX IF EXISTS reading_chunks_unpacked;",
     ),
+    // Schema 7 fingerprints every imported feed (`feeds`) and names it beside each hour it
+    // gave; hours imported before carry none.
+    (6, "ALTER TABLE intensity ADD COLUMN feed INTEGER"),
 ];
 
 const SCHEMA: &str = r"
@@ -240,15 +243,29 @@ CREATE TABLE IF NOT EXISTS site_hours (
     residual_mix INTEGER NOT NULL,
     co2e_market_mg INTEGER NOT NULL
 );
--- Grid intensity by zone and hour, as imported, with the feed it came from.
+-- Grid intensity by zone and hour (the hour it starts), as imported, with the feed it came from
+-- (`feed`: its row in `feeds`; none for hours imported before schema 7).
 CREATE TABLE IF NOT EXISTS intensity (
     zone TEXT NOT NULL,
     hour_ns INTEGER NOT NULL,
     mg_per_kwh INTEGER NOT NULL,
     quality INTEGER NOT NULL,
     source TEXT NOT NULL,
+    feed INTEGER,
     PRIMARY KEY (zone, hour_ns)
 ) WITHOUT ROWID;
+-- Every import of an intensity feed: the file, its SHA-256, its layout, which hour its timestamps
+-- name (`starting` or `ending`), its rows and gaps, and when it was imported.
+CREATE TABLE IF NOT EXISTS feeds (
+    id INTEGER PRIMARY KEY,
+    file TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    layout TEXT NOT NULL,
+    hour_convention TEXT NOT NULL,
+    hours INTEGER NOT NULL,
+    gaps INTEGER NOT NULL,
+    imported_ns INTEGER NOT NULL
+);
 -- Where each host stands, from the aggregator's `placement` config (rewritten at every start).
 CREATE TABLE IF NOT EXISTS placement (
     host TEXT PRIMARY KEY,
@@ -377,6 +394,9 @@ mod tests {
         if version < 4 {
             connection.execute("ALTER TABLE meters DROP COLUMN resolution", [])?;
         }
+        if version < 7 {
+            connection.execute("ALTER TABLE intensity DROP COLUMN feed", [])?;
+        }
         connection.execute_batch(
             "DROP TABLE reading_chunks; DROP TABLE staged_readings;
              CREATE TABLE reading_chunks (meter INTEGER NOT NULL, hour_ns INTEGER NOT NULL,
@@ -502,6 +522,7 @@ mod tests {
             "DROP TABLE unpacked_hours;
              CREATE INDEX reading_chunks_unpacked ON reading_chunks (meter, first_ns)
                  WHERE packed = 0;
+             ALTER TABLE intensity DROP COLUMN feed;
              PRAGMA user_version = 5;",
         )?;
         drop(connection);
