@@ -165,3 +165,54 @@ impl From<FacilityWindow> for FacilityAnswer {
         }
     }
 }
+
+/// An imported feed (`GET /api/v1/intensity`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FeedAnswer {
+    pub file: String,
+    /// Of the file's bytes, lower-case hex; empty for hours imported before feeds were recorded.
+    pub sha256: String,
+    pub layout: String,
+    /// `starting` or `ending`: which hour the feed's timestamps name.
+    pub hour_convention: String,
+}
+
+/// One hour of a zone's grid intensity as the ledger prices it (`GET /api/v1/intensity`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct IntensityAnswer {
+    pub hour_start_ns: i64,
+    /// g CO2e per kWh; `null` when no feed covers the zone.
+    pub g_per_kwh: Option<f64>,
+    /// mg CO2e per kWh, the integer the ledger computes with.
+    pub mg_per_kwh: Option<u64>,
+    /// `measured` (the feed's own row), `interpolated` (between its neighbours) or `estimated`
+    /// (held from the nearest one).
+    pub quality: Option<&'static str>,
+    pub method: String,
+    pub feeds: Vec<FeedAnswer>,
+    /// For an hour the site has settled: the mg CO2e per kWh its carbon was priced with.
+    pub priced_mg_per_kwh: Option<u64>,
+}
+
+impl From<crate::ledger::intensity::IntensityUsed> for IntensityAnswer {
+    fn from(hour: crate::ledger::intensity::IntensityUsed) -> Self {
+        Self {
+            hour_start_ns: hour.hour_ns,
+            g_per_kwh: hour.intensity.map(|(mg, _)| mg.0 as f64 / 1_000.0),
+            mg_per_kwh: hour.intensity.map(|(mg, _)| mg.0),
+            quality: hour.intensity.map(|(_, quality)| quality.name()),
+            method: hour.method,
+            feeds: hour
+                .feeds
+                .into_iter()
+                .map(|feed| FeedAnswer {
+                    file: feed.file,
+                    sha256: feed.sha256,
+                    layout: feed.layout,
+                    hour_convention: feed.hour_convention,
+                })
+                .collect(),
+            priced_mg_per_kwh: hour.priced.map(|mg| mg.0),
+        }
+    }
+}

@@ -12,7 +12,7 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::api::{FacilityAnswer, JobAnswer};
+use crate::api::{FacilityAnswer, IntensityAnswer, JobAnswer};
 use crate::ledger;
 use crate::query::LedgerReader;
 
@@ -28,6 +28,7 @@ pub fn router(reader: LedgerReader, registry: Arc<Registry>) -> Router {
         .route("/api/v1/jobs", get(list_jobs))
         .route("/api/v1/jobs/{id}", get(get_job))
         .route("/api/v1/facility", get(facility))
+        .route("/api/v1/intensity", get(intensity))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(HttpState { reader, registry })
@@ -152,6 +153,39 @@ async fn facility(
         .map_err(ApiError)?;
     Ok(Json(FacilityBody {
         windows: windows.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// `zone` (required), and the hours starting in `[from, to)`, ns since the epoch (required).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IntensityQuery {
+    #[serde(default)]
+    zone: String,
+    #[serde(default)]
+    from: i64,
+    #[serde(default)]
+    to: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct IntensityBody {
+    zone: String,
+    hours: Vec<IntensityAnswer>,
+}
+
+async fn intensity(
+    State(state): State<HttpState>,
+    Query(query): Query<IntensityQuery>,
+) -> Result<Json<IntensityBody>, ApiError> {
+    let hours = state
+        .reader
+        .intensity(query.zone.clone(), query.from, query.to)
+        .await
+        .map_err(ApiError)?;
+    Ok(Json(IntensityBody {
+        zone: query.zone,
+        hours: hours.into_iter().map(Into::into).collect(),
     }))
 }
 

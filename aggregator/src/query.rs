@@ -100,6 +100,31 @@ impl LedgerReader {
 }
 
 impl LedgerReader {
+    /// `zone`'s grid intensity for every hour starting in `[from_ns, to_ns)`, as the ledger
+    /// prices it.
+    ///
+    /// # Errors
+    /// [`Error::BadRequest`] naming the parameter (no zone, no span, too many hours); a database
+    /// error.
+    pub async fn intensity(
+        &self,
+        zone: String,
+        from_ns: i64,
+        to_ns: i64,
+    ) -> Result<Vec<ledger::intensity::IntensityUsed>> {
+        if from_ns <= 0 || to_ns <= from_ns {
+            return Err(Error::BadRequest(format!(
+                "from, to: [{from_ns}, {to_ns}) is not a span of time (ns since the epoch)"
+            )));
+        }
+        let span = footprint_core::Span::new(
+            footprint_core::UnixNanos(from_ns),
+            footprint_core::UnixNanos(to_ns),
+        );
+        self.with(move |connection| ledger::intensity::intensity_hours(connection, &zone, span))
+            .await
+    }
+
     /// A reader of the ledger in an aggregator's data directory: for tools on the same machine
     /// as a stopped or running aggregator.
     ///
@@ -174,6 +199,43 @@ impl From<pb::ListJobsRequest> for ledger::JobFilter {
             project: request.project,
             model: request.model,
             kind: request.kind,
+        }
+    }
+}
+
+fn wire_quality(quality: footprint_core::Quality) -> pb::Quality {
+    match quality {
+        footprint_core::Quality::Measured => pb::Quality::Measured,
+        footprint_core::Quality::Interpolated => pb::Quality::Interpolated,
+        footprint_core::Quality::Estimated => pb::Quality::Estimated,
+    }
+}
+
+impl From<ledger::intensity::IntensityUsed> for pb::IntensityHour {
+    fn from(hour: ledger::intensity::IntensityUsed) -> Self {
+        let (mg_per_kwh, quality) = hour
+            .intensity
+            .map_or((0, pb::Quality::Unspecified), |(mg, quality)| {
+                (mg.0, wire_quality(quality))
+            });
+        pb::IntensityHour {
+            hour_ns: hour.hour_ns,
+            known: hour.intensity.is_some(),
+            mg_per_kwh,
+            quality: quality as i32,
+            method: hour.method,
+            feeds: hour
+                .feeds
+                .into_iter()
+                .map(|feed| pb::FeedInfo {
+                    file: feed.file,
+                    sha256: feed.sha256,
+                    layout: feed.layout,
+                    hour_convention: feed.hour_convention,
+                })
+                .collect(),
+            priced: hour.priced.is_some(),
+            priced_mg_per_kwh: hour.priced.map_or(0, |mg| mg.0),
         }
     }
 }
@@ -257,6 +319,21 @@ impl Query for QueryService {
             .await
             .map_err(status_of)?;
         Ok(Response::new(job.into()))
+    }
+
+    async fn intensity(
+        &self,
+        request: Request<pb::IntensityRequest>,
+    ) -> Result<Response<pb::IntensityResponse>, Status> {
+        let request = request.into_inner();
+        let hours = self
+            .reader
+            .intensity(request.zone, request.from_ns, request.to_ns)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::IntensityResponse {
+            hours: hours.into_iter().map(Into::into).collect(),
+        }))
     }
 
     async fn facility_totals(

@@ -220,6 +220,17 @@ async fn bad_readings_are_rejected_by_field_counted_and_the_rest_is_stored() {
     assert_eq!(window["pue"], 1.0, "{facility}");
     assert_eq!(window["wue_l_per_kwh"], 0.0, "{facility}");
     assert_eq!(window["cfe_share"], 0.0, "{facility}");
+    // No feed was imported: the hour says so rather than inventing a figure.
+    let path = format!("/api/v1/intensity?zone=XX&from={T0}&to={hour_end}");
+    let intensity = http_json(aggregator.http_addr, &path).await;
+    let hours = intensity["hours"].as_array().unwrap();
+    assert_eq!(hours.len(), 1, "{intensity}");
+    assert_eq!(hours[0]["hour_start_ns"], T0, "{intensity}");
+    assert!(hours[0]["g_per_kwh"].is_null(), "{intensity}");
+    assert_eq!(
+        hours[0]["method"], "no feed covers this zone",
+        "{intensity}"
+    );
     drop(session);
     aggregator.stop().await.unwrap();
 }

@@ -10,6 +10,7 @@ use footprint_aggregator::query::LedgerReader;
 use footprint_collector::config::CollectorConfig;
 use footprint_core::carbon::HourConvention;
 use footprint_core::config::ConfigFile;
+use footprint_exporters::intensity::IntensityLine;
 use footprint_exporters::summary::{JobLine, TotalsLine};
 use footprint_exporters::table;
 use footprint_proto::v1 as pb;
@@ -92,6 +93,25 @@ enum Command {
         /// layout that does not say (the EIA-930 re-export); others default to their own.
         #[arg(long, value_parser = ["starting", "ending"])]
         hour_convention: Option<String>,
+    },
+    /// A zone's grid intensity hour by hour, as the ledger prices it: the figure, its quality,
+    /// how it was obtained (the feed's row, interpolated, held) and the feed it came from (file,
+    /// SHA-256, layout, hour convention); for settled hours, what their carbon was priced with.
+    Intensity {
+        #[command(flatten)]
+        source: LedgerSource,
+        /// The grid zone, as the feeds name it.
+        #[arg(long)]
+        zone: String,
+        /// The first hour (RFC 3339).
+        #[arg(long)]
+        from: String,
+        /// The end (RFC 3339, exclusive).
+        #[arg(long)]
+        to: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Loads a config file and reports every problem with its key path.
     CheckConfig {
@@ -232,6 +252,23 @@ async fn fetch_totals(
     Ok(windows.into_iter().map(Into::into).collect())
 }
 
+async fn fetch_intensity(
+    source: &LedgerSource,
+    request: pb::IntensityRequest,
+) -> anyhow::Result<Vec<pb::IntensityHour>> {
+    if let Some(server) = &source.server {
+        let mut client = QueryClient::connect(server.clone())
+            .await
+            .with_context(|| format!("connecting to {server}"))?;
+        return Ok(client.intensity(request).await?.into_inner().hours);
+    }
+    let reader = LedgerReader::for_data_dir(source.data_dir()?)?;
+    let hours = reader
+        .intensity(request.zone, request.from_ns, request.to_ns)
+        .await?;
+    Ok(hours.into_iter().map(Into::into).collect())
+}
+
 /// The site over `[from_ns, to_ns)` (0: unbounded) as far as its hours are settled, if any are.
 async fn settled_site(
     source: &LedgerSource,
@@ -358,6 +395,27 @@ async fn main() -> anyhow::Result<()> {
                 record.gaps,
                 record.sha256
             );
+        }
+        Command::Intensity {
+            source,
+            zone,
+            from,
+            to,
+            json,
+        } => {
+            logging::init("warn");
+            let request = pb::IntensityRequest {
+                zone,
+                from_ns: time_arg("from", Some(&from))?,
+                to_ns: time_arg("to", Some(&to))?,
+            };
+            let hours = fetch_intensity(&source, request).await?;
+            let lines: Vec<IntensityLine> = hours.iter().map(IntensityLine::from).collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&lines)?);
+            } else {
+                print!("{}", footprint_exporters::intensity::render(&lines));
+            }
         }
         Command::CheckConfig {
             aggregator,

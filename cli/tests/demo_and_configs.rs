@@ -227,6 +227,57 @@ fn demo_writes_a_summary_whose_books_balance_exactly() {
         (layout.as_str(), convention.as_str(), hours),
         ("eia930-csv", "ending", 23)
     );
+
+    // Which factor each hour used, and from which feed: read as hour-ending, the row stamped
+    // 01:00Z (324.017 g/kWh) is the hour from 00:00Z; the empty 10:00Z row leaves the hour from
+    // 09:00Z to the gap rule, between its neighbours.
+    let intensity: serde_json::Value = serde_json::from_str(&footprint(
+        &[
+            "intensity",
+            "--zone",
+            "CISO",
+            "--from",
+            "2022-01-05T00:00:00Z",
+            "--to",
+            "2022-01-05T12:00:00Z",
+            "--json",
+            "--data-dir",
+        ],
+        &data_dir,
+    ))
+    .unwrap();
+    let hours = intensity.as_array().unwrap();
+    assert_eq!(hours.len(), 12, "{intensity}");
+    assert_eq!(hours[0]["mg_per_kwh"], 324_017, "{intensity}");
+    assert_eq!(hours[0]["quality"], "measured");
+    assert_eq!(hours[0]["feeds"][0]["sha256"], sha256);
+    assert_eq!(hours[0]["feeds"][0]["hour_convention"], "ending");
+    assert_eq!(hours[9]["quality"], "interpolated", "{}", hours[9]);
+    assert!(
+        hours[9]["method"].as_str().unwrap().contains("between"),
+        "{}",
+        hours[9]
+    );
+    // The demo's own hours were priced with the feed's figure.
+    let de: serde_json::Value = serde_json::from_str(&footprint(
+        &[
+            "intensity",
+            "--zone",
+            "DE",
+            "--from",
+            "2023-11-06T00:00:00Z",
+            "--to",
+            "2023-11-06T02:00:00Z",
+            "--json",
+            "--data-dir",
+        ],
+        &data_dir,
+    ))
+    .unwrap();
+    for hour in de.as_array().unwrap() {
+        assert_eq!(hour["priced_mg_per_kwh"], hour["mg_per_kwh"], "{hour}");
+        assert_eq!(hour["feeds"][0]["layout"], "electricitymaps-csv", "{hour}");
+    }
 }
 
 /// Runs `footprint ARGS DIR`, which must succeed; returns its standard output.

@@ -21,6 +21,15 @@ impl Quality {
     pub fn worst(self, other: Quality) -> Quality {
         self.max(other)
     }
+
+    /// `measured`, `interpolated` or `estimated`, as answers spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Quality::Measured => "measured",
+            Quality::Interpolated => "interpolated",
+            Quality::Estimated => "estimated",
+        }
+    }
 }
 
 /// An amount of energy in millijoules, split by how it was obtained.

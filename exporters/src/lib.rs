@@ -2,6 +2,7 @@
 //! (`footprint.v1` messages), so it works the same against a local ledger or a remote aggregator.
 
 pub mod chart;
+pub mod intensity;
 pub mod summary;
 pub mod table;
 

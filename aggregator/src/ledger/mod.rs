@@ -27,6 +27,7 @@ use crate::tables::chunk::StoredReading;
 use crate::tables::series;
 use crate::{Error, Result};
 
+pub mod intensity;
 pub mod read;
 pub mod site;
 pub mod unbuilt;
