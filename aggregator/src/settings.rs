@@ -204,10 +204,24 @@ pub struct FeedRecord {
     pub hour_convention: HourConvention,
     pub hours: usize,
     pub gaps: usize,
+    /// Hours stored before whose figure this import changed, and the earliest of them by zone.
+    pub changed_hours: usize,
+    pub first_changed: Option<(String, i64)>,
 }
 
-/// Imports a feed's hours for every zone into the ledger as feed `feed_id`; a re-import replaces
-/// equal hours. Returns the hours stored.
+/// What storing a feed changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stored {
+    /// Hours new to the ledger.
+    pub added: usize,
+    /// Hours stored before with another figure or quality, and the earliest of them.
+    pub changed: usize,
+    pub first_changed: Option<(String, i64)>,
+}
+
+/// Imports a feed's hours for every zone into the ledger as feed `feed_id`. An hour stored
+/// before with the same figure and quality is left as it is (an identical re-import writes
+/// nothing); one with another is replaced, and reported.
 ///
 /// # Errors
 /// A database error.
@@ -216,21 +230,48 @@ pub fn store_feed(
     feed: &Feed,
     source: &str,
     feed_id: i64,
-) -> Result<usize> {
+) -> Result<Stored> {
+    let mut stored_before = connection.prepare_cached(
+        "SELECT mg_per_kwh, quality FROM intensity WHERE zone = ?1 AND hour_ns = ?2",
+    )?;
     let mut insert = connection.prepare_cached(
         "INSERT OR REPLACE INTO intensity (zone, hour_ns, mg_per_kwh, quality, source, feed) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
+    let mut outcome = Stored::default();
     for hour in &feed.hours {
+        let figure = (
+            hour.mg_per_kwh.0 as i64,
+            crate::codec::quality_code(hour.quality),
+        );
+        let before: Option<(i64, i32)> = stored_before
+            .query_row(params![hour.zone, hour.hour_ns], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .optional()?;
+        match before {
+            Some(before) if before == figure => continue,
+            Some(_) => {
+                outcome.changed += 1;
+                let earlier = outcome
+                    .first_changed
+                    .as_ref()
+                    .is_none_or(|(_, first)| hour.hour_ns < *first);
+                if earlier {
+                    outcome.first_changed = Some((hour.zone.clone(), hour.hour_ns));
+                }
+            }
+            None => outcome.added += 1,
+        }
         insert.execute(params![
             hour.zone,
             hour.hour_ns,
-            hour.mg_per_kwh.0 as i64,
-            crate::codec::quality_code(hour.quality),
+            figure.0,
+            figure.1,
             source,
             feed_id
         ])?;
     }
-    Ok(feed.hours.len())
+    Ok(outcome)
 }
 
 /// Reads and imports an intensity file, its timestamps read as `convention` (else as its layout
@@ -292,7 +333,7 @@ pub fn import_file(
         feed.hour_convention.name(),
         &sha256[..12]
     );
-    let hours = store_feed(&transaction, &feed, &source, id)?;
+    let stored = store_feed(&transaction, &feed, &source, id)?;
     transaction.commit()?;
     let record = FeedRecord {
         id,
@@ -300,8 +341,10 @@ pub fn import_file(
         sha256,
         layout: feed.format,
         hour_convention: feed.hour_convention,
-        hours,
+        hours: feed.hours.len(),
         gaps: feed.gaps,
+        changed_hours: stored.changed,
+        first_changed: stored.first_changed,
     };
     Ok((feed, record))
 }

@@ -381,8 +381,12 @@ async fn main() -> anyhow::Result<()> {
                 .transpose()
                 .map_err(anyhow::Error::msg)?;
             let now = footprint_collector::time::wall_clock_now().0;
-            let (feed, record) =
-                footprint_aggregator::settings::import_file(&connection, &file, convention, now)?;
+            let (feed, record) = footprint_aggregator::ledger::intensity::import(
+                &connection,
+                &file,
+                convention,
+                now,
+            )?;
             let zones: std::collections::BTreeSet<&str> =
                 feed.hours.iter().map(|h| h.zone.as_str()).collect();
             println!(
@@ -395,6 +399,13 @@ async fn main() -> anyhow::Result<()> {
                 record.gaps,
                 record.sha256
             );
+            if let Some((zone, first)) = &record.first_changed {
+                println!(
+                    "{} hour(s) stored before got another figure (the first: {zone} {}); the settled hours they price are reopened and priced again, recorded as revised",
+                    record.changed_hours,
+                    footprint_core::time::format_rfc3339(footprint_core::UnixNanos(*first))
+                );
+            }
         }
         Command::Intensity {
             source,

@@ -9,6 +9,7 @@ use footprint_core::{MgCo2ePerKwh, Quality, Span, UnixNanos};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::codec::quality_from_code;
+use crate::settings::{self, FeedRecord};
 use crate::{Error, Result};
 
 /// Most hours one answer lists (over eleven years).
@@ -41,6 +42,46 @@ pub struct IntensityUsed {
 /// A stored row: its hour, value, quality, and feed (the `feeds` row, or the source text of
 /// hours imported before feeds were recorded).
 type Row = (i64, MgCo2ePerKwh, Quality, Option<i64>, String);
+
+/// Imports an intensity file ([`settings::import_file`]) and, where it changed the figure of
+/// hours stored before, reopens the settled hours they price — from the first hour after the
+/// zone's previous row, since the gap rule fills the hours between from the changed one — so the
+/// site stage prices them again and records each hour whose figures change, naming the feed.
+///
+/// # Errors
+/// As [`settings::import_file`].
+pub fn import(
+    connection: &Connection,
+    path: &std::path::Path,
+    convention: Option<carbon::HourConvention>,
+    now_ns: i64,
+) -> Result<(carbon::Feed, FeedRecord)> {
+    let (feed, record) = settings::import_file(connection, path, convention, now_ns)?;
+    if let Some((zone, first)) = &record.first_changed {
+        let previous: Option<i64> = connection.query_row(
+            "SELECT MAX(hour_ns) FROM intensity WHERE zone = ?1 AND hour_ns < ?2",
+            params![zone, first],
+            |row| row.get(0),
+        )?;
+        let from = match previous {
+            Some(previous) => previous + NANOS_PER_HOUR,
+            None => connection
+                .query_row("SELECT MIN(start_ns) FROM site_windows", [], |row| {
+                    row.get::<_, Option<i64>>(0)
+                })?
+                .unwrap_or(*first)
+                .min(*first),
+        };
+        let reason = format!(
+            "intensity feed {} (sha256 {}) changed {} hour(s) of {zone}",
+            record.file,
+            &record.sha256[..12],
+            record.changed_hours
+        );
+        super::site::reopen(connection, UnixNanos(from), &reason)?;
+    }
+    Ok((feed, record))
+}
 
 /// Every hour of `zone` starting in `span`, as the ledger prices it.
 ///

@@ -18,8 +18,9 @@ use super::validate;
 use super::view::{self, CollectorState};
 use super::{BatchOutcome, HelloAccepted, Request, now_ns};
 use crate::config::{AggregatorConfig, PowerLimits};
+use crate::ledger;
 use crate::metrics::AggregatorMetrics;
-use crate::settings::{self, LedgerSettings};
+use crate::settings::LedgerSettings;
 use crate::tables::{schema, staged};
 use crate::{Error, Result};
 
@@ -69,7 +70,7 @@ impl WriterState {
             .iter()
             .map(|feed| (&feed.path, Some(feed.hour_convention)));
         for (file, convention) in feeds.chain(stated) {
-            let (_, feed) = settings::import_file(&connection, file, convention, now_ns())?;
+            let (_, feed) = ledger::intensity::import(&connection, file, convention, now_ns())?;
             info!(file = %file.display(), format = feed.layout, hour_convention = feed.hour_convention.name(), sha256 = %feed.sha256, hours = feed.hours, gaps = feed.gaps, "Imported grid intensity.");
         }
         let seconds_to_ns =
