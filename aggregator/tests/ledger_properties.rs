@@ -88,6 +88,8 @@ struct SitePlan {
     water_ml_per_step: u64,
     intensity_hours: Vec<Option<u64>>,
     ppa_kw: f64,
+    /// A PPA and a residual mix; without, market-based carbon is the grid average.
+    contracts: bool,
     host_overhead: bool,
 }
 
@@ -120,6 +122,7 @@ fn site_plan() -> impl Strategy<Value = SitePlan> {
                     water_ml_per_step,
                     intensity_hours,
                     ppa_kw,
+                    contracts: true,
                     host_overhead,
                 }
             },
@@ -177,12 +180,14 @@ fn build_ledger(plan: &SitePlan, delivery: Delivery, dir: &std::path::Path) -> (
     config.window_seconds = 60;
     config.carbon.zone = "Z".into();
     config.carbon.intensity_files = vec![intensity];
-    config.carbon.residual_mix_g_per_kwh = Some(450.0);
-    config.carbon.ppa = vec![PpaConfig {
-        name: "p".into(),
-        flat_kw: plan.ppa_kw,
-        hourly_kwh_csv: None,
-    }];
+    if plan.contracts {
+        config.carbon.residual_mix_g_per_kwh = Some(450.0);
+        config.carbon.ppa = vec![PpaConfig {
+            name: "p".into(),
+            flat_kw: plan.ppa_kw,
+            hourly_kwh_csv: None,
+        }];
+    }
     config.attribution.host_overhead_factor = if plan.host_overhead { 0.07 } else { 0.0 };
     config.facility.require_site_meter = true;
     if delivery == Delivery::Late {
@@ -484,6 +489,30 @@ proptest! {
         let (figures, revised) = balanced_figures(late.path(), &plan, site_mj, water_ml)?;
         prop_assert_eq!(figures, expected);
         prop_assert!(revised >= 1, "the hour settled without its site meters is not marked revised");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
+
+    /// With no contracts (no PPA, no guarantees of origin, no residual mix) market-based carbon
+    /// falls back to the grid average: it equals location-based exactly, hour by hour and job by
+    /// job, since both are priced once per hour and shared the same way.
+    #[test]
+    fn with_no_contracts_market_based_equals_location_based(plan in site_plan()) {
+        let plan = SitePlan { contracts: false, ..plan };
+        let dir = tempfile::tempdir().unwrap();
+        build_ledger(&plan, Delivery::InTime, dir.path());
+        let connection = schema::open_reader(&dir.path().join("ledger").join(LEDGER_FILE)).unwrap();
+        let settled = ledger::settled_span(&connection).unwrap().expect("two hours settle");
+        let hours = ledger::facility_totals(&connection, settled, 3_600 * SECOND, Grouping::Site).unwrap();
+        prop_assert_eq!(hours.len(), 2);
+        for hour in &hours {
+            prop_assert_eq!(hour.co2e_market_mg, hour.co2e_location_mg);
+        }
+        for job in ledger::list_jobs(&connection, &JobFilter::default()).unwrap() {
+            prop_assert_eq!(job.co2e_market_mg, job.co2e_location_mg, "{}", job.id);
+        }
     }
 }
 

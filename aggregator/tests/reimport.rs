@@ -113,11 +113,8 @@ async fn a_changed_factor_reprices_its_settled_hour_and_an_identical_one_changes
             .co2e_location_mg
             .site
     };
-    // 100 W for a minute is 6 000 000 mJ, priced per window and rounded to the milligram (10 g
-    // an hour at 100 g/kWh, but rounded sixty times: issue 15 prices the hour once).
-    let per_hour =
-        |mg_per_kwh: i64| 60 * ((6_000_000 * mg_per_kwh + 1_800_000_000) / 3_600_000_000);
-    assert_eq!(location(&path), per_hour(100_000));
+    // 100 W for an hour is 0.1 kWh, priced once for the hour: 10 g at 100 g/kWh.
+    assert_eq!(location(&path), 10_000);
     let before = books(&path);
 
     // The same bytes again, under another name: no byte of the books changes.
@@ -138,7 +135,7 @@ async fn a_changed_factor_reprices_its_settled_hour_and_an_identical_one_changes
     );
     drop(writer);
     store.build_windows().await.unwrap();
-    assert_eq!(location(&path), per_hour(200_000));
+    assert_eq!(location(&path), 20_000);
     let connection = schema::open_reader(&path).unwrap();
     let (hour, reason): (i64, String) = connection
         .query_row("SELECT hour_ns, reason FROM hour_revisions", [], |row| {

@@ -390,7 +390,8 @@ fn settle_hour(
             water: water.as_ref().and_then(|d| d[index]).map(Millilitres),
             assumed_pue_ppm: settings.assumed_pue_ppm,
         };
-        let split = facility::split_site_window(&accounts, &meters, intensity, &mut carry);
+        // Location-based carbon is priced for the whole hour below, not per window.
+        let split = facility::split_site_window(&accounts, &meters, None, &mut carry);
         // From here on an account's weight is its facility energy (IT + overhead).
         let facility_energy = accounts
             .into_iter()
@@ -407,20 +408,21 @@ fn settle_hour(
         intensity,
     );
     write_hour(connection, hour_ns, &matched)?;
-    let per_window: Vec<u64> = settled.iter().map(|s| s.2.facility_mj).collect();
-    let market_by_window = apportion(matched.market_mg, &per_window).unwrap_or_else(|| {
-        let mut first_only = vec![0; settled.len()];
-        if let Some(first) = first_only.first_mut() {
-            *first = matched.market_mg;
+    // Both carbon figures are priced once for the hour and shared the same way: over its windows
+    // by facility energy, then over each window's accounts (rounding carried from window to
+    // window), so with no contracts market-based equals location-based exactly, job by job.
+    let location_mg = intensity.map(|i| i.mg_per_kwh.carbon_of(Millijoules(load_mj)).0);
+    let location = location_mg.map(|mg| share_hour(mg, &settled));
+    let market = share_hour(matched.market_mg, &settled);
+    for (index, ((start_ns, accounts, mut split), (market, unattributed_market))) in
+        settled.into_iter().zip(market).enumerate()
+    {
+        if let Some(location) = &location {
+            let (shares, unattributed) = &location[index];
+            split.site_location_mg = shares.iter().sum::<u64>() + unattributed;
+            split.co2e_location_mg = shares.clone();
+            split.unattributed_location_mg = *unattributed;
         }
-        first_only
-    });
-    let mut market_carry = CarriedApportioner::new();
-    for ((start_ns, accounts, split), market_mg) in settled.into_iter().zip(market_by_window) {
-        let (market, unattributed_market) = match market_carry.apportion(market_mg, &accounts) {
-            Some(parts) => (parts, 0),
-            None => (vec![0; accounts.len()], market_mg),
-        };
         let accounts: Vec<Account> = accounts.into_iter().map(|(account, _)| account).collect();
         write_window(
             connection,
@@ -433,6 +435,32 @@ fn settle_hour(
         )?;
     }
     Ok(())
+}
+
+/// Shares an hour's carbon `total_mg` over its windows by facility energy (all to the first when
+/// none has any), then each window's part over its accounts by facility energy, the rounding
+/// carried from window to window. Per window: each account's share, and what no account could
+/// take (a window without accounts).
+fn share_hour(total_mg: u64, settled: &[SettledWindow]) -> Vec<(Vec<u64>, u64)> {
+    let per_window: Vec<u64> = settled.iter().map(|s| s.2.facility_mj).collect();
+    let by_window = apportion(total_mg, &per_window).unwrap_or_else(|| {
+        let mut first_only = vec![0; settled.len()];
+        if let Some(first) = first_only.first_mut() {
+            *first = total_mg;
+        }
+        first_only
+    });
+    let mut carry = CarriedApportioner::new();
+    settled
+        .iter()
+        .zip(by_window)
+        .map(
+            |((_, accounts, _), mg)| match carry.apportion(mg, accounts) {
+                Some(parts) => (parts, 0),
+                None => (vec![0; accounts.len()], mg),
+            },
+        )
+        .collect()
 }
 
 /// The window's accounts with their host-level energy.
