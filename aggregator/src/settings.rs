@@ -165,6 +165,13 @@ impl LedgerSettings {
         }
     }
 
+    /// Guarantees of origin accrued in `span` (inside one UTC year): the year's volume spread
+    /// evenly over its hours.
+    pub fn go_accrued_in(&self, span: Span) -> u64 {
+        let year = footprint_core::time::utc_year_of(span.start);
+        footprint_core::facility::accrued_in(self.go_mj_per_year, year.start.0, year.len_ns(), span)
+    }
+
     /// The embodied-carbon entry of a GPU model (the configured default when the meter names
     /// none).
     pub fn gpu_entry(&self, model: &str) -> Option<&DeviceEntry> {

@@ -350,19 +350,28 @@ fn settled_figures(
 }
 
 /// The guarantees of origin left after the hour before `hour_ns` (none at a new year).
-fn go_balance_before(connection: &Connection, hour_ns: i64) -> Result<u64> {
-    if footprint_core::time::utc_year_of(UnixNanos(hour_ns))
+/// Guarantees of origin unused before the hour at `hour_ns`: what the hour before left, or —
+/// for the ledger's first hour of a year — everything accrued since 1 January: the year's
+/// certificates cover the whole year, whenever the ledger started keeping it.
+fn go_balance_before(
+    connection: &Connection,
+    settings: &LedgerSettings,
+    hour_ns: i64,
+) -> Result<u64> {
+    let year_start = footprint_core::time::utc_year_of(UnixNanos(hour_ns))
         .start
-        .0
-        == hour_ns
-    {
+        .0;
+    if year_start == hour_ns {
         return Ok(0);
     }
     let balance: Option<i64> = connection
         .prepare_cached("SELECT go_balance_after_mj FROM site_hours WHERE hour_ns = ?1")?
         .query_row([hour_ns - NANOS_PER_HOUR], |row| row.get(0))
         .optional()?;
-    Ok(balance.unwrap_or(0) as u64)
+    Ok(match balance {
+        Some(balance) => balance as u64,
+        None => settings.go_accrued_in(Span::new(UnixNanos(year_start), UnixNanos(hour_ns))),
+    })
 }
 
 /// A window split: its start, its accounts weighted by facility energy, and the split.
@@ -404,7 +413,7 @@ fn settle_hour(
     let matched = facility::match_hour(
         Millijoules(load_mj),
         &settings.instruments(hour_ns),
-        Millijoules(go_balance_before(connection, hour_ns)?),
+        Millijoules(go_balance_before(connection, settings, hour_ns)?),
         intensity,
     );
     write_hour(connection, hour_ns, &matched)?;
