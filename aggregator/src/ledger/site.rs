@@ -349,7 +349,6 @@ fn settled_figures(
     Ok(Some(figures))
 }
 
-/// The guarantees of origin left after the hour before `hour_ns` (none at a new year).
 /// Guarantees of origin unused before the hour at `hour_ns`: what the hour before left, or —
 /// for the ledger's first hour of a year — everything accrued since 1 January: the year's
 /// certificates cover the whole year, whenever the ledger started keeping it.
