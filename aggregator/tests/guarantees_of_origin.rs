@@ -4,16 +4,18 @@
 // Test helpers panic on failure by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 
+use common::{register_one_meter, submit_minutes};
 use footprint_aggregator::AggregatorConfig;
 use footprint_aggregator::metrics::AggregatorMetrics;
 use footprint_aggregator::store::StoreHandle;
 use footprint_aggregator::tables::{LEDGER_FILE, schema};
-use footprint_proto::v1::{Batch, Hello, MeterInfo, MeterKind, Reading};
+use footprint_proto::v1::MeterKind;
 
-const SECOND: i64 = 1_000_000_000;
-const MINUTE: i64 = 60 * SECOND;
+use common::SECOND;
 /// 2024-06-03T00:00:00Z: 3 696 hours into the leap year 2024 (8 784 hours).
 const T0: i64 = 1_717_372_800 * SECOND;
 
@@ -35,36 +37,9 @@ async fn a_ledger_started_in_june_has_the_certificates_accrued_since_january() {
     // hours since 1 January left 42 kWh of certificates.
     config.carbon.guarantees_of_origin_mwh_per_year = 0.1;
     let store = StoreHandle::open(&config, Arc::new(AggregatorMetrics::default())).unwrap();
-    let host = store
-        .hello(Hello {
-            collector_id: "h".into(),
-            host: "h".into(),
-            software_version: "t".into(),
-            meters: vec![MeterInfo {
-                meter_id: "gpu0".into(),
-                kind: MeterKind::GpuEnergy as i32,
-                device: "gpu0".into(),
-                ..MeterInfo::default()
-            }],
-        })
-        .await
-        .unwrap();
-    let batch = Batch {
-        collector_id: "h".into(),
-        seq: 1,
-        readings: (0..=61)
-            .map(|minute| Reading {
-                meter_id: b"gpu0".to_vec().into(),
-                value: 6_000_000 * minute as u64,
-                timestamp_ns: T0 + minute * MINUTE,
-                quality: 1,
-                method: String::new(),
-            })
-            .collect(),
-        ..Batch::default()
-    };
-    let outcome = store.submit(host.collector, batch).await.unwrap();
-    assert!(outcome.await.unwrap().unwrap().rejections.is_empty());
+    // 100 W for an hour and a minute: the first hour settles.
+    let host = register_one_meter(&store, "h", MeterKind::GpuEnergy).await;
+    submit_minutes(&store, (host, "h"), 1, T0, (0, 61)).await;
     store.build_windows().await.unwrap();
     let connection = schema::open_reader(&dir.path().join(LEDGER_FILE)).unwrap();
     let (load, go, uncovered, balance, market): (i64, i64, i64, i64, i64) = connection

@@ -5,17 +5,20 @@
 // Test helpers panic on failure by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
+use common::{register_one_meter, submit_minutes};
 use footprint_aggregator::AggregatorConfig;
 use footprint_aggregator::ledger;
 use footprint_aggregator::metrics::AggregatorMetrics;
 use footprint_aggregator::store::StoreHandle;
 use footprint_aggregator::tables::{LEDGER_FILE, schema};
-use footprint_proto::v1::{Batch, Hello, MeterInfo, MeterKind, Reading};
+use footprint_proto::v1::MeterKind;
 
-const SECOND: i64 = 1_000_000_000;
+use common::SECOND;
 const MINUTE: i64 = 60 * SECOND;
 const HOUR: i64 = 60 * MINUTE;
 /// 2024-06-03T00:00:00Z.
@@ -70,37 +73,9 @@ async fn a_changed_factor_reprices_its_settled_hour_and_an_identical_one_changes
     config.carbon.zone = "Z".into();
     config.carbon.intensity_files = vec![first.clone()];
     let store = StoreHandle::open(&config, Arc::new(AggregatorMetrics::default())).unwrap();
-    let host = store
-        .hello(Hello {
-            collector_id: "h".into(),
-            host: "h".into(),
-            software_version: "t".into(),
-            meters: vec![MeterInfo {
-                meter_id: "gpu0".into(),
-                kind: MeterKind::GpuEnergy as i32,
-                device: "gpu0".into(),
-                ..MeterInfo::default()
-            }],
-        })
-        .await
-        .unwrap();
     // 100 W for two hours and a minute: the first two hours settle.
-    let batch = Batch {
-        collector_id: "h".into(),
-        seq: 1,
-        readings: (0..=121)
-            .map(|minute| Reading {
-                meter_id: b"gpu0".to_vec().into(),
-                value: 6_000_000 * minute as u64,
-                timestamp_ns: T0 + minute * MINUTE,
-                quality: 1,
-                method: String::new(),
-            })
-            .collect(),
-        ..Batch::default()
-    };
-    let outcome = store.submit(host.collector, batch).await.unwrap();
-    assert!(outcome.await.unwrap().unwrap().rejections.is_empty());
+    let host = register_one_meter(&store, "h", MeterKind::GpuEnergy).await;
+    submit_minutes(&store, (host, "h"), 1, T0, (0, 121)).await;
     store.build_windows().await.unwrap();
     let path = dir.path().join(LEDGER_FILE);
     let location = |path: &Path| {

@@ -5,51 +5,21 @@
 // Test helpers panic on failure by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::Arc;
 
+use common::{register_one_meter, submit_minutes};
 use footprint_aggregator::AggregatorConfig;
 use footprint_aggregator::ledger;
 use footprint_aggregator::metrics::AggregatorMetrics;
 use footprint_aggregator::store::StoreHandle;
 use footprint_aggregator::tables::{LEDGER_FILE, schema};
-use footprint_proto::v1::{Batch, Hello, MeterInfo, MeterKind, Reading};
+use footprint_proto::v1::MeterKind;
 
-const SECOND: i64 = 1_000_000_000;
-const MINUTE: i64 = 60 * SECOND;
+const MINUTE: i64 = 60 * common::SECOND;
 /// 2024-06-03T00:00:00Z.
-const T0: i64 = 1_717_372_800 * SECOND;
-
-fn hello(collector: &str, kind: MeterKind) -> Hello {
-    Hello {
-        collector_id: collector.into(),
-        host: collector.into(),
-        software_version: "t".into(),
-        meters: vec![MeterInfo {
-            meter_id: "energy".into(),
-            kind: kind as i32,
-            device: "d0".into(),
-            ..MeterInfo::default()
-        }],
-    }
-}
-
-/// Readings every minute from `from` to `to` (minutes after T0, inclusive), at 100 W.
-fn batch(collector: &str, seq: u64, from: i64, to: i64) -> Batch {
-    Batch {
-        collector_id: collector.into(),
-        seq,
-        readings: (from..=to)
-            .map(|minute| Reading {
-                meter_id: b"energy".to_vec().into(),
-                value: 6_000_000 * minute as u64,
-                timestamp_ns: T0 + minute * MINUTE,
-                quality: 1,
-                method: String::new(),
-            })
-            .collect(),
-        ..Batch::default()
-    }
-}
+const T0: i64 = 1_717_372_800 * common::SECOND;
 
 /// A GPU host and the site meter report two hours and a minute; the host under test (metered by
 /// `kind`) only half an hour, then the rest. Returns where the site had settled before and after
@@ -63,29 +33,12 @@ async fn settled_with_a_slow_host(kind: MeterKind) -> (Option<i64>, Option<i64>,
     // Nobody falls silent during the test.
     config.facility.max_wait_s = 3_600;
     let store = StoreHandle::open(&config, Arc::new(AggregatorMetrics::default())).unwrap();
-    let submit = |collector: i64, batch: Batch| {
-        let store = store.clone();
-        async move {
-            let durable = store.submit(collector, batch).await.unwrap();
-            let outcome = durable.await.unwrap().unwrap();
-            assert!(outcome.rejections.is_empty(), "{:?}", outcome.rejections);
-        }
-    };
-    let hosts = [
-        ("gpu", MeterKind::GpuEnergy),
-        ("slow", kind),
-        ("site", MeterKind::SiteEnergy),
-    ];
-    let mut keys = Vec::new();
-    for (name, kind) in hosts {
-        keys.push(store.hello(hello(name, kind)).await.unwrap().collector);
-    }
-    let [gpu, slow, site] = keys[..] else {
-        unreachable!("three hellos")
-    };
-    submit(gpu, batch("gpu", 1, 0, 121)).await;
-    submit(site, batch("site", 1, 0, 121)).await;
-    submit(slow, batch("slow", 1, 0, 30)).await;
+    let gpu = register_one_meter(&store, "gpu", MeterKind::GpuEnergy).await;
+    let slow = register_one_meter(&store, "slow", kind).await;
+    let site = register_one_meter(&store, "site", MeterKind::SiteEnergy).await;
+    submit_minutes(&store, (gpu, "gpu"), 1, T0, (0, 121)).await;
+    submit_minutes(&store, (site, "site"), 1, T0, (0, 121)).await;
+    submit_minutes(&store, (slow, "slow"), 1, T0, (0, 30)).await;
     store.build_windows().await.unwrap();
     let ledger_path = dir.path().join(LEDGER_FILE);
     let settled = || {
@@ -95,7 +48,7 @@ async fn settled_with_a_slow_host(kind: MeterKind) -> (Option<i64>, Option<i64>,
             .map(|until| until.0)
     };
     let before = settled();
-    submit(slow, batch("slow", 2, 31, 121)).await;
+    submit_minutes(&store, (slow, "slow"), 2, T0, (31, 121)).await;
     store.build_windows().await.unwrap();
     let after = settled();
     let connection = schema::open_reader(&ledger_path).unwrap();

@@ -86,3 +86,55 @@ pub async fn http_json(addr: std::net::SocketAddr, path: &str) -> serde_json::Va
     let response = http_get(addr, path).await;
     serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap()
 }
+
+/// 100 W, as a cumulative energy counter read once a minute: the reading at minute `m`.
+pub const MJ_PER_MINUTE_AT_100_W: u64 = 6_000_000;
+
+/// Registers `collector` (its own host) with one energy meter `energy` of `kind` on device `d0`
+/// directly with the store's writer; returns its key.
+pub async fn register_one_meter(
+    store: &footprint_aggregator::store::StoreHandle,
+    collector: &str,
+    kind: footprint_proto::v1::MeterKind,
+) -> i64 {
+    let hello = Hello {
+        collector_id: collector.into(),
+        host: collector.into(),
+        software_version: "t".into(),
+        meters: vec![footprint_proto::v1::MeterInfo {
+            meter_id: "energy".into(),
+            kind: kind as i32,
+            device: "d0".into(),
+            ..footprint_proto::v1::MeterInfo::default()
+        }],
+    };
+    store.hello(hello).await.unwrap().collector
+}
+
+/// Stores batch `seq` of `collector`: its meter `energy` at 100 W, read every minute from minute
+/// `from` to `to` after `t0` (inclusive); every reading must be accepted, and durable on return.
+pub async fn submit_minutes(
+    store: &footprint_aggregator::store::StoreHandle,
+    (key, collector): (i64, &str),
+    seq: u64,
+    t0: i64,
+    (from, to): (i64, i64),
+) {
+    let batch = Batch {
+        collector_id: collector.into(),
+        seq,
+        readings: (from..=to)
+            .map(|minute| {
+                reading(
+                    "energy",
+                    MJ_PER_MINUTE_AT_100_W * minute as u64,
+                    t0 + minute * 60 * SECOND,
+                )
+            })
+            .collect(),
+        ..Batch::default()
+    };
+    let durable = store.submit(key, batch).await.unwrap();
+    let outcome = durable.await.unwrap().unwrap();
+    assert!(outcome.rejections.is_empty(), "{:?}", outcome.rejections);
+}
