@@ -89,6 +89,30 @@ pub struct FacilityAnswer {
     pub cfe_share: f64,
     pub revised_windows: u64,
     pub revised_hours: u64,
+    /// What market-based carbon was computed from (the site's; zeros for a host or group).
+    pub market: MarketAnswer,
+}
+
+/// Market-based inputs over a span: PPA energy delivered, matched by the load of the same hour
+/// and forfeited; guarantees of origin used and left; energy no instrument covered, and the
+/// residual-mix factor it was priced with (`null` where the grid average priced it).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MarketAnswer {
+    pub ppa_delivered_mj: u64,
+    pub ppa_matched_mj: u64,
+    pub ppa_forfeited_mj: u64,
+    pub go_used_mj: u64,
+    pub go_balance_mj: u64,
+    pub uncovered_mj: u64,
+    pub residual_mix: Option<ResidualMixAnswer>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ResidualMixAnswer {
+    pub mg_per_kwh: u64,
+    /// Publisher and edition, as configured; empty when none was given.
+    pub source: String,
+    pub year: Option<u16>,
 }
 
 impl From<JobFootprint> for JobAnswer {
@@ -162,6 +186,19 @@ impl From<FacilityWindow> for FacilityAnswer {
             go_matched_mj: window.go_matched_mj,
             revised_windows: window.revised_windows,
             revised_hours: window.revised_hours,
+            market: MarketAnswer {
+                ppa_delivered_mj: window.ppa_delivered_mj,
+                ppa_matched_mj: window.ppa_matched_mj,
+                ppa_forfeited_mj: window.ppa_forfeited_mj,
+                go_used_mj: window.go_matched_mj,
+                go_balance_mj: window.go_balance_mj,
+                uncovered_mj: window.uncovered_mj,
+                residual_mix: window.residual_mix.map(|r| ResidualMixAnswer {
+                    mg_per_kwh: r.mg_per_kwh,
+                    source: r.source,
+                    year: r.year,
+                }),
+            },
         }
     }
 }

@@ -164,6 +164,13 @@ pub struct CarbonConfig {
     pub feeds: Vec<FeedConfig>,
     /// Residual-mix factor for energy no contract covers, g/kWh. Unset: the grid average.
     pub residual_mix_g_per_kwh: Option<f64>,
+    /// Where the residual-mix factor is from (publisher and edition, e.g. "AIB European
+    /// Residual Mixes 2023, Germany"), shown beside every market-based figure priced with it.
+    #[serde(default)]
+    pub residual_mix_source: String,
+    /// The year the residual-mix factor is for.
+    #[serde(default)]
+    pub residual_mix_year: Option<u16>,
     /// Guarantees of origin retired for the site per year, MWh, spread evenly over the year's
     /// hours; an hour's unused share carries forward within the year.
     #[serde(default)]

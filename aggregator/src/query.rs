@@ -276,6 +276,18 @@ impl From<FacilityWindow> for pb::FacilityWindow {
             cfe_share: cfe,
             revised_windows: window.revised_windows,
             revised_hours: window.revised_hours,
+            ppa_delivered_mj: window.ppa_delivered_mj,
+            ppa_forfeited_mj: window.ppa_forfeited_mj,
+            go_balance_mj: window.go_balance_mj,
+            uncovered_mj: window.uncovered_mj,
+            residual_mix_used: window.residual_mix.is_some(),
+            residual_mix_mg_per_kwh: window.residual_mix.as_ref().map_or(0, |r| r.mg_per_kwh),
+            residual_mix_year: window
+                .residual_mix
+                .as_ref()
+                .and_then(|r| r.year)
+                .map_or(0, u32::from),
+            residual_mix_source: window.residual_mix.map(|r| r.source).unwrap_or_default(),
         }
     }
 }

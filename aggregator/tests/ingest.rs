@@ -220,6 +220,12 @@ async fn bad_readings_are_rejected_by_field_counted_and_the_rest_is_stored() {
     assert_eq!(window["pue"], 1.0, "{facility}");
     assert_eq!(window["wue_l_per_kwh"], 0.0, "{facility}");
     assert_eq!(window["cfe_share"], 0.0, "{facility}");
+    // No contracts: the whole load is uncovered, priced with the grid average (no residual mix).
+    let market = &window["market"];
+    assert_eq!(market["uncovered_mj"], 82_400_000, "{facility}");
+    assert_eq!(market["ppa_delivered_mj"], 0, "{facility}");
+    assert_eq!(market["go_used_mj"], 0, "{facility}");
+    assert!(market["residual_mix"].is_null(), "{facility}");
     // No feed was imported: the hour says so rather than inventing a figure.
     let path = format!("/api/v1/intensity?zone=XX&from={T0}&to={hour_end}");
     let intensity = http_json(aggregator.http_addr, &path).await;

@@ -72,6 +72,29 @@ fn demo_writes_a_summary_whose_books_balance_exactly() {
         summary["site"]["co2e_location_mg"]
     );
     assert!(summary["site"]["hourly_cfe_share"].as_f64().unwrap() > 0.0);
+    // What market-based was computed from: every mJ of the load is matched by PPA supply of the
+    // same hour, covered by certificates, or left to the residual mix, whose source is named.
+    let market = &summary["site"]["market"];
+    let mj = |key: &str| market[key].as_u64().unwrap();
+    assert_eq!(
+        mj("ppa_matched_mj") + mj("go_used_mj") + mj("uncovered_mj"),
+        summary["site"]["measured_mj"].as_u64().unwrap(),
+        "{market}"
+    );
+    assert_eq!(
+        mj("ppa_forfeited_mj"),
+        mj("ppa_delivered_mj") - mj("ppa_matched_mj")
+    );
+    assert!(mj("go_used_mj") > 0 && mj("uncovered_mj") > 0, "{market}");
+    assert_eq!(market["residual_mix"]["g_per_kwh"], 600.0, "{market}");
+    assert_eq!(market["residual_mix"]["year"], 2023, "{market}");
+    assert!(
+        market["residual_mix"]["source"]
+            .as_str()
+            .unwrap()
+            .contains("illustrative"),
+        "{market}"
+    );
     assert!(
         jobs.iter()
             .all(|j| j["sci_mg_per_unit"].as_f64().unwrap() > 0.0)

@@ -56,8 +56,50 @@ pub struct SiteTotals {
     pub wue_l_per_kwh: f64,
     /// Share of the load met by PPA supply in the same hour (24/7 CFE score).
     pub hourly_cfe_share: f64,
+    /// What market-based carbon was computed from.
+    pub market: MarketInputs,
     pub start_ns: i64,
     pub end_ns: i64,
+}
+
+/// Market-based inputs over a span: PPA energy delivered, matched by the load of the same hour
+/// and forfeited; guarantees of origin used and left after the span; energy no instrument
+/// covered, and the residual-mix factor it was priced with (`null`: the grid average priced it).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct MarketInputs {
+    pub ppa_delivered_mj: u64,
+    pub ppa_matched_mj: u64,
+    pub ppa_forfeited_mj: u64,
+    pub go_used_mj: u64,
+    pub go_balance_mj: u64,
+    pub uncovered_mj: u64,
+    pub residual_mix: Option<ResidualMixLine>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ResidualMixLine {
+    pub g_per_kwh: f64,
+    /// Publisher and edition, as configured; empty when none was given.
+    pub source: String,
+    pub year: Option<u32>,
+}
+
+impl From<&FacilityWindow> for MarketInputs {
+    fn from(window: &FacilityWindow) -> Self {
+        Self {
+            ppa_delivered_mj: window.ppa_delivered_mj,
+            ppa_matched_mj: window.ppa_matched_mj,
+            ppa_forfeited_mj: window.ppa_forfeited_mj,
+            go_used_mj: window.go_matched_mj,
+            go_balance_mj: window.go_balance_mj,
+            uncovered_mj: window.uncovered_mj,
+            residual_mix: window.residual_mix_used.then(|| ResidualMixLine {
+                g_per_kwh: window.residual_mix_mg_per_kwh as f64 / 1_000.0,
+                source: window.residual_mix_source.clone(),
+                year: (window.residual_mix_year != 0).then_some(window.residual_mix_year),
+            }),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -180,6 +222,7 @@ impl Summary {
                 pue: facility.pue,
                 wue_l_per_kwh: facility.wue_l_per_kwh,
                 hourly_cfe_share: facility.cfe_share,
+                market: MarketInputs::from(facility),
                 start_ns: facility.start_ns,
                 end_ns: facility.end_ns,
             },
@@ -301,6 +344,8 @@ pub struct TotalsLine {
     pub pue: f64,
     pub wue_l_per_kwh: f64,
     pub hourly_cfe_share: f64,
+    /// What market-based carbon was computed from.
+    pub market: MarketInputs,
     pub measured_method: String,
     /// Host windows built again after late data changed them, and site hours settled again.
     pub revised_windows: u64,
@@ -328,6 +373,7 @@ impl From<&FacilityWindow> for TotalsLine {
             pue: window.pue,
             wue_l_per_kwh: window.wue_l_per_kwh,
             hourly_cfe_share: window.cfe_share,
+            market: MarketInputs::from(window),
             measured_method: window.measured_method.clone(),
             revised_windows: window.revised_windows,
             revised_hours: window.revised_hours,

@@ -2,7 +2,7 @@
 
 use footprint_core::{EnergyByQuality, Span, UnixNanos};
 use footprint_proto::v1::JobKind;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use super::site;
@@ -262,6 +262,17 @@ pub struct FacilityWindow {
     pub co2e_embodied_mg: Balance,
     pub ppa_matched_mj: u64,
     pub go_matched_mj: u64,
+    /// Market-based inputs (the site's; zero for a host or a group): the PPA energy delivered
+    /// in the span's hours, and the part no load of the same hour used (forfeited: matching is
+    /// hourly).
+    pub ppa_delivered_mj: u64,
+    pub ppa_forfeited_mj: u64,
+    /// Guarantees of origin left after the span's last settled hour.
+    pub go_balance_mj: u64,
+    /// Energy no instrument covered: priced with the residual mix, else the grid average.
+    pub uncovered_mj: u64,
+    /// The residual-mix factor, where the span's uncovered energy was priced with it.
+    pub residual_mix: Option<ResidualMix>,
     /// Host windows in the span built again because late data changed them.
     pub revised_windows: u64,
     /// Site hours in the span settled again with different figures (the site only).
@@ -294,6 +305,15 @@ impl FacilityWindow {
             self.ppa_matched_mj as f64 / self.energy_mj.site as f64
         }
     }
+}
+
+/// A residual-mix factor and where it is from (`carbon.residual_mix_*`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResidualMix {
+    pub mg_per_kwh: u64,
+    /// Publisher and edition; empty when the config gives none.
+    pub source: String,
+    pub year: Option<u16>,
 }
 
 /// The span the site stage has settled: from the first built window to the settled hour.
@@ -409,10 +429,16 @@ fn site_bucket(connection: &Connection, bucket: Span) -> Result<FacilityWindow> 
         },
         ppa_matched_mj: 0,
         go_matched_mj: 0,
+        ppa_delivered_mj: 0,
+        ppa_forfeited_mj: 0,
+        go_balance_mj: 0,
+        uncovered_mj: 0,
+        residual_mix: None,
         revised_windows: revised_windows(connection, bucket, None)?,
         revised_hours: 0,
     };
     let mut methods = [0i64; 3];
+    let mut residual_used = false;
     connection
         .prepare_cached(
             "SELECT COALESCE(SUM(facility_mj), 0), COALESCE(SUM(unattributed_mj), 0), COALESCE(SUM(water_ml), 0),
@@ -461,15 +487,42 @@ fn site_bucket(connection: &Connection, bucket: Span) -> Result<FacilityWindow> 
     connection
         .prepare_cached(
             "SELECT COALESCE(SUM(ppa_mj), 0), COALESCE(SUM(go_mj), 0),
-                    (SELECT COUNT(*) FROM hour_revisions WHERE hour_ns >= ?1 AND hour_ns < ?2)
+                    (SELECT COUNT(*) FROM hour_revisions WHERE hour_ns >= ?1 AND hour_ns < ?2),
+                    COALESCE(SUM(ppa_delivered_mj), 0), COALESCE(SUM(uncovered_mj), 0),
+                    COALESCE(MAX(residual_mix), 0),
+                    (SELECT go_balance_after_mj FROM site_hours WHERE hour_ns >= ?1 AND hour_ns < ?2
+                     ORDER BY hour_ns DESC LIMIT 1)
              FROM site_hours WHERE hour_ns >= ?1 AND hour_ns < ?2",
         )?
         .query_row(params![bucket.start.0, bucket.end.0], |row| {
-            window.ppa_matched_mj = row.get::<_, i64>(0)? as u64;
-            window.go_matched_mj = row.get::<_, i64>(1)? as u64;
-            window.revised_hours = row.get::<_, i64>(2)? as u64;
+            let as_u64 = |index: usize| row.get::<_, i64>(index).map(|v| v as u64);
+            window.ppa_matched_mj = as_u64(0)?;
+            window.go_matched_mj = as_u64(1)?;
+            window.revised_hours = as_u64(2)?;
+            window.ppa_delivered_mj = as_u64(3)?;
+            window.ppa_forfeited_mj = window
+                .ppa_delivered_mj
+                .saturating_sub(window.ppa_matched_mj);
+            window.uncovered_mj = as_u64(4)?;
+            residual_used = row.get::<_, i64>(5)? != 0;
+            window.go_balance_mj = row.get::<_, Option<i64>>(6)?.unwrap_or(0) as u64;
             Ok(())
         })?;
+    if residual_used {
+        window.residual_mix = connection
+            .query_row(
+                "SELECT mg_per_kwh, source, year FROM residual_mix",
+                [],
+                |row| {
+                    Ok(ResidualMix {
+                        mg_per_kwh: row.get::<_, i64>(0)? as u64,
+                        source: row.get(1)?,
+                        year: row.get(2)?,
+                    })
+                },
+            )
+            .optional()?;
+    }
     Ok(window)
 }
 
@@ -509,6 +562,11 @@ fn host_bucket(
         co2e_embodied_mg: balance(sums.jobs_embodied, sums.idle_embodied, 0),
         ppa_matched_mj: 0,
         go_matched_mj: 0,
+        ppa_delivered_mj: 0,
+        ppa_forfeited_mj: 0,
+        go_balance_mj: 0,
+        uncovered_mj: 0,
+        residual_mix: None,
         revised_windows: revised_windows(connection, bucket, Some(collector))?,
         revised_hours: 0,
     })

@@ -409,13 +409,14 @@ fn settle_hour(
         settled.push((start_ns, facility_energy, split));
     }
     let load_mj: u64 = settled.iter().map(|(_, _, split)| split.facility_mj).sum();
+    let instruments = settings.instruments(hour_ns);
     let matched = facility::match_hour(
         Millijoules(load_mj),
-        &settings.instruments(hour_ns),
+        &instruments,
         Millijoules(go_balance_before(connection, settings, hour_ns)?),
         intensity,
     );
-    write_hour(connection, hour_ns, &matched)?;
+    write_hour(connection, hour_ns, &matched, instruments.ppa_mj)?;
     // Both carbon figures are priced once for the hour and shared the same way: over its windows
     // by facility energy, then over each window's accounts (rounding carried from window to
     // window), so with no contracts market-based equals location-based exactly, job by job.
@@ -500,12 +501,18 @@ fn accounts_of(connection: &Connection, start_ns: i64) -> Result<Vec<(Account, u
     Ok(accounts)
 }
 
-fn write_hour(connection: &Connection, hour_ns: i64, matched: &HourMatch) -> Result<()> {
+/// The hour's market-based matching, with the PPA energy `ppa_delivered_mj` delivered in it.
+fn write_hour(
+    connection: &Connection,
+    hour_ns: i64,
+    matched: &HourMatch,
+    ppa_delivered_mj: u64,
+) -> Result<()> {
     connection
         .prepare_cached(
             "INSERT OR REPLACE INTO site_hours (hour_ns, load_mj, ppa_mj, go_mj, uncovered_mj, go_balance_after_mj,
-               uncovered_mg_per_kwh, residual_mix, co2e_market_mg)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+               uncovered_mg_per_kwh, residual_mix, co2e_market_mg, ppa_delivered_mj)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )?
         .execute(params![
             hour_ns,
@@ -517,6 +524,7 @@ fn write_hour(connection: &Connection, hour_ns: i64, matched: &HourMatch) -> Res
             matched.uncovered_mg_per_kwh.0 as i64,
             i64::from(matched.used_residual_mix),
             matched.market_mg as i64,
+            ppa_delivered_mj as i64,
         ])?;
     Ok(())
 }

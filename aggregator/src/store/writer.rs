@@ -52,6 +52,18 @@ impl WriterState {
         info!(policy = %settings.description, "Ledger settings.");
         let transaction = connection.unchecked_transaction()?;
         transaction.execute("DELETE FROM placement", [])?;
+        transaction.execute("DELETE FROM residual_mix", [])?;
+        if let Some(mg) = settings.residual_mg_per_kwh {
+            let carbon = &config.carbon;
+            transaction.execute(
+                "INSERT INTO residual_mix (only, mg_per_kwh, source, year) VALUES (1, ?1, ?2, ?3)",
+                params![
+                    mg.0 as i64,
+                    carbon.residual_mix_source,
+                    carbon.residual_mix_year
+                ],
+            )?;
+        }
         for place in &config.placement {
             transaction.execute(
                 "INSERT INTO placement (host, hall, rack) VALUES (?1, ?2, ?3)",

@@ -9,7 +9,7 @@
 
 use rusqlite::Connection;
 
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// How a ledger of an older schema is brought up to date: each step takes schema `from` to
 /// `from + 1`, and a ledger runs every step from its own version on (tables that are new are
@@ -53,6 +53,12 @@ const MIGRATIONS: &[(i64, &str)] = &[
     // Schema 7 fingerprints every imported feed (`feeds`) and names it beside each hour it
     // gave; hours imported before carry none.
     (6, "ALTER TABLE intensity ADD COLUMN feed INTEGER"),
+    // Schema 8 keeps the PPA energy delivered in each hour beside what the hour's load matched
+    // (the rest is forfeited); hours settled before show none.
+    (
+        7,
+        "ALTER TABLE site_hours ADD COLUMN ppa_delivered_mj INTEGER NOT NULL DEFAULT 0",
+    ),
 ];
 
 const SCHEMA: &str = r"
@@ -241,7 +247,16 @@ CREATE TABLE IF NOT EXISTS site_hours (
     go_balance_after_mj INTEGER NOT NULL,
     uncovered_mg_per_kwh INTEGER NOT NULL,
     residual_mix INTEGER NOT NULL,
-    co2e_market_mg INTEGER NOT NULL
+    co2e_market_mg INTEGER NOT NULL,
+    ppa_delivered_mj INTEGER NOT NULL DEFAULT 0
+);
+-- The residual-mix factor the aggregator prices uncovered energy with, and where it is from (one
+-- row, rewritten at every start from `carbon.residual_mix_*`).
+CREATE TABLE IF NOT EXISTS residual_mix (
+    only INTEGER PRIMARY KEY CHECK (only = 1),
+    mg_per_kwh INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    year INTEGER
 );
 -- Grid intensity by zone and hour (the hour it starts), as imported, with the feed it came from
 -- (`feed`: its row in `feeds`; none for hours imported before schema 7).
@@ -397,6 +412,9 @@ mod tests {
         if version < 7 {
             connection.execute("ALTER TABLE intensity DROP COLUMN feed", [])?;
         }
+        if version < 8 {
+            connection.execute("ALTER TABLE site_hours DROP COLUMN ppa_delivered_mj", [])?;
+        }
         connection.execute_batch(
             "DROP TABLE reading_chunks; DROP TABLE staged_readings;
              CREATE TABLE reading_chunks (meter INTEGER NOT NULL, hour_ns INTEGER NOT NULL,
@@ -523,6 +541,7 @@ mod tests {
              CREATE INDEX reading_chunks_unpacked ON reading_chunks (meter, first_ns)
                  WHERE packed = 0;
              ALTER TABLE intensity DROP COLUMN feed;
+             ALTER TABLE site_hours DROP COLUMN ppa_delivered_mj;
              PRAGMA user_version = 5;",
         )?;
         drop(connection);

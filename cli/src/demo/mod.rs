@@ -94,6 +94,9 @@ fn demo_aggregator_config(
     config.carbon.zone = "DE".to_owned();
     config.carbon.intensity_files = vec![intensity];
     config.carbon.residual_mix_g_per_kwh = Some(600.0);
+    config.carbon.residual_mix_source =
+        "illustrative for the demo, not a published residual mix".to_owned();
+    config.carbon.residual_mix_year = Some(2023);
     // Certificates accrue from 1 January: 5 kWh a year leaves about 4 kWh in hand in November,
     // which the first hours use up before the residual mix prices the rest.
     config.carbon.guarantees_of_origin_mwh_per_year = 0.005;
