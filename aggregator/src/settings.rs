@@ -160,13 +160,16 @@ impl LedgerSettings {
         MarketInstruments {
             ppa_mj: self.ppa_flat_mj_per_hour
                 + self.ppa_hourly_mj.get(&hour_ns).copied().unwrap_or(0),
-            go_accrual_mj: go_accrual(self.go_mj_per_year, hour_ns),
+            go_accrual_mj: self.go_accrued_in(Span::new(
+                UnixNanos(hour_ns),
+                UnixNanos(hour_ns + NANOS_PER_HOUR),
+            )),
             residual_mg_per_kwh: self.residual_mg_per_kwh,
         }
     }
 
     /// Guarantees of origin accrued in `span` (inside one UTC year): the year's volume spread
-    /// evenly over its hours.
+    /// evenly over its hours (telescoping, so a whole year accrues exactly the volume).
     pub fn go_accrued_in(&self, span: Span) -> u64 {
         let year = footprint_core::time::utc_year_of(span.start);
         footprint_core::facility::accrued_in(self.go_mj_per_year, year.start.0, year.len_ns(), span)
@@ -186,18 +189,6 @@ impl LedgerSettings {
     pub fn server_entry(&self) -> Option<&DeviceEntry> {
         self.devices.lookup("server", &self.server_model)
     }
-}
-
-/// Guarantees of origin accruing in the hour at `hour_ns`: the year's volume spread evenly over
-/// its hours (telescoping, so a whole year accrues exactly the volume).
-fn go_accrual(mj_per_year: u64, hour_ns: i64) -> u64 {
-    let year = footprint_core::time::utc_year_of(UnixNanos(hour_ns));
-    footprint_core::facility::accrued_in(
-        mj_per_year,
-        year.start.0,
-        year.len_ns(),
-        Span::new(UnixNanos(hour_ns), UnixNanos(hour_ns + NANOS_PER_HOUR)),
-    )
 }
 
 /// An imported feed as the ledger keeps it (`feeds`): what an auditor needs to find the same file.

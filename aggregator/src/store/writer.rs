@@ -286,12 +286,10 @@ impl WriterState {
         packed
     }
 
-    /// Lays out every collector's staged readings, for whoever opens the ledger next.
+    /// Lays out every collector's staged readings, for whoever opens the ledger next (the writer
+    /// is stopping: its view is not used again).
     fn lay_out_all(&mut self) -> Result<()> {
         let transaction = self.connection.transaction()?;
-        for (key, state) in &mut self.collectors {
-            state.cache.lay_out(&transaction, *key)?;
-        }
         staged::settle(&transaction, None)?;
         transaction.commit()?;
         Ok(())
