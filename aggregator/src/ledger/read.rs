@@ -103,7 +103,8 @@ pub fn list_jobs(connection: &Connection, filter: &JobFilter) -> Result<Vec<JobF
                 SUM(w.gpu_ns), MIN(w.start_ns), MAX(w.start_ns),
                 SUM(w.water_ml), SUM(w.co2e_location_mg), SUM(w.co2e_market_mg), SUM(w.embodied_mg),
                 SUM(EXISTS (SELECT 1 FROM window_revisions v WHERE v.collector = w.collector AND v.start_ns = w.start_ns)),
-                COUNT(DISTINCT w.start_ns)
+                COUNT(DISTINCT w.start_ns),
+                (SELECT COUNT(DISTINCT a.start_ns) FROM window_jobs a WHERE a.job = j.id)
          FROM window_jobs w JOIN jobs j ON j.id = w.job
          WHERE w.start_ns >= ?1 AND w.start_ns < ?2 AND (?3 IS NULL OR j.job_id = ?3)
            AND (?4 = '' OR j.user = ?4) AND (?5 = '' OR j.project = ?5) AND (?6 = '' OR j.model = ?6)
@@ -130,11 +131,14 @@ pub fn list_jobs(connection: &Connection, filter: &JobFilter) -> Result<Vec<JobF
                 as_u64(14)?,
             );
             let units = as_u64(9)?;
-            let windows_in_span = as_u64(26)?;
+            // A job reports its functional units as one total: a span that cuts the job gets
+            // the part of them it held its devices for (at window granularity), as if produced
+            // evenly.
+            let units = units_in_span(units, as_u64(26)?, as_u64(27)?);
             let (location, embodied) = (as_u64(22)?, as_u64(24)?);
             let it = gpu + cpu + dram + remainder;
             Ok((
-                (row.get::<_, i64>(0)?, windows_in_span),
+                row.get::<_, i64>(0)?,
                 JobFootprint {
                     id: row.get(1)?,
                     scheduler: row.get(2)?,
@@ -161,7 +165,11 @@ pub fn list_jobs(connection: &Connection, filter: &JobFilter) -> Result<Vec<JobF
                     co2e_location_mg: location,
                     co2e_market_mg: as_u64(23)?,
                     co2e_embodied_mg: embodied,
-                    sci_mg_per_unit: 0.0,
+                    sci_mg_per_unit: if units == 0 {
+                        0.0
+                    } else {
+                        (location + embodied) as f64 / units as f64
+                    },
                     gpu_hours: as_u64(18)? as f64 / 3.6e12,
                     hosts: Vec::new(),
                     first_window_ns: row.get(19)?,
@@ -176,26 +184,11 @@ pub fn list_jobs(connection: &Connection, filter: &JobFilter) -> Result<Vec<JobF
     let mut hosts_of = connection.prepare_cached(
         "SELECT DISTINCT c.host FROM allocations a JOIN collectors c ON c.id = a.collector WHERE a.job = ?1 ORDER BY c.host",
     )?;
-    let mut windows_of = connection
-        .prepare_cached("SELECT COUNT(DISTINCT start_ns) FROM window_jobs WHERE job = ?1")?;
-    let bounded = filter.from_ns > 0 || filter.to_ns > 0;
     for row in rows {
-        let ((key, windows_in_span), mut job) = row?;
+        let (key, mut job) = row?;
         job.hosts = hosts_of
             .query_map([key], |row| row.get(0))?
             .collect::<rusqlite::Result<_>>()?;
-        // A job reports its functional units as one total: a span that cuts the job gets the
-        // part of them it held its devices for (at window granularity), as if produced evenly.
-        if bounded {
-            let windows: i64 = windows_of.query_row([key], |row| row.get(0))?;
-            job.functional_units =
-                units_in_span(job.functional_units, windows_in_span, windows as u64);
-        }
-        job.sci_mg_per_unit = if job.functional_units == 0 {
-            0.0
-        } else {
-            (job.co2e_location_mg + job.co2e_embodied_mg) as f64 / job.functional_units as f64
-        };
         jobs.push(job);
     }
     jobs.sort_by(|a, b| b.energy_mj.cmp(&a.energy_mj).then_with(|| a.id.cmp(&b.id)));
