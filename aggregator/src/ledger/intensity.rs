@@ -41,7 +41,45 @@ pub struct IntensityUsed {
 
 /// A stored row: its hour, value, quality, and feed (the `feeds` row, or the source text of
 /// hours imported before feeds were recorded).
-type Row = (i64, MgCo2ePerKwh, Quality, Option<i64>, String);
+pub(crate) type Row = (i64, MgCo2ePerKwh, Quality, Option<i64>, String);
+
+/// The zone's stored rows the gap rule prices the hour at `hour_ns` from: the row at or before
+/// it, and — unless that is the hour's own — the first row after it.
+///
+/// # Errors
+/// A database error.
+pub(crate) fn rows_around(
+    connection: &Connection,
+    zone: &str,
+    hour_ns: i64,
+) -> Result<(Option<Row>, Option<Row>)> {
+    let near = |sql: &str| -> Result<Option<Row>> {
+        Ok(connection
+            .prepare_cached(sql)?
+            .query_row(params![zone, hour_ns], |row| {
+                Ok((
+                    row.get(0)?,
+                    MgCo2ePerKwh(row.get::<_, i64>(1)? as u64),
+                    quality_from_code(row.get(2)?),
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
+            })
+            .optional()?)
+    };
+    let before = near(
+        "SELECT hour_ns, mg_per_kwh, quality, feed, source FROM intensity
+         WHERE zone = ?1 AND hour_ns <= ?2 ORDER BY hour_ns DESC LIMIT 1",
+    )?;
+    let after = match &before {
+        Some((at, ..)) if *at == hour_ns => None,
+        _ => near(
+            "SELECT hour_ns, mg_per_kwh, quality, feed, source FROM intensity
+             WHERE zone = ?1 AND hour_ns > ?2 ORDER BY hour_ns LIMIT 1",
+        )?,
+    };
+    Ok((before, after))
+}
 
 /// Imports an intensity file ([`settings::import_file`]) and, where it changed the figure of
 /// hours stored before, reopens the settled hours they price — from the first hour after the
@@ -116,31 +154,7 @@ pub fn intensity_hours(
 }
 
 fn hour_used(connection: &Connection, zone: &str, hour_ns: i64) -> Result<IntensityUsed> {
-    let near = |sql: &str| -> Result<Option<Row>> {
-        Ok(connection
-            .prepare_cached(sql)?
-            .query_row(params![zone, hour_ns], |row| {
-                Ok((
-                    row.get(0)?,
-                    MgCo2ePerKwh(row.get::<_, i64>(1)? as u64),
-                    quality_from_code(row.get(2)?),
-                    row.get(3)?,
-                    row.get(4)?,
-                ))
-            })
-            .optional()?)
-    };
-    let before = near(
-        "SELECT hour_ns, mg_per_kwh, quality, feed, source FROM intensity
-         WHERE zone = ?1 AND hour_ns <= ?2 ORDER BY hour_ns DESC LIMIT 1",
-    )?;
-    let after = match &before {
-        Some((at, ..)) if *at == hour_ns => None,
-        _ => near(
-            "SELECT hour_ns, mg_per_kwh, quality, feed, source FROM intensity
-             WHERE zone = ?1 AND hour_ns > ?2 ORDER BY hour_ns LIMIT 1",
-        )?,
-    };
+    let (before, after) = rows_around(connection, zone, hour_ns)?;
     let point = |row: &Option<Row>| {
         row.as_ref()
             .map(|(at, mg, quality, ..)| (*at, *mg, *quality))

@@ -16,13 +16,13 @@ use footprint_core::carbon;
 use footprint_core::facility::{self, HourMatch, Intensity, SiteMeters};
 use footprint_core::units::NANOS_PER_HOUR;
 use footprint_core::window::{WindowLength, share_in_window};
-use footprint_core::{MgCo2ePerKwh, Millijoules, Millilitres, Quality, Span, UnixNanos};
+use footprint_core::{Millijoules, Millilitres, Span, UnixNanos};
 use footprint_proto::v1::MeterKind;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::load_intervals;
 use crate::Result;
-use crate::codec::{MeterRole, kind_codes_where, quality_code, quality_from_code};
+use crate::codec::{MeterRole, kind_codes_where, quality_code};
 use crate::settings::LedgerSettings;
 use crate::tables::series;
 
@@ -149,30 +149,11 @@ pub fn intensity_of_hour(
     if zone.is_empty() {
         return Ok(None);
     }
-    let near = |sql: &str| -> Result<Option<(i64, MgCo2ePerKwh, Quality)>> {
-        Ok(connection
-            .prepare_cached(sql)?
-            .query_row(params![zone, hour_ns], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    MgCo2ePerKwh(row.get::<_, i64>(1)? as u64),
-                    quality_from_code(row.get(2)?),
-                ))
-            })
-            .optional()?)
-    };
-    let before = near(
-        "SELECT hour_ns, mg_per_kwh, quality FROM intensity WHERE zone = ?1 AND hour_ns <= ?2 ORDER BY hour_ns DESC LIMIT 1",
-    )?;
-    let after = if before.is_some_and(|(at, _, _)| at == hour_ns) {
-        None
-    } else {
-        near(
-            "SELECT hour_ns, mg_per_kwh, quality FROM intensity WHERE zone = ?1 AND hour_ns > ?2 ORDER BY hour_ns LIMIT 1",
-        )?
-    };
+    let (before, after) = super::intensity::rows_around(connection, zone, hour_ns)?;
+    let point =
+        |row: Option<super::intensity::Row>| row.map(|(at, mg, quality, ..)| (at, mg, quality));
     Ok(
-        carbon::fill(hour_ns, before, after).map(|(mg_per_kwh, quality)| Intensity {
+        carbon::fill(hour_ns, point(before), point(after)).map(|(mg_per_kwh, quality)| Intensity {
             mg_per_kwh,
             quality,
         }),
