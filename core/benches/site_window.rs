@@ -13,7 +13,7 @@ use footprint_core::attribution::{
     EnergyPiece, Holding, Policy, Resource, Usage, attribute, gpu_time_held,
 };
 use footprint_core::embodied::{HostDevices, split_embodied};
-use footprint_core::facility::{Intensity, SiteCarry, SiteMeters, split_site_window};
+use footprint_core::facility::{SiteCarry, SiteMeters, share_hour, split_site_window};
 use footprint_core::{Quality, Span, UnixNanos};
 
 const HOSTS: u32 = 1_250;
@@ -131,12 +131,17 @@ fn one_site_window(hosts: &[Host], policy: &Policy) -> u64 {
         water: Some(footprint_core::Millilitres(60_000)),
         assumed_pue_ppm: None,
     };
-    let intensity = Some(Intensity {
-        mg_per_kwh: footprint_core::MgCo2ePerKwh(300_000),
-        quality: Quality::Measured,
-    });
-    let split = split_site_window(&accounts, &meters, intensity, &mut SiteCarry::default());
-    split.site_location_mg + embodied
+    let split = split_site_window(&accounts, &meters, &mut SiteCarry::default());
+    let facility_mj = footprint_core::Millijoules(split.facility_mj);
+    let location_mg = footprint_core::MgCo2ePerKwh(300_000)
+        .carbon_of(facility_mj)
+        .0;
+    let shares = share_hour(location_mg, &[(split.facility_mj, accounts.as_slice())]);
+    shares
+        .iter()
+        .map(|(parts, rest)| parts.iter().sum::<u64>() + rest)
+        .sum::<u64>()
+        + embodied
 }
 
 fn bench(criterion: &mut Criterion) {

@@ -10,10 +10,10 @@
 //!   [`SiteWindow::overhead_deficit_mj`], a data-quality finding. Without a site meter, an
 //!   assumed PUE may stand in (estimated), else there is no overhead.
 //! - **Water** = the site water meter's delta, split by account energy (IT energy drives cooling).
-//! - **Location-based carbon** = facility energy × the hour's grid intensity, rounded once per
-//!   window for the site and then split by each account's facility energy (energy + overhead).
-//! - **Market-based carbon** is settled per hour ([`match_hour`]) and split over the hour's
-//!   accounts by facility energy.
+//! - **Carbon**, location-based (the hour's facility energy × its grid intensity) and
+//!   market-based ([`match_hour`]), is priced once per hour and shared the same way
+//!   ([`share_hour`]): over the hour's windows, then each window's accounts, by facility energy
+//!   (energy + overhead).
 //!
 //! Σ accounts + unattributed = site, for each quantity, is property-tested below.
 
@@ -65,9 +65,6 @@ pub struct SiteWindow {
     /// Water that could not be placed because no IT energy was counted in the window.
     pub unattributed_water_ml: u64,
     pub site_water_ml: u64,
-    pub co2e_location_mg: Vec<u64>,
-    pub unattributed_location_mg: u64,
-    pub site_location_mg: u64,
 }
 
 /// Rounding carried from window to window for each split (see [`CarriedApportioner`]): keep one
@@ -76,7 +73,6 @@ pub struct SiteWindow {
 pub struct SiteCarry<K: Ord + Clone> {
     overhead: CarriedApportioner<K>,
     water: CarriedApportioner<K>,
-    location: CarriedApportioner<K>,
 }
 
 impl<K: Ord + Clone> Default for SiteCarry<K> {
@@ -84,17 +80,15 @@ impl<K: Ord + Clone> Default for SiteCarry<K> {
         Self {
             overhead: CarriedApportioner::new(),
             water: CarriedApportioner::new(),
-            location: CarriedApportioner::new(),
         }
     }
 }
 
-/// Splits one window's facility overhead, water and location-based carbon over `accounts` (each
-/// account's key and host-level energy).
+/// Splits one window's facility overhead and water over `accounts` (each account's key and
+/// host-level energy).
 pub fn split_site_window<K: Ord + Clone>(
     accounts: &[(K, u64)],
     meters: &SiteMeters,
-    intensity: Option<Intensity>,
     carry: &mut SiteCarry<K>,
 ) -> SiteWindow {
     let accounts_mj: Vec<u64> = accounts.iter().map(|(_, mj)| *mj).collect();
@@ -103,7 +97,6 @@ pub fn split_site_window<K: Ord + Clone>(
         it_mj,
         overhead_mj: vec![0; accounts_mj.len()],
         water_ml: vec![0; accounts_mj.len()],
-        co2e_location_mg: vec![0; accounts_mj.len()],
         ..SiteWindow::default()
     };
     let facility_mj = match (meters.energy, meters.assumed_pue_ppm) {
@@ -132,22 +125,38 @@ pub fn split_site_window<K: Ord + Clone>(
             None => window.unattributed_water_ml = water,
         }
     }
-    if let Some(intensity) = intensity {
-        window.site_location_mg = intensity.mg_per_kwh.carbon_of(Millijoules(facility_mj)).0;
-        let facility_shares: Vec<(K, u64)> = accounts
-            .iter()
-            .zip(&window.overhead_mj)
-            .map(|((key, energy), overhead)| (key.clone(), energy + overhead))
-            .collect();
-        match carry
-            .location
-            .apportion(window.site_location_mg, &facility_shares)
-        {
-            Some(parts) => window.co2e_location_mg = parts,
-            None => window.unattributed_location_mg = window.site_location_mg,
-        }
-    }
     window
+}
+
+/// Shares an hour's carbon `total_mg` over its `windows` (each its facility energy and its
+/// accounts with theirs) by facility energy — all to the first window when none has any — then
+/// each window's part over its accounts by facility energy, the rounding carried from window to
+/// window. Per window: each account's share, and what no account could take (a window without
+/// accounts). Both carbon methods go through it, so equal hour totals give equal shares.
+pub fn share_hour<K: Ord + Clone>(
+    total_mg: u64,
+    windows: &[(u64, &[(K, u64)])],
+) -> Vec<(Vec<u64>, u64)> {
+    let per_window: Vec<u64> = windows
+        .iter()
+        .map(|(facility_mj, _)| *facility_mj)
+        .collect();
+    let by_window = crate::apportion::apportion(total_mg, &per_window).unwrap_or_else(|| {
+        let mut first_only = vec![0; windows.len()];
+        if let Some(first) = first_only.first_mut() {
+            *first = total_mg;
+        }
+        first_only
+    });
+    let mut carry = CarriedApportioner::new();
+    windows
+        .iter()
+        .zip(by_window)
+        .map(|((_, accounts), mg)| match carry.apportion(mg, accounts) {
+            Some(parts) => (parts, 0),
+            None => (vec![0; accounts.len()], mg),
+        })
+        .collect()
 }
 
 impl SiteWindow {
@@ -257,17 +266,10 @@ mod tests {
                 water: Some(Millilitres(30)),
                 assumed_pue_ppm: None,
             },
-            Some(Intensity {
-                mg_per_kwh: MgCo2ePerKwh(360_000_000),
-                quality: Quality::Measured,
-            }),
             &mut SiteCarry::default(),
         );
         assert_eq!(window.overhead_mj, vec![500, 1_000]);
         assert_eq!(window.water_ml, vec![10, 20]);
-        // 4 500 mJ at 360 kg/kWh = 450 mg.
-        assert_eq!(window.site_location_mg, 450);
-        assert_eq!(window.co2e_location_mg, vec![150, 300]);
         assert_eq!(window.unattributed_mj(), 0);
     }
 
@@ -279,7 +281,6 @@ mod tests {
                 energy: Some(Millijoules(900)),
                 ..SiteMeters::default()
             },
-            None,
             &mut SiteCarry::default(),
         );
         assert_eq!(window.overhead_deficit_mj, 100);
@@ -315,14 +316,12 @@ mod tests {
             site in prop::option::of(0u64..1u64 << 44),
             water in prop::option::of(0u64..1u64 << 30),
             pue in prop::option::of(1_000_000u64..3_000_000),
-            intensity in prop::option::of(0u64..2_000_000),
         ) {
             let meters = SiteMeters { energy: site.map(Millijoules), water: water.map(Millilitres), assumed_pue_ppm: pue };
             let keyed: Vec<(usize, u64)> = accounts.iter().copied().enumerate().collect();
             let window = split_site_window(
                 &keyed,
                 &meters,
-                intensity.map(|mg_per_kwh| Intensity { mg_per_kwh: MgCo2ePerKwh(mg_per_kwh), quality: Quality::Measured }),
                 &mut SiteCarry::default(),
             );
             let it: u64 = accounts.iter().sum();
@@ -336,9 +335,30 @@ mod tests {
             }
             let water_sum: u64 = window.water_ml.iter().sum();
             prop_assert_eq!(water_sum + window.unattributed_water_ml, water.unwrap_or(0));
-            let carbon: u64 = window.co2e_location_mg.iter().sum();
-            prop_assert_eq!(carbon + window.unattributed_location_mg, window.site_location_mg);
             prop_assert!(window.overhead_deficit_mj == 0 || overhead == 0);
+        }
+
+        #[test]
+        fn an_hours_carbon_is_shared_exactly(
+            total in 0u64..1u64 << 40,
+            windows in prop::collection::vec(
+                (0u64..1u64 << 30, prop::collection::vec(0u64..1u64 << 30, 0..5)),
+                0..8,
+            ),
+        ) {
+            let keyed: Vec<(u64, Vec<(usize, u64)>)> = windows
+                .iter()
+                .map(|(mj, accounts)| (*mj, accounts.iter().copied().enumerate().collect()))
+                .collect();
+            let borrowed: Vec<(u64, &[(usize, u64)])> =
+                keyed.iter().map(|(mj, accounts)| (*mj, accounts.as_slice())).collect();
+            let shares = share_hour(total, &borrowed);
+            prop_assert_eq!(shares.len(), windows.len());
+            let shared: u64 = shares.iter().map(|(parts, rest)| parts.iter().sum::<u64>() + rest).sum();
+            prop_assert_eq!(shared, if windows.is_empty() { 0 } else { total });
+            for ((parts, _), (_, accounts)) in shares.iter().zip(&windows) {
+                prop_assert_eq!(parts.len(), accounts.len());
+            }
         }
 
         #[test]

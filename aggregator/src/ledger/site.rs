@@ -11,7 +11,6 @@
 
 use std::collections::BTreeSet;
 
-use footprint_core::apportion::{CarriedApportioner, apportion};
 use footprint_core::carbon;
 use footprint_core::facility::{self, HourMatch, Intensity, SiteMeters};
 use footprint_core::units::NANOS_PER_HOUR;
@@ -379,8 +378,7 @@ fn settle_hour(
             water: water.as_ref().and_then(|d| d[index]).map(Millilitres),
             assumed_pue_ppm: settings.assumed_pue_ppm,
         };
-        // Location-based carbon is priced for the whole hour below, not per window.
-        let split = facility::split_site_window(&accounts, &meters, None, &mut carry);
+        let split = facility::split_site_window(&accounts, &meters, &mut carry);
         // From here on an account's weight is its facility energy (IT + overhead).
         let facility_energy = accounts
             .into_iter()
@@ -398,59 +396,35 @@ fn settle_hour(
         intensity,
     );
     write_hour(connection, hour_ns, &matched, instruments.ppa_mj)?;
-    // Both carbon figures are priced once for the hour and shared the same way: over its windows
-    // by facility energy, then over each window's accounts (rounding carried from window to
-    // window), so with no contracts market-based equals location-based exactly, job by job.
-    let location_mg = intensity.map(|i| i.mg_per_kwh.carbon_of(Millijoules(load_mj)).0);
-    let location = location_mg.map(|mg| share_hour(mg, &settled));
-    let market = share_hour(matched.market_mg, &settled);
-    for (index, ((start_ns, accounts, mut split), (market, unattributed_market))) in
-        settled.into_iter().zip(market).enumerate()
+    // Both carbon figures are priced once for the hour and shared the same way, so with no
+    // contracts market-based equals location-based exactly, job by job.
+    let windows: Vec<(u64, &[(Account, u64)])> = settled
+        .iter()
+        .map(|(_, accounts, split)| (split.facility_mj, accounts.as_slice()))
+        .collect();
+    let location = match intensity {
+        Some(i) => facility::share_hour(i.mg_per_kwh.carbon_of(Millijoules(load_mj)).0, &windows),
+        None => windows
+            .iter()
+            .map(|(_, accounts)| (vec![0; accounts.len()], 0))
+            .collect(),
+    };
+    let market = facility::share_hour(matched.market_mg, &windows);
+    for (((start_ns, accounts, split), location), market) in
+        settled.into_iter().zip(location).zip(market)
     {
-        if let Some(location) = &location {
-            let (shares, unattributed) = &location[index];
-            split.site_location_mg = shares.iter().sum::<u64>() + unattributed;
-            split.co2e_location_mg = shares.clone();
-            split.unattributed_location_mg = *unattributed;
-        }
         let accounts: Vec<Account> = accounts.into_iter().map(|(account, _)| account).collect();
         write_window(
             connection,
             start_ns,
             &accounts,
             &split,
-            &market,
-            unattributed_market,
+            (&location.0, location.1),
+            (&market.0, market.1),
             intensity,
         )?;
     }
     Ok(())
-}
-
-/// Shares an hour's carbon `total_mg` over its windows by facility energy (all to the first when
-/// none has any), then each window's part over its accounts by facility energy, the rounding
-/// carried from window to window. Per window: each account's share, and what no account could
-/// take (a window without accounts).
-fn share_hour(total_mg: u64, settled: &[SettledWindow]) -> Vec<(Vec<u64>, u64)> {
-    let per_window: Vec<u64> = settled.iter().map(|s| s.2.facility_mj).collect();
-    let by_window = apportion(total_mg, &per_window).unwrap_or_else(|| {
-        let mut first_only = vec![0; settled.len()];
-        if let Some(first) = first_only.first_mut() {
-            *first = total_mg;
-        }
-        first_only
-    });
-    let mut carry = CarriedApportioner::new();
-    settled
-        .iter()
-        .zip(by_window)
-        .map(
-            |((_, accounts, _), mg)| match carry.apportion(mg, accounts) {
-                Some(parts) => (parts, 0),
-                None => (vec![0; accounts.len()], mg),
-            },
-        )
-        .collect()
 }
 
 /// The window's accounts with their host-level energy.
@@ -515,8 +489,8 @@ fn write_window(
     start_ns: i64,
     accounts: &[Account],
     split: &facility::SiteWindow,
-    market: &[u64],
-    unattributed_market_mg: u64,
+    (location, unattributed_location_mg): (&[u64], u64),
+    (market, unattributed_market_mg): (&[u64], u64),
     intensity: Option<Intensity>,
 ) -> Result<()> {
     let mut job_update = connection.prepare_cached(
@@ -536,7 +510,7 @@ fn write_window(
         let figures = (
             split.overhead_mj[index] as i64,
             split.water_ml[index] as i64,
-            split.co2e_location_mg[index] as i64,
+            location[index] as i64,
             market[index] as i64,
         );
         match *account {
@@ -551,6 +525,7 @@ fn write_window(
             ])?,
         };
     }
+    let location_total: u64 = location.iter().sum::<u64>() + unattributed_location_mg;
     let market_total: u64 = market.iter().sum::<u64>() + unattributed_market_mg;
     connection
         .prepare_cached(
@@ -570,8 +545,8 @@ fn write_window(
             split.unattributed_water_ml as i64,
             intensity.map(|i| i.mg_per_kwh.0 as i64),
             intensity.map(|i| quality_code(i.quality)),
-            split.site_location_mg as i64,
-            split.unattributed_location_mg as i64,
+            location_total as i64,
+            unattributed_location_mg as i64,
             market_total as i64,
             unattributed_market_mg as i64,
         ])?;
