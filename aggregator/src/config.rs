@@ -67,6 +67,9 @@ pub struct AggregatorConfig {
     /// Devices' embodied carbon.
     #[serde(default)]
     pub embodied: EmbodiedConfig,
+    /// How long the ledger keeps window detail.
+    #[serde(default)]
+    pub ledger: LedgerConfig,
     /// Where hosts stand, for totals per hall and rack: `[[placement]] host = "gpu-node-01",
     /// hall = "A", rack = "A03"`. Hosts not listed are grouped under hall and rack "unplaced".
     #[serde(default)]
@@ -111,6 +114,33 @@ pub enum CpuBaseline {
     #[default]
     ByCores,
     Idle,
+}
+
+/// `[ledger]`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerConfig {
+    /// Days of window detail (one row per host, job and window) kept behind the settled hours;
+    /// older hours keep only their hourly roll-ups. Both are re-derivable from the readings,
+    /// which are kept: `footprint explain` rebuilds an aged hour's windows on demand, and late
+    /// data for an aged hour rebuilds it. 0 rolls an hour up and drops its detail as soon as it
+    /// settles.
+    #[serde(default = "default_window_detail_days")]
+    pub window_detail_days: u32,
+}
+
+/// Long enough for late data from a collector that was down for days, and for a month's review
+/// of the detail.
+fn default_window_detail_days() -> u32 {
+    35
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            window_detail_days: default_window_detail_days(),
+        }
+    }
 }
 
 /// `[facility]`.
@@ -336,6 +366,7 @@ impl AggregatorConfig {
             facility: FacilityConfig::default(),
             carbon: CarbonConfig::default(),
             embodied: EmbodiedConfig::default(),
+            ledger: LedgerConfig::default(),
             placement: Vec::new(),
         }
     }

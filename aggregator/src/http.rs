@@ -58,8 +58,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `from` and `to` in ns since the epoch; `step_s` in seconds (0: one total); `group_by`:
-/// `site` (default), `hall`, `rack` or `host`.
+/// `from` and `to` in ns since the epoch; `step_s` in seconds (0: one total) or `step=month`;
+/// `group_by`: `site` (default), `hall`, `rack` or `host`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RangeQuery {
@@ -69,6 +69,8 @@ struct RangeQuery {
     to: i64,
     #[serde(default)]
     step_s: u64,
+    #[serde(default)]
+    step: String,
     #[serde(default)]
     group_by: String,
 }
@@ -146,9 +148,10 @@ async fn facility(
     State(state): State<HttpState>,
     Query(range): Query<RangeQuery>,
 ) -> Result<Json<FacilityBody>, ApiError> {
+    let step = ledger::SeriesStep::parse(&range.step, range.step_s).map_err(ApiError)?;
     let windows = state
         .reader
-        .facility(range.from, range.to, range.step_s, &range.group_by)
+        .facility(range.from, range.to, step, &range.group_by)
         .await
         .map_err(ApiError)?;
     Ok(Json(FacilityBody {

@@ -29,6 +29,7 @@ pub struct AggregatorMetrics {
     pub batches: Family<OutcomeLabel, Counter>,
     pub windows_built: Counter,
     pub hours_settled: Counter,
+    pub hours_aged: Counter,
     pub late_data: Family<ReasonLabel, Counter>,
     pub windows_revised: Counter,
     pub hours_revised: Counter,
@@ -48,6 +49,7 @@ impl Default for AggregatorMetrics {
             batches: Family::default(),
             windows_built: Counter::default(),
             hours_settled: Counter::default(),
+            hours_aged: Counter::default(),
             late_data: Family::default(),
             windows_revised: Counter::default(),
             hours_revised: Counter::default(),
@@ -101,6 +103,11 @@ impl AggregatorMetrics {
             "hours_settled",
             "Hours of the site settled: facility overhead, water and carbon shared out",
             self.hours_settled.clone(),
+        );
+        registry.register(
+            "hours_aged",
+            "Settled hours whose window detail was deleted after ledger.window_detail_days, leaving their hourly roll-ups",
+            self.hours_aged.clone(),
         );
         registry.register(
             "late_data",

@@ -52,8 +52,7 @@ impl LedgerReader {
         .map_err(|error| Error::Server(error.to_string()))?
     }
 
-    /// Facility totals over `[from, to)` clipped to the settled span (0: unbounded), in steps of
-    /// `step_s` seconds (0: one total).
+    /// Facility totals over `[from, to)` clipped to the settled span (0: unbounded), in `step`s.
     ///
     /// # Errors
     /// A database error.
@@ -61,13 +60,10 @@ impl LedgerReader {
         &self,
         from_ns: i64,
         to_ns: i64,
-        step_s: u64,
+        step: ledger::SeriesStep,
         group_by: &str,
     ) -> Result<Vec<FacilityWindow>> {
         let grouping = ledger::Grouping::parse(group_by)?;
-        let step_ns = i64::try_from(step_s)
-            .unwrap_or(i64::MAX)
-            .saturating_mul(1_000_000_000);
         self.with(move |connection| {
             let Some(settled) = ledger::settled_span(connection)? else {
                 return Ok(Vec::new());
@@ -91,7 +87,7 @@ impl LedgerReader {
                     footprint_core::UnixNanos(start),
                     footprint_core::UnixNanos(end),
                 ),
-                step_ns,
+                step,
                 grouping,
             )
         })
@@ -353,14 +349,10 @@ impl Query for QueryService {
         request: Request<pb::FacilityTotalsRequest>,
     ) -> Result<Response<pb::FacilityTotalsResponse>, Status> {
         let request = request.into_inner();
+        let step = ledger::SeriesStep::parse(&request.step, request.step_s).map_err(status_of)?;
         let windows = self
             .reader
-            .facility(
-                request.from_ns,
-                request.to_ns,
-                request.step_s,
-                &request.group_by,
-            )
+            .facility(request.from_ns, request.to_ns, step, &request.group_by)
             .await
             .map_err(status_of)?;
         Ok(Response::new(pb::FacilityTotalsResponse {

@@ -34,6 +34,8 @@ pub struct LedgerSettings {
     pub devices: DeviceTable,
     pub default_gpu_model: String,
     pub server_model: String,
+    /// How long window detail is kept behind the settled hours (`ledger.window_detail_days`).
+    pub window_detail_ns: i64,
     /// What a reader of a report needs to know about these settings, in words.
     pub description: String,
 }
@@ -151,6 +153,8 @@ impl LedgerSettings {
             devices,
             default_gpu_model: config.embodied.default_gpu_model.clone(),
             server_model: config.embodied.server_model.clone(),
+            window_detail_ns: i64::from(config.ledger.window_detail_days)
+                * footprint_core::units::NANOS_PER_DAY,
             description,
         })
     }

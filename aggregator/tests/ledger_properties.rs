@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use footprint_aggregator::AggregatorConfig;
 use footprint_aggregator::config::{PlacementConfig, PpaConfig};
-use footprint_aggregator::ledger::{self, FacilityWindow, Grouping, JobFilter};
+use footprint_aggregator::ledger::{self, FacilityWindow, Grouping, JobFilter, SeriesStep};
 use footprint_aggregator::metrics::AggregatorMetrics;
 use footprint_aggregator::store::StoreHandle;
 use footprint_aggregator::tables::{LEDGER_FILE, schema};
@@ -397,18 +397,25 @@ fn balanced_figures(
         settled,
         Span::new(UnixNanos(T0), UnixNanos(T0 + STEPS * STEP_S * SECOND))
     );
-    let site = ledger::facility_totals(&connection, settled, 0, Grouping::Site)
+    let site = ledger::facility_totals(&connection, settled, SeriesStep::Total, Grouping::Site)
         .unwrap()
         .remove(0);
     prop_assert_eq!(site.energy_mj.site, site_mj as i64);
     prop_assert_eq!(site.water_ml.site, water_ml as i64);
     let jobs = ledger::list_jobs(&connection, &JobFilter::default()).unwrap();
-    let windows =
-        ledger::facility_totals(&connection, settled, 600 * SECOND, Grouping::Site).unwrap();
-    let per_host = ledger::facility_totals(&connection, settled, 0, Grouping::Host).unwrap();
+    let windows = ledger::facility_totals(
+        &connection,
+        settled,
+        SeriesStep::Every(600 * SECOND),
+        Grouping::Site,
+    )
+    .unwrap();
+    let per_host =
+        ledger::facility_totals(&connection, settled, SeriesStep::Total, Grouping::Host).unwrap();
     prop_assert_eq!(per_host.len(), plan.hosts.len());
     // h0 stands in hall A; any other host is unplaced: one or two halls.
-    let per_hall = ledger::facility_totals(&connection, settled, 0, Grouping::Hall).unwrap();
+    let per_hall =
+        ledger::facility_totals(&connection, settled, SeriesStep::Total, Grouping::Hall).unwrap();
     prop_assert_eq!(per_hall.len(), plan.hosts.len());
     prop_assert_eq!(&per_hall[0].host, "A");
     for total in windows
@@ -505,7 +512,7 @@ proptest! {
         build_ledger(&plan, Delivery::InTime, dir.path());
         let connection = schema::open_reader(&dir.path().join("ledger").join(LEDGER_FILE)).unwrap();
         let settled = ledger::settled_span(&connection).unwrap().expect("two hours settle");
-        let hours = ledger::facility_totals(&connection, settled, 3_600 * SECOND, Grouping::Site).unwrap();
+        let hours = ledger::facility_totals(&connection, settled, SeriesStep::Every(3_600 * SECOND), Grouping::Site).unwrap();
         prop_assert_eq!(hours.len(), 2);
         for hour in &hours {
             prop_assert_eq!(hour.co2e_market_mg, hour.co2e_location_mg);

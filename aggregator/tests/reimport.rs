@@ -84,7 +84,13 @@ async fn a_changed_factor_reprices_its_settled_hour_and_an_identical_one_changes
             footprint_core::UnixNanos(T0),
             footprint_core::UnixNanos(T0 + HOUR),
         );
-        ledger::facility_totals(&connection, span, 0, ledger::Grouping::Site).unwrap()[0]
+        ledger::facility_totals(
+            &connection,
+            span,
+            ledger::SeriesStep::Total,
+            ledger::Grouping::Site,
+        )
+        .unwrap()[0]
             .co2e_location_mg
             .site
     };

@@ -59,7 +59,8 @@ enum Command {
         /// End (RFC 3339, exclusive); default: the last settled hour.
         #[arg(long)]
         to: Option<String>,
-        /// Step of the series: `hour`, `day`, or a number of seconds; default: one total.
+        /// Step of the series: `hour`, `day`, `month` (UTC calendar months) or a number of
+        /// seconds; default: one total.
         #[arg(long)]
         step: Option<String>,
         /// One series per `host`, `rack` or `hall` instead of one for the site.
@@ -173,15 +174,22 @@ impl JobFilterArgs {
     }
 }
 
-/// `--step`: `hour`, `day` or seconds.
-fn step_seconds(step: Option<&String>) -> anyhow::Result<u64> {
+/// `--step`: `hour`, `day`, `month` (calendar, UTC) or seconds, as the request's `step_s` and
+/// `step`.
+fn step_of(step: Option<&String>) -> anyhow::Result<(u64, String)> {
     match step.map(String::as_str) {
-        None => Ok(0),
-        Some("hour") => Ok(3_600),
-        Some("day") => Ok(86_400),
-        Some(other) => other.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
-            anyhow::anyhow!("--step: {other:?} is not hour, day or a number of seconds")
-        }),
+        None => Ok((0, String::new())),
+        Some("hour") => Ok((3_600, String::new())),
+        Some("day") => Ok((86_400, String::new())),
+        Some("month") => Ok((0, "month".to_owned())),
+        Some(other) => other
+            .parse()
+            .ok()
+            .filter(|s| *s > 0)
+            .map(|s| (s, String::new()))
+            .ok_or_else(|| {
+                anyhow::anyhow!("--step: {other:?} is not hour, day, month or a number of seconds")
+            }),
     }
 }
 
@@ -241,13 +249,9 @@ async fn fetch_totals(
         return Ok(client.facility_totals(request).await?.into_inner().windows);
     }
     let reader = LedgerReader::for_data_dir(source.data_dir()?)?;
+    let step = ledger::SeriesStep::parse(&request.step, request.step_s)?;
     let windows = reader
-        .facility(
-            request.from_ns,
-            request.to_ns,
-            request.step_s,
-            &request.group_by,
-        )
+        .facility(request.from_ns, request.to_ns, step, &request.group_by)
         .await?;
     Ok(windows.into_iter().map(Into::into).collect())
 }
@@ -279,6 +283,7 @@ async fn settled_site(
         from_ns,
         to_ns,
         step_s: 0,
+        step: String::new(),
         group_by: String::new(),
     };
     Ok(fetch_totals(source, request).await?.into_iter().next())
@@ -351,10 +356,12 @@ async fn main() -> anyhow::Result<()> {
             json,
         } => {
             logging::init("warn");
+            let (step_s, step) = step_of(step.as_ref())?;
             let request = pb::FacilityTotalsRequest {
                 from_ns: time_arg("from", from.as_ref())?,
                 to_ns: time_arg("to", to.as_ref())?,
-                step_s: step_seconds(step.as_ref())?,
+                step_s,
+                step,
                 group_by: group_by.unwrap_or_default(),
             };
             let windows = fetch_totals(&source, request).await?;

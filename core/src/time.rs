@@ -44,6 +44,28 @@ pub fn utc_year_of(at: UnixNanos) -> Span {
     Span::new(UnixNanos(start_of(year)), UnixNanos(start_of(year + 1)))
 }
 
+/// The UTC calendar month holding `at`: `[the 1st 00:00, the next month's 1st 00:00)`, in ns.
+pub fn utc_month_of(at: UnixNanos) -> Span {
+    let start_of = |year: i16, month: i8| -> i64 {
+        jiff::tz::TimeZone::UTC
+            .to_timestamp(jiff::civil::date(year, month, 1).at(0, 0, 0, 0))
+            .map_or(0, |timestamp| timestamp.as_nanosecond() as i64)
+    };
+    let (year, month) = jiff::Timestamp::from_nanosecond(i128::from(at.0)).map_or((1970, 1), |t| {
+        let zoned = t.to_zoned_datetime(jiff::tz::TimeZone::UTC);
+        (zoned.year(), zoned.month())
+    });
+    let next = if month == 12 {
+        (year + 1, 1)
+    } else {
+        (year, month + 1)
+    };
+    Span::new(
+        UnixNanos(start_of(year, month)),
+        UnixNanos(start_of(next.0, next.1)),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,6 +84,17 @@ mod tests {
         );
         let error = parse_rfc3339("yesterday").unwrap_err();
         assert!(error.contains("\"yesterday\""), "{error}");
+    }
+
+    #[test]
+    fn a_month_runs_from_its_first_to_the_next_first() {
+        let at = |text: &str| parse_rfc3339(text).unwrap_or(UnixNanos(0));
+        let february = utc_month_of(at("2024-02-29T23:59:59Z"));
+        assert_eq!(february.start, at("2024-02-01T00:00:00Z"));
+        assert_eq!(february.end, at("2024-03-01T00:00:00Z"));
+        let december = utc_month_of(at("2023-12-01T00:00:00Z"));
+        assert_eq!(december.start, at("2023-12-01T00:00:00Z"));
+        assert_eq!(december.end, at("2024-01-01T00:00:00Z"));
     }
 
     #[test]

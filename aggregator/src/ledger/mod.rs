@@ -16,6 +16,7 @@ use footprint_core::attribution::{
     self, DeviceKey, EnergyPiece, Holding, MigInstance, Resource, Usage,
 };
 use footprint_core::embodied::{self, HostDevices};
+use footprint_core::units::NANOS_PER_HOUR;
 use footprint_core::window::{WindowLength, share_in_window};
 use footprint_core::{Quality, Span, UnixNanos};
 use footprint_proto::v1::MeterKind;
@@ -27,11 +28,15 @@ use crate::tables::chunk::StoredReading;
 use crate::tables::series;
 use crate::{Error, Result};
 
+pub mod detail;
+pub mod facility;
 pub mod intensity;
 pub mod read;
 pub mod site;
+mod sources;
 pub mod unbuilt;
 
+pub use facility::*;
 pub use read::*;
 pub use unbuilt::{IntervalsByMeter, UnbuiltIntervals};
 
@@ -280,6 +285,25 @@ fn build_windows_reading(
             first_built: None,
         });
     }
+    let span = Span::new(UnixNanos(start), UnixNanos(end));
+    Ok(BuildProgress {
+        windows: build_span(connection, host, window, settings, held, span)?,
+        built_until: Some(end),
+        first_built: Some(start),
+    })
+}
+
+/// Builds and writes `host`'s windows starting in `span` (window-aligned) from what is stored,
+/// whatever was built before; returns how many.
+pub(crate) fn build_span(
+    connection: &Connection,
+    host: &HostLayout,
+    window: WindowLength,
+    settings: &LedgerSettings,
+    held: Option<&UnbuiltIntervals>,
+    span: Span,
+) -> Result<u64> {
+    let (start, end) = (span.start.0, span.end.0);
     let mut devices: HashMap<String, DeviceKey> = HashMap::new();
     let mut host_devices = HostDevices::default();
     let mut host_cpus: Vec<u32> = Vec::new();
@@ -306,7 +330,7 @@ fn build_windows_reading(
     host_devices.server = settings
         .server_entry()
         .map(|entry| (entry.embodied_mg(), entry.lifetime_ns()));
-    let mut progress = BuildProgress::default();
+    let mut built = 0;
     let mut chunk_start = start;
     while chunk_start < end {
         let chunk_end = (chunk_start + WINDOWS_PER_CHUNK * window.nanos()).min(end);
@@ -385,14 +409,12 @@ fn build_windows_reading(
                 &gpu_time,
                 &embodied,
             )?;
-            progress.windows += 1;
+            built += 1;
             window_start += window.nanos();
         }
         chunk_start = chunk_end;
     }
-    progress.built_until = Some(end);
-    progress.first_built = Some(start);
-    Ok(progress)
+    Ok(built)
 }
 
 /// Host-stage rows of one window, as stored (`SELECT *`), to restore or compare.
@@ -502,6 +524,15 @@ pub fn rebuild_windows(
         });
     }
     let range = Span::new(UnixNanos(start), UnixNanos(built_until));
+    // Hours whose detail has aged are compared with their roll-ups instead, hour by hour.
+    let aged = detail::detail_from(connection)?
+        .map(|from| from.min(built_until))
+        .filter(|until| start < *until)
+        .map(|until| Span::new(UnixNanos(start), UnixNanos(until)));
+    let rolled_up = match aged {
+        Some(aged) => detail::host_stage_by_hour(connection, host.collector, aged, true)?,
+        None => BTreeMap::new(),
+    };
     let before = stored_windows(connection, host.collector, range)?;
     for table in ["window_hosts", "window_jobs"] {
         connection
@@ -515,12 +546,26 @@ pub fn rebuild_windows(
         ..host.clone()
     };
     let build = build_ready_windows(connection, &rebuilding, window, settings)?;
-    let after = stored_windows(connection, host.collector, range)?;
-    let empty = StoredWindow::default();
     let mut progress = RebuildProgress {
         build,
         ..RebuildProgress::default()
     };
+    if let Some(aged) = aged {
+        let reason = format!(
+            "{reason}; the hour's window detail had aged out, so it was rebuilt from the readings and each of its windows counts as revised"
+        );
+        revise_aged_hours(
+            connection,
+            host.collector,
+            aged,
+            &rolled_up,
+            &reason,
+            now_ns,
+            &mut progress,
+        )?;
+    }
+    let after = stored_windows(connection, host.collector, range)?;
+    let empty = StoredWindow::default();
     let mut revise = connection.prepare_cached(
         "INSERT INTO window_revisions (collector, start_ns, revisions, last_revised_ns, reason) VALUES (?1, ?2, 1, ?3, ?4)
          ON CONFLICT (collector, start_ns) DO UPDATE SET revisions = revisions + 1,
@@ -544,6 +589,54 @@ pub fn rebuild_windows(
         progress.first_changed = Some(built_until);
     }
     Ok(progress)
+}
+
+/// The rebuilt windows of `collector` in `aged` hours (whose detail had aged out): each hour
+/// whose host-stage figures differ from its roll-up (`rolled_up`) has every window recorded as
+/// revised; then the rows go again, as the site stage builds an aged hour's windows afresh when
+/// it settles it.
+fn revise_aged_hours(
+    connection: &Connection,
+    collector: i64,
+    aged: Span,
+    rolled_up: &BTreeMap<i64, Vec<i64>>,
+    reason: &str,
+    now_ns: i64,
+    progress: &mut RebuildProgress,
+) -> Result<()> {
+    let rebuilt = detail::host_stage_by_hour(connection, collector, aged, false)?;
+    let hours: std::collections::BTreeSet<i64> =
+        rolled_up.keys().chain(rebuilt.keys()).copied().collect();
+    for hour in hours {
+        if rolled_up.get(&hour) == rebuilt.get(&hour) {
+            continue;
+        }
+        let starts: Vec<i64> = connection
+            .prepare_cached(
+                "SELECT start_ns FROM window_hosts WHERE collector = ?1 AND start_ns >= ?2 AND start_ns < ?3 ORDER BY start_ns",
+            )?
+            .query_map(params![collector, hour, hour + NANOS_PER_HOUR], |row| row.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut revise = connection.prepare_cached(
+            "INSERT INTO window_revisions (collector, start_ns, revisions, last_revised_ns, reason) VALUES (?1, ?2, 1, ?3, ?4)
+             ON CONFLICT (collector, start_ns) DO UPDATE SET revisions = revisions + 1,
+               last_revised_ns = excluded.last_revised_ns, reason = excluded.reason",
+        )?;
+        for start in &starts {
+            revise.execute(params![collector, start, now_ns, reason])?;
+        }
+        progress.revised += starts.len() as u64;
+        let first = progress.first_changed.get_or_insert(hour);
+        *first = (*first).min(hour);
+    }
+    for table in ["window_hosts", "window_jobs"] {
+        connection
+            .prepare_cached(&format!(
+                "DELETE FROM {table} WHERE collector = ?1 AND start_ns >= ?2 AND start_ns < ?3"
+            ))?
+            .execute(params![collector, aged.start.0, aged.end.0])?;
+    }
+    Ok(())
 }
 
 fn restore_window(

@@ -5,7 +5,6 @@ use footprint_proto::v1::JobKind;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use super::site;
 use crate::{Error, Result};
 
 /// A job's footprint over a span of time.
@@ -59,7 +58,7 @@ facility overhead and water: site meters' delta per window minus IT, shared by I
 location-based carbon: facility energy x the hour's grid intensity of the site's zone; \
 market-based: hourly PPA matching, then guarantees of origin, then residual mix; \
 embodied: device table amortised over lifetime by time held; SCI: (location-based + embodied) / functional units, facility overhead included; \
-a span that cuts a job counts the part of its reported units for the windows it held devices in the span (estimated: units are reported as one total)";
+a span that cuts a job counts the part of its reported units for the host-windows it held devices in the span (estimated: units are reported as one total)";
 
 /// Which jobs to list: a time span (0 = unbounded) and exact-match filters (empty = any).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -74,10 +73,21 @@ pub struct JobFilter {
     pub kind: String,
 }
 
-/// Every job with energy in the filter's span, largest first.
+/// A job's windows as the jobs query reads them, from roll-ups and from window detail alike
+/// (`host_windows`: window rows of one host summed; `revised_windows`: those built again).
+const JOB_ROLLED: &str = "job, gpu_mj, cpu_mj, dram_mj, remainder_mj, overhead_mj, measured_mj, interpolated_mj, \
+estimated_mj, gpu_ns, first_start_ns, last_start_ns, water_ml, co2e_location_mg, co2e_market_mg, embodied_mg, \
+revised_windows, host_windows";
+const JOB_DETAIL: &str = "job, gpu_mj, cpu_mj, dram_mj, remainder_mj, overhead_mj, measured_mj, interpolated_mj, \
+estimated_mj, gpu_ns, start_ns, start_ns, water_ml, co2e_location_mg, co2e_market_mg, embodied_mg, \
+EXISTS (SELECT 1 FROM window_revisions v WHERE v.collector = w.collector AND v.start_ns = w.start_ns), 1";
+
+/// Every job with energy in the filter's span, largest first: whole settled hours from their
+/// roll-ups, the rest from window detail.
 ///
 /// # Errors
-/// [`Error::BadRequest`] for an unknown kind, or a database error.
+/// [`Error::BadRequest`] for an unknown kind or a span cutting an hour whose detail has aged
+/// out, or a database error.
 pub fn list_jobs(connection: &Connection, filter: &JobFilter) -> Result<Vec<JobFootprint>> {
     let to_ns = if filter.to_ns <= 0 {
         i64::MAX
@@ -96,26 +106,55 @@ pub fn list_jobs(connection: &Connection, filter: &JobFilter) -> Result<Vec<JobF
                 })?,
         ),
     };
-    let mut statement = connection.prepare_cached(
+    // One job: its key, so that each source is read through its index by job.
+    let only = match &filter.id {
+        Some(id) => match connection
+            .prepare_cached("SELECT id FROM jobs WHERE job_id = ?1")?
+            .query_row([id], |row| row.get::<_, i64>(0))
+            .optional()?
+        {
+            Some(key) => Some(key),
+            None => return Ok(Vec::new()),
+        },
+        None => None,
+    };
+    let span = Span::new(UnixNanos(filter.from_ns), UnixNanos(to_ns));
+    let sources = super::sources::sources(connection, span)?;
+    let job_filter = if only.is_some() {
+        "AND job = ?7"
+    } else {
+        "AND ?7 IS NULL"
+    };
+    let union = super::sources::Sources::union(
+        "rollup_jobs",
+        JOB_ROLLED,
+        "window_jobs",
+        JOB_DETAIL,
+        job_filter,
+    );
+    let sql = format!(
         "SELECT j.id, j.job_id, j.scheduler, j.name, j.user, j.project, j.kind, j.model, j.functional_unit, j.functional_units,
                 SUM(w.gpu_mj), SUM(w.cpu_mj), SUM(w.dram_mj), SUM(w.remainder_mj), SUM(w.overhead_mj),
                 SUM(w.measured_mj), SUM(w.interpolated_mj), SUM(w.estimated_mj),
-                SUM(w.gpu_ns), MIN(w.start_ns), MAX(w.start_ns),
+                SUM(w.gpu_ns), MIN(w.first_start_ns), MAX(w.last_start_ns),
                 SUM(w.water_ml), SUM(w.co2e_location_mg), SUM(w.co2e_market_mg), SUM(w.embodied_mg),
-                SUM(EXISTS (SELECT 1 FROM window_revisions v WHERE v.collector = w.collector AND v.start_ns = w.start_ns)),
-                COUNT(DISTINCT w.start_ns),
-                (SELECT COUNT(DISTINCT a.start_ns) FROM window_jobs a WHERE a.job = j.id)
-         FROM window_jobs w JOIN jobs j ON j.id = w.job
-         WHERE w.start_ns >= ?1 AND w.start_ns < ?2 AND (?3 IS NULL OR j.job_id = ?3)
-           AND (?4 = '' OR j.user = ?4) AND (?5 = '' OR j.project = ?5) AND (?6 = '' OR j.model = ?6)
-           AND (?7 IS NULL OR j.kind = ?7)
-         GROUP BY j.id",
-    )?;
+                SUM(w.revised_windows), SUM(w.host_windows)
+         FROM ({union}) w JOIN jobs j ON j.id = w.job
+         WHERE (?8 = '' OR j.user = ?8) AND (?9 = '' OR j.project = ?9) AND (?10 = '' OR j.model = ?10)
+           AND (?11 IS NULL OR j.kind = ?11)
+         GROUP BY j.id"
+    );
+    let [a, b, c, d, e, f] = sources.bounds();
+    let mut statement = connection.prepare_cached(&sql)?;
     let rows = statement.query_map(
         params![
-            filter.from_ns,
-            to_ns,
-            filter.id,
+            a,
+            b,
+            c,
+            d,
+            e,
+            f,
+            only,
             filter.user,
             filter.project,
             filter.model,
@@ -130,15 +169,11 @@ pub fn list_jobs(connection: &Connection, filter: &JobFilter) -> Result<Vec<JobF
                 as_u64(13)?,
                 as_u64(14)?,
             );
-            let units = as_u64(9)?;
-            // A job reports its functional units as one total: a span that cuts the job gets
-            // the part of them it held its devices for (at window granularity), as if produced
-            // evenly.
-            let units = units_in_span(units, as_u64(26)?, as_u64(27)?);
             let (location, embodied) = (as_u64(22)?, as_u64(24)?);
             let it = gpu + cpu + dram + remainder;
             Ok((
                 row.get::<_, i64>(0)?,
+                as_u64(26)?,
                 JobFootprint {
                     id: row.get(1)?,
                     scheduler: row.get(2)?,
@@ -148,7 +183,7 @@ pub fn list_jobs(connection: &Connection, filter: &JobFilter) -> Result<Vec<JobF
                     kind: JobKind::name_of(row.get(6)?).to_owned(),
                     model: row.get(7)?,
                     functional_unit: row.get(8)?,
-                    functional_units: units,
+                    functional_units: as_u64(9)?,
                     energy_mj: it + overhead,
                     it_energy_mj: it,
                     gpu_energy_mj: gpu,
@@ -165,11 +200,7 @@ pub fn list_jobs(connection: &Connection, filter: &JobFilter) -> Result<Vec<JobF
                     co2e_location_mg: location,
                     co2e_market_mg: as_u64(23)?,
                     co2e_embodied_mg: embodied,
-                    sci_mg_per_unit: if units == 0 {
-                        0.0
-                    } else {
-                        (location + embodied) as f64 / units as f64
-                    },
+                    sci_mg_per_unit: 0.0,
                     gpu_hours: as_u64(18)? as f64 / 3.6e12,
                     hosts: Vec::new(),
                     first_window_ns: row.get(19)?,
@@ -180,12 +211,28 @@ pub fn list_jobs(connection: &Connection, filter: &JobFilter) -> Result<Vec<JobF
             ))
         },
     )?;
-    let mut jobs = Vec::new();
+    let found: Vec<(i64, u64, JobFootprint)> = rows.collect::<rusqlite::Result<_>>()?;
+    // A job reports its functional units as one total: a span that cuts the job gets the part
+    // of them for the host-windows it held devices in the span, as if produced evenly.
+    let unbounded = filter.from_ns <= 0 && filter.to_ns <= 0;
+    let all_windows = if unbounded || found.is_empty() {
+        None
+    } else {
+        Some(host_windows_of_jobs(connection, only)?)
+    };
+    let mut jobs = Vec::with_capacity(found.len());
     let mut hosts_of = connection.prepare_cached(
         "SELECT DISTINCT c.host FROM allocations a JOIN collectors c ON c.id = a.collector WHERE a.job = ?1 ORDER BY c.host",
     )?;
-    for row in rows {
-        let (key, mut job) = row?;
+    for (key, in_span, mut job) in found {
+        if let Some(all) = &all_windows {
+            let windows = all.get(&key).copied().unwrap_or(in_span);
+            job.functional_units = units_in_span(job.functional_units, in_span, windows);
+        }
+        if job.functional_units > 0 {
+            job.sci_mg_per_unit =
+                (job.co2e_location_mg + job.co2e_embodied_mg) as f64 / job.functional_units as f64;
+        }
         job.hosts = hosts_of
             .query_map([key], |row| row.get(0))?
             .collect::<rusqlite::Result<_>>()?;
@@ -193,6 +240,35 @@ pub fn list_jobs(connection: &Connection, filter: &JobFilter) -> Result<Vec<JobF
     }
     jobs.sort_by(|a, b| b.energy_mj.cmp(&a.energy_mj).then_with(|| a.id.cmp(&b.id)));
     Ok(jobs)
+}
+
+/// Every job's host-windows over all the ledger holds (of the job `only`, if given).
+fn host_windows_of_jobs(
+    connection: &Connection,
+    only: Option<i64>,
+) -> Result<std::collections::HashMap<i64, u64>> {
+    let whole = Span::new(UnixNanos(i64::MIN), UnixNanos(i64::MAX));
+    let sources = super::sources::sources(connection, whole)?;
+    let job_filter = if only.is_some() {
+        "AND job = ?7"
+    } else {
+        "AND ?7 IS NULL"
+    };
+    let union = super::sources::Sources::union(
+        "rollup_jobs",
+        "job, host_windows",
+        "window_jobs",
+        "job, 1",
+        job_filter,
+    );
+    let [a, b, c, d, e, f] = sources.bounds();
+    let mut statement = connection.prepare_cached(&format!(
+        "SELECT job, SUM(host_windows) FROM ({union}) GROUP BY job"
+    ))?;
+    let rows = statement.query_map(params![a, b, c, d, e, f, only], |row| {
+        Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)? as u64))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// The part of a job's `units` that falls in a span holding `in_span` of its `windows`, rounded
@@ -218,362 +294,6 @@ pub fn get_job(connection: &Connection, id: &str) -> Result<JobFootprint> {
         .into_iter()
         .next()
         .ok_or_else(|| Error::NotFound(format!("job {id:?}")))
-}
-
-/// A quantity over a span and where it went: `site = jobs + idle + unattributed`, exactly.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Balance {
-    pub site: i64,
-    pub jobs: i64,
-    pub idle: i64,
-    pub unattributed: i64,
-}
-
-impl Balance {
-    /// `jobs + idle + unattributed − site`; zero when the books balance.
-    pub fn imbalance(&self) -> i64 {
-        self.jobs + self.idle + self.unattributed - self.site
-    }
-}
-
-/// The facility (or one host) over a span: energy, water and carbon, each balanced.
-#[derive(Clone, Debug, PartialEq)]
-pub struct FacilityWindow {
-    pub start_ns: i64,
-    pub end_ns: i64,
-    /// The host of a per-host series; empty for the site.
-    pub host: String,
-    pub energy_mj: Balance,
-    pub measured_method: String,
-    /// Energy at the IT boundary: outlets, or components + overhead factor.
-    pub it_mj: u64,
-    /// Facility overhead shared out.
-    pub overhead_mj: u64,
-    pub water_ml: Balance,
-    pub co2e_location_mg: Balance,
-    pub co2e_market_mg: Balance,
-    pub co2e_embodied_mg: Balance,
-    pub ppa_matched_mj: u64,
-    pub go_matched_mj: u64,
-    /// Market-based inputs (the site's; zero for a host or a group): the PPA energy delivered
-    /// in the span's hours, and the part no load of the same hour used (forfeited: matching is
-    /// hourly).
-    pub ppa_delivered_mj: u64,
-    pub ppa_forfeited_mj: u64,
-    /// Guarantees of origin left after the span's last settled hour.
-    pub go_balance_mj: u64,
-    /// Energy no instrument covered: priced with the residual mix, else the grid average.
-    pub uncovered_mj: u64,
-    /// The residual-mix factor, where the span's uncovered energy was priced with it.
-    pub residual_mix: Option<ResidualMix>,
-    /// Host windows in the span built again because late data changed them.
-    pub revised_windows: u64,
-    /// Site hours in the span settled again with different figures (the site only).
-    pub revised_hours: u64,
-}
-
-impl FacilityWindow {
-    pub fn pue(&self) -> f64 {
-        if self.it_mj == 0 {
-            0.0
-        } else {
-            self.energy_mj.site as f64 / self.it_mj as f64
-        }
-    }
-
-    pub fn wue_l_per_kwh(&self) -> f64 {
-        if self.it_mj == 0 {
-            0.0
-        } else {
-            (self.water_ml.site as f64 / 1_000.0)
-                / (self.it_mj as f64 / footprint_core::Millijoules::PER_KWH as f64)
-        }
-    }
-
-    /// Share of the load covered by PPA supply in the same hour.
-    pub fn cfe_share(&self) -> f64 {
-        if self.energy_mj.site <= 0 {
-            0.0
-        } else {
-            self.ppa_matched_mj as f64 / self.energy_mj.site as f64
-        }
-    }
-}
-
-/// A residual-mix factor and where it is from (`carbon.residual_mix_*`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ResidualMix {
-    pub mg_per_kwh: u64,
-    /// Publisher and edition; empty when the config gives none.
-    pub source: String,
-    pub year: Option<u16>,
-}
-
-/// The span the site stage has settled: from the first built window to the settled hour.
-///
-/// # Errors
-/// A database error.
-pub fn settled_span(connection: &Connection) -> Result<Option<Span>> {
-    let Some(UnixNanos(end)) = site::settled_until(connection)? else {
-        return Ok(None);
-    };
-    let start: Option<i64> =
-        connection.query_row("SELECT MIN(start_ns) FROM site_windows", [], |row| {
-            row.get(0)
-        })?;
-    Ok(start.filter(|start| *start < end).map(|start| {
-        Span::new(
-            footprint_core::UnixNanos(start),
-            footprint_core::UnixNanos(end),
-        )
-    }))
-}
-
-/// Sums of one bucket's rows.
-#[derive(Default)]
-struct HostSums {
-    jobs_it: i64,
-    jobs_overhead: i64,
-    jobs_water: i64,
-    jobs_location: i64,
-    jobs_market: i64,
-    jobs_embodied: i64,
-    idle: i64,
-    idle_overhead: i64,
-    unattributed: i64,
-    unattributed_overhead: i64,
-    deficit: i64,
-    host_mj: i64,
-    idle_water: i64,
-    unattributed_water: i64,
-    idle_location: i64,
-    unattributed_location: i64,
-    idle_market: i64,
-    unattributed_market: i64,
-    idle_embodied: i64,
-}
-
-fn host_sums(connection: &Connection, bucket: Span, collector: Option<i64>) -> Result<HostSums> {
-    let mut sums = HostSums::default();
-    connection
-        .prepare_cached(
-            "SELECT COALESCE(SUM(gpu_mj + cpu_mj + dram_mj + remainder_mj), 0), COALESCE(SUM(overhead_mj), 0),
-                    COALESCE(SUM(water_ml), 0), COALESCE(SUM(co2e_location_mg), 0), COALESCE(SUM(co2e_market_mg), 0),
-                    COALESCE(SUM(embodied_mg), 0)
-             FROM window_jobs WHERE start_ns >= ?1 AND start_ns < ?2 AND (?3 IS NULL OR collector = ?3)",
-        )?
-        .query_row(params![bucket.start.0, bucket.end.0, collector], |row| {
-            sums.jobs_it = row.get(0)?;
-            sums.jobs_overhead = row.get(1)?;
-            sums.jobs_water = row.get(2)?;
-            sums.jobs_location = row.get(3)?;
-            sums.jobs_market = row.get(4)?;
-            sums.jobs_embodied = row.get(5)?;
-            Ok(())
-        })?;
-    connection
-        .prepare_cached(
-            "SELECT COALESCE(SUM(idle_mj), 0), COALESCE(SUM(idle_overhead_mj), 0), COALESCE(SUM(unattributed_mj), 0),
-                    COALESCE(SUM(unattributed_overhead_mj), 0), COALESCE(SUM(remainder_deficit_mj), 0), COALESCE(SUM(host_mj), 0),
-                    COALESCE(SUM(idle_water_ml), 0), COALESCE(SUM(unattributed_water_ml), 0),
-                    COALESCE(SUM(idle_co2e_location_mg), 0), COALESCE(SUM(unattributed_co2e_location_mg), 0),
-                    COALESCE(SUM(idle_co2e_market_mg), 0), COALESCE(SUM(unattributed_co2e_market_mg), 0),
-                    COALESCE(SUM(idle_embodied_mg), 0)
-             FROM window_hosts WHERE start_ns >= ?1 AND start_ns < ?2 AND (?3 IS NULL OR collector = ?3)",
-        )?
-        .query_row(params![bucket.start.0, bucket.end.0, collector], |row| {
-            sums.idle = row.get(0)?;
-            sums.idle_overhead = row.get(1)?;
-            sums.unattributed = row.get(2)?;
-            sums.unattributed_overhead = row.get(3)?;
-            sums.deficit = row.get(4)?;
-            sums.host_mj = row.get(5)?;
-            sums.idle_water = row.get(6)?;
-            sums.unattributed_water = row.get(7)?;
-            sums.idle_location = row.get(8)?;
-            sums.unattributed_location = row.get(9)?;
-            sums.idle_market = row.get(10)?;
-            sums.unattributed_market = row.get(11)?;
-            sums.idle_embodied = row.get(12)?;
-            Ok(())
-        })?;
-    Ok(sums)
-}
-
-/// Balances of the site over `bucket`.
-fn site_bucket(connection: &Connection, bucket: Span) -> Result<FacilityWindow> {
-    let sums = host_sums(connection, bucket, None)?;
-    let mut window = FacilityWindow {
-        start_ns: bucket.start.0,
-        end_ns: bucket.end.0,
-        host: String::new(),
-        energy_mj: Balance::default(),
-        measured_method: String::new(),
-        it_mj: sums.host_mj as u64,
-        overhead_mj: (sums.jobs_overhead + sums.idle_overhead + sums.unattributed_overhead) as u64,
-        water_ml: Balance::default(),
-        co2e_location_mg: Balance::default(),
-        co2e_market_mg: Balance::default(),
-        co2e_embodied_mg: Balance {
-            site: sums.jobs_embodied + sums.idle_embodied,
-            jobs: sums.jobs_embodied,
-            idle: sums.idle_embodied,
-            unattributed: 0,
-        },
-        ppa_matched_mj: 0,
-        go_matched_mj: 0,
-        ppa_delivered_mj: 0,
-        ppa_forfeited_mj: 0,
-        go_balance_mj: 0,
-        uncovered_mj: 0,
-        residual_mix: None,
-        revised_windows: revised_windows(connection, bucket, None)?,
-        revised_hours: 0,
-    };
-    let mut methods = [0i64; 3];
-    let mut residual_used = false;
-    connection
-        .prepare_cached(
-            "SELECT COALESCE(SUM(facility_mj), 0), COALESCE(SUM(unattributed_mj), 0), COALESCE(SUM(water_ml), 0),
-                    COALESCE(SUM(unattributed_water_ml), 0), COALESCE(SUM(co2e_location_mg), 0),
-                    COALESCE(SUM(unattributed_co2e_location_mg), 0), COALESCE(SUM(co2e_market_mg), 0),
-                    COALESCE(SUM(unattributed_co2e_market_mg), 0),
-                    COALESCE(SUM(overhead_source = 0), 0), COALESCE(SUM(overhead_source = 1), 0), COALESCE(SUM(overhead_source = 2), 0)
-             FROM site_windows WHERE start_ns >= ?1 AND start_ns < ?2",
-        )?
-        .query_row(params![bucket.start.0, bucket.end.0], |row| {
-            window.energy_mj = Balance {
-                site: row.get(0)?,
-                jobs: sums.jobs_it + sums.jobs_overhead,
-                idle: sums.idle + sums.idle_overhead,
-                unattributed: sums.unattributed + sums.unattributed_overhead + row.get::<_, i64>(1)?,
-            };
-            window.water_ml = Balance {
-                site: row.get(2)?,
-                jobs: sums.jobs_water,
-                idle: sums.idle_water,
-                unattributed: sums.unattributed_water + row.get::<_, i64>(3)?,
-            };
-            window.co2e_location_mg = Balance {
-                site: row.get(4)?,
-                jobs: sums.jobs_location,
-                idle: sums.idle_location,
-                unattributed: sums.unattributed_location + row.get::<_, i64>(5)?,
-            };
-            window.co2e_market_mg = Balance {
-                site: row.get(6)?,
-                jobs: sums.jobs_market,
-                idle: sums.idle_market,
-                unattributed: sums.unattributed_market + row.get::<_, i64>(7)?,
-            };
-            methods = [row.get(8)?, row.get(9)?, row.get(10)?];
-            Ok(())
-        })?;
-    window.measured_method = match methods {
-        [0, _, 0] => "site energy meter delta per window (split at window edges assuming constant power between readings)".to_owned(),
-        [_, 0, 0] => "no site meter: IT energy (outlets, else GPU + CPU + DRAM + host overhead factor)".to_owned(),
-        [0, 0, _] => "no site meter: IT energy x the configured PUE (estimated)".to_owned(),
-        [none, meter, assumed] => format!(
-            "mixed: {meter} window(s) from the site meter, {assumed} from the assumed PUE, {none} from IT energy alone"
-        ),
-    };
-    connection
-        .prepare_cached(
-            "SELECT COALESCE(SUM(ppa_mj), 0), COALESCE(SUM(go_mj), 0),
-                    (SELECT COUNT(*) FROM hour_revisions WHERE hour_ns >= ?1 AND hour_ns < ?2),
-                    COALESCE(SUM(ppa_delivered_mj), 0), COALESCE(SUM(uncovered_mj), 0),
-                    COALESCE(MAX(residual_mix), 0),
-                    (SELECT go_balance_after_mj FROM site_hours WHERE hour_ns >= ?1 AND hour_ns < ?2
-                     ORDER BY hour_ns DESC LIMIT 1)
-             FROM site_hours WHERE hour_ns >= ?1 AND hour_ns < ?2",
-        )?
-        .query_row(params![bucket.start.0, bucket.end.0], |row| {
-            let as_u64 = |index: usize| row.get::<_, i64>(index).map(|v| v as u64);
-            window.ppa_matched_mj = as_u64(0)?;
-            window.go_matched_mj = as_u64(1)?;
-            window.revised_hours = as_u64(2)?;
-            window.ppa_delivered_mj = as_u64(3)?;
-            window.ppa_forfeited_mj = window
-                .ppa_delivered_mj
-                .saturating_sub(window.ppa_matched_mj);
-            window.uncovered_mj = as_u64(4)?;
-            residual_used = row.get::<_, i64>(5)? != 0;
-            window.go_balance_mj = row.get::<_, Option<i64>>(6)?.unwrap_or(0) as u64;
-            Ok(())
-        })?;
-    if residual_used {
-        window.residual_mix = connection
-            .query_row(
-                "SELECT mg_per_kwh, source, year FROM residual_mix",
-                [],
-                |row| {
-                    Ok(ResidualMix {
-                        mg_per_kwh: row.get::<_, i64>(0)? as u64,
-                        source: row.get(1)?,
-                        year: row.get(2)?,
-                    })
-                },
-            )
-            .optional()?;
-    }
-    Ok(window)
-}
-
-/// Balances of one host over `bucket`: its outlet energy (or components + factor) plus its
-/// facility shares.
-fn host_bucket(
-    connection: &Connection,
-    bucket: Span,
-    collector: i64,
-    host: &str,
-) -> Result<FacilityWindow> {
-    let sums = host_sums(connection, bucket, Some(collector))?;
-    let jobs = sums.jobs_it + sums.jobs_overhead;
-    let idle = sums.idle + sums.idle_overhead;
-    let unattributed = sums.unattributed + sums.unattributed_overhead - sums.deficit;
-    let balance = |jobs: i64, idle: i64, unattributed: i64| Balance {
-        site: jobs + idle + unattributed,
-        jobs,
-        idle,
-        unattributed,
-    };
-    Ok(FacilityWindow {
-        start_ns: bucket.start.0,
-        end_ns: bucket.end.0,
-        host: host.to_owned(),
-        energy_mj: balance(jobs, idle, unattributed),
-        measured_method: "the host's outlet meter (else its components + overhead factor) plus its share of the facility overhead".to_owned(),
-        it_mj: sums.host_mj as u64,
-        overhead_mj: (sums.jobs_overhead + sums.idle_overhead + sums.unattributed_overhead) as u64,
-        water_ml: balance(sums.jobs_water, sums.idle_water, sums.unattributed_water),
-        co2e_location_mg: balance(
-            sums.jobs_location,
-            sums.idle_location,
-            sums.unattributed_location,
-        ),
-        co2e_market_mg: balance(sums.jobs_market, sums.idle_market, sums.unattributed_market),
-        co2e_embodied_mg: balance(sums.jobs_embodied, sums.idle_embodied, 0),
-        ppa_matched_mj: 0,
-        go_matched_mj: 0,
-        ppa_delivered_mj: 0,
-        ppa_forfeited_mj: 0,
-        go_balance_mj: 0,
-        uncovered_mj: 0,
-        residual_mix: None,
-        revised_windows: revised_windows(connection, bucket, Some(collector))?,
-        revised_hours: 0,
-    })
-}
-
-/// Host windows in `bucket` (of one collector, or all) built again after late data.
-fn revised_windows(connection: &Connection, bucket: Span, collector: Option<i64>) -> Result<u64> {
-    Ok(connection
-        .prepare_cached(
-            "SELECT COUNT(*) FROM window_revisions WHERE start_ns >= ?1 AND start_ns < ?2 AND (?3 IS NULL OR collector = ?3)",
-        )?
-        .query_row(params![bucket.start.0, bucket.end.0, collector], |row| {
-            row.get::<_, i64>(0)
-        })? as u64)
 }
 
 /// One revision: a host window or a site hour the ledger computed again because late data
@@ -639,147 +359,6 @@ pub fn revisions(connection: &Connection, span: Span, window_ns: i64) -> Result<
     }
     found.sort_by_key(|r| (r.start_ns, r.scope != "site_hour"));
     Ok(found)
-}
-
-/// How facility totals are grouped.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Grouping {
-    #[default]
-    Site,
-    Hall,
-    Rack,
-    Host,
-}
-
-impl Grouping {
-    /// `""` or `site`, `hall`, `rack`, `host`.
-    ///
-    /// # Errors
-    /// [`Error::BadRequest`] naming the parameter.
-    pub fn parse(text: &str) -> Result<Self> {
-        match text {
-            "" | "site" => Ok(Self::Site),
-            "hall" => Ok(Self::Hall),
-            "rack" => Ok(Self::Rack),
-            "host" => Ok(Self::Host),
-            other => Err(Error::BadRequest(format!(
-                "group_by: {other:?} is not site, hall, rack or host"
-            ))),
-        }
-    }
-}
-
-impl Balance {
-    fn add(&mut self, other: &Balance) {
-        self.site += other.site;
-        self.jobs += other.jobs;
-        self.idle += other.idle;
-        self.unattributed += other.unattributed;
-    }
-}
-
-impl FacilityWindow {
-    /// Adds another group member's figures (same span).
-    fn absorb(&mut self, other: &FacilityWindow) {
-        self.energy_mj.add(&other.energy_mj);
-        self.water_ml.add(&other.water_ml);
-        self.co2e_location_mg.add(&other.co2e_location_mg);
-        self.co2e_market_mg.add(&other.co2e_market_mg);
-        self.co2e_embodied_mg.add(&other.co2e_embodied_mg);
-        self.it_mj += other.it_mj;
-        self.overhead_mj += other.overhead_mj;
-        self.revised_windows += other.revised_windows;
-    }
-}
-
-/// Most steps one facility query returns: a year of hours is 8 784.
-const MAX_STEPS: u64 = 100_000;
-
-/// Facility totals over `span`, in steps of `step_ns` (0: one total), for the site or per hall,
-/// rack or host.
-///
-/// # Errors
-/// [`Error::BadRequest`] for more than 100 000 steps, or a database error.
-pub fn facility_totals(
-    connection: &Connection,
-    span: Span,
-    step_ns: i64,
-    grouping: Grouping,
-) -> Result<Vec<FacilityWindow>> {
-    let step = if step_ns <= 0 {
-        span.len_ns() as i64
-    } else {
-        step_ns
-    };
-    if span.len_ns() / step.max(1) as u64 > MAX_STEPS {
-        return Err(Error::BadRequest(format!(
-            "step_s: {} s steps over {} s are more than {MAX_STEPS} steps",
-            step / 1_000_000_000,
-            span.len_ns() / 1_000_000_000
-        )));
-    }
-    // Each host with its group's name, in group order.
-    let hosts: Vec<(i64, String, String)> = if grouping == Grouping::Site {
-        Vec::new()
-    } else {
-        connection
-            .prepare_cached(
-                "SELECT c.id, c.host, COALESCE(p.hall, 'unplaced'), COALESCE(p.rack, 'unplaced')
-                 FROM collectors c LEFT JOIN placement p ON p.host = c.host
-                 WHERE c.built_until_ns IS NOT NULL",
-            )?
-            .query_map([], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, String>(3)?,
-                ))
-            })?
-            .map(|row| {
-                row.map(|(id, host, hall, rack)| {
-                    let group = match grouping {
-                        Grouping::Hall => hall,
-                        Grouping::Rack => format!("{hall}/{rack}"),
-                        _ => host.clone(),
-                    };
-                    (id, host, group)
-                })
-            })
-            .collect::<rusqlite::Result<_>>()?
-    };
-    let mut windows = Vec::new();
-    let mut bucket_start = span.start.0;
-    while bucket_start < span.end.0 {
-        let bucket = Span::new(
-            footprint_core::UnixNanos(bucket_start),
-            footprint_core::UnixNanos(bucket_start.saturating_add(step).min(span.end.0)),
-        );
-        if grouping == Grouping::Site {
-            windows.push(site_bucket(connection, bucket)?);
-        } else {
-            let mut groups: std::collections::BTreeMap<&str, FacilityWindow> =
-                std::collections::BTreeMap::new();
-            for (collector, host, group) in &hosts {
-                let figures = host_bucket(connection, bucket, *collector, host)?;
-                match groups.get_mut(group.as_str()) {
-                    Some(total) => total.absorb(&figures),
-                    None => {
-                        groups.insert(
-                            group,
-                            FacilityWindow {
-                                host: group.clone(),
-                                ..figures
-                            },
-                        );
-                    }
-                }
-            }
-            windows.extend(groups.into_values());
-        }
-        bucket_start = bucket.end.0;
-    }
-    Ok(windows)
 }
 
 #[cfg(test)]

@@ -19,13 +19,13 @@ use footprint_core::{Millijoules, Millilitres, Span, UnixNanos};
 use footprint_proto::v1::MeterKind;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::load_intervals;
+use super::{detail, load_intervals};
 use crate::Result;
 use crate::codec::{MeterRole, kind_codes_where, quality_code};
 use crate::settings::LedgerSettings;
-use crate::tables::series;
+use crate::tables::{rollups, series};
 
-const SETTLED_KEY: &str = "site_settled_until_ns";
+use crate::tables::SITE_SETTLED_KEY as SETTLED_KEY;
 
 /// Where the site stage has got to: every window before it is settled.
 ///
@@ -263,9 +263,20 @@ pub fn settle_ready_hours(
         }
     };
     let mut settled = Settled::default();
+    let detail_from = detail::detail_from(connection)?;
     while next + NANOS_PER_HOUR <= ready {
+        let hour = Span::new(UnixNanos(next), UnixNanos(next + NANOS_PER_HOUR));
+        // An hour kept as roll-ups only (reopened by late data) is built again from readings.
+        let aged = detail_from.is_some_and(|from| next < from);
+        if aged {
+            detail::regenerate(connection, window, settings, hour)?;
+        }
         let before = settled_figures(connection, next)?;
         settle_hour(connection, settings, window, next)?;
+        rollups::roll_up_hour(connection, next)?;
+        if aged {
+            rollups::delete_detail(connection, hour.start.0, hour.end.0)?;
+        }
         let reason: Option<String> = connection
             .prepare_cached("DELETE FROM hours_reopened WHERE hour_ns = ?1 RETURNING reason")?
             .query_row([next], |row| row.get(0))
@@ -292,41 +303,37 @@ pub fn settle_ready_hours(
     Ok(settled)
 }
 
-/// Everything the site stage wrote for the hour at `hour_ns`, to tell whether settling it again
-/// changed anything; `None` when it was never settled.
+/// Everything the site stage wrote for the hour at `hour_ns` and its roll-ups, to tell whether
+/// settling it again changed anything; `None` when it was never settled.
 fn settled_figures(
     connection: &Connection,
     hour_ns: i64,
 ) -> Result<Option<Vec<rusqlite::types::Value>>> {
     let mut figures = Vec::new();
-    let mut hour = connection.prepare_cached("SELECT * FROM site_hours WHERE hour_ns = ?1")?;
-    let columns = hour.column_count();
-    let mut rows = hour.query([hour_ns])?;
-    let Some(row) = rows.next()? else {
-        return Ok(None);
-    };
-    for index in 0..columns {
-        figures.push(row.get(index)?);
-    }
-    let end = hour_ns + NANOS_PER_HOUR;
-    for sql in [
-        "SELECT * FROM site_windows WHERE start_ns >= ?1 AND start_ns < ?2 ORDER BY start_ns",
-        "SELECT collector, start_ns, job, overhead_mj, water_ml, co2e_location_mg, co2e_market_mg FROM window_jobs
-         WHERE start_ns >= ?1 AND start_ns < ?2 ORDER BY start_ns, collector, job",
-        "SELECT collector, start_ns, idle_overhead_mj, idle_water_ml, idle_co2e_location_mg, idle_co2e_market_mg,
-           unattributed_overhead_mj, unattributed_water_ml, unattributed_co2e_location_mg, unattributed_co2e_market_mg
-         FROM window_hosts WHERE start_ns >= ?1 AND start_ns < ?2 ORDER BY start_ns, collector",
+    let mut found = false;
+    for (sql, settles) in [
+        ("SELECT * FROM site_hours WHERE hour_ns = ?1", true),
+        ("SELECT * FROM rollup_site WHERE hour_ns = ?1", false),
+        (
+            "SELECT * FROM rollup_hosts WHERE hour_ns = ?1 ORDER BY collector",
+            false,
+        ),
+        (
+            "SELECT * FROM rollup_jobs WHERE hour_ns = ?1 ORDER BY collector, job",
+            false,
+        ),
     ] {
         let mut statement = connection.prepare_cached(sql)?;
         let columns = statement.column_count();
-        let mut rows = statement.query(params![hour_ns, end])?;
+        let mut rows = statement.query([hour_ns])?;
         while let Some(row) = rows.next()? {
+            found |= settles;
             for index in 0..columns {
                 figures.push(row.get(index)?);
             }
         }
     }
-    Ok(Some(figures))
+    Ok(found.then_some(figures))
 }
 
 /// Guarantees of origin unused before the hour at `hour_ns`: what the hour before left, or —

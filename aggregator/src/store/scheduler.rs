@@ -24,6 +24,8 @@ const MAX_BUILD_DELAY: Duration = Duration::from_secs(2);
 const SITE_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How often the writer looks for hours to pack.
 const COMPACTION_PLAN_EVERY: Duration = Duration::from_secs(10);
+/// Hours of window detail a settling pass ages beyond those it settled.
+const AGED_HOURS_PER_PASS: i64 = 4;
 /// Most intervals per energy meter a collector's next build may hold in memory (32 bytes
 /// each): a few ticks past a window boundary is the usual, a meter far ahead of the others reads
 /// the database instead.
@@ -329,7 +331,15 @@ impl Scheduler {
             &silent,
             UnixNanos(super::now_ns()),
         )?;
+        // As many hours as settled, and a few more of a backlog (a ledger just migrated, or a
+        // shorter `window_detail_days`), so that no pass deletes a month of rows at once.
+        let aged = ledger::detail::age_detail(
+            &transaction,
+            &self.settings,
+            settled.hours as i64 + AGED_HOURS_PER_PASS,
+        )?;
         transaction.commit()?;
+        metrics.hours_aged.inc_by(aged as u64);
         metrics.hours_settled.inc_by(settled.hours);
         metrics.hours_revised.inc_by(settled.revised);
         Ok(())

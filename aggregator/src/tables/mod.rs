@@ -4,9 +4,16 @@
 //! writer; the [`crate::store`] writer and the [`crate::ledger`] builders both stand on it.
 
 pub mod chunk;
+pub mod rollups;
 pub mod schema;
 pub mod series;
 pub mod staged;
 
 /// File name of the ledger inside the data directory.
 pub const LEDGER_FILE: &str = "footprint.sqlite";
+
+/// `ledger_state` key of where the site stage has got to: every hour before it is settled.
+pub const SITE_SETTLED_KEY: &str = "site_settled_until_ns";
+/// `ledger_state` key of where window detail begins: every hour before it is kept as roll-ups
+/// only.
+pub const DETAIL_FROM_KEY: &str = "window_detail_from_ns";

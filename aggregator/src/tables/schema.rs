@@ -6,10 +6,12 @@
 //! or `readings` rows where a late reading was placed among its neighbours).
 //! `window_jobs` / `window_hosts` hold the attribution of each built window; `window_revisions`
 //! and `hour_revisions` say which of them late data made the ledger build again, and why.
+//! `rollup_*` hold the same figures summed by hour (`tables::rollups`): what is left of an hour
+//! once its window detail ages out.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 /// How a ledger of an older schema is brought up to date: each step takes schema `from` to
 /// `from + 1`, and a ledger runs every step from its own version on (tables that are new are
@@ -59,7 +61,13 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         "ALTER TABLE site_hours ADD COLUMN ppa_delivered_mj INTEGER NOT NULL DEFAULT 0",
     ),
+    // Schema 9 rolls settled hours up (`rollup_*`, created by `SCHEMA`); the hours an older
+    // ledger settled are rolled up after (`ROLL_UP_FROM`).
+    (8, ""),
 ];
+
+/// Ledgers older than this schema have settled hours without roll-ups.
+const ROLL_UP_FROM: i64 = 9;
 
 const SCHEMA: &str = r"
 CREATE TABLE IF NOT EXISTS collectors (
@@ -320,6 +328,77 @@ CREATE TABLE IF NOT EXISTS hour_revisions (
     last_revised_ns INTEGER NOT NULL,
     reason TEXT NOT NULL
 );
+-- Hourly roll-ups (`tables::rollups`): the window tables' figures summed over each settled hour,
+-- under the same column names; `host_windows` counts the window rows summed, `revised_windows`
+-- those of them built again after late data.
+CREATE TABLE IF NOT EXISTS rollup_jobs (
+    hour_ns INTEGER NOT NULL,
+    collector INTEGER NOT NULL,
+    job INTEGER NOT NULL,
+    gpu_mj INTEGER NOT NULL,
+    cpu_mj INTEGER NOT NULL,
+    dram_mj INTEGER NOT NULL,
+    remainder_mj INTEGER NOT NULL,
+    measured_mj INTEGER NOT NULL,
+    interpolated_mj INTEGER NOT NULL,
+    estimated_mj INTEGER NOT NULL,
+    gpu_ns INTEGER NOT NULL,
+    embodied_mg INTEGER NOT NULL,
+    overhead_mj INTEGER NOT NULL,
+    water_ml INTEGER NOT NULL,
+    co2e_location_mg INTEGER NOT NULL,
+    co2e_market_mg INTEGER NOT NULL,
+    host_windows INTEGER NOT NULL,
+    revised_windows INTEGER NOT NULL,
+    first_start_ns INTEGER NOT NULL,
+    last_start_ns INTEGER NOT NULL,
+    PRIMARY KEY (hour_ns, collector, job)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS rollup_jobs_by_job ON rollup_jobs (job, hour_ns);
+CREATE TABLE IF NOT EXISTS rollup_hosts (
+    hour_ns INTEGER NOT NULL,
+    collector INTEGER NOT NULL,
+    it_mj INTEGER NOT NULL,
+    host_mj INTEGER NOT NULL,
+    remainder_mj INTEGER NOT NULL,
+    remainder_deficit_mj INTEGER NOT NULL,
+    idle_mj INTEGER NOT NULL,
+    unattributed_mj INTEGER NOT NULL,
+    measured_mj INTEGER NOT NULL,
+    interpolated_mj INTEGER NOT NULL,
+    estimated_mj INTEGER NOT NULL,
+    idle_embodied_mg INTEGER NOT NULL,
+    idle_overhead_mj INTEGER NOT NULL,
+    idle_water_ml INTEGER NOT NULL,
+    idle_co2e_location_mg INTEGER NOT NULL,
+    idle_co2e_market_mg INTEGER NOT NULL,
+    unattributed_overhead_mj INTEGER NOT NULL,
+    unattributed_water_ml INTEGER NOT NULL,
+    unattributed_co2e_location_mg INTEGER NOT NULL,
+    unattributed_co2e_market_mg INTEGER NOT NULL,
+    host_windows INTEGER NOT NULL,
+    revised_windows INTEGER NOT NULL,
+    PRIMARY KEY (hour_ns, collector)
+) WITHOUT ROWID;
+-- `windows_*`: the hour's windows by where their overhead came from (`site_windows.overhead_source`).
+CREATE TABLE IF NOT EXISTS rollup_site (
+    hour_ns INTEGER PRIMARY KEY,
+    facility_mj INTEGER NOT NULL,
+    it_mj INTEGER NOT NULL,
+    overhead_deficit_mj INTEGER NOT NULL,
+    unattributed_mj INTEGER NOT NULL,
+    water_ml INTEGER NOT NULL,
+    unattributed_water_ml INTEGER NOT NULL,
+    co2e_location_mg INTEGER NOT NULL,
+    unattributed_co2e_location_mg INTEGER NOT NULL,
+    co2e_market_mg INTEGER NOT NULL,
+    unattributed_co2e_market_mg INTEGER NOT NULL,
+    windows_it_only INTEGER NOT NULL,
+    windows_metered INTEGER NOT NULL,
+    windows_assumed_pue INTEGER NOT NULL,
+    intensity_mg_per_kwh INTEGER,
+    intensity_quality INTEGER
+);
 CREATE INDEX IF NOT EXISTS window_jobs_by_job ON window_jobs (job, start_ns);
 CREATE INDEX IF NOT EXISTS window_jobs_by_time ON window_jobs (start_ns);
 CREATE INDEX IF NOT EXISTS window_hosts_by_time ON window_hosts (start_ns);
@@ -364,6 +443,18 @@ pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
         }
     }
     transaction.execute_batch(SCHEMA)?;
+    if version != 0 && version < ROLL_UP_FROM {
+        let settled: Option<i64> = transaction
+            .query_row(
+                "SELECT value FROM ledger_state WHERE key = ?1",
+                [super::SITE_SETTLED_KEY],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if let Some(settled) = settled {
+            super::rollups::roll_up_before(&transaction, settled)?;
+        }
+    }
     transaction.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     transaction.commit()?;
     Ok(connection)

@@ -300,6 +300,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             from_ns: plan.start.0,
             to_ns: plan.end().0,
             step_s: 0,
+            step: String::new(),
             group_by: String::new(),
         })
         .await?
@@ -324,6 +325,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             from_ns: facility.start_ns,
             to_ns: facility.end_ns,
             step_s: 3_600,
+            step: String::new(),
             group_by: String::new(),
         })
         .await?

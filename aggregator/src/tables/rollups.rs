@@ -1,0 +1,114 @@
+//! Hourly roll-ups of the window tables: `rollup_jobs` (hour, host, job), `rollup_hosts` (hour,
+//! host) and `rollup_site` (hour). Each holds the sums of the rows of its window table in the
+//! hour, under the same column names, so a query reads either with the same expressions. An hour
+//! is rolled up when the site stage settles it (again, when it is reopened); window detail
+//! older than `ledger.window_detail_days` is then deleted, and the roll-ups are what remains.
+
+use footprint_core::units::NANOS_PER_HOUR;
+use rusqlite::{Connection, params};
+
+/// The figures `window_jobs` and `rollup_jobs` both carry, summed by a roll-up.
+pub const JOB_FIGURES: &str = "gpu_mj, cpu_mj, dram_mj, remainder_mj, measured_mj, interpolated_mj, estimated_mj, \
+gpu_ns, embodied_mg, overhead_mj, water_ml, co2e_location_mg, co2e_market_mg";
+
+/// The figures `window_hosts` and `rollup_hosts` both carry, summed by a roll-up.
+pub const HOST_FIGURES: &str = "it_mj, host_mj, remainder_mj, remainder_deficit_mj, idle_mj, unattributed_mj, \
+measured_mj, interpolated_mj, estimated_mj, idle_embodied_mg, idle_overhead_mj, idle_water_ml, \
+idle_co2e_location_mg, idle_co2e_market_mg, unattributed_overhead_mj, unattributed_water_ml, \
+unattributed_co2e_location_mg, unattributed_co2e_market_mg";
+
+/// The figures `site_windows` and `rollup_site` both carry, summed by a roll-up.
+pub const SITE_FIGURES: &str = "facility_mj, it_mj, overhead_deficit_mj, unattributed_mj, water_ml, \
+unattributed_water_ml, co2e_location_mg, unattributed_co2e_location_mg, co2e_market_mg, \
+unattributed_co2e_market_mg";
+
+/// `SUM(a), SUM(b), …` of a column list.
+pub fn sums(columns: &str) -> String {
+    columns
+        .split(", ")
+        .map(|column| format!("SUM({column})"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whether a window row of `alias` was built again after late data (0 or 1).
+const REVISED: &str = "EXISTS (SELECT 1 FROM window_revisions v WHERE v.collector = w.collector AND v.start_ns = w.start_ns)";
+
+/// Rolls up the hour at `hour_ns` from its window rows, replacing what was rolled up for it.
+///
+/// # Errors
+/// A database error.
+pub fn roll_up_hour(connection: &Connection, hour_ns: i64) -> rusqlite::Result<()> {
+    let end = hour_ns + NANOS_PER_HOUR;
+    for table in ["rollup_jobs", "rollup_hosts", "rollup_site"] {
+        connection
+            .prepare_cached(&format!("DELETE FROM {table} WHERE hour_ns = ?1"))?
+            .execute([hour_ns])?;
+    }
+    connection
+        .prepare_cached(&format!(
+            "INSERT INTO rollup_jobs (hour_ns, collector, job, {JOB_FIGURES},
+               host_windows, revised_windows, first_start_ns, last_start_ns)
+             SELECT ?1, collector, job, {}, COUNT(*), SUM({REVISED}), MIN(start_ns), MAX(start_ns)
+             FROM window_jobs w WHERE start_ns >= ?1 AND start_ns < ?2 GROUP BY collector, job",
+            sums(JOB_FIGURES)
+        ))?
+        .execute(params![hour_ns, end])?;
+    connection
+        .prepare_cached(&format!(
+            "INSERT INTO rollup_hosts (hour_ns, collector, {HOST_FIGURES}, host_windows, revised_windows)
+             SELECT ?1, collector, {}, COUNT(*), SUM({REVISED})
+             FROM window_hosts w WHERE start_ns >= ?1 AND start_ns < ?2 GROUP BY collector",
+            sums(HOST_FIGURES)
+        ))?
+        .execute(params![hour_ns, end])?;
+    connection
+        .prepare_cached(&format!(
+            "INSERT INTO rollup_site (hour_ns, {SITE_FIGURES}, windows_it_only, windows_metered,
+               windows_assumed_pue, intensity_mg_per_kwh, intensity_quality)
+             SELECT ?1, {}, SUM(overhead_source = 0), SUM(overhead_source = 1),
+               SUM(overhead_source = 2), MAX(intensity_mg_per_kwh), MAX(intensity_quality)
+             FROM site_windows WHERE start_ns >= ?1 AND start_ns < ?2 HAVING COUNT(*) > 0",
+            sums(SITE_FIGURES)
+        ))?
+        .execute(params![hour_ns, end])?;
+    Ok(())
+}
+
+/// Rolls up every hour before `until_ns` that has window rows (a ledger from before roll-ups).
+///
+/// # Errors
+/// A database error.
+pub fn roll_up_before(connection: &Connection, until_ns: i64) -> rusqlite::Result<u64> {
+    let hours: Vec<i64> = connection
+        .prepare(
+            "SELECT DISTINCT start_ns - (((start_ns % ?1) + ?1) % ?1) FROM site_windows
+             WHERE start_ns < ?2 ORDER BY 1",
+        )?
+        .query_map(params![NANOS_PER_HOUR, until_ns], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for hour in &hours {
+        roll_up_hour(connection, *hour)?;
+    }
+    Ok(hours.len() as u64)
+}
+
+/// Deletes the window rows of every hour in `[from_ns, until_ns)`.
+///
+/// # Errors
+/// A database error.
+pub fn delete_detail(
+    connection: &Connection,
+    from_ns: i64,
+    until_ns: i64,
+) -> rusqlite::Result<u64> {
+    let mut deleted = 0;
+    for table in ["window_jobs", "window_hosts", "site_windows"] {
+        deleted += connection
+            .prepare_cached(&format!(
+                "DELETE FROM {table} WHERE start_ns >= ?1 AND start_ns < ?2"
+            ))?
+            .execute(params![from_ns, until_ns])? as u64;
+    }
+    Ok(deleted)
+}
