@@ -165,6 +165,16 @@ async fn submit(
 /// Builds the ledger of `plan` delivered as `delivery` in `dir`; returns the site's energy and
 /// water as its meters measured them.
 fn build_ledger(plan: &SitePlan, delivery: Delivery, dir: &std::path::Path) -> (u64, u64) {
+    build_ledger_keeping(plan, delivery, dir, None)
+}
+
+/// [`build_ledger`] keeping window detail for `detail_days` (default: the config's default).
+fn build_ledger_keeping(
+    plan: &SitePlan,
+    delivery: Delivery,
+    dir: &std::path::Path,
+    detail_days: Option<u32>,
+) -> (u64, u64) {
     let intensity = dir.join("intensity.csv");
     let mut csv = String::from("datetime,zone,carbon_intensity_gco2_per_kwh\n");
     for (hour, value) in plan.intensity_hours.iter().enumerate() {
@@ -190,6 +200,9 @@ fn build_ledger(plan: &SitePlan, delivery: Delivery, dir: &std::path::Path) -> (
     }
     config.attribution.host_overhead_factor = if plan.host_overhead { 0.07 } else { 0.0 };
     config.facility.require_site_meter = true;
+    if let Some(days) = detail_days {
+        config.ledger.window_detail_days = days;
+    }
     if delivery == Delivery::Late {
         config.facility.max_wait_s = 0;
         config.compact_after_s = 0;
@@ -389,6 +402,18 @@ fn balanced_figures(
     site_mj: u64,
     water_ml: u64,
 ) -> Result<(Figures, u64), TestCaseError> {
+    balanced_figures_by(dir, plan, site_mj, water_ml, 600)
+}
+
+/// [`balanced_figures`] with the site's series in steps of `step_s` (whole hours where window
+/// detail has aged out).
+fn balanced_figures_by(
+    dir: &std::path::Path,
+    plan: &SitePlan,
+    site_mj: u64,
+    water_ml: u64,
+    step_s: i64,
+) -> Result<(Figures, u64), TestCaseError> {
     let connection = schema::open_reader(&dir.join("ledger").join(LEDGER_FILE)).unwrap();
     let settled = ledger::settled_span(&connection)
         .unwrap()
@@ -406,7 +431,7 @@ fn balanced_figures(
     let windows = ledger::facility_totals(
         &connection,
         settled,
-        SeriesStep::Every(600 * SECOND),
+        SeriesStep::Every(step_s * SECOND),
         Grouping::Site,
     )
     .unwrap();
@@ -496,6 +521,55 @@ proptest! {
         let (figures, revised) = balanced_figures(late.path(), &plan, site_mj, water_ml)?;
         prop_assert_eq!(figures, expected);
         prop_assert!(revised >= 1, "the hour settled without its site meters is not marked revised");
+    }
+}
+
+/// Window rows left in the ledger at `dir`, and hours rolled up.
+fn detail_and_rollups(dir: &std::path::Path) -> (i64, i64) {
+    let connection = schema::open_reader(&dir.join("ledger").join(LEDGER_FILE)).unwrap();
+    let count = |sql: &str| -> i64 { connection.query_row(sql, [], |r| r.get(0)).unwrap() };
+    (
+        count(
+            "SELECT (SELECT COUNT(*) FROM window_jobs) + (SELECT COUNT(*) FROM window_hosts) + (SELECT COUNT(*) FROM site_windows)",
+        ),
+        count("SELECT COUNT(*) FROM rollup_site"),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// With window detail aged out as soon as each hour settles, every quantity still balances
+    /// and every figure is exactly what the window detail gave; delivered late and out of order
+    /// (late data then reopens hours kept as roll-ups only, which are rebuilt from readings),
+    /// the same.
+    #[test]
+    fn roll_ups_give_exactly_what_window_detail_gives(plan in site_plan()) {
+        let detailed = tempfile::tempdir().unwrap();
+        let (site_mj, water_ml) = build_ledger_keeping(&plan, Delivery::InTime, detailed.path(), Some(35));
+        let (expected, _) = balanced_figures_by(detailed.path(), &plan, site_mj, water_ml, 3_600)?;
+        let (rows, hours) = detail_and_rollups(detailed.path());
+        prop_assert!(rows > 0 && hours == 2, "{} window rows, {} hours rolled up", rows, hours);
+        for delivery in [Delivery::InTime, Delivery::Late] {
+            let aged = tempfile::tempdir().unwrap();
+            let measured = build_ledger_keeping(&plan, delivery, aged.path(), Some(0));
+            prop_assert_eq!(measured, (site_mj, water_ml));
+            prop_assert_eq!(detail_and_rollups(aged.path()), (0, 2), "{:?}", delivery);
+            let (figures, _) = balanced_figures_by(aged.path(), &plan, site_mj, water_ml, 3_600)?;
+            prop_assert_eq!(&figures, &expected, "{:?}", delivery);
+            let holds_in_first_hour = |&(_, gpus, first, cores, start, _): &(u32, u8, u32, u32, i64, i64)| {
+                start < 3_600 / STEP_S && (gpus & 3 != 0 || (cores > 0 && first < 8))
+            };
+            if delivery == Delivery::Late && plan.hosts.iter().any(|h| h.jobs.iter().any(holds_in_first_hour)) {
+                // The late allocations changed the first hour after it had aged: rebuilt from
+                // readings, and said so.
+                let connection = schema::open_reader(&aged.path().join("ledger").join(LEDGER_FILE)).unwrap();
+                let said: i64 = connection
+                    .query_row("SELECT COUNT(*) FROM window_revisions WHERE reason LIKE '%aged out%'", [], |r| r.get(0))
+                    .unwrap();
+                prop_assert!(said > 0, "no revision says the hour was rebuilt from readings");
+            }
+        }
     }
 }
 

@@ -179,7 +179,7 @@ estimated_mj, gpu_ns, embodied_mg";
     };
     let time = if from_rollups { "hour_ns" } else { "start_ns" };
     let mut figures: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
-    for (table, columns, key) in [(hosts, HOST, "0"), (jobs, JOB, "job")] {
+    for (table, columns, key) in [(hosts, HOST, "collector"), (jobs, JOB, "job")] {
         let sql = format!(
             "SELECT {hour} AS hour, {key}, {} FROM {table}
              WHERE collector = ?1 AND {time} >= ?2 AND {time} < ?3 GROUP BY hour, {key} ORDER BY hour, {key}",
