@@ -29,6 +29,8 @@ pub fn router(reader: LedgerReader, registry: Arc<Registry>) -> Router {
         .route("/api/v1/jobs/{id}", get(get_job))
         .route("/api/v1/facility", get(facility))
         .route("/api/v1/intensity", get(intensity))
+        .route("/api/v1/explain", get(explain))
+        .route("/api/v1/ledger/stats", get(ledger_stats))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(HttpState { reader, registry })
@@ -157,6 +159,37 @@ async fn facility(
     Ok(Json(FacilityBody {
         windows: windows.into_iter().map(Into::into).collect(),
     }))
+}
+
+/// `job` and `hour` (the hour's start, ns since the epoch), both required.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExplainQuery {
+    job: String,
+    hour: i64,
+}
+
+async fn explain(
+    State(state): State<HttpState>,
+    Query(query): Query<ExplainQuery>,
+) -> Result<Json<ledger::explain::Explanation>, ApiError> {
+    let explanation = state
+        .reader
+        .explain(query.job, query.hour)
+        .await
+        .map_err(ApiError)?;
+    Ok(Json(explanation))
+}
+
+async fn ledger_stats(
+    State(state): State<HttpState>,
+) -> Result<Json<ledger::stats::LedgerStats>, ApiError> {
+    let stats = state
+        .reader
+        .with(ledger::stats::ledger_stats)
+        .await
+        .map_err(ApiError)?;
+    Ok(Json(stats))
 }
 
 /// `zone` (required), and the hours starting in `[from, to)`, ns since the epoch (required).

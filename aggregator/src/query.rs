@@ -96,6 +96,22 @@ impl LedgerReader {
 }
 
 impl LedgerReader {
+    /// Job `job`'s settled hour at `hour_ns` rebuilt from the readings beside its roll-up
+    /// ([`ledger::explain`]), on a connection of its own.
+    ///
+    /// # Errors
+    /// As [`ledger::explain::explain`].
+    pub async fn explain(
+        &self,
+        job: String,
+        hour_ns: i64,
+    ) -> Result<ledger::explain::Explanation> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || ledger::explain::explain(&path, &job, hour_ns))
+            .await
+            .map_err(|error| Error::Server(error.to_string()))?
+    }
+
     /// `zone`'s grid intensity for every hour starting in `[from_ns, to_ns)`, as the ledger
     /// prices it.
     ///

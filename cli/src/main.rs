@@ -16,6 +16,7 @@ use footprint_exporters::table;
 use footprint_proto::v1 as pb;
 use footprint_proto::v1::query_client::QueryClient;
 
+mod books;
 mod demo;
 mod loadgen;
 mod logging;
@@ -114,6 +115,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// One job's settled hour rebuilt from the stored readings, window by window, beside the
+    /// hour's roll-up in the ledger: they agree exactly, whether the window detail is still kept
+    /// or has aged out. Exits non-zero if they do not.
+    Explain {
+        /// The aggregator's data directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// The job's id.
+        #[arg(long)]
+        job: String,
+        /// The hour's start (RFC 3339), e.g. 2023-11-06T10:00:00Z.
+        #[arg(long)]
+        hour: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Looks into the ledger itself.
+    #[command(subcommand)]
+    Ledger(books::LedgerCommand),
     /// Loads a config file and reports every problem with its key path.
     CheckConfig {
         /// An aggregator config.
@@ -434,6 +455,19 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 print!("{}", footprint_exporters::intensity::render(&lines));
             }
+        }
+        Command::Explain {
+            data_dir,
+            job,
+            hour,
+            json,
+        } => {
+            logging::init("warn");
+            books::run_explain(&data_dir, &job, &hour, json)?;
+        }
+        Command::Ledger(command) => {
+            logging::init("warn");
+            books::run_ledger(command)?;
         }
         Command::CheckConfig {
             aggregator,

@@ -29,10 +29,12 @@ use crate::tables::series;
 use crate::{Error, Result};
 
 pub mod detail;
+pub mod explain;
 pub mod facility;
 pub mod intensity;
 pub mod read;
 pub mod site;
+pub mod stats;
 mod sources;
 pub mod unbuilt;
 

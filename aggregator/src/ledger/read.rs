@@ -247,7 +247,7 @@ fn host_windows_of_jobs(
     connection: &Connection,
     only: Option<i64>,
 ) -> Result<std::collections::HashMap<i64, u64>> {
-    let whole = Span::new(UnixNanos(i64::MIN), UnixNanos(i64::MAX));
+    let whole = Span::new(UnixNanos(0), UnixNanos(i64::MAX));
     let sources = super::sources::sources(connection, whole)?;
     let job_filter = if only.is_some() {
         "AND job = ?7"

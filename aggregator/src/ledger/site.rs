@@ -363,7 +363,7 @@ fn go_balance_before(
 /// A window split: its start, its accounts weighted by facility energy, and the split.
 type SettledWindow = (i64, Vec<(Account, u64)>, facility::SiteWindow);
 
-fn settle_hour(
+pub(crate) fn settle_hour(
     connection: &Connection,
     settings: &LedgerSettings,
     window: WindowLength,

@@ -64,6 +64,12 @@ impl WriterState {
                 ],
             )?;
         }
+        let text = toml::to_string(config)
+            .map_err(|error| crate::Error::Server(format!("writing the config down: {error}")))?;
+        transaction.execute(
+            "INSERT OR REPLACE INTO aggregator_config (only, toml, written_ns) VALUES (1, ?1, ?2)",
+            params![text, now_ns()],
+        )?;
         for place in &config.placement {
             transaction.execute(
                 "INSERT INTO placement (host, hall, rack) VALUES (?1, ?2, ?3)",

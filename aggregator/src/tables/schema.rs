@@ -289,6 +289,13 @@ CREATE TABLE IF NOT EXISTS feeds (
     gaps INTEGER NOT NULL,
     imported_ns INTEGER NOT NULL
 );
+-- The aggregator's config as it last started (TOML): what windows are built and hours settled
+-- with, so that `footprint explain` rebuilds an hour the same way.
+CREATE TABLE IF NOT EXISTS aggregator_config (
+    only INTEGER PRIMARY KEY CHECK (only = 1),
+    toml TEXT NOT NULL,
+    written_ns INTEGER NOT NULL
+);
 -- Where each host stands, from the aggregator's `placement` config (rewritten at every start).
 CREATE TABLE IF NOT EXISTS placement (
     host TEXT PRIMARY KEY,
@@ -472,6 +479,14 @@ pub fn open_reader(path: &std::path::Path) -> rusqlite::Result<Connection> {
     connection.busy_timeout(std::time::Duration::from_secs(10))?;
     connection.pragma_update(None, "mmap_size", 1_i64 << 30)?;
     plans_ignore_bound_values(&connection)?;
+    let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if version != SCHEMA_VERSION {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "{} holds ledger schema {version}; this build reads schema {SCHEMA_VERSION}: start this \
+             version's aggregator on it once to migrate it",
+            path.display()
+        )));
+    }
     Ok(connection)
 }
 

@@ -54,6 +54,10 @@ pub struct DemoOptions {
     /// Start of the simulated span (RFC 3339).
     #[arg(long, default_value = "2023-11-06T00:00:00Z")]
     pub start: String,
+    /// Days of window detail the ledger keeps behind the settled hours (`ledger.window_detail_days`);
+    /// 0 keeps only hourly roll-ups of every settled hour.
+    #[arg(long, default_value_t = 35)]
+    pub window_detail_days: u32,
 }
 
 /// The real German grid intensity of the demo's default fortnight (`cli/data/README.md`).
@@ -165,8 +169,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let config_dir = data_dir.join("config");
     std::fs::create_dir_all(&config_dir)?;
     let start = parse_rfc3339(&options.start).map_err(anyhow::Error::msg)?;
-    let config =
+    let mut config =
         demo_aggregator_config(&data_dir, &config_dir, start, options.hours, options.hosts)?;
+    config.ledger.window_detail_days = options.window_detail_days;
     std::fs::write(
         config_dir.join("aggregator.toml"),
         toml::to_string(&config)?,
