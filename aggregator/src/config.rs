@@ -533,6 +533,23 @@ mod tests {
     }
 
     #[test]
+    fn window_detail_days_must_be_a_whole_number_of_days() {
+        for bad in ["-1", "2.5", "'forever'"] {
+            let error = AggregatorConfig::from_toml(&format!(
+                "data_dir = '/tmp/x'\n[ledger]\nwindow_detail_days = {bad}\n"
+            ))
+            .expect_err(bad);
+            let text = error.to_string();
+            assert!(
+                text.starts_with("ledger.window_detail_days"),
+                "{bad}: {text}"
+            );
+        }
+        let config = AggregatorConfig::from_toml("data_dir = '/tmp/x'\n").expect("minimal config");
+        assert_eq!(config.ledger.window_detail_days, 35);
+    }
+
+    #[test]
     fn defaults_listen_on_loopback_only() {
         let config = AggregatorConfig::from_toml("data_dir = '/tmp/x'\n").expect("minimal config");
         assert!(config.grpc_listen.ip().is_loopback() && config.http_listen.ip().is_loopback());

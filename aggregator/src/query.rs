@@ -101,11 +101,7 @@ impl LedgerReader {
     ///
     /// # Errors
     /// As [`ledger::explain::explain`].
-    pub async fn explain(
-        &self,
-        job: String,
-        hour_ns: i64,
-    ) -> Result<ledger::explain::Explanation> {
+    pub async fn explain(&self, job: String, hour_ns: i64) -> Result<ledger::explain::Explanation> {
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || ledger::explain::explain(&path, &job, hour_ns))
             .await

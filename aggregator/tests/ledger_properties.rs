@@ -536,6 +536,35 @@ fn detail_and_rollups(dir: &std::path::Path) -> (i64, i64) {
     )
 }
 
+/// `footprint explain` of every job in each settled hour: rebuilt from the readings, its windows
+/// sum exactly to the roll-up; an hour it held nothing in is refused by name.
+fn explained_hours_match(dir: &std::path::Path, figures: &Figures) -> Result<(), TestCaseError> {
+    let path = dir.join("ledger").join(LEDGER_FILE);
+    for job in &figures.jobs {
+        for hour in 0..2 {
+            let hour_ns = T0 + hour * 3_600 * SECOND;
+            match ledger::explain::explain(&path, &job.id, hour_ns) {
+                Ok(explanation) => {
+                    prop_assert!(explanation.matches, "{:?}", explanation);
+                    prop_assert!(!explanation.windows.is_empty());
+                }
+                Err(error) => {
+                    let text = error.to_string();
+                    prop_assert!(
+                        text.contains("job:") && text.contains("held nothing"),
+                        "{}",
+                        text
+                    );
+                }
+            }
+        }
+        // The hour after the last settled one is refused by name.
+        let error = ledger::explain::explain(&path, &job.id, T0 + 2 * 3_600 * SECOND).unwrap_err();
+        prop_assert!(error.to_string().contains("hour:"), "{}", error);
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
 
@@ -550,6 +579,7 @@ proptest! {
         let (expected, _) = balanced_figures_by(detailed.path(), &plan, site_mj, water_ml, 3_600)?;
         let (rows, hours) = detail_and_rollups(detailed.path());
         prop_assert!(rows > 0 && hours == 2, "{} window rows, {} hours rolled up", rows, hours);
+        explained_hours_match(detailed.path(), &expected)?;
         for delivery in [Delivery::InTime, Delivery::Late] {
             let aged = tempfile::tempdir().unwrap();
             let measured = build_ledger_keeping(&plan, delivery, aged.path(), Some(0));
@@ -557,6 +587,7 @@ proptest! {
             prop_assert_eq!(detail_and_rollups(aged.path()), (0, 2), "{:?}", delivery);
             let (figures, _) = balanced_figures_by(aged.path(), &plan, site_mj, water_ml, 3_600)?;
             prop_assert_eq!(&figures, &expected, "{:?}", delivery);
+            explained_hours_match(aged.path(), &expected)?;
             let holds_in_first_hour = |&(_, gpus, first, cores, start, _): &(u32, u8, u32, u32, i64, i64)| {
                 start < 3_600 / STEP_S && (gpus & 3 != 0 || (cores > 0 && first < 8))
             };

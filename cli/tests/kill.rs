@@ -3,7 +3,9 @@
 //! connections, which pass through a loopback proxy, are cut and stalled; afterwards every
 //! meter's energy in the ledger must equal, exactly, what its counter counted between the first
 //! and last stored readings, and every job must match the replayed trace up to the part the
-//! ledger itself flags as interpolated or estimated.
+//! ledger itself flags as interpolated or estimated. Hours are rolled up and their window detail
+//! deleted as they settle: every settled hour must have its roll-up, exactly what its windows
+//! rebuilt from the readings sum to (`footprint explain`), and no detail left behind.
 //!
 //! `FOOTPRINT_KILL_SEED` picks the kill schedule (printed on failure). The soak version runs longer
 //! with more kills: `cargo test -p footprint-cli --test kill -- --ignored`.
@@ -97,7 +99,9 @@ fn prepare(dir: &Path, speed: f64) -> Site {
         &aggregator_config,
         // Readings are packed as soon as windows are built, so that kills land during packing too
         // and the checks below read packed and unpacked readings alike.
-        format!("data_dir = {:?}\ngrpc_listen = \"127.0.0.1:{grpc}\"\nhttp_listen = \"127.0.0.1:{http}\"\ncompact_after_s = 0\n", dir.join("ledger")),
+        // Each hour is rolled up and its window detail deleted as soon as it settles, so that kills
+        // land in the middle of roll-ups and ageing too.
+        format!("data_dir = {:?}\ngrpc_listen = \"127.0.0.1:{grpc}\"\nhttp_listen = \"127.0.0.1:{http}\"\ncompact_after_s = 0\n[ledger]\nwindow_detail_days = 0\n", dir.join("ledger")),
     )
     .unwrap();
     let endpoint = format!("http://127.0.0.1:{grpc}");
@@ -353,6 +357,55 @@ fn run_with_kills(seed: u64, speed: f64, kill_window: Duration, min_kills: usize
                 .map(|(a, b)| ((a - T0) / SECOND_NS, (b - T0) / SECOND_NS))
                 .collect::<Vec<_>>()
         );
+    }
+
+    // Each settled hour: rolled up once, its detail gone, and its roll-up exactly what the hour's
+    // windows rebuilt from the readings sum to.
+    let settled: i64 = ledger
+        .query_row(
+            "SELECT value FROM ledger_state WHERE key = 'site_settled_until_ns'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let hours: Vec<i64> = ledger
+        .prepare("SELECT hour_ns FROM rollup_site WHERE hour_ns < ?1 ORDER BY hour_ns")
+        .unwrap()
+        .query_map([settled], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let first_hour = T0.div_euclid(3_600 * SECOND_NS) * 3_600 * SECOND_NS;
+    assert_eq!(
+        hours,
+        (first_hour..settled)
+            .step_by(3_600 * SECOND_NS as usize)
+            .collect::<Vec<_>>(),
+        "seed {seed}: a settled hour has no roll-up"
+    );
+    let detail_left: i64 = ledger
+        .query_row(
+            "SELECT COUNT(*) FROM window_hosts WHERE start_ns < (SELECT value FROM ledger_state WHERE key = 'window_detail_from_ns')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(detail_left, 0, "seed {seed}: aged hours kept window detail");
+    let path = site.dir.join("ledger/footprint.sqlite");
+    for hour in &hours {
+        for id in [TRAIN.id, INFER.id] {
+            match footprint_aggregator::ledger::explain::explain(&path, id, *hour) {
+                Ok(explanation) => assert!(
+                    explanation.matches,
+                    "seed {seed}: {id} in hour {hour}: the rebuilt windows sum to {:?}, the roll-up is {:?}",
+                    explanation.windows_sum, explanation.rolled_up
+                ),
+                Err(error) => assert!(
+                    error.to_string().contains("held nothing"),
+                    "seed {seed}: {id} in hour {hour}: {error}"
+                ),
+            }
+        }
     }
 
     for job in &jobs {

@@ -16,7 +16,7 @@ use super::{HostLayout, LayoutMeter, UsageMeter, build_span, site};
 use crate::Result;
 use crate::codec::{MeterRole, split_cpus};
 use crate::settings::LedgerSettings;
-use crate::tables::{DETAIL_FROM_KEY, rollups};
+use crate::tables::{DETAIL_FROM_KEY, rollups, series};
 
 /// The first hour that still has window detail: every hour before it is kept as roll-ups only.
 /// `None` while nothing has aged.
@@ -147,9 +147,15 @@ pub fn regenerate(
     }
     let mut built = 0;
     for host in host_layouts(connection)? {
-        let end = host.built_until.map_or(span.start.0, |b| b.min(span.end.0));
-        if end > span.start.0 {
-            let part = Span::new(span.start, UnixNanos(end));
+        // A host's windows begin at the window of its first reading, as they were built.
+        let keys: Vec<i64> = host.meters.iter().map(|m| m.key).collect();
+        let Some(first) = series::first_ts(connection, &keys)? else {
+            continue;
+        };
+        let start = span.start.0.max(window.start_of(UnixNanos(first)).0);
+        let end = host.built_until.map_or(start, |b| b.min(span.end.0));
+        if end > start {
+            let part = Span::new(UnixNanos(start), UnixNanos(end));
             built += build_span(connection, &host, window, settings, None, part)?;
         }
     }

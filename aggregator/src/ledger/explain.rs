@@ -215,20 +215,19 @@ fn job_hour(
     job: i64,
     hour_ns: i64,
 ) -> Result<Option<JobFigures>> {
-    Ok(connection
-        .query_row(
-            &format!(
-                "SELECT COUNT(*), {} FROM {schema}.rollup_jobs WHERE hour_ns = ?1 AND job = ?2",
-                rollups::sums(JOB_COLUMNS)
-            ),
-            params![hour_ns, job],
-            |row| {
-                if row.get::<_, i64>(0)? == 0 {
-                    return Ok(None);
-                }
-                JobFigures::from_row(row, 1).map(Some)
-            },
-        )?)
+    Ok(connection.query_row(
+        &format!(
+            "SELECT COUNT(*), {} FROM {schema}.rollup_jobs WHERE hour_ns = ?1 AND job = ?2",
+            rollups::sums(JOB_COLUMNS)
+        ),
+        params![hour_ns, job],
+        |row| {
+            if row.get::<_, i64>(0)? == 0 {
+                return Ok(None);
+            }
+            JobFigures::from_row(row, 1).map(Some)
+        },
+    )?)
 }
 
 /// Creates an empty `TEMP` table of each table the rebuild writes, with the layout of the

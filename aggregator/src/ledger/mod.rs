@@ -34,8 +34,8 @@ pub mod facility;
 pub mod intensity;
 pub mod read;
 pub mod site;
-pub mod stats;
 mod sources;
+pub mod stats;
 pub mod unbuilt;
 
 pub use facility::*;

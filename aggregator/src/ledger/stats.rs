@@ -107,10 +107,7 @@ pub fn ledger_stats(connection: &Connection) -> Result<LedgerStats> {
     let mut parts = Vec::new();
     let mut counted = 0;
     for (name, tables) in PARTS {
-        let bytes: u64 = tables
-            .iter()
-            .filter_map(|table| by_name.get(*table))
-            .sum();
+        let bytes: u64 = tables.iter().filter_map(|table| by_name.get(*table)).sum();
         counted += bytes;
         if name == "readings" {
             let data = (packed_data + plain_data).max(1) as u64;
@@ -130,9 +127,7 @@ pub fn ledger_stats(connection: &Connection) -> Result<LedgerStats> {
                 name,
                 bytes,
                 holds: match name {
-                    "window detail" => {
-                        "window_jobs, window_hosts, site_windows and their indexes"
-                    }
+                    "window detail" => "window_jobs, window_hosts, site_windows and their indexes",
                     "roll-ups" => "rollup_jobs, rollup_hosts, rollup_site and their index",
                     _ => "batches (one row per acknowledged batch)",
                 },

@@ -531,6 +531,8 @@ mod tests {
         Ok(connection)
     }
 
+    use rusqlite::params;
+
     #[test]
     fn a_schema_2_ledger_is_migrated_with_its_quality_codes_mended() -> rusqlite::Result<()> {
         let dir =
@@ -665,6 +667,75 @@ mod tests {
             |row| row.get(0),
         )?;
         assert_eq!(index, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn a_schema_8_ledger_rolls_up_the_hours_it_settled() -> rusqlite::Result<()> {
+        let dir =
+            tempfile::tempdir().map_err(|e| rusqlite::Error::InvalidPath(e.to_string().into()))?;
+        let path = dir.path().join("ledger.sqlite");
+        let hour = 1_700_002_800_000_000_000_i64;
+        let window = 10_000_000_000_i64;
+        let connection = open(&path)?;
+        // Two settled hours of two windows each, and one window of the hour not settled yet.
+        for (index, start) in [0, 1, 360, 361, 720].map(|w| (w, hour + w * window)) {
+            connection.execute(
+                "INSERT INTO window_jobs (collector, start_ns, job, gpu_mj, cpu_mj, dram_mj, remainder_mj,
+                   measured_mj, interpolated_mj, estimated_mj, gpu_ns, embodied_mg, overhead_mj, water_ml,
+                   co2e_location_mg, co2e_market_mg)
+                 VALUES (1, ?1, 7, ?2, 1, 1, 1, ?2, 0, 3, 10, 5, 2, 1, 9, 8)",
+                params![start, 100 + index],
+            )?;
+            connection.execute(
+                "INSERT INTO window_hosts (collector, start_ns, it_mj, host_mj, remainder_mj, remainder_source,
+                   remainder_deficit_mj, idle_mj, unattributed_mj, measured_mj, interpolated_mj, estimated_mj,
+                   idle_embodied_mg)
+                 VALUES (1, ?1, ?2, ?2, 0, 0, 0, 4, 0, ?2, 0, 0, 1)",
+                params![start, 200 + index],
+            )?;
+            connection.execute(
+                "INSERT INTO site_windows (start_ns, facility_mj, it_mj, overhead_source, overhead_deficit_mj,
+                   unattributed_mj, water_ml, unattributed_water_ml, co2e_location_mg,
+                   unattributed_co2e_location_mg, co2e_market_mg, unattributed_co2e_market_mg)
+                 VALUES (?1, ?2, ?2, 1, 0, 0, 3, 0, 11, 0, 12, 0)",
+                params![start, 300 + index],
+            )?;
+        }
+        connection.execute(
+            "INSERT INTO ledger_state (key, value) VALUES (?1, ?2)",
+            params![super::super::SITE_SETTLED_KEY, hour + 2 * 3_600_000_000_000],
+        )?;
+        connection.execute_batch(
+            "DROP TABLE rollup_jobs; DROP TABLE rollup_hosts; DROP TABLE rollup_site;
+             PRAGMA user_version = 8;",
+        )?;
+        drop(connection);
+        let connection = open(&path)?;
+        let jobs: Vec<(i64, i64, i64, i64)> = connection
+            .prepare("SELECT hour_ns, gpu_mj, host_windows, last_start_ns FROM rollup_jobs ORDER BY hour_ns")?
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let next = hour + 3_600_000_000_000;
+        assert_eq!(
+            jobs,
+            vec![
+                (hour, 201, 2, hour + window),
+                (next, 100 + 360 + 100 + 361, 2, next + window)
+            ]
+        );
+        let site: Vec<(i64, i64, i64)> = connection
+            .prepare(
+                "SELECT hour_ns, facility_mj, windows_metered FROM rollup_site ORDER BY hour_ns",
+            )?
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        assert_eq!(site, vec![(hour, 601, 2), (next, 300 + 360 + 300 + 361, 2)]);
+        let hosts: i64 =
+            connection.query_row("SELECT SUM(idle_mj) FROM rollup_hosts", [], |row| {
+                row.get(0)
+            })?;
+        assert_eq!(hosts, 16);
         Ok(())
     }
 
