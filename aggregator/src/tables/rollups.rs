@@ -31,7 +31,7 @@ pub fn sums(columns: &str) -> String {
         .join(", ")
 }
 
-/// Whether a window row of `alias` was built again after late data (0 or 1).
+/// Whether a window row `w` was built again after late data (0 or 1).
 const REVISED: &str = "EXISTS (SELECT 1 FROM window_revisions v WHERE v.collector = w.collector AND v.start_ns = w.start_ns)";
 
 /// Rolls up the hour at `hour_ns` from its window rows, replacing what was rolled up for it.
@@ -45,20 +45,37 @@ pub fn roll_up_hour(connection: &Connection, hour_ns: i64) -> rusqlite::Result<(
             .prepare_cached(&format!("DELETE FROM {table} WHERE hour_ns = ?1"))?
             .execute([hour_ns])?;
     }
+    // Most hours have no window built again: then nothing to look up per row.
+    let revised_any: bool = connection
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM window_revisions WHERE start_ns >= ?1 AND start_ns < ?2)",
+        )?
+        .query_row(params![hour_ns, end], |row| row.get(0))?;
+    let revised = if revised_any {
+        format!("SUM({REVISED})")
+    } else {
+        "0".to_owned()
+    };
+    // Each host's rows of the hour lie together in the tables' keys (collector, start, …):
+    // read host by host rather than through the time index and a lookup per row.
     connection
         .prepare_cached(&format!(
             "INSERT INTO rollup_jobs (hour_ns, collector, job, {JOB_FIGURES},
                host_windows, revised_windows, first_start_ns, last_start_ns)
-             SELECT ?1, collector, job, {}, COUNT(*), SUM({REVISED}), MIN(start_ns), MAX(start_ns)
-             FROM window_jobs w WHERE start_ns >= ?1 AND start_ns < ?2 GROUP BY collector, job",
+             SELECT ?1, collector, job, {}, COUNT(*), {revised}, MIN(start_ns), MAX(start_ns)
+             FROM window_jobs w WHERE collector IN (SELECT id FROM collectors)
+               AND start_ns >= ?1 AND start_ns < ?2
+             GROUP BY collector, job",
             sums(JOB_FIGURES)
         ))?
         .execute(params![hour_ns, end])?;
     connection
         .prepare_cached(&format!(
             "INSERT INTO rollup_hosts (hour_ns, collector, {HOST_FIGURES}, host_windows, revised_windows)
-             SELECT ?1, collector, {}, COUNT(*), SUM({REVISED})
-             FROM window_hosts w WHERE start_ns >= ?1 AND start_ns < ?2 GROUP BY collector",
+             SELECT ?1, collector, {}, COUNT(*), {revised}
+             FROM window_hosts w WHERE collector IN (SELECT id FROM collectors)
+               AND start_ns >= ?1 AND start_ns < ?2
+             GROUP BY collector",
             sums(HOST_FIGURES)
         ))?
         .execute(params![hour_ns, end])?;
