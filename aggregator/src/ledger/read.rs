@@ -132,17 +132,25 @@ pub fn list_jobs(connection: &Connection, filter: &JobFilter) -> Result<Vec<JobF
         JOB_DETAIL,
         job_filter,
     );
+    // Summed by job first, then joined: one lookup of each job, not one per row summed.
     let sql = format!(
         "SELECT j.id, j.job_id, j.scheduler, j.name, j.user, j.project, j.kind, j.model, j.functional_unit, j.functional_units,
-                SUM(w.gpu_mj), SUM(w.cpu_mj), SUM(w.dram_mj), SUM(w.remainder_mj), SUM(w.overhead_mj),
-                SUM(w.measured_mj), SUM(w.interpolated_mj), SUM(w.estimated_mj),
-                SUM(w.gpu_ns), MIN(w.first_start_ns), MAX(w.last_start_ns),
-                SUM(w.water_ml), SUM(w.co2e_location_mg), SUM(w.co2e_market_mg), SUM(w.embodied_mg),
-                SUM(w.revised_windows), SUM(w.host_windows)
-         FROM ({union}) w JOIN jobs j ON j.id = w.job
+                w.gpu_mj, w.cpu_mj, w.dram_mj, w.remainder_mj, w.overhead_mj,
+                w.measured_mj, w.interpolated_mj, w.estimated_mj,
+                w.gpu_ns, w.first_start_ns, w.last_start_ns,
+                w.water_ml, w.co2e_location_mg, w.co2e_market_mg, w.embodied_mg,
+                w.revised_windows, w.host_windows
+         FROM (SELECT job, SUM(gpu_mj) AS gpu_mj, SUM(cpu_mj) AS cpu_mj, SUM(dram_mj) AS dram_mj,
+                 SUM(remainder_mj) AS remainder_mj, SUM(overhead_mj) AS overhead_mj, SUM(measured_mj) AS measured_mj,
+                 SUM(interpolated_mj) AS interpolated_mj, SUM(estimated_mj) AS estimated_mj, SUM(gpu_ns) AS gpu_ns,
+                 MIN(first_start_ns) AS first_start_ns, MAX(last_start_ns) AS last_start_ns, SUM(water_ml) AS water_ml,
+                 SUM(co2e_location_mg) AS co2e_location_mg, SUM(co2e_market_mg) AS co2e_market_mg,
+                 SUM(embodied_mg) AS embodied_mg, SUM(revised_windows) AS revised_windows,
+                 SUM(host_windows) AS host_windows
+               FROM ({union}) GROUP BY job) w
+         JOIN jobs j ON j.id = w.job
          WHERE (?8 = '' OR j.user = ?8) AND (?9 = '' OR j.project = ?9) AND (?10 = '' OR j.model = ?10)
-           AND (?11 IS NULL OR j.kind = ?11)
-         GROUP BY j.id"
+           AND (?11 IS NULL OR j.kind = ?11)"
     );
     let [a, b, c, d, e, f] = sources.bounds();
     let mut statement = connection.prepare_cached(&sql)?;

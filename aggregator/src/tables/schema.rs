@@ -407,6 +407,8 @@ CREATE TABLE IF NOT EXISTS rollup_site (
     intensity_quality INTEGER
 );
 CREATE INDEX IF NOT EXISTS window_jobs_by_job ON window_jobs (job, start_ns);
+-- A job's hosts, for every job listed.
+CREATE INDEX IF NOT EXISTS allocations_by_job ON allocations (job);
 CREATE INDEX IF NOT EXISTS window_jobs_by_time ON window_jobs (start_ns);
 CREATE INDEX IF NOT EXISTS window_hosts_by_time ON window_hosts (start_ns);
 ";
