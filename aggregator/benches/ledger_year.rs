@@ -1,6 +1,6 @@
 //! A year of a 1 000-GPU site as the ledger keeps it once window detail has aged out: 125 hosts
 //! × 8 GPUs, 10 000 jobs (each host runs 80 jobs of 8 GPUs back to back, about 110 hours
-//! each), every hour settled and rolled up. The roll-ups, the site's hours and the jobs are
+//! each), every hour settled and rolled up (and every day). The roll-ups, the site's hours and the jobs are
 //! written straight into the ledger's tables (building a year of windows is what `ledger_build`
 //! measures an hour of); then the queries users ask of a year are timed, each the median of five:
 //! `footprint jobs` for the year, one job, and `totals --step month --group-by host`.
@@ -13,6 +13,7 @@
 use std::time::Instant;
 
 use footprint_aggregator::ledger::{self, Grouping, JobFilter, SeriesStep};
+use footprint_aggregator::tables::rollups::{HOST_FIGURES, JOB_FIGURES, JOBS_OF_HOST, sums};
 use footprint_aggregator::tables::{DETAIL_FROM_KEY, SITE_SETTLED_KEY, schema};
 use footprint_core::{Span, UnixNanos};
 use rusqlite::params;
@@ -45,7 +46,11 @@ fn main() {
     let hosts = env("HOSTS", 125);
     let jobs_per_host = env("JOBS_PER_HOST", 80);
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("footprint.sqlite");
+    // `KEEP=DIR` leaves the ledger there, to look into.
+    let path = match std::env::var("KEEP") {
+        Ok(keep) => std::path::PathBuf::from(keep).join("footprint.sqlite"),
+        Err(_) => dir.path().join("footprint.sqlite"),
+    };
     let mut connection = schema::open(&path).unwrap();
     let started = Instant::now();
     let transaction = connection.transaction().unwrap();
@@ -75,8 +80,10 @@ fn main() {
                    unattributed_mj, measured_mj, interpolated_mj, estimated_mj, idle_embodied_mg, idle_overhead_mj,
                    idle_water_ml, idle_co2e_location_mg, idle_co2e_market_mg, unattributed_overhead_mj,
                    unattributed_water_ml, unattributed_co2e_location_mg, unattributed_co2e_market_mg, host_windows,
-                   revised_windows)
-                 VALUES (?1, ?2, ?3, ?3, 0, 0, 0, 0, ?3, 0, 0, 100000, 0, 0, 0, 0, 0, 0, 0, 0, 360, 0)",
+                   revised_windows, jobs_it_mj, jobs_overhead_mj, jobs_water_ml, jobs_co2e_location_mg,
+                   jobs_co2e_market_mg, jobs_embodied_mg)
+                 VALUES (?1, ?2, ?3, ?3, 0, 0, 0, 0, ?3, 0, 0, 100000, 0, 0, 0, 0, 0, 0, 0, 0, 360, 0,
+                   ?3, ?4, ?5, ?6, ?7, 3000000)",
             )
             .unwrap();
         for host in 1..=hosts {
@@ -123,7 +130,15 @@ fn main() {
                         ])
                         .unwrap();
                     host_hour
-                        .execute(params![at, host, gpu + 4_000_000_000])
+                        .execute(params![
+                            at,
+                            host,
+                            gpu + 4_000_000_000,
+                            gpu / 5,
+                            gpu / 1_000_000,
+                            gpu / 10_000,
+                            gpu / 20_000
+                        ])
                         .unwrap();
                 }
             }
@@ -147,6 +162,34 @@ fn main() {
             site_hour.execute([YEAR_START + hour * HOUR]).unwrap();
             site_rollup.execute([YEAR_START + hour * HOUR]).unwrap();
         }
+        // The days, summed from the hours as the roll-up does.
+        let day = "hour_ns - hour_ns % 86400000000000";
+        transaction
+            .execute(
+                &format!(
+                    "INSERT INTO rollup_jobs_days (day_ns, collector, job, {JOB_FIGURES}, host_windows,
+                       revised_windows, first_start_ns, last_start_ns)
+                     SELECT {day} AS day, collector, job, {}, SUM(host_windows), SUM(revised_windows),
+                       MIN(first_start_ns), MAX(last_start_ns)
+                     FROM rollup_jobs GROUP BY day, collector, job",
+                    sums(JOB_FIGURES)
+                ),
+                [],
+            )
+            .unwrap();
+        transaction
+            .execute(
+                &format!(
+                    "INSERT INTO rollup_hosts_days (day_ns, collector, {HOST_FIGURES}, host_windows,
+                       revised_windows, {JOBS_OF_HOST})
+                     SELECT {day} AS day, collector, {}, SUM(host_windows), SUM(revised_windows), {}
+                     FROM rollup_hosts GROUP BY day, collector",
+                    sums(HOST_FIGURES),
+                    sums(JOBS_OF_HOST)
+                ),
+                [],
+            )
+            .unwrap();
         let mut state = transaction
             .prepare("INSERT OR REPLACE INTO ledger_state (key, value) VALUES (?1, ?2)")
             .unwrap();

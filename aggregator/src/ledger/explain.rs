@@ -113,13 +113,15 @@ const JOB_COLUMNS: &str = "gpu_mj, cpu_mj, dram_mj, remainder_mj, measured_mj, i
 estimated_mj, gpu_ns, embodied_mg, overhead_mj, water_ml, co2e_location_mg, co2e_market_mg";
 
 /// The tables the rebuild writes, shadowed while it runs.
-const SHADOWED: [&str; 7] = [
+const SHADOWED: [&str; 9] = [
     "window_jobs",
     "window_hosts",
     "site_windows",
     "site_hours",
     "rollup_jobs",
     "rollup_hosts",
+    "rollup_jobs_days",
+    "rollup_hosts_days",
     "rollup_site",
 ];
 

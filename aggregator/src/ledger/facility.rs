@@ -2,7 +2,9 @@
 //! unattributed, for the site or per hall, rack or host, in steps.
 
 use footprint_core::{Span, UnixNanos};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+
+use super::sources::Tables;
 
 use super::site;
 use crate::{Error, Result};
@@ -169,6 +171,10 @@ impl HostSums {
 
 const JOB_SUMS: &str = "collector, gpu_mj + cpu_mj + dram_mj + remainder_mj AS it_mj, overhead_mj, water_ml, \
 co2e_location_mg, co2e_market_mg, embodied_mg";
+/// The same, from a host's roll-up (which carries its jobs' sums).
+const JOB_SUMS_ROLLED: &str = "collector, jobs_it_mj AS it_mj, jobs_overhead_mj AS overhead_mj, \
+jobs_water_ml AS water_ml, jobs_co2e_location_mg AS co2e_location_mg, jobs_co2e_market_mg AS co2e_market_mg, \
+jobs_embodied_mg AS embodied_mg";
 const HOST_SUMS: &str = "collector, idle_mj, idle_overhead_mj, unattributed_mj, unattributed_overhead_mj, \
 remainder_deficit_mj, host_mj, idle_water_ml, unattributed_water_ml, idle_co2e_location_mg, \
 unattributed_co2e_location_mg, idle_co2e_market_mg, unattributed_co2e_market_mg, idle_embodied_mg";
@@ -179,15 +185,18 @@ fn host_sums(
     bucket: Span,
 ) -> Result<std::collections::BTreeMap<i64, HostSums>> {
     let sources = super::sources::sources(connection, bucket)?;
-    let bounds = sources.bounds();
     let mut by_host: std::collections::BTreeMap<i64, HostSums> = std::collections::BTreeMap::new();
-    let jobs = super::sources::Sources::union("rollup_jobs", JOB_SUMS, "window_jobs", JOB_SUMS, "");
+    let (jobs, bounds) = sources.union(&Tables {
+        days: Some(("rollup_hosts_days", JOB_SUMS_ROLLED)),
+        hours: ("rollup_hosts", JOB_SUMS_ROLLED),
+        detail: ("window_jobs", JOB_SUMS),
+    });
     let mut statement = connection.prepare_cached(&format!(
         "SELECT collector, SUM(it_mj), SUM(overhead_mj), SUM(water_ml), SUM(co2e_location_mg),
                 SUM(co2e_market_mg), SUM(embodied_mg)
          FROM ({jobs}) GROUP BY collector"
     ))?;
-    let mut rows = statement.query(bounds)?;
+    let mut rows = statement.query(params_from_iter(&bounds))?;
     while let Some(row) = rows.next()? {
         let sums = by_host.entry(row.get(0)?).or_default();
         sums.jobs_it = row.get(1)?;
@@ -197,8 +206,11 @@ fn host_sums(
         sums.jobs_market = row.get(5)?;
         sums.jobs_embodied = row.get(6)?;
     }
-    let hosts =
-        super::sources::Sources::union("rollup_hosts", HOST_SUMS, "window_hosts", HOST_SUMS, "");
+    let (hosts, bounds) = sources.union(&Tables {
+        days: Some(("rollup_hosts_days", HOST_SUMS)),
+        hours: ("rollup_hosts", HOST_SUMS),
+        detail: ("window_hosts", HOST_SUMS),
+    });
     let mut statement = connection.prepare_cached(&format!(
         "SELECT collector, SUM(idle_mj), SUM(idle_overhead_mj), SUM(unattributed_mj),
                 SUM(unattributed_overhead_mj), SUM(remainder_deficit_mj), SUM(host_mj), SUM(idle_water_ml),
@@ -206,7 +218,7 @@ fn host_sums(
                 SUM(idle_co2e_market_mg), SUM(unattributed_co2e_market_mg), SUM(idle_embodied_mg)
          FROM ({hosts}) GROUP BY collector"
     ))?;
-    let mut rows = statement.query(bounds)?;
+    let mut rows = statement.query(params_from_iter(&bounds))?;
     while let Some(row) = rows.next()? {
         let sums = by_host.entry(row.get(0)?).or_default();
         sums.idle = row.get(1)?;
@@ -230,8 +242,8 @@ const SITE_ROLLED: &str = "facility_mj, unattributed_mj, water_ml, unattributed_
 unattributed_co2e_location_mg, co2e_market_mg, unattributed_co2e_market_mg, windows_it_only, windows_metered, \
 windows_assumed_pue";
 const SITE_DETAIL: &str = "facility_mj, unattributed_mj, water_ml, unattributed_water_ml, co2e_location_mg, \
-unattributed_co2e_location_mg, co2e_market_mg, unattributed_co2e_market_mg, overhead_source = 0, \
-overhead_source = 1, overhead_source = 2";
+unattributed_co2e_location_mg, co2e_market_mg, unattributed_co2e_market_mg, overhead_source = 0 AS windows_it_only, \
+overhead_source = 1 AS windows_metered, overhead_source = 2 AS windows_assumed_pue";
 
 /// Balances of the site over `bucket`.
 fn site_bucket(
@@ -272,9 +284,11 @@ fn site_bucket(
     };
     let mut methods = [0i64; 3];
     let mut residual_used = false;
-    let site =
-        super::sources::Sources::union("rollup_site", SITE_ROLLED, "site_windows", SITE_DETAIL, "");
-    let bounds = super::sources::sources(connection, bucket)?.bounds();
+    let (site, bounds) = super::sources::sources(connection, bucket)?.union(&Tables {
+        days: None,
+        hours: ("rollup_site", SITE_ROLLED),
+        detail: ("site_windows", SITE_DETAIL),
+    });
     connection
         .prepare_cached(&format!(
             "SELECT COALESCE(SUM(facility_mj), 0), COALESCE(SUM(unattributed_mj), 0), COALESCE(SUM(water_ml), 0),
@@ -285,7 +299,7 @@ fn site_bucket(
                     COALESCE(SUM(windows_assumed_pue), 0)
              FROM ({site})"
         ))?
-        .query_row(bounds, |row| {
+        .query_row(params_from_iter(&bounds), |row| {
             window.energy_mj = Balance {
                 site: row.get(0)?,
                 jobs: sums.jobs_it + sums.jobs_overhead,

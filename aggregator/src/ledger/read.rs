@@ -5,6 +5,8 @@ use footprint_proto::v1::JobKind;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
+use super::sources::Source;
+
 use crate::{Error, Result};
 
 /// A job's footprint over a span of time.
@@ -73,14 +75,117 @@ pub struct JobFilter {
     pub kind: String,
 }
 
-/// A job's windows as the jobs query reads them, from roll-ups and from window detail alike
-/// (`host_windows`: window rows of one host summed; `revised_windows`: those built again).
-const JOB_ROLLED: &str = "job, gpu_mj, cpu_mj, dram_mj, remainder_mj, overhead_mj, measured_mj, interpolated_mj, \
-estimated_mj, gpu_ns, first_start_ns, last_start_ns, water_ml, co2e_location_mg, co2e_market_mg, embodied_mg, \
-revised_windows, host_windows";
-const JOB_DETAIL: &str = "job, gpu_mj, cpu_mj, dram_mj, remainder_mj, overhead_mj, measured_mj, interpolated_mj, \
-estimated_mj, gpu_ns, start_ns, start_ns, water_ml, co2e_location_mg, co2e_market_mg, embodied_mg, \
-EXISTS (SELECT 1 FROM window_revisions v WHERE v.collector = w.collector AND v.start_ns = w.start_ns), 1";
+/// A job's figures summed over some of its windows (a span's roll-ups or window rows).
+#[derive(Clone, Copy, Debug, Default)]
+struct JobSums {
+    gpu: i64,
+    cpu: i64,
+    dram: i64,
+    remainder: i64,
+    overhead: i64,
+    measured: i64,
+    interpolated: i64,
+    estimated: i64,
+    gpu_ns: i64,
+    first_ns: i64,
+    last_ns: i64,
+    water: i64,
+    location: i64,
+    market: i64,
+    embodied: i64,
+    revised: i64,
+    host_windows: i64,
+}
+
+impl JobSums {
+    fn add(&mut self, other: &Self) {
+        if self.host_windows == 0 {
+            self.first_ns = other.first_ns;
+            self.last_ns = other.last_ns;
+        } else if other.host_windows > 0 {
+            self.first_ns = self.first_ns.min(other.first_ns);
+            self.last_ns = self.last_ns.max(other.last_ns);
+        }
+        self.gpu += other.gpu;
+        self.cpu += other.cpu;
+        self.dram += other.dram;
+        self.remainder += other.remainder;
+        self.overhead += other.overhead;
+        self.measured += other.measured;
+        self.interpolated += other.interpolated;
+        self.estimated += other.estimated;
+        self.gpu_ns += other.gpu_ns;
+        self.water += other.water;
+        self.location += other.location;
+        self.market += other.market;
+        self.embodied += other.embodied;
+        self.revised += other.revised;
+        self.host_windows += other.host_windows;
+    }
+}
+
+/// The jobs' sums over the roll-ups of `[from, to)` (whole hours; whole days with the table and
+/// column renamed).
+const ROLLED_SUMS: &str = "SELECT job, SUM(gpu_mj), SUM(cpu_mj), SUM(dram_mj), SUM(remainder_mj), SUM(overhead_mj),
+  SUM(measured_mj), SUM(interpolated_mj), SUM(estimated_mj), SUM(gpu_ns), MIN(first_start_ns), MAX(last_start_ns),
+  SUM(water_ml), SUM(co2e_location_mg), SUM(co2e_market_mg), SUM(embodied_mg), SUM(revised_windows), SUM(host_windows)
+FROM rollup_jobs WHERE hour_ns >= ?1 AND hour_ns < ?2";
+/// The jobs' sums over the window rows of `[from, to)`.
+const DETAIL_SUMS: &str = "SELECT job, SUM(gpu_mj), SUM(cpu_mj), SUM(dram_mj), SUM(remainder_mj), SUM(overhead_mj),
+  SUM(measured_mj), SUM(interpolated_mj), SUM(estimated_mj), SUM(gpu_ns), MIN(start_ns), MAX(start_ns),
+  SUM(water_ml), SUM(co2e_location_mg), SUM(co2e_market_mg), SUM(embodied_mg),
+  SUM(EXISTS (SELECT 1 FROM window_revisions v WHERE v.collector = w.collector AND v.start_ns = w.start_ns)), COUNT(*)
+FROM window_jobs w WHERE start_ns >= ?1 AND start_ns < ?2";
+
+/// Every job's sums over `span` (of the job `only`, if given), whole settled hours from their
+/// roll-ups and the rest from window rows, by job key.
+fn job_sums(
+    connection: &Connection,
+    span: Span,
+    only: Option<i64>,
+) -> Result<std::collections::BTreeMap<i64, JobSums>> {
+    let sources = super::sources::sources(connection, span)?;
+    let mut by_job: std::collections::BTreeMap<i64, JobSums> = std::collections::BTreeMap::new();
+    for (source, from, to) in sources.pieces {
+        // Keyed by job first, the roll-ups are read in job order and summed as they stream.
+        let sql = match source {
+            Source::Days => ROLLED_SUMS
+                .replace("rollup_jobs", "rollup_jobs_days")
+                .replace("hour_ns", "day_ns"),
+            Source::Hours => ROLLED_SUMS.to_owned(),
+            Source::Detail => DETAIL_SUMS.to_owned(),
+        };
+        let sql = match only {
+            Some(_) => format!("{sql} AND job = ?3 GROUP BY job"),
+            None => format!("{sql} AND ?3 IS NULL GROUP BY job"),
+        };
+        let mut statement = connection.prepare_cached(&sql)?;
+        let mut rows = statement.query(params![from, to, only])?;
+        while let Some(row) = rows.next()? {
+            let sums = JobSums {
+                gpu: row.get(1)?,
+                cpu: row.get(2)?,
+                dram: row.get(3)?,
+                remainder: row.get(4)?,
+                overhead: row.get(5)?,
+                measured: row.get(6)?,
+                interpolated: row.get(7)?,
+                estimated: row.get(8)?,
+                gpu_ns: row.get(9)?,
+                first_ns: row.get(10)?,
+                last_ns: row.get(11)?,
+                water: row.get(12)?,
+                location: row.get(13)?,
+                market: row.get(14)?,
+                embodied: row.get(15)?,
+                revised: row.get(16)?,
+                host_windows: row.get(17)?,
+            };
+            by_job.entry(row.get(0)?).or_default().add(&sums);
+        }
+    }
+    Ok(by_job)
+}
 
 /// Every job with energy in the filter's span, largest first: whole settled hours from their
 /// roll-ups, the rest from window detail.
@@ -106,7 +211,6 @@ pub fn list_jobs(connection: &Connection, filter: &JobFilter) -> Result<Vec<JobF
                 })?,
         ),
     };
-    // One job: its key, so that each source is read through its index by job.
     let only = match &filter.id {
         Some(id) => match connection
             .prepare_cached("SELECT id FROM jobs WHERE job_id = ?1")?
@@ -118,124 +222,61 @@ pub fn list_jobs(connection: &Connection, filter: &JobFilter) -> Result<Vec<JobF
         },
         None => None,
     };
-    let span = Span::new(UnixNanos(filter.from_ns), UnixNanos(to_ns));
-    let sources = super::sources::sources(connection, span)?;
-    let job_filter = if only.is_some() {
-        "AND job = ?7"
+    let span = Span::new(UnixNanos(filter.from_ns.max(0)), UnixNanos(to_ns));
+    let found = job_sums(connection, span, only)?;
+    // A job reports its functional units as one total: a span that cuts the job (some of its
+    // allocations reach outside) gets the part of them for the host-windows it held devices in
+    // the span, as if produced evenly.
+    let cut: std::collections::BTreeSet<i64> = if filter.from_ns <= 0 && filter.to_ns <= 0 {
+        std::collections::BTreeSet::new()
     } else {
-        "AND ?7 IS NULL"
+        connection
+            .prepare_cached(
+                "SELECT job FROM allocations GROUP BY job
+                 HAVING MIN(start_ns) < ?1 OR MAX(COALESCE(end_ns, 9223372036854775807)) > ?2",
+            )?
+            .query_map(params![span.start.0, span.end.0], |row| row.get(0))?
+            .collect::<rusqlite::Result<_>>()?
     };
-    let union = super::sources::Sources::union(
-        "rollup_jobs",
-        JOB_ROLLED,
-        "window_jobs",
-        JOB_DETAIL,
-        job_filter,
-    );
-    // Summed by job first, then joined: one lookup of each job, not one per row summed.
-    let sql = format!(
-        "SELECT j.id, j.job_id, j.scheduler, j.name, j.user, j.project, j.kind, j.model, j.functional_unit, j.functional_units,
-                w.gpu_mj, w.cpu_mj, w.dram_mj, w.remainder_mj, w.overhead_mj,
-                w.measured_mj, w.interpolated_mj, w.estimated_mj,
-                w.gpu_ns, w.first_start_ns, w.last_start_ns,
-                w.water_ml, w.co2e_location_mg, w.co2e_market_mg, w.embodied_mg,
-                w.revised_windows, w.host_windows
-         FROM (SELECT job, SUM(gpu_mj) AS gpu_mj, SUM(cpu_mj) AS cpu_mj, SUM(dram_mj) AS dram_mj,
-                 SUM(remainder_mj) AS remainder_mj, SUM(overhead_mj) AS overhead_mj, SUM(measured_mj) AS measured_mj,
-                 SUM(interpolated_mj) AS interpolated_mj, SUM(estimated_mj) AS estimated_mj, SUM(gpu_ns) AS gpu_ns,
-                 MIN(first_start_ns) AS first_start_ns, MAX(last_start_ns) AS last_start_ns, SUM(water_ml) AS water_ml,
-                 SUM(co2e_location_mg) AS co2e_location_mg, SUM(co2e_market_mg) AS co2e_market_mg,
-                 SUM(embodied_mg) AS embodied_mg, SUM(revised_windows) AS revised_windows,
-                 SUM(host_windows) AS host_windows
-               FROM ({union}) GROUP BY job) w
-         JOIN jobs j ON j.id = w.job
-         WHERE (?8 = '' OR j.user = ?8) AND (?9 = '' OR j.project = ?9) AND (?10 = '' OR j.model = ?10)
-           AND (?11 IS NULL OR j.kind = ?11)"
-    );
-    let [a, b, c, d, e, f] = sources.bounds();
-    let mut statement = connection.prepare_cached(&sql)?;
-    let rows = statement.query_map(
-        params![
-            a,
-            b,
-            c,
-            d,
-            e,
-            f,
-            only,
-            filter.user,
-            filter.project,
-            filter.model,
-            kind
-        ],
-        |row| {
-            let as_u64 = |index: usize| row.get::<_, i64>(index).map(|v| v as u64);
-            let (gpu, cpu, dram, remainder, overhead) = (
-                as_u64(10)?,
-                as_u64(11)?,
-                as_u64(12)?,
-                as_u64(13)?,
-                as_u64(14)?,
-            );
-            let (location, embodied) = (as_u64(22)?, as_u64(24)?);
-            let it = gpu + cpu + dram + remainder;
-            Ok((
-                row.get::<_, i64>(0)?,
-                as_u64(26)?,
-                JobFootprint {
-                    id: row.get(1)?,
-                    scheduler: row.get(2)?,
-                    name: row.get(3)?,
-                    user: row.get(4)?,
-                    project: row.get(5)?,
-                    kind: JobKind::name_of(row.get(6)?).to_owned(),
-                    model: row.get(7)?,
-                    functional_unit: row.get(8)?,
-                    functional_units: as_u64(9)?,
-                    energy_mj: it + overhead,
-                    it_energy_mj: it,
-                    gpu_energy_mj: gpu,
-                    cpu_energy_mj: cpu,
-                    dram_energy_mj: dram,
-                    remainder_mj: remainder,
-                    overhead_mj: overhead,
-                    energy_quality: EnergyByQuality {
-                        measured_mj: as_u64(15)?,
-                        interpolated_mj: as_u64(16)?,
-                        estimated_mj: as_u64(17)?,
-                    },
-                    water_ml: as_u64(21)?,
-                    co2e_location_mg: location,
-                    co2e_market_mg: as_u64(23)?,
-                    co2e_embodied_mg: embodied,
-                    sci_mg_per_unit: 0.0,
-                    gpu_hours: as_u64(18)? as f64 / 3.6e12,
-                    hosts: Vec::new(),
-                    first_window_ns: row.get(19)?,
-                    last_window_ns: row.get(20)?,
-                    method: JOB_METHOD.to_owned(),
-                    revised_windows: as_u64(25)?,
-                },
-            ))
-        },
+    let everything = Span::new(UnixNanos(0), UnixNanos(i64::MAX));
+    let mut describe = connection.prepare_cached(
+        "SELECT job_id, scheduler, name, user, project, kind, model, functional_unit, functional_units
+         FROM jobs WHERE id = ?1 AND (?2 = '' OR user = ?2) AND (?3 = '' OR project = ?3)
+           AND (?4 = '' OR model = ?4) AND (?5 IS NULL OR kind = ?5)",
     )?;
-    let found: Vec<(i64, u64, JobFootprint)> = rows.collect::<rusqlite::Result<_>>()?;
-    // A job reports its functional units as one total: a span that cuts the job gets the part
-    // of them for the host-windows it held devices in the span, as if produced evenly.
-    let unbounded = filter.from_ns <= 0 && filter.to_ns <= 0;
-    let all_windows = if unbounded || found.is_empty() {
-        None
-    } else {
-        Some(host_windows_of_jobs(connection, only)?)
-    };
-    let mut jobs = Vec::with_capacity(found.len());
     let mut hosts_of = connection.prepare_cached(
         "SELECT DISTINCT c.host FROM allocations a JOIN collectors c ON c.id = a.collector WHERE a.job = ?1 ORDER BY c.host",
     )?;
-    for (key, in_span, mut job) in found {
-        if let Some(all) = &all_windows {
-            let windows = all.get(&key).copied().unwrap_or(in_span);
-            job.functional_units = units_in_span(job.functional_units, in_span, windows);
+    let mut jobs = Vec::with_capacity(found.len());
+    for (key, sums) in found {
+        let Some(mut job) = describe
+            .query_row(
+                params![key, filter.user, filter.project, filter.model, kind],
+                |row| {
+                    Ok(JobFootprint {
+                        id: row.get(0)?,
+                        scheduler: row.get(1)?,
+                        name: row.get(2)?,
+                        user: row.get(3)?,
+                        project: row.get(4)?,
+                        kind: JobKind::name_of(row.get(5)?).to_owned(),
+                        model: row.get(6)?,
+                        functional_unit: row.get(7)?,
+                        functional_units: row.get::<_, i64>(8)? as u64,
+                        ..footprint_of(&sums)
+                    })
+                },
+            )
+            .optional()?
+        else {
+            continue;
+        };
+        if cut.contains(&key) {
+            let all = job_sums(connection, everything, Some(key))?
+                .get(&key)
+                .map_or(sums.host_windows, |all| all.host_windows);
+            job.functional_units =
+                units_in_span(job.functional_units, sums.host_windows as u64, all as u64);
         }
         if job.functional_units > 0 {
             job.sci_mg_per_unit =
@@ -250,33 +291,44 @@ pub fn list_jobs(connection: &Connection, filter: &JobFilter) -> Result<Vec<JobF
     Ok(jobs)
 }
 
-/// Every job's host-windows over all the ledger holds (of the job `only`, if given).
-fn host_windows_of_jobs(
-    connection: &Connection,
-    only: Option<i64>,
-) -> Result<std::collections::HashMap<i64, u64>> {
-    let whole = Span::new(UnixNanos(0), UnixNanos(i64::MAX));
-    let sources = super::sources::sources(connection, whole)?;
-    let job_filter = if only.is_some() {
-        "AND job = ?7"
-    } else {
-        "AND ?7 IS NULL"
-    };
-    let union = super::sources::Sources::union(
-        "rollup_jobs",
-        "job, host_windows",
-        "window_jobs",
-        "job, 1",
-        job_filter,
-    );
-    let [a, b, c, d, e, f] = sources.bounds();
-    let mut statement = connection.prepare_cached(&format!(
-        "SELECT job, SUM(host_windows) FROM ({union}) GROUP BY job"
-    ))?;
-    let rows = statement.query_map(params![a, b, c, d, e, f, only], |row| {
-        Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)? as u64))
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+/// The figures of a job's footprint from its sums (the job's description left empty).
+fn footprint_of(sums: &JobSums) -> JobFootprint {
+    let as_u64 = |value: i64| value as u64;
+    let it = as_u64(sums.gpu + sums.cpu + sums.dram + sums.remainder);
+    JobFootprint {
+        id: String::new(),
+        scheduler: String::new(),
+        name: String::new(),
+        user: String::new(),
+        project: String::new(),
+        kind: String::new(),
+        model: String::new(),
+        functional_unit: String::new(),
+        functional_units: 0,
+        energy_mj: it + as_u64(sums.overhead),
+        it_energy_mj: it,
+        gpu_energy_mj: as_u64(sums.gpu),
+        cpu_energy_mj: as_u64(sums.cpu),
+        dram_energy_mj: as_u64(sums.dram),
+        remainder_mj: as_u64(sums.remainder),
+        overhead_mj: as_u64(sums.overhead),
+        energy_quality: EnergyByQuality {
+            measured_mj: as_u64(sums.measured),
+            interpolated_mj: as_u64(sums.interpolated),
+            estimated_mj: as_u64(sums.estimated),
+        },
+        water_ml: as_u64(sums.water),
+        co2e_location_mg: as_u64(sums.location),
+        co2e_market_mg: as_u64(sums.market),
+        co2e_embodied_mg: as_u64(sums.embodied),
+        sci_mg_per_unit: 0.0,
+        gpu_hours: sums.gpu_ns as f64 / 3.6e12,
+        hosts: Vec::new(),
+        first_window_ns: sums.first_ns,
+        last_window_ns: sums.last_ns,
+        method: JOB_METHOD.to_owned(),
+        revised_windows: as_u64(sums.revised),
+    }
 }
 
 /// The part of a job's `units` that falls in a span holding `in_span` of its `windows`, rounded

@@ -75,7 +75,10 @@ const PARTS: [(&str, &[&str]); 4] = [
             "rollup_jobs",
             "rollup_hosts",
             "rollup_site",
-            "rollup_jobs_by_job",
+            "rollup_jobs_by_hour",
+            "rollup_jobs_days",
+            "rollup_hosts_days",
+            "rollup_jobs_days_by_day",
         ],
     ),
     ("batches", &["batches"]),
@@ -128,7 +131,7 @@ pub fn ledger_stats(connection: &Connection) -> Result<LedgerStats> {
                 bytes,
                 holds: match name {
                     "window detail" => "window_jobs, window_hosts, site_windows and their indexes",
-                    "roll-ups" => "rollup_jobs, rollup_hosts, rollup_site and their index",
+                    "roll-ups" => "rollup_jobs, rollup_hosts, rollup_site by hour, rollup_*_days by day, and their indexes",
                     _ => "batches (one row per acknowledged batch)",
                 },
             });

@@ -3,8 +3,10 @@
 //! hour, under the same column names, so a query reads either with the same expressions. An hour
 //! is rolled up when the site stage settles it (again, when it is reopened); window detail
 //! older than `ledger.window_detail_days` is then deleted, and the roll-ups are what remains.
+//! The hours of a UTC day are summed again into `rollup_jobs_days` and `rollup_hosts_days`
+//! whenever one of them is rolled up, so that a query over months reads days.
 
-use footprint_core::units::NANOS_PER_HOUR;
+use footprint_core::units::{NANOS_PER_DAY, NANOS_PER_HOUR};
 use rusqlite::{Connection, params};
 
 /// The figures `window_jobs` and `rollup_jobs` both carry, summed by a roll-up.
@@ -16,6 +18,11 @@ pub const HOST_FIGURES: &str = "it_mj, host_mj, remainder_mj, remainder_deficit_
 measured_mj, interpolated_mj, estimated_mj, idle_embodied_mg, idle_overhead_mj, idle_water_ml, \
 idle_co2e_location_mg, idle_co2e_market_mg, unattributed_overhead_mj, unattributed_water_ml, \
 unattributed_co2e_location_mg, unattributed_co2e_market_mg";
+
+/// The sums of a host's jobs that `rollup_hosts` carries besides (a job's IT energy is
+/// `gpu_mj + cpu_mj + dram_mj + remainder_mj`).
+pub const JOBS_OF_HOST: &str = "jobs_it_mj, jobs_overhead_mj, jobs_water_ml, jobs_co2e_location_mg, \
+jobs_co2e_market_mg, jobs_embodied_mg";
 
 /// The figures `site_windows` and `rollup_site` both carry, summed by a roll-up.
 pub const SITE_FIGURES: &str = "facility_mj, it_mj, overhead_deficit_mj, unattributed_mj, water_ml, \
@@ -71,14 +78,26 @@ pub fn roll_up_hour(connection: &Connection, hour_ns: i64) -> rusqlite::Result<(
         .execute(params![hour_ns, end])?;
     connection
         .prepare_cached(&format!(
-            "INSERT INTO rollup_hosts (hour_ns, collector, {HOST_FIGURES}, host_windows, revised_windows)
-             SELECT ?1, collector, {}, COUNT(*), {revised}
-             FROM window_hosts w WHERE collector IN (SELECT id FROM collectors)
-               AND start_ns >= ?1 AND start_ns < ?2
-             GROUP BY collector",
+            "INSERT INTO rollup_hosts (hour_ns, collector, {HOST_FIGURES}, host_windows, revised_windows,
+               {JOBS_OF_HOST})
+             SELECT ?1, h.*, COALESCE(j.it_mj, 0), COALESCE(j.overhead_mj, 0), COALESCE(j.water_ml, 0),
+               COALESCE(j.co2e_location_mg, 0), COALESCE(j.co2e_market_mg, 0), COALESCE(j.embodied_mg, 0)
+             FROM (SELECT collector, {}, COUNT(*), {revised}
+                   FROM window_hosts w WHERE collector IN (SELECT id FROM collectors)
+                     AND start_ns >= ?1 AND start_ns < ?2
+                   GROUP BY collector) h
+             LEFT JOIN (SELECT collector, SUM(gpu_mj + cpu_mj + dram_mj + remainder_mj) AS it_mj,
+                          SUM(overhead_mj) AS overhead_mj, SUM(water_ml) AS water_ml,
+                          SUM(co2e_location_mg) AS co2e_location_mg, SUM(co2e_market_mg) AS co2e_market_mg,
+                          SUM(embodied_mg) AS embodied_mg
+                        FROM rollup_jobs WHERE hour_ns = ?1 GROUP BY collector) j USING (collector)",
             sums(HOST_FIGURES)
         ))?
         .execute(params![hour_ns, end])?;
+    roll_up_day(
+        connection,
+        hour_ns.div_euclid(NANOS_PER_DAY) * NANOS_PER_DAY,
+    )?;
     connection
         .prepare_cached(&format!(
             "INSERT INTO rollup_site (hour_ns, {SITE_FIGURES}, windows_it_only, windows_metered,
@@ -89,6 +108,37 @@ pub fn roll_up_hour(connection: &Connection, hour_ns: i64) -> rusqlite::Result<(
             sums(SITE_FIGURES)
         ))?
         .execute(params![hour_ns, end])?;
+    Ok(())
+}
+
+/// Sums the day at `day_ns` from its hours' roll-ups, replacing what was summed for it.
+fn roll_up_day(connection: &Connection, day_ns: i64) -> rusqlite::Result<()> {
+    let end = day_ns + NANOS_PER_DAY;
+    for table in ["rollup_jobs_days", "rollup_hosts_days"] {
+        connection
+            .prepare_cached(&format!("DELETE FROM {table} WHERE day_ns = ?1"))?
+            .execute([day_ns])?;
+    }
+    connection
+        .prepare_cached(&format!(
+            "INSERT INTO rollup_jobs_days (day_ns, collector, job, {JOB_FIGURES},
+               host_windows, revised_windows, first_start_ns, last_start_ns)
+             SELECT ?1, collector, job, {}, SUM(host_windows), SUM(revised_windows),
+               MIN(first_start_ns), MAX(last_start_ns)
+             FROM rollup_jobs WHERE hour_ns >= ?1 AND hour_ns < ?2 GROUP BY collector, job",
+            sums(JOB_FIGURES)
+        ))?
+        .execute(params![day_ns, end])?;
+    connection
+        .prepare_cached(&format!(
+            "INSERT INTO rollup_hosts_days (day_ns, collector, {HOST_FIGURES}, host_windows,
+               revised_windows, {JOBS_OF_HOST})
+             SELECT ?1, collector, {}, SUM(host_windows), SUM(revised_windows), {}
+             FROM rollup_hosts WHERE hour_ns >= ?1 AND hour_ns < ?2 GROUP BY collector",
+            sums(HOST_FIGURES),
+            sums(JOBS_OF_HOST)
+        ))?
+        .execute(params![day_ns, end])?;
     Ok(())
 }
 

@@ -337,7 +337,9 @@ CREATE TABLE IF NOT EXISTS hour_revisions (
 );
 -- Hourly roll-ups (`tables::rollups`): the window tables' figures summed over each settled hour,
 -- under the same column names; `host_windows` counts the window rows summed, `revised_windows`
--- those of them built again after late data.
+-- those of them built again after late data. `rollup_jobs` is keyed by job first (a job's hours
+-- lie together; listing jobs reads the table in order); `rollup_hosts` also carries the sums of
+-- its host's jobs (`jobs_*`), so that totals never read `rollup_jobs`.
 CREATE TABLE IF NOT EXISTS rollup_jobs (
     hour_ns INTEGER NOT NULL,
     collector INTEGER NOT NULL,
@@ -359,9 +361,9 @@ CREATE TABLE IF NOT EXISTS rollup_jobs (
     revised_windows INTEGER NOT NULL,
     first_start_ns INTEGER NOT NULL,
     last_start_ns INTEGER NOT NULL,
-    PRIMARY KEY (hour_ns, collector, job)
+    PRIMARY KEY (job, hour_ns, collector)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS rollup_jobs_by_job ON rollup_jobs (job, hour_ns);
+CREATE INDEX IF NOT EXISTS rollup_jobs_by_hour ON rollup_jobs (hour_ns);
 CREATE TABLE IF NOT EXISTS rollup_hosts (
     hour_ns INTEGER NOT NULL,
     collector INTEGER NOT NULL,
@@ -385,7 +387,70 @@ CREATE TABLE IF NOT EXISTS rollup_hosts (
     unattributed_co2e_market_mg INTEGER NOT NULL,
     host_windows INTEGER NOT NULL,
     revised_windows INTEGER NOT NULL,
+    jobs_it_mj INTEGER NOT NULL,
+    jobs_overhead_mj INTEGER NOT NULL,
+    jobs_water_ml INTEGER NOT NULL,
+    jobs_co2e_location_mg INTEGER NOT NULL,
+    jobs_co2e_market_mg INTEGER NOT NULL,
+    jobs_embodied_mg INTEGER NOT NULL,
     PRIMARY KEY (hour_ns, collector)
+) WITHOUT ROWID;
+-- The same summed by UTC day (`day_ns`), rewritten from the hours' roll-ups whenever one of the
+-- day's hours is rolled up: a year's query reads 365 days, not 8 760 hours, per job and host.
+CREATE TABLE IF NOT EXISTS rollup_jobs_days (
+    day_ns INTEGER NOT NULL,
+    collector INTEGER NOT NULL,
+    job INTEGER NOT NULL,
+    gpu_mj INTEGER NOT NULL,
+    cpu_mj INTEGER NOT NULL,
+    dram_mj INTEGER NOT NULL,
+    remainder_mj INTEGER NOT NULL,
+    measured_mj INTEGER NOT NULL,
+    interpolated_mj INTEGER NOT NULL,
+    estimated_mj INTEGER NOT NULL,
+    gpu_ns INTEGER NOT NULL,
+    embodied_mg INTEGER NOT NULL,
+    overhead_mj INTEGER NOT NULL,
+    water_ml INTEGER NOT NULL,
+    co2e_location_mg INTEGER NOT NULL,
+    co2e_market_mg INTEGER NOT NULL,
+    host_windows INTEGER NOT NULL,
+    revised_windows INTEGER NOT NULL,
+    first_start_ns INTEGER NOT NULL,
+    last_start_ns INTEGER NOT NULL,
+    PRIMARY KEY (job, day_ns, collector)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS rollup_jobs_days_by_day ON rollup_jobs_days (day_ns);
+CREATE TABLE IF NOT EXISTS rollup_hosts_days (
+    day_ns INTEGER NOT NULL,
+    collector INTEGER NOT NULL,
+    it_mj INTEGER NOT NULL,
+    host_mj INTEGER NOT NULL,
+    remainder_mj INTEGER NOT NULL,
+    remainder_deficit_mj INTEGER NOT NULL,
+    idle_mj INTEGER NOT NULL,
+    unattributed_mj INTEGER NOT NULL,
+    measured_mj INTEGER NOT NULL,
+    interpolated_mj INTEGER NOT NULL,
+    estimated_mj INTEGER NOT NULL,
+    idle_embodied_mg INTEGER NOT NULL,
+    idle_overhead_mj INTEGER NOT NULL,
+    idle_water_ml INTEGER NOT NULL,
+    idle_co2e_location_mg INTEGER NOT NULL,
+    idle_co2e_market_mg INTEGER NOT NULL,
+    unattributed_overhead_mj INTEGER NOT NULL,
+    unattributed_water_ml INTEGER NOT NULL,
+    unattributed_co2e_location_mg INTEGER NOT NULL,
+    unattributed_co2e_market_mg INTEGER NOT NULL,
+    host_windows INTEGER NOT NULL,
+    revised_windows INTEGER NOT NULL,
+    jobs_it_mj INTEGER NOT NULL,
+    jobs_overhead_mj INTEGER NOT NULL,
+    jobs_water_ml INTEGER NOT NULL,
+    jobs_co2e_location_mg INTEGER NOT NULL,
+    jobs_co2e_market_mg INTEGER NOT NULL,
+    jobs_embodied_mg INTEGER NOT NULL,
+    PRIMARY KEY (day_ns, collector)
 ) WITHOUT ROWID;
 -- `windows_*`: the hour's windows by where their overhead came from (`site_windows.overhead_source`).
 CREATE TABLE IF NOT EXISTS rollup_site (
@@ -680,6 +745,10 @@ mod tests {
         let hour = 1_700_002_800_000_000_000_i64;
         let window = 10_000_000_000_i64;
         let connection = open(&path)?;
+        connection.execute(
+            "INSERT INTO collectors (id, name, host, software_version) VALUES (1, 'node-a', 'node-a', '0')",
+            [],
+        )?;
         // Two settled hours of two windows each, and one window of the hour not settled yet.
         for (index, start) in [0, 1, 360, 361, 720].map(|w| (w, hour + w * window)) {
             connection.execute(
