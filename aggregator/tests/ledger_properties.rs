@@ -16,7 +16,7 @@ use footprint_aggregator::config::{PlacementConfig, PpaConfig};
 use footprint_aggregator::ledger::{self, FacilityWindow, Grouping, JobFilter, SeriesStep};
 use footprint_aggregator::metrics::AggregatorMetrics;
 use footprint_aggregator::store::StoreHandle;
-use footprint_aggregator::tables::{LEDGER_FILE, schema};
+use footprint_aggregator::tables::{self, LEDGER_FILE, schema};
 use footprint_core::{Span, UnixNanos};
 use footprint_proto::v1::{Allocation, Batch, Hello, Job, MeterInfo, MeterKind, Reading};
 use proptest::prelude::*;
@@ -536,6 +536,53 @@ fn detail_and_rollups(dir: &std::path::Path) -> (i64, i64) {
     )
 }
 
+/// The roll-ups the site stage kept while settling are exactly what summing the window rows in
+/// SQL (`tables::rollups::roll_up_hour`, as a migrated ledger is rolled up) gives.
+fn rolled_up_as_sql_sums_the_windows(dir: &std::path::Path) -> Result<(), TestCaseError> {
+    // Read-only, with empty TEMP tables shadowing the roll-ups for the SQL to write into.
+    let connection = schema::open_reader(&dir.join("ledger").join(LEDGER_FILE)).unwrap();
+    let tables = [
+        "rollup_jobs",
+        "rollup_hosts",
+        "rollup_site",
+        "rollup_jobs_days",
+        "rollup_hosts_days",
+    ];
+    for table in tables {
+        let sql: String = connection
+            .query_row(
+                "SELECT sql FROM main.sqlite_master WHERE name = ?1",
+                [table],
+                |r| r.get(0),
+            )
+            .unwrap();
+        connection
+            .execute_batch(&sql.replacen("CREATE TABLE", "CREATE TEMP TABLE", 1))
+            .unwrap();
+    }
+    for hour in 0..2 {
+        tables::rollups::roll_up_hour(&connection, T0 + hour * 3_600 * SECOND).unwrap();
+    }
+    let rows = |schema: &str, table: &str| -> Vec<Vec<rusqlite::types::Value>> {
+        let mut statement = connection
+            .prepare(&format!("SELECT * FROM {schema}.{table} ORDER BY 1, 2, 3"))
+            .unwrap();
+        let width = statement.column_count();
+        let mut found = statement.query([]).unwrap();
+        let mut rows = Vec::new();
+        while let Some(row) = found.next().unwrap() {
+            rows.push((0..width).map(|i| row.get(i).unwrap()).collect());
+        }
+        rows
+    };
+    for table in tables {
+        let kept = rows("main", table);
+        prop_assert!(!kept.is_empty() || table.contains("jobs"), "{} is empty", table);
+        prop_assert_eq!(rows("temp", table), kept, "{}", table);
+    }
+    Ok(())
+}
+
 /// `footprint explain` of every job in each settled hour: rebuilt from the readings, its windows
 /// sum exactly to the roll-up; an hour it held nothing in is refused by name.
 fn explained_hours_match(dir: &std::path::Path, figures: &Figures) -> Result<(), TestCaseError> {
@@ -580,6 +627,7 @@ proptest! {
         let (rows, hours) = detail_and_rollups(detailed.path());
         prop_assert!(rows > 0 && hours == 2, "{} window rows, {} hours rolled up", rows, hours);
         explained_hours_match(detailed.path(), &expected)?;
+        rolled_up_as_sql_sums_the_windows(detailed.path())?;
         for delivery in [Delivery::InTime, Delivery::Late] {
             let aged = tempfile::tempdir().unwrap();
             let measured = build_ledger_keeping(&plan, delivery, aged.path(), Some(0));

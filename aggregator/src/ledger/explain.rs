@@ -178,7 +178,6 @@ pub fn explain(path: &Path, job_id: &str, hour_ns: i64) -> Result<Explanation> {
     let hour = Span::new(UnixNanos(hour_ns), UnixNanos(hour_ns + NANOS_PER_HOUR));
     detail::regenerate(&connection, window, &settings, hour)?;
     site::settle_hour(&connection, &settings, window, hour_ns)?;
-    rollups::roll_up_hour(&connection, hour_ns)?;
 
     let mut windows = Vec::new();
     let mut statement = connection.prepare(&format!(

@@ -31,6 +31,7 @@ use crate::{Error, Result};
 pub mod detail;
 pub mod explain;
 pub mod facility;
+mod hour_rollup;
 pub mod intensity;
 pub mod read;
 pub mod site;

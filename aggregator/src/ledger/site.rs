@@ -19,6 +19,7 @@ use footprint_core::{Millijoules, Millilitres, Span, UnixNanos};
 use footprint_proto::v1::MeterKind;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::hour_rollup::{HostStage, HourRollup};
 use super::{detail, load_intervals};
 use crate::Result;
 use crate::codec::{MeterRole, kind_codes_where, quality_code};
@@ -273,7 +274,6 @@ pub fn settle_ready_hours(
         }
         let before = settled_figures(connection, next)?;
         settle_hour(connection, settings, window, next)?;
-        rollups::roll_up_hour(connection, next)?;
         if aged {
             rollups::delete_detail(connection, hour.start.0, hour.end.0)?;
         }
@@ -360,8 +360,14 @@ fn go_balance_before(
     })
 }
 
-/// A window split: its start, its accounts weighted by facility energy, and the split.
-type SettledWindow = (i64, Vec<(Account, u64)>, facility::SiteWindow);
+/// A window split: its start, its accounts weighted by facility energy, the split, and each
+/// account's host-stage figures (for the hour's roll-up).
+type SettledWindow = (
+    i64,
+    Vec<(Account, u64)>,
+    facility::SiteWindow,
+    Vec<HostStage>,
+);
 
 pub(crate) fn settle_hour(
     connection: &Connection,
@@ -379,7 +385,11 @@ pub(crate) fn settle_hour(
     let mut carry = facility::SiteCarry::default();
     for index in 0..windows {
         let start_ns = hour_ns + index as i64 * window.nanos();
-        let accounts = accounts_of(connection, start_ns)?;
+        let (accounts, host_stage): (Vec<(Account, u64)>, Vec<HostStage>) =
+            accounts_of(connection, start_ns)?
+                .into_iter()
+                .map(|(account, it, figures)| ((account, it), figures))
+                .unzip();
         let meters = SiteMeters {
             energy: energy.as_ref().and_then(|d| d[index]).map(Millijoules),
             water: water.as_ref().and_then(|d| d[index]).map(Millilitres),
@@ -392,9 +402,12 @@ pub(crate) fn settle_hour(
             .zip(&split.overhead_mj)
             .map(|((account, it), overhead)| (account, it + overhead))
             .collect();
-        settled.push((start_ns, facility_energy, split));
+        settled.push((start_ns, facility_energy, split, host_stage));
     }
-    let load_mj: u64 = settled.iter().map(|(_, _, split)| split.facility_mj).sum();
+    let load_mj: u64 = settled
+        .iter()
+        .map(|(_, _, split, _)| split.facility_mj)
+        .sum();
     let instruments = settings.instruments(hour_ns);
     let matched = facility::match_hour(
         Millijoules(load_mj),
@@ -407,7 +420,7 @@ pub(crate) fn settle_hour(
     // contracts market-based equals location-based exactly, job by job.
     let windows: Vec<(u64, &[(Account, u64)])> = settled
         .iter()
-        .map(|(_, accounts, split)| (split.facility_mj, accounts.as_slice()))
+        .map(|(_, accounts, split, _)| (split.facility_mj, accounts.as_slice()))
         .collect();
     let location = match intensity {
         Some(i) => facility::share_hour(i.mg_per_kwh.carbon_of(Millijoules(load_mj)).0, &windows),
@@ -417,10 +430,38 @@ pub(crate) fn settle_hour(
             .collect(),
     };
     let market = facility::share_hour(matched.market_mg, &windows);
-    for (((start_ns, accounts, split), location), market) in
+    let mut rollup = HourRollup::new(connection, hour_ns)?;
+    for (((start_ns, accounts, split, host_stage), location), market) in
         settled.into_iter().zip(location).zip(market)
     {
         let accounts: Vec<Account> = accounts.into_iter().map(|(account, _)| account).collect();
+        for (index, (account, figures)) in accounts.iter().zip(&host_stage).enumerate() {
+            let shares = [
+                split.overhead_mj[index] as i64,
+                split.water_ml[index] as i64,
+                location.0[index] as i64,
+                market.0[index] as i64,
+            ];
+            let (collector, job) = match *account {
+                Account::Job { collector, job } => (collector, Some(job)),
+                Account::Idle { collector } | Account::Unattributed { collector } => {
+                    (collector, None)
+                }
+            };
+            rollup.add_account(collector, job, start_ns, figures, &shares);
+        }
+        let total = |shares: &[u64], unattributed: u64| {
+            (
+                (shares.iter().sum::<u64>() + unattributed) as i64,
+                unattributed as i64,
+            )
+        };
+        rollup.add_site_window(
+            &split,
+            total(&location.0, location.1),
+            total(&market.0, market.1),
+            intensity,
+        );
         write_window(
             connection,
             start_ns,
@@ -431,14 +472,16 @@ pub(crate) fn settle_hour(
             intensity,
         )?;
     }
-    Ok(())
+    rollup.write(connection)
 }
 
-/// The window's accounts with their host-level energy.
-fn accounts_of(connection: &Connection, start_ns: i64) -> Result<Vec<(Account, u64)>> {
+/// The window's accounts with their host-level energy and their host-stage figures.
+fn accounts_of(connection: &Connection, start_ns: i64) -> Result<Vec<(Account, u64, HostStage)>> {
     let mut accounts = Vec::new();
     let mut jobs = connection.prepare_cached(
-        "SELECT collector, job, gpu_mj + cpu_mj + dram_mj + remainder_mj FROM window_jobs WHERE start_ns = ?1 ORDER BY collector, job",
+        "SELECT collector, job, gpu_mj, cpu_mj, dram_mj, remainder_mj, measured_mj, interpolated_mj,
+           estimated_mj, gpu_ns, embodied_mg
+         FROM window_jobs WHERE start_ns = ?1 ORDER BY collector, job",
     )?;
     let mut rows = jobs.query([start_ns])?;
     while let Some(row) = rows.next()? {
@@ -446,18 +489,31 @@ fn accounts_of(connection: &Connection, start_ns: i64) -> Result<Vec<(Account, u
             collector: row.get(0)?,
             job: row.get(1)?,
         };
-        accounts.push((account, row.get::<_, i64>(2)? as u64));
+        let mut figures = [0i64; 9];
+        for (index, figure) in figures.iter_mut().enumerate() {
+            *figure = row.get(index + 2)?;
+        }
+        let it = figures[..4].iter().sum::<i64>() as u64;
+        accounts.push((account, it, HostStage::Job(figures)));
     }
     let mut hosts = connection.prepare_cached(
-        "SELECT collector, idle_mj, unattributed_mj FROM window_hosts WHERE start_ns = ?1 ORDER BY collector",
+        "SELECT collector, it_mj, host_mj, remainder_mj, remainder_deficit_mj, idle_mj, unattributed_mj,
+           measured_mj, interpolated_mj, estimated_mj, idle_embodied_mg
+         FROM window_hosts WHERE start_ns = ?1 ORDER BY collector",
     )?;
     let mut rows = hosts.query([start_ns])?;
     while let Some(row) = rows.next()? {
         let collector: i64 = row.get(0)?;
-        accounts.push((Account::Idle { collector }, row.get::<_, i64>(1)? as u64));
+        let mut figures = [0i64; 10];
+        for (index, figure) in figures.iter_mut().enumerate() {
+            *figure = row.get(index + 1)?;
+        }
+        let (idle, unattributed) = (figures[4] as u64, figures[5] as u64);
+        accounts.push((Account::Idle { collector }, idle, HostStage::Host(figures)));
         accounts.push((
             Account::Unattributed { collector },
-            row.get::<_, i64>(2)? as u64,
+            unattributed,
+            HostStage::None,
         ));
     }
     Ok(accounts)

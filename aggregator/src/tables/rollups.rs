@@ -111,8 +111,13 @@ pub fn roll_up_hour(connection: &Connection, hour_ns: i64) -> rusqlite::Result<(
     Ok(())
 }
 
-/// Sums the day at `day_ns` from its hours' roll-ups, replacing what was summed for it.
-fn roll_up_day(connection: &Connection, day_ns: i64) -> rusqlite::Result<()> {
+/// Sums the UTC day holding the hour at `hour_ns` from its hours' roll-ups, replacing what was
+/// summed for it.
+///
+/// # Errors
+/// A database error.
+pub fn roll_up_day(connection: &Connection, hour_ns: i64) -> rusqlite::Result<()> {
+    let day_ns = hour_ns.div_euclid(NANOS_PER_DAY) * NANOS_PER_DAY;
     let end = day_ns + NANOS_PER_DAY;
     for table in ["rollup_jobs_days", "rollup_hosts_days"] {
         connection
