@@ -3,8 +3,8 @@
 //! host (one ending and one starting mid-span), a facility energy meter and a water meter, every
 //! meter read every 10 s. The readings are written straight into the ledger's tables (ingest is
 //! measured by `footprint loadgen`); then the host stage builds every window and the site stage
-//! settles every hour (rolling it up), on one thread, timed in wall and CPU seconds; then the
-//! hours are rolled up again alone, to time that part against the whole build.
+//! settles every hour (rolling it up), on one thread, timed in wall and CPU seconds, each stage
+//! apart.
 //!
 //! `cargo bench -p footprint-aggregator --bench ledger_build` (env `HOSTS`, `MINUTES` scale it).
 
@@ -16,7 +16,7 @@ use std::time::Instant;
 use footprint_aggregator::AggregatorConfig;
 use footprint_aggregator::ledger::{self, HostLayout, LayoutMeter};
 use footprint_aggregator::settings::LedgerSettings;
-use footprint_aggregator::tables::{self, schema};
+use footprint_aggregator::tables::schema;
 use footprint_core::window::WindowLength;
 use footprint_proto::v1::MeterKind;
 use rusqlite::{Connection, Transaction, params};
@@ -247,6 +247,7 @@ fn main() {
         host_windows += progress.windows;
     }
     let host_stage = wall.elapsed().as_secs_f64();
+    let host_stage_cpu = cpu_seconds() - cpu_before;
     let transaction = connection.transaction().unwrap();
     let hours = ledger::site::settle_ready_hours(
         &transaction,
@@ -260,29 +261,17 @@ fn main() {
     transaction.commit().unwrap();
     let total = wall.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu_before;
-    // The site stage rolled each hour up as it settled it; rolling the same hours up again
-    // alone times that part (it replaces what it wrote).
-    let (rollup_wall, rollup_cpu_before) = (Instant::now(), cpu_seconds());
-    let transaction = connection.transaction().unwrap();
-    let first_hour = START.div_euclid(3_600 * SECOND) * 3_600 * SECOND;
-    for hour in 0..hours as i64 {
-        tables::rollups::roll_up_hour(&transaction, first_hour + hour * 3_600 * SECOND).unwrap();
-    }
-    transaction.commit().unwrap();
-    let rollup_s = rollup_wall.elapsed().as_secs_f64();
-    let rollup_cpu = cpu_seconds() - rollup_cpu_before;
     let span_s = (minutes * 60) as f64;
     println!(
         "{{\"hosts\": {hosts}, \"gpus\": {}, \"minutes\": {minutes}, \"host_windows\": {host_windows}, \
 \"hours_settled\": {hours}, \"host_stage_s\": {host_stage:.2}, \"site_stage_s\": {:.2}, \"wall_s\": {total:.2}, \
 \"cpu_s\": {cpu:.2}, \"host_windows_per_cpu_s\": {:.0}, \"site_windows_per_cpu_s\": {:.2}, \
-\"times_real_time_per_core\": {:.1}, \"rollup_s\": {rollup_s:.3}, \"rollup_cpu_s\": {rollup_cpu:.3}, \
-\"rollup_share_of_build_cpu\": {:.4}}}",
+\"times_real_time_per_core\": {:.1}, \"host_stage_cpu_s\": {host_stage_cpu:.2}, \"site_stage_cpu_s\": {:.2}}}",
         hosts * 8,
         total - host_stage,
         host_windows as f64 / cpu,
         hours as f64 * 360.0 / cpu,
         span_s / cpu,
-        rollup_cpu / (cpu - rollup_cpu),
+        cpu - host_stage_cpu,
     );
 }
