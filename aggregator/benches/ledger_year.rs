@@ -233,8 +233,9 @@ fn main() {
     assert_eq!(series as i64, 12 * hosts);
     println!(
         "{{\"hosts\": {hosts}, \"gpus\": {}, \"jobs\": {listed}, \"ledger_mb\": {:.0}, \"jobs_for_the_year_s\": {jobs_s:.3}, \
-\"one_job_s\": {job_s:.4}, \"totals_month_by_host_s\": {totals_s:.3}}}",
+\"one_job_ms\": {:.3}, \"totals_month_by_host_s\": {totals_s:.3}}}",
         hosts * 8,
-        bytes as f64 / 1e6
+        bytes as f64 / 1e6,
+        job_s * 1e3
     );
 }

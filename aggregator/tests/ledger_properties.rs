@@ -577,7 +577,11 @@ fn rolled_up_as_sql_sums_the_windows(dir: &std::path::Path) -> Result<(), TestCa
     };
     for table in tables {
         let kept = rows("main", table);
-        prop_assert!(!kept.is_empty() || table.contains("jobs"), "{} is empty", table);
+        prop_assert!(
+            !kept.is_empty() || table.contains("jobs"),
+            "{} is empty",
+            table
+        );
         prop_assert_eq!(rows("temp", table), kept, "{}", table);
     }
     Ok(())

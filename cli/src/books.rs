@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use footprint_aggregator::ledger::explain::{self, Explanation};
 use footprint_aggregator::ledger::stats::{self, LedgerStats};
-use footprint_aggregator::tables::{LEDGER_FILE, schema};
+use footprint_aggregator::tables::{LEDGER_FILE, schema, series, staged};
 use footprint_core::UnixNanos;
 use footprint_core::time::{format_rfc3339, parse_rfc3339};
 
@@ -23,6 +23,19 @@ pub enum LedgerCommand {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Packs now every hour of readings before each meter's last hour (the aggregator packs an
+    /// hour only once it ended `compact_after_s` before what still reads it), e.g. before
+    /// archiving a ledger or measuring it. Stop the aggregator first: it keeps in memory which
+    /// hours it has packed.
+    Compact {
+        /// The aggregator's data directory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// Then rebuild the file without its free pages (SQLite `VACUUM`: needs as much free
+        /// disk again as the ledger takes).
+        #[arg(long)]
+        vacuum: bool,
     },
 }
 
@@ -46,6 +59,33 @@ pub fn run_ledger(command: LedgerCommand) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&stats)?);
             } else {
                 print!("{}", render_stats(&stats));
+            }
+        }
+        LedgerCommand::Compact { data_dir, vacuum } => {
+            let mut connection = schema::open(&ledger_path(&data_dir)?)?;
+            let transaction = connection.transaction()?;
+            let laid_out = staged::settle(&transaction, None)?;
+            let meters: Vec<i64> = transaction
+                .prepare("SELECT id FROM meters")?
+                .query_map([], |row| row.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut packed = 0;
+            for meter in meters {
+                let Some(last) = series::last_ts(&transaction, meter)? else {
+                    continue;
+                };
+                let before = series::hour_of(last);
+                while let Some(hour) =
+                    series::oldest_unpacked_hour(&transaction, meter)?.filter(|hour| *hour < before)
+                {
+                    packed += series::compact_hour(&transaction, meter, hour)?;
+                }
+            }
+            transaction.commit()?;
+            println!("{laid_out} staged readings laid out, {packed} readings packed");
+            if vacuum {
+                connection.execute_batch("VACUUM")?;
+                println!("free pages reclaimed");
             }
         }
     }

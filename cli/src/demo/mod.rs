@@ -363,6 +363,15 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         data_dir.join("summary.json").display(),
         data_dir.join("site-power.svg").display()
     );
+    if let Some(largest) = jobs.iter().max_by_key(|job| job.energy_mj) {
+        let hour = largest.first_ns.div_euclid(3_600_000_000_000) * 3_600_000_000_000;
+        println!(
+            "The books: footprint ledger stats --data-dir {dir}; one job's hour rebuilt from the readings: footprint explain --data-dir {dir} --job {} --hour {}",
+            largest.job.as_ref().map_or("", |job| job.id.as_str()),
+            format_rfc3339(UnixNanos(hour)),
+            dir = data_dir.display()
+        );
+    }
     let imbalance = summary.imbalance();
     if imbalance.iter().any(|off| *off != 0) {
         bail!(
