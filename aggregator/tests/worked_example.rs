@@ -207,6 +207,22 @@ async fn every_figure_of_the_worked_example_is_what_the_ledger_says() {
         };
         assert_eq!(actual, documented, "{key}");
     }
+
+    // The hour rebuilt from the readings sums to its roll-up, over HTTP as on the command line.
+    let explained = http_json(
+        aggregator.http_addr,
+        &format!("/api/v1/explain?job=A&hour={T}"),
+    )
+    .await;
+    assert_eq!(explained["matches"], true, "{explained}");
+    assert_eq!(explained["windows_sum"], explained["rolled_up"]);
+    assert_eq!(
+        explained["windows_sum"]["gpu_mj"], a["gpu_energy_mj"],
+        "{explained}"
+    );
+    let stats = http_json(aggregator.http_addr, "/api/v1/ledger/stats").await;
+    assert_eq!(stats["hosts"], 1, "{stats}");
+    assert!(stats["readings"].as_u64().unwrap() > 0, "{stats}");
     drop((host, site));
     aggregator.stop().await.unwrap();
 }
