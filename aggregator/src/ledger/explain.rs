@@ -169,7 +169,12 @@ pub fn explain(path: &Path, job_id: &str, hour_ns: i64) -> Result<Explanation> {
     let text: String = connection
         .query_row("SELECT toml FROM aggregator_config", [], |row| row.get(0))
         .optional()?
-        .ok_or_else(|| Error::Server("the ledger holds no aggregator config".into()))?;
+        .ok_or_else(|| {
+            Error::Server(
+                "the ledger holds no aggregator config yet: start the aggregator on it once (it records the config it builds with)"
+                    .into(),
+            )
+        })?;
     let config = AggregatorConfig::from_toml(&text)?;
     let settings = LedgerSettings::from_config(&config)?;
     let window = WindowLength::from_seconds(config.window_seconds).unwrap_or_default();

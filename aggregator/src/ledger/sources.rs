@@ -1,7 +1,8 @@
 //! Where a span's figures are read from: its whole UTC days of settled hours from the daily
 //! roll-ups (`rollup_*_days`), its other whole settled hours from the hourly ones (`rollup_*`),
-//! the hours it cuts and those not settled yet from window detail (`window_*`, `site_windows`). Both carry the same figures under the same names, and roll-ups are exact
-//! sums of the windows, so either source gives the same answer to the millijoule.
+//! the hours it cuts and those not settled yet from window detail (`window_*`, `site_windows`).
+//! All carry the same figures under the same names, and roll-ups are exact sums of the windows,
+//! so any source gives the same answer to the millijoule.
 
 use footprint_core::units::{NANOS_PER_DAY, NANOS_PER_HOUR};
 use footprint_core::{Span, UnixNanos};
@@ -27,7 +28,8 @@ pub(crate) struct Sources {
     pub pieces: Vec<(Source, i64, i64)>,
 }
 
-/// The tables (with their time column) and columns one kind of figure is read from, by source.
+/// The table and the columns one kind of figure is read from, by source (`days`: none where
+/// there is no daily table).
 pub(crate) struct Tables<'a> {
     pub days: Option<(&'a str, &'a str)>,
     pub hours: (&'a str, &'a str),
