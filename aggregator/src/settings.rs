@@ -154,7 +154,7 @@ impl LedgerSettings {
             default_gpu_model: config.embodied.default_gpu_model.clone(),
             server_model: config.embodied.server_model.clone(),
             window_detail_ns: i64::from(config.ledger.window_detail_days)
-                * footprint_core::units::NANOS_PER_DAY,
+                .saturating_mul(footprint_core::units::NANOS_PER_DAY),
             description,
         })
     }
