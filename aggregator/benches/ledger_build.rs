@@ -4,7 +4,7 @@
 //! meter read every 10 s. The readings are written straight into the ledger's tables (ingest is
 //! measured by `footprint loadgen`); then the host stage builds every window and the site stage
 //! settles every hour (rolling it up), on one thread, timed in wall and CPU seconds, each stage
-//! apart.
+//! apart; then the hours' window detail is deleted, as ageing does.
 //!
 //! `cargo bench -p footprint-aggregator --bench ledger_build` (env `HOSTS`, `MINUTES` scale it).
 
@@ -16,7 +16,7 @@ use std::time::Instant;
 use footprint_aggregator::AggregatorConfig;
 use footprint_aggregator::ledger::{self, HostLayout, LayoutMeter};
 use footprint_aggregator::settings::LedgerSettings;
-use footprint_aggregator::tables::schema;
+use footprint_aggregator::tables::{self, schema};
 use footprint_core::window::WindowLength;
 use footprint_proto::v1::MeterKind;
 use rusqlite::{Connection, Transaction, params};
@@ -261,12 +261,26 @@ fn main() {
     transaction.commit().unwrap();
     let total = wall.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu_before;
+    // Ageing: deleting the hours' window detail, as the writer does once they are
+    // `window_detail_days` old (detail first, each hour as its own pass).
+    let ageing_cpu_before = cpu_seconds();
+    let transaction = connection.transaction().unwrap();
+    let first_hour = START.div_euclid(3_600 * SECOND) * 3_600 * SECOND;
+    let deleted = tables::rollups::delete_detail(
+        &transaction,
+        first_hour,
+        first_hour + hours as i64 * 3_600 * SECOND,
+    )
+    .unwrap();
+    transaction.commit().unwrap();
+    let ageing_cpu = cpu_seconds() - ageing_cpu_before;
     let span_s = (minutes * 60) as f64;
     println!(
         "{{\"hosts\": {hosts}, \"gpus\": {}, \"minutes\": {minutes}, \"host_windows\": {host_windows}, \
 \"hours_settled\": {hours}, \"host_stage_s\": {host_stage:.2}, \"site_stage_s\": {:.2}, \"wall_s\": {total:.2}, \
 \"cpu_s\": {cpu:.2}, \"host_windows_per_cpu_s\": {:.0}, \"site_windows_per_cpu_s\": {:.2}, \
-\"times_real_time_per_core\": {:.1}, \"host_stage_cpu_s\": {host_stage_cpu:.2}, \"site_stage_cpu_s\": {:.2}}}",
+\"times_real_time_per_core\": {:.1}, \"host_stage_cpu_s\": {host_stage_cpu:.2}, \"site_stage_cpu_s\": {:.2}, \
+\"ageing_rows\": {deleted}, \"ageing_cpu_s\": {ageing_cpu:.2}}}",
         hosts * 8,
         total - host_stage,
         host_windows as f64 / cpu,

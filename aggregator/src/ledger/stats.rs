@@ -64,7 +64,6 @@ const PARTS: [(&str, &[&str]); 4] = [
             "window_jobs",
             "window_hosts",
             "site_windows",
-            "window_jobs_by_job",
             "window_jobs_by_time",
             "window_hosts_by_time",
         ],

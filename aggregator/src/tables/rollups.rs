@@ -175,12 +175,18 @@ pub fn delete_detail(
     until_ns: i64,
 ) -> rusqlite::Result<u64> {
     let mut deleted = 0;
-    for table in ["window_jobs", "window_hosts", "site_windows"] {
+    // Host by host, along the tables' keys (collector, start, …), rather than through the time
+    // index and a lookup per row.
+    for table in ["window_jobs", "window_hosts"] {
         deleted += connection
             .prepare_cached(&format!(
-                "DELETE FROM {table} WHERE start_ns >= ?1 AND start_ns < ?2"
+                "DELETE FROM {table} WHERE collector IN (SELECT id FROM collectors)
+                   AND start_ns >= ?1 AND start_ns < ?2"
             ))?
             .execute(params![from_ns, until_ns])? as u64;
     }
+    deleted += connection
+        .prepare_cached("DELETE FROM site_windows WHERE start_ns >= ?1 AND start_ns < ?2")?
+        .execute(params![from_ns, until_ns])? as u64;
     Ok(deleted)
 }

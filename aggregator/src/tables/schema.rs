@@ -62,8 +62,9 @@ const MIGRATIONS: &[(i64, &str)] = &[
         "ALTER TABLE site_hours ADD COLUMN ppa_delivered_mj INTEGER NOT NULL DEFAULT 0",
     ),
     // Schema 9 rolls settled hours up (`rollup_*`, created by `SCHEMA`); the hours an older
-    // ledger settled are rolled up after (`ROLL_UP_FROM`).
-    (8, ""),
+    // ledger settled are rolled up after (`ROLL_UP_FROM`). A job's settled hours are read from
+    // its roll-ups, so window rows no longer need an index by job.
+    (8, "DROP INDEX IF EXISTS window_jobs_by_job"),
 ];
 
 /// Ledgers older than this schema have settled hours without roll-ups.
@@ -471,7 +472,6 @@ CREATE TABLE IF NOT EXISTS rollup_site (
     intensity_mg_per_kwh INTEGER,
     intensity_quality INTEGER
 );
-CREATE INDEX IF NOT EXISTS window_jobs_by_job ON window_jobs (job, start_ns);
 -- A job's hosts, for every job listed.
 CREATE INDEX IF NOT EXISTS allocations_by_job ON allocations (job);
 CREATE INDEX IF NOT EXISTS window_jobs_by_time ON window_jobs (start_ns);
