@@ -4,7 +4,7 @@
 use footprint_core::{Span, UnixNanos};
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
-use super::sources::Tables;
+use super::sources::{Sources, Tables};
 
 use super::site;
 use crate::{Error, Result};
@@ -175,67 +175,80 @@ co2e_location_mg, co2e_market_mg, embodied_mg";
 const JOB_SUMS_ROLLED: &str = "collector, jobs_it_mj AS it_mj, jobs_overhead_mj AS overhead_mj, \
 jobs_water_ml AS water_ml, jobs_co2e_location_mg AS co2e_location_mg, jobs_co2e_market_mg AS co2e_market_mg, \
 jobs_embodied_mg AS embodied_mg";
-const HOST_SUMS: &str = "collector, idle_mj, idle_overhead_mj, unattributed_mj, unattributed_overhead_mj, \
+const JOB_SUMMED: &str =
+    "it_mj, overhead_mj, water_ml, co2e_location_mg, co2e_market_mg, embodied_mg";
+const HOST_SUMMED: &str = "idle_mj, idle_overhead_mj, unattributed_mj, unattributed_overhead_mj, \
 remainder_deficit_mj, host_mj, idle_water_ml, unattributed_water_ml, idle_co2e_location_mg, \
 unattributed_co2e_location_mg, idle_co2e_market_mg, unattributed_co2e_market_mg, idle_embodied_mg";
 
-/// Each host's sums over `bucket`, from roll-ups where whole settled hours suffice.
+/// Each host's sums over `sources`: its jobs' (in the order of `JOB_SUMMED`) and its own (in the
+/// order of `HOST_SUMMED`).
 fn host_sums(
     connection: &Connection,
-    bucket: Span,
+    sources: &Sources,
 ) -> Result<std::collections::BTreeMap<i64, HostSums>> {
-    let sources = super::sources::sources(connection, bucket)?;
+    let host_columns = format!("collector, {HOST_SUMMED}");
+    let jobs = sums_by_collector(
+        connection,
+        sources,
+        &Tables {
+            days: Some(("rollup_hosts_days", JOB_SUMS_ROLLED)),
+            hours: ("rollup_hosts", JOB_SUMS_ROLLED),
+            detail: ("window_jobs", JOB_SUMS),
+        },
+        JOB_SUMMED,
+    )?;
+    let hosts = sums_by_collector(
+        connection,
+        sources,
+        &Tables {
+            days: Some(("rollup_hosts_days", &host_columns)),
+            hours: ("rollup_hosts", &host_columns),
+            detail: ("window_hosts", &host_columns),
+        },
+        HOST_SUMMED,
+    )?;
     let mut by_host: std::collections::BTreeMap<i64, HostSums> = std::collections::BTreeMap::new();
-    let (jobs, bounds) = sources.union(&Tables {
-        days: Some(("rollup_hosts_days", JOB_SUMS_ROLLED)),
-        hours: ("rollup_hosts", JOB_SUMS_ROLLED),
-        detail: ("window_jobs", JOB_SUMS),
-    });
-    let mut statement = connection.prepare_cached(&format!(
-        "SELECT collector, SUM(it_mj), SUM(overhead_mj), SUM(water_ml), SUM(co2e_location_mg),
-                SUM(co2e_market_mg), SUM(embodied_mg)
-         FROM ({jobs}) GROUP BY collector"
-    ))?;
-    let mut rows = statement.query(params_from_iter(&bounds))?;
-    while let Some(row) = rows.next()? {
-        let sums = by_host.entry(row.get(0)?).or_default();
-        sums.jobs_it = row.get(1)?;
-        sums.jobs_overhead = row.get(2)?;
-        sums.jobs_water = row.get(3)?;
-        sums.jobs_location = row.get(4)?;
-        sums.jobs_market = row.get(5)?;
-        sums.jobs_embodied = row.get(6)?;
+    for (collector, j) in jobs {
+        let sums = by_host.entry(collector).or_default();
+        (sums.jobs_it, sums.jobs_overhead, sums.jobs_water) = (j[0], j[1], j[2]);
+        (sums.jobs_location, sums.jobs_market, sums.jobs_embodied) = (j[3], j[4], j[5]);
     }
-    let (hosts, bounds) = sources.union(&Tables {
-        days: Some(("rollup_hosts_days", HOST_SUMS)),
-        hours: ("rollup_hosts", HOST_SUMS),
-        detail: ("window_hosts", HOST_SUMS),
-    });
-    let mut statement = connection.prepare_cached(&format!(
-        "SELECT collector, SUM(idle_mj), SUM(idle_overhead_mj), SUM(unattributed_mj),
-                SUM(unattributed_overhead_mj), SUM(remainder_deficit_mj), SUM(host_mj), SUM(idle_water_ml),
-                SUM(unattributed_water_ml), SUM(idle_co2e_location_mg), SUM(unattributed_co2e_location_mg),
-                SUM(idle_co2e_market_mg), SUM(unattributed_co2e_market_mg), SUM(idle_embodied_mg)
-         FROM ({hosts}) GROUP BY collector"
-    ))?;
-    let mut rows = statement.query(params_from_iter(&bounds))?;
-    while let Some(row) = rows.next()? {
-        let sums = by_host.entry(row.get(0)?).or_default();
-        sums.idle = row.get(1)?;
-        sums.idle_overhead = row.get(2)?;
-        sums.unattributed = row.get(3)?;
-        sums.unattributed_overhead = row.get(4)?;
-        sums.deficit = row.get(5)?;
-        sums.host_mj = row.get(6)?;
-        sums.idle_water = row.get(7)?;
-        sums.unattributed_water = row.get(8)?;
-        sums.idle_location = row.get(9)?;
-        sums.unattributed_location = row.get(10)?;
-        sums.idle_market = row.get(11)?;
-        sums.unattributed_market = row.get(12)?;
-        sums.idle_embodied = row.get(13)?;
+    for (collector, h) in hosts {
+        let sums = by_host.entry(collector).or_default();
+        (sums.idle, sums.idle_overhead) = (h[0], h[1]);
+        (sums.unattributed, sums.unattributed_overhead) = (h[2], h[3]);
+        (sums.deficit, sums.host_mj) = (h[4], h[5]);
+        (sums.idle_water, sums.unattributed_water) = (h[6], h[7]);
+        (sums.idle_location, sums.unattributed_location) = (h[8], h[9]);
+        (sums.idle_market, sums.unattributed_market) = (h[10], h[11]);
+        sums.idle_embodied = h[12];
     }
     Ok(by_host)
+}
+
+/// `summed` (columns of `tables`' arms) summed per collector over `sources`.
+fn sums_by_collector(
+    connection: &Connection,
+    sources: &Sources,
+    tables: &Tables<'_>,
+    summed: &str,
+) -> Result<Vec<(i64, Vec<i64>)>> {
+    let (union, bounds) = sources.union(tables);
+    let mut statement = connection.prepare_cached(&format!(
+        "SELECT collector, {} FROM ({union}) GROUP BY collector",
+        crate::tables::rollups::sums(summed)
+    ))?;
+    let width = statement.column_count();
+    let mut rows = statement.query(params_from_iter(&bounds))?;
+    let mut found = Vec::new();
+    while let Some(row) = rows.next()? {
+        let sums = (1..width)
+            .map(|index| row.get(index))
+            .collect::<rusqlite::Result<_>>()?;
+        found.push((row.get(0)?, sums));
+    }
+    Ok(found)
 }
 
 const SITE_ROLLED: &str = "facility_mj, unattributed_mj, water_ml, unattributed_water_ml, co2e_location_mg, \
@@ -249,6 +262,7 @@ overhead_source = 1 AS windows_metered, overhead_source = 2 AS windows_assumed_p
 fn site_bucket(
     connection: &Connection,
     bucket: Span,
+    sources: &Sources,
     by_host: &std::collections::BTreeMap<i64, HostSums>,
 ) -> Result<FacilityWindow> {
     let mut sums = HostSums::default();
@@ -284,7 +298,7 @@ fn site_bucket(
     };
     let mut methods = [0i64; 3];
     let mut residual_used = false;
-    let (site, bounds) = super::sources::sources(connection, bucket)?.union(&Tables {
+    let (site, bounds) = sources.union(&Tables {
         days: None,
         hours: ("rollup_site", SITE_ROLLED),
         detail: ("site_windows", SITE_DETAIL),
@@ -589,9 +603,10 @@ pub fn facility_totals(
             UnixNanos(bucket_start),
             UnixNanos(step.end_of(bucket_start, span)),
         );
-        let by_host = host_sums(connection, bucket)?;
+        let sources = super::sources::sources(connection, bucket)?;
+        let by_host = host_sums(connection, &sources)?;
         if grouping == Grouping::Site {
-            windows.push(site_bucket(connection, bucket, &by_host)?);
+            windows.push(site_bucket(connection, bucket, &sources, &by_host)?);
         } else {
             let mut groups: std::collections::BTreeMap<&str, FacilityWindow> =
                 std::collections::BTreeMap::new();
