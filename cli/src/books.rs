@@ -182,13 +182,16 @@ fn render_explanation(explanation: &Explanation) -> String {
         "market mg",
         "embodied mg"
     );
-    let row = |out: &mut String, label: &str, host: &str, f: &explain::JobFigures| {
+    let row = |out: &mut String,
+               label: &str,
+               host: &str,
+               f: &footprint_aggregator::ledger::JobFigures| {
         let _ = writeln!(
             out,
             "{:<22} {:<16} {:>12} {:>12} {:>12.1} {:>12} {:>10} {:>12} {:>12}",
             label,
             host,
-            f.gpu_mj + f.cpu_mj + f.dram_mj + f.remainder_mj,
+            f.it_mj(),
             f.overhead_mj,
             f.gpu_ns as f64 / 1e9,
             f.water_ml,

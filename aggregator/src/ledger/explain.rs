@@ -16,65 +16,13 @@ use footprint_core::{Span, UnixNanos};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
+use super::JobFigures;
 use super::{detail, site};
 use crate::config::AggregatorConfig;
 use crate::settings::LedgerSettings;
-use crate::tables::{rollups, schema};
+use crate::tables::rollups::{self, JOB_FIGURES};
+use crate::tables::schema;
 use crate::{Error, Result};
-
-/// A job's figures over one window, or summed over an hour.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct JobFigures {
-    pub gpu_mj: i64,
-    pub cpu_mj: i64,
-    pub dram_mj: i64,
-    pub remainder_mj: i64,
-    pub measured_mj: i64,
-    pub interpolated_mj: i64,
-    pub estimated_mj: i64,
-    pub gpu_ns: i64,
-    pub embodied_mg: i64,
-    pub overhead_mj: i64,
-    pub water_ml: i64,
-    pub co2e_location_mg: i64,
-    pub co2e_market_mg: i64,
-}
-
-impl JobFigures {
-    fn from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Self> {
-        Ok(Self {
-            gpu_mj: row.get(first)?,
-            cpu_mj: row.get(first + 1)?,
-            dram_mj: row.get(first + 2)?,
-            remainder_mj: row.get(first + 3)?,
-            measured_mj: row.get(first + 4)?,
-            interpolated_mj: row.get(first + 5)?,
-            estimated_mj: row.get(first + 6)?,
-            gpu_ns: row.get(first + 7)?,
-            embodied_mg: row.get(first + 8)?,
-            overhead_mj: row.get(first + 9)?,
-            water_ml: row.get(first + 10)?,
-            co2e_location_mg: row.get(first + 11)?,
-            co2e_market_mg: row.get(first + 12)?,
-        })
-    }
-
-    fn add(&mut self, other: &Self) {
-        self.gpu_mj += other.gpu_mj;
-        self.cpu_mj += other.cpu_mj;
-        self.dram_mj += other.dram_mj;
-        self.remainder_mj += other.remainder_mj;
-        self.measured_mj += other.measured_mj;
-        self.interpolated_mj += other.interpolated_mj;
-        self.estimated_mj += other.estimated_mj;
-        self.gpu_ns += other.gpu_ns;
-        self.embodied_mg += other.embodied_mg;
-        self.overhead_mj += other.overhead_mj;
-        self.water_ml += other.water_ml;
-        self.co2e_location_mg += other.co2e_location_mg;
-        self.co2e_market_mg += other.co2e_market_mg;
-    }
-}
 
 /// One rebuilt window of the job on one host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -108,9 +56,6 @@ pub struct Explanation {
 const METHOD: &str = "the hour's windows built again from the stored readings and allocations with the \
 aggregator's stored config (every host, then the site stage: overhead, water, location- and market-based carbon), \
 in scratch tables; compared with the roll-up the ledger holds";
-
-const JOB_COLUMNS: &str = "gpu_mj, cpu_mj, dram_mj, remainder_mj, measured_mj, interpolated_mj, \
-estimated_mj, gpu_ns, embodied_mg, overhead_mj, water_ml, co2e_location_mg, co2e_market_mg";
 
 /// The tables the rebuild writes, shadowed while it runs.
 const SHADOWED: [&str; 9] = [
@@ -186,7 +131,7 @@ pub fn explain(path: &Path, job_id: &str, hour_ns: i64) -> Result<Explanation> {
 
     let mut windows = Vec::new();
     let mut statement = connection.prepare(&format!(
-        "SELECT c.host, w.start_ns, {JOB_COLUMNS} FROM temp.window_jobs w
+        "SELECT c.host, w.start_ns, {JOB_FIGURES} FROM temp.window_jobs w
          JOIN collectors c ON c.id = w.collector WHERE w.job = ?1 ORDER BY w.start_ns, c.host"
     ))?;
     let mut rows = statement.query([job])?;
@@ -224,7 +169,7 @@ fn job_hour(
     Ok(connection.query_row(
         &format!(
             "SELECT COUNT(*), {} FROM {schema}.rollup_jobs WHERE hour_ns = ?1 AND job = ?2",
-            rollups::sums(JOB_COLUMNS)
+            rollups::sums(JOB_FIGURES)
         ),
         params![hour_ns, job],
         |row| {

@@ -6,6 +6,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use super::sources::Source;
+use crate::tables::rollups::{JOB_FIGURES, sums};
 
 use crate::{Error, Result};
 
@@ -75,24 +76,96 @@ pub struct JobFilter {
     pub kind: String,
 }
 
-/// A job's figures summed over some of its windows (a span's roll-ups or window rows).
+/// A job's figures over one window or summed over several, in the order of
+/// `tables::rollups::JOB_FIGURES` (the columns `window_jobs` and the roll-ups share).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct JobFigures {
+    pub gpu_mj: i64,
+    pub cpu_mj: i64,
+    pub dram_mj: i64,
+    pub remainder_mj: i64,
+    pub measured_mj: i64,
+    pub interpolated_mj: i64,
+    pub estimated_mj: i64,
+    pub gpu_ns: i64,
+    pub embodied_mg: i64,
+    pub overhead_mj: i64,
+    pub water_ml: i64,
+    pub co2e_location_mg: i64,
+    pub co2e_market_mg: i64,
+}
+
+impl JobFigures {
+    /// The figures from `row`'s columns `first..first + 13`, in `JOB_FIGURES` order.
+    ///
+    /// # Errors
+    /// A column is missing or not an integer.
+    pub fn from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Self> {
+        let mut values = [0i64; 13];
+        for (index, value) in values.iter_mut().enumerate() {
+            *value = row.get(first + index)?;
+        }
+        let [
+            gpu_mj,
+            cpu_mj,
+            dram_mj,
+            remainder_mj,
+            measured_mj,
+            interpolated_mj,
+            estimated_mj,
+            gpu_ns,
+            embodied_mg,
+            overhead_mj,
+            water_ml,
+            co2e_location_mg,
+            co2e_market_mg,
+        ] = values;
+        Ok(Self {
+            gpu_mj,
+            cpu_mj,
+            dram_mj,
+            remainder_mj,
+            measured_mj,
+            interpolated_mj,
+            estimated_mj,
+            gpu_ns,
+            embodied_mg,
+            overhead_mj,
+            water_ml,
+            co2e_location_mg,
+            co2e_market_mg,
+        })
+    }
+
+    pub fn add(&mut self, other: &Self) {
+        self.gpu_mj += other.gpu_mj;
+        self.cpu_mj += other.cpu_mj;
+        self.dram_mj += other.dram_mj;
+        self.remainder_mj += other.remainder_mj;
+        self.measured_mj += other.measured_mj;
+        self.interpolated_mj += other.interpolated_mj;
+        self.estimated_mj += other.estimated_mj;
+        self.gpu_ns += other.gpu_ns;
+        self.embodied_mg += other.embodied_mg;
+        self.overhead_mj += other.overhead_mj;
+        self.water_ml += other.water_ml;
+        self.co2e_location_mg += other.co2e_location_mg;
+        self.co2e_market_mg += other.co2e_market_mg;
+    }
+
+    /// GPU + CPU package + DRAM + host remainder.
+    pub fn it_mj(&self) -> i64 {
+        self.gpu_mj + self.cpu_mj + self.dram_mj + self.remainder_mj
+    }
+}
+
+/// A job's figures summed over some of its windows (a span's roll-ups or window rows), with
+/// which windows they were.
 #[derive(Clone, Copy, Debug, Default)]
 struct JobSums {
-    gpu: i64,
-    cpu: i64,
-    dram: i64,
-    remainder: i64,
-    overhead: i64,
-    measured: i64,
-    interpolated: i64,
-    estimated: i64,
-    gpu_ns: i64,
+    figures: JobFigures,
     first_ns: i64,
     last_ns: i64,
-    water: i64,
-    location: i64,
-    market: i64,
-    embodied: i64,
     revised: i64,
     host_windows: i64,
 }
@@ -106,36 +179,31 @@ impl JobSums {
             self.first_ns = self.first_ns.min(other.first_ns);
             self.last_ns = self.last_ns.max(other.last_ns);
         }
-        self.gpu += other.gpu;
-        self.cpu += other.cpu;
-        self.dram += other.dram;
-        self.remainder += other.remainder;
-        self.overhead += other.overhead;
-        self.measured += other.measured;
-        self.interpolated += other.interpolated;
-        self.estimated += other.estimated;
-        self.gpu_ns += other.gpu_ns;
-        self.water += other.water;
-        self.location += other.location;
-        self.market += other.market;
-        self.embodied += other.embodied;
+        self.figures.add(&other.figures);
         self.revised += other.revised;
         self.host_windows += other.host_windows;
     }
 }
 
-/// The jobs' sums over the roll-ups of `[from, to)` (whole hours; whole days with the table and
-/// column renamed).
-const ROLLED_SUMS: &str = "SELECT job, SUM(gpu_mj), SUM(cpu_mj), SUM(dram_mj), SUM(remainder_mj), SUM(overhead_mj),
-  SUM(measured_mj), SUM(interpolated_mj), SUM(estimated_mj), SUM(gpu_ns), MIN(first_start_ns), MAX(last_start_ns),
-  SUM(water_ml), SUM(co2e_location_mg), SUM(co2e_market_mg), SUM(embodied_mg), SUM(revised_windows), SUM(host_windows)
-FROM rollup_jobs WHERE hour_ns >= ?1 AND hour_ns < ?2";
+/// The jobs' sums over `table`'s roll-ups of `[from, to)`, timed by `time` (`hour_ns`, `day_ns`).
+fn rolled_sums(table: &str, time: &str) -> String {
+    format!(
+        "SELECT job, {}, MIN(first_start_ns), MAX(last_start_ns), SUM(revised_windows), SUM(host_windows)
+         FROM {table} WHERE {time} >= ?1 AND {time} < ?2",
+        sums(JOB_FIGURES)
+    )
+}
+
 /// The jobs' sums over the window rows of `[from, to)`.
-const DETAIL_SUMS: &str = "SELECT job, SUM(gpu_mj), SUM(cpu_mj), SUM(dram_mj), SUM(remainder_mj), SUM(overhead_mj),
-  SUM(measured_mj), SUM(interpolated_mj), SUM(estimated_mj), SUM(gpu_ns), MIN(start_ns), MAX(start_ns),
-  SUM(water_ml), SUM(co2e_location_mg), SUM(co2e_market_mg), SUM(embodied_mg),
-  SUM(EXISTS (SELECT 1 FROM window_revisions v WHERE v.collector = w.collector AND v.start_ns = w.start_ns)), COUNT(*)
-FROM window_jobs w WHERE start_ns >= ?1 AND start_ns < ?2";
+fn detail_sums() -> String {
+    format!(
+        "SELECT job, {}, MIN(start_ns), MAX(start_ns),
+           SUM(EXISTS (SELECT 1 FROM window_revisions v WHERE v.collector = w.collector AND v.start_ns = w.start_ns)),
+           COUNT(*)
+         FROM window_jobs w WHERE start_ns >= ?1 AND start_ns < ?2",
+        sums(JOB_FIGURES)
+    )
+}
 
 /// Every job's sums over `span` (of the job `only`, if given), whole settled hours from their
 /// roll-ups and the rest from window rows, by job key.
@@ -149,11 +217,9 @@ fn job_sums(
     for (source, from, to) in sources.pieces {
         // Keyed by job first, the roll-ups are read in job order and summed as they stream.
         let sql = match source {
-            Source::Days => ROLLED_SUMS
-                .replace("rollup_jobs", "rollup_jobs_days")
-                .replace("hour_ns", "day_ns"),
-            Source::Hours => ROLLED_SUMS.to_owned(),
-            Source::Detail => DETAIL_SUMS.to_owned(),
+            Source::Days => rolled_sums("rollup_jobs_days", "day_ns"),
+            Source::Hours => rolled_sums("rollup_jobs", "hour_ns"),
+            Source::Detail => detail_sums(),
         };
         let sql = match only {
             Some(_) => format!("{sql} AND job = ?3 GROUP BY job"),
@@ -163,21 +229,9 @@ fn job_sums(
         let mut rows = statement.query(params![from, to, only])?;
         while let Some(row) = rows.next()? {
             let sums = JobSums {
-                gpu: row.get(1)?,
-                cpu: row.get(2)?,
-                dram: row.get(3)?,
-                remainder: row.get(4)?,
-                overhead: row.get(5)?,
-                measured: row.get(6)?,
-                interpolated: row.get(7)?,
-                estimated: row.get(8)?,
-                gpu_ns: row.get(9)?,
-                first_ns: row.get(10)?,
-                last_ns: row.get(11)?,
-                water: row.get(12)?,
-                location: row.get(13)?,
-                market: row.get(14)?,
-                embodied: row.get(15)?,
+                figures: JobFigures::from_row(row, 1)?,
+                first_ns: row.get(14)?,
+                last_ns: row.get(15)?,
                 revised: row.get(16)?,
                 host_windows: row.get(17)?,
             };
@@ -294,7 +348,8 @@ pub fn list_jobs(connection: &Connection, filter: &JobFilter) -> Result<Vec<JobF
 /// The figures of a job's footprint from its sums (the job's description left empty).
 fn footprint_of(sums: &JobSums) -> JobFootprint {
     let as_u64 = |value: i64| value as u64;
-    let it = as_u64(sums.gpu + sums.cpu + sums.dram + sums.remainder);
+    let figures = &sums.figures;
+    let it = as_u64(figures.it_mj());
     JobFootprint {
         id: String::new(),
         scheduler: String::new(),
@@ -305,24 +360,24 @@ fn footprint_of(sums: &JobSums) -> JobFootprint {
         model: String::new(),
         functional_unit: String::new(),
         functional_units: 0,
-        energy_mj: it + as_u64(sums.overhead),
+        energy_mj: it + as_u64(figures.overhead_mj),
         it_energy_mj: it,
-        gpu_energy_mj: as_u64(sums.gpu),
-        cpu_energy_mj: as_u64(sums.cpu),
-        dram_energy_mj: as_u64(sums.dram),
-        remainder_mj: as_u64(sums.remainder),
-        overhead_mj: as_u64(sums.overhead),
+        gpu_energy_mj: as_u64(figures.gpu_mj),
+        cpu_energy_mj: as_u64(figures.cpu_mj),
+        dram_energy_mj: as_u64(figures.dram_mj),
+        remainder_mj: as_u64(figures.remainder_mj),
+        overhead_mj: as_u64(figures.overhead_mj),
         energy_quality: EnergyByQuality {
-            measured_mj: as_u64(sums.measured),
-            interpolated_mj: as_u64(sums.interpolated),
-            estimated_mj: as_u64(sums.estimated),
+            measured_mj: as_u64(figures.measured_mj),
+            interpolated_mj: as_u64(figures.interpolated_mj),
+            estimated_mj: as_u64(figures.estimated_mj),
         },
-        water_ml: as_u64(sums.water),
-        co2e_location_mg: as_u64(sums.location),
-        co2e_market_mg: as_u64(sums.market),
-        co2e_embodied_mg: as_u64(sums.embodied),
+        water_ml: as_u64(figures.water_ml),
+        co2e_location_mg: as_u64(figures.co2e_location_mg),
+        co2e_market_mg: as_u64(figures.co2e_market_mg),
+        co2e_embodied_mg: as_u64(figures.embodied_mg),
         sci_mg_per_unit: 0.0,
-        gpu_hours: sums.gpu_ns as f64 / 3.6e12,
+        gpu_hours: figures.gpu_ns as f64 / 3.6e12,
         hosts: Vec::new(),
         first_window_ns: sums.first_ns,
         last_window_ns: sums.last_ns,
