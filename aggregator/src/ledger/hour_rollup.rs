@@ -15,17 +15,26 @@ use crate::Result;
 use crate::codec::quality_code;
 use crate::tables::rollups::{self, HOST_FIGURES, JOB_FIGURES, JOBS_OF_HOST, SITE_FIGURES};
 
-/// The host stage's figures of one window row: a job's `gpu_mj, cpu_mj, dram_mj, remainder_mj,
-/// measured_mj, interpolated_mj, estimated_mj, gpu_ns, embodied_mg`, or a host's `it_mj,
-/// host_mj, remainder_mj, remainder_deficit_mj, idle_mj, unattributed_mj, measured_mj,
-/// interpolated_mj, estimated_mj, idle_embodied_mg` (the orders of `JOB_FIGURES` and
-/// `HOST_FIGURES`).
+/// One account of a window as the site stage reads it, with the host stage's figures of its
+/// row: a job's (`gpu_mj, cpu_mj, dram_mj, remainder_mj, measured_mj, interpolated_mj,
+/// estimated_mj, gpu_ns, embodied_mg`, as `JOB_FIGURES` begins) or a host's (`it_mj, host_mj,
+/// remainder_mj, remainder_deficit_mj, idle_mj, unattributed_mj, measured_mj, interpolated_mj,
+/// estimated_mj, idle_embodied_mg`, as `HOST_FIGURES` begins), carried by its idle account; a
+/// host's unattributed account has none of its own.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum HostStage {
-    Job([i64; 9]),
-    Host([i64; 10]),
-    /// A host's unattributed account: its figures ride on the host's row.
-    None,
+pub(crate) enum AccountRow {
+    Job {
+        collector: i64,
+        job: i64,
+        figures: [i64; 9],
+    },
+    Idle {
+        collector: i64,
+        figures: [i64; 10],
+    },
+    Unattributed {
+        collector: i64,
+    },
 }
 
 /// What the site stage shares to one account in one window: overhead, water, location-based
@@ -95,17 +104,15 @@ impl HourRollup {
     }
 
     /// One account of the window at `start_ns` with what the site stage shared to it.
-    pub fn add_account(
-        &mut self,
-        collector: i64,
-        job: Option<i64>,
-        start_ns: i64,
-        host_stage: &HostStage,
-        shares: &Shares,
-    ) {
-        let revised = i64::from(self.revised.contains(&(collector, start_ns)));
-        match (job, host_stage) {
-            (Some(job), HostStage::Job(figures)) => {
+    pub fn add_account(&mut self, start_ns: i64, row: &AccountRow, shares: &Shares) {
+        let is_revised = |collector: i64| i64::from(self.revised.contains(&(collector, start_ns)));
+        match *row {
+            AccountRow::Job {
+                collector,
+                job,
+                ref figures,
+            } => {
+                let revised = is_revised(collector);
                 let sums = self.jobs.entry((collector, job)).or_default();
                 if sums.host_windows == 0 {
                     sums.first_ns = start_ns;
@@ -115,25 +122,27 @@ impl HourRollup {
                 add(&mut sums.figures[9..], shares);
                 sums.host_windows += 1;
                 sums.revised += revised;
-                let host = self.hosts.entry(collector).or_default();
-                let it = figures[0] + figures[1] + figures[2] + figures[3];
+                let it = figures[..4].iter().sum::<i64>();
                 add(
-                    &mut host.jobs,
+                    &mut self.hosts.entry(collector).or_default().jobs,
                     &[it, shares[0], shares[1], shares[2], shares[3], figures[8]],
                 );
             }
-            (None, HostStage::Host(figures)) => {
+            AccountRow::Idle {
+                collector,
+                ref figures,
+            } => {
+                let revised = is_revised(collector);
                 let host = self.hosts.entry(collector).or_default();
                 add(&mut host.figures[..10], figures);
                 add(&mut host.figures[10..14], shares);
                 host.host_windows += 1;
                 host.revised += revised;
             }
-            (None, _) => add(
+            AccountRow::Unattributed { collector } => add(
                 &mut self.hosts.entry(collector).or_default().figures[14..],
                 shares,
             ),
-            (Some(_), _) => {}
         }
     }
 

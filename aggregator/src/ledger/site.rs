@@ -19,7 +19,7 @@ use footprint_core::{Millijoules, Millilitres, Span, UnixNanos};
 use footprint_proto::v1::MeterKind;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::hour_rollup::{HostStage, HourRollup};
+use super::hour_rollup::{AccountRow, HourRollup};
 use super::{detail, load_intervals};
 use crate::Result;
 use crate::codec::{MeterRole, kind_codes_where, quality_code};
@@ -361,12 +361,12 @@ fn go_balance_before(
 }
 
 /// A window split: its start, its accounts weighted by facility energy, the split, and each
-/// account's host-stage figures (for the hour's roll-up).
+/// account's row (for the hour's roll-up).
 type SettledWindow = (
     i64,
     Vec<(Account, u64)>,
     facility::SiteWindow,
-    Vec<HostStage>,
+    Vec<AccountRow>,
 );
 
 pub(crate) fn settle_hour(
@@ -385,11 +385,10 @@ pub(crate) fn settle_hour(
     let mut carry = facility::SiteCarry::default();
     for index in 0..windows {
         let start_ns = hour_ns + index as i64 * window.nanos();
-        let (accounts, host_stage): (Vec<(Account, u64)>, Vec<HostStage>) =
-            accounts_of(connection, start_ns)?
-                .into_iter()
-                .map(|(account, it, figures)| ((account, it), figures))
-                .unzip();
+        let rows = accounts_of(connection, start_ns)?;
+        let accounts: Vec<(Account, u64)> =
+            rows.iter().map(|(row, it)| (row.account(), *it)).collect();
+        let rows: Vec<AccountRow> = rows.into_iter().map(|(row, _)| row).collect();
         let meters = SiteMeters {
             energy: energy.as_ref().and_then(|d| d[index]).map(Millijoules),
             water: water.as_ref().and_then(|d| d[index]).map(Millilitres),
@@ -402,7 +401,7 @@ pub(crate) fn settle_hour(
             .zip(&split.overhead_mj)
             .map(|((account, it), overhead)| (account, it + overhead))
             .collect();
-        settled.push((start_ns, facility_energy, split, host_stage));
+        settled.push((start_ns, facility_energy, split, rows));
     }
     let load_mj: u64 = settled
         .iter()
@@ -431,24 +430,18 @@ pub(crate) fn settle_hour(
     };
     let market = facility::share_hour(matched.market_mg, &windows);
     let mut rollup = HourRollup::new(connection, hour_ns)?;
-    for (((start_ns, accounts, split, host_stage), location), market) in
+    for (((start_ns, accounts, split, rows), location), market) in
         settled.into_iter().zip(location).zip(market)
     {
         let accounts: Vec<Account> = accounts.into_iter().map(|(account, _)| account).collect();
-        for (index, (account, figures)) in accounts.iter().zip(&host_stage).enumerate() {
+        for (index, row) in rows.iter().enumerate() {
             let shares = [
                 split.overhead_mj[index] as i64,
                 split.water_ml[index] as i64,
                 location.0[index] as i64,
                 market.0[index] as i64,
             ];
-            let (collector, job) = match *account {
-                Account::Job { collector, job } => (collector, Some(job)),
-                Account::Idle { collector } | Account::Unattributed { collector } => {
-                    (collector, None)
-                }
-            };
-            rollup.add_account(collector, job, start_ns, figures, &shares);
+            rollup.add_account(start_ns, row, &shares);
         }
         let total = |shares: &[u64], unattributed: u64| {
             (
@@ -475,8 +468,8 @@ pub(crate) fn settle_hour(
     rollup.write(connection)
 }
 
-/// The window's accounts with their host-level energy and their host-stage figures.
-fn accounts_of(connection: &Connection, start_ns: i64) -> Result<Vec<(Account, u64, HostStage)>> {
+/// The window's accounts, each with its row and its energy at the IT boundary.
+fn accounts_of(connection: &Connection, start_ns: i64) -> Result<Vec<(AccountRow, u64)>> {
     let mut accounts = Vec::new();
     let mut jobs = connection.prepare_cached(
         "SELECT collector, job, gpu_mj, cpu_mj, dram_mj, remainder_mj, measured_mj, interpolated_mj,
@@ -485,16 +478,17 @@ fn accounts_of(connection: &Connection, start_ns: i64) -> Result<Vec<(Account, u
     )?;
     let mut rows = jobs.query([start_ns])?;
     while let Some(row) = rows.next()? {
-        let account = Account::Job {
-            collector: row.get(0)?,
-            job: row.get(1)?,
-        };
         let mut figures = [0i64; 9];
         for (index, figure) in figures.iter_mut().enumerate() {
             *figure = row.get(index + 2)?;
         }
         let it = figures[..4].iter().sum::<i64>() as u64;
-        accounts.push((account, it, HostStage::Job(figures)));
+        let account = AccountRow::Job {
+            collector: row.get(0)?,
+            job: row.get(1)?,
+            figures,
+        };
+        accounts.push((account, it));
     }
     let mut hosts = connection.prepare_cached(
         "SELECT collector, it_mj, host_mj, remainder_mj, remainder_deficit_mj, idle_mj, unattributed_mj,
@@ -509,14 +503,21 @@ fn accounts_of(connection: &Connection, start_ns: i64) -> Result<Vec<(Account, u
             *figure = row.get(index + 1)?;
         }
         let (idle, unattributed) = (figures[4] as u64, figures[5] as u64);
-        accounts.push((Account::Idle { collector }, idle, HostStage::Host(figures)));
-        accounts.push((
-            Account::Unattributed { collector },
-            unattributed,
-            HostStage::None,
-        ));
+        accounts.push((AccountRow::Idle { collector, figures }, idle));
+        accounts.push((AccountRow::Unattributed { collector }, unattributed));
     }
     Ok(accounts)
+}
+
+impl AccountRow {
+    /// The account the facility is shared over.
+    fn account(&self) -> Account {
+        match *self {
+            Self::Job { collector, job, .. } => Account::Job { collector, job },
+            Self::Idle { collector, .. } => Account::Idle { collector },
+            Self::Unattributed { collector } => Account::Unattributed { collector },
+        }
+    }
 }
 
 /// The hour's market-based matching, with the PPA energy `ppa_delivered_mj` delivered in it.
