@@ -592,12 +592,14 @@ fn rolled_up_as_sql_sums_the_windows(dir: &std::path::Path) -> Result<(), TestCa
 fn explained_hours_match(dir: &std::path::Path, figures: &Figures) -> Result<(), TestCaseError> {
     let path = dir.join("ledger").join(LEDGER_FILE);
     for job in &figures.jobs {
+        let mut explained = 0;
         for hour in 0..2 {
             let hour_ns = T0 + hour * 3_600 * SECOND;
             match ledger::explain::explain(&path, &job.id, hour_ns) {
                 Ok(explanation) => {
                     prop_assert!(explanation.matches, "{:?}", explanation);
                     prop_assert!(!explanation.windows.is_empty());
+                    explained += 1;
                 }
                 Err(error) => {
                     let text = error.to_string();
@@ -609,6 +611,8 @@ fn explained_hours_match(dir: &std::path::Path, figures: &Figures) -> Result<(),
                 }
             }
         }
+        // A listed job held something in some settled hour.
+        prop_assert!(explained > 0, "{} explained in no hour", job.id);
         // The hour after the last settled one is refused by name.
         let error = ledger::explain::explain(&path, &job.id, T0 + 2 * 3_600 * SECOND).unwrap_err();
         prop_assert!(error.to_string().contains("hour:"), "{}", error);

@@ -35,6 +35,39 @@ fn demo_writes_a_summary_whose_books_balance_exactly() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("site (measured)"), "{stdout}");
+    // The demo's last line hands over `explain` for its largest job: run as printed, the hour
+    // rebuilt from the readings equals its roll-up; and `ledger stats` counts what the ledger holds.
+    let printed: Vec<&str> = stdout
+        .lines()
+        .find_map(|line| line.split_once("footprint explain "))
+        .map(|(_, args)| args.split_whitespace().collect())
+        .unwrap_or_else(|| panic!("no explain command printed: {stdout}"));
+    let value_of = |flag: &str| {
+        let at = printed.iter().position(|arg| *arg == flag).unwrap();
+        printed[at + 1]
+    };
+    let args = [
+        "explain",
+        "--json",
+        "--job",
+        value_of("--job"),
+        "--hour",
+        value_of("--hour"),
+        "--data-dir",
+    ];
+    let explained: serde_json::Value = serde_json::from_str(&footprint(&args, &data_dir)).unwrap();
+    assert_eq!(explained["matches"], true, "{explained}");
+    assert!(
+        !explained["windows"].as_array().unwrap().is_empty(),
+        "{explained}"
+    );
+    let stats: serde_json::Value = serde_json::from_str(&footprint(
+        &["ledger", "stats", "--json", "--data-dir"],
+        &data_dir,
+    ))
+    .unwrap();
+    assert_eq!(stats["hosts"], 4, "{stats}");
+    assert!(stats["gpu_days"].as_f64().unwrap() > 0.0, "{stats}");
 
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(data_dir.join("summary.json")).unwrap()).unwrap();
