@@ -472,6 +472,8 @@ CREATE TABLE IF NOT EXISTS rollup_site (
     intensity_mg_per_kwh INTEGER,
     intensity_quality INTEGER
 );
+-- The windows built again in an hour, looked up each time an hour settles and for totals.
+CREATE INDEX IF NOT EXISTS window_revisions_by_time ON window_revisions (start_ns);
 -- A job's hosts, for every job listed.
 CREATE INDEX IF NOT EXISTS allocations_by_job ON allocations (job);
 CREATE INDEX IF NOT EXISTS window_jobs_by_time ON window_jobs (start_ns);
