@@ -1,8 +1,11 @@
-//! Footprint's outputs. Each exporter is one file and reads what the `Query` API returns
-//! (`footprint.v1` messages), so it works the same against a local ledger or a remote aggregator.
+//! Footprint's outputs. The run summary, tables and chart read what the `Query` API returns
+//! (`footprint.v1` messages), so they work the same against a local ledger or a remote
+//! aggregator; the disclosure report ([`report`]) is made from [`report::ReportInputs`], which
+//! the aggregator fills from its ledger.
 
 pub mod chart;
 pub mod intensity;
+pub mod report;
 pub mod summary;
 pub mod table;
 
@@ -11,6 +14,8 @@ pub mod table;
 pub enum Error {
     #[error("summary: {0}")]
     Summary(String),
+    #[error("report: {0}")]
+    Report(String),
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),
 }

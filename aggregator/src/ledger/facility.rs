@@ -59,6 +59,21 @@ pub struct FacilityWindow {
     pub revised_windows: u64,
     /// Site hours in the span settled again with different figures (the site only).
     pub revised_hours: u64,
+    /// How the hosts' energy (`it_mj`) was obtained; the parts add up to it.
+    pub it_quality: footprint_core::EnergyByQuality,
+    /// Where the site's windows took the facility energy from (the site only).
+    pub facility_sources: FacilitySources,
+}
+
+/// Site windows by where their facility energy came from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FacilitySources {
+    /// The site energy meter's delta.
+    pub metered: u64,
+    /// No site meter: IT energy alone.
+    pub it_only: u64,
+    /// No site meter: IT energy × the configured PUE (estimated).
+    pub assumed_pue: u64,
 }
 
 impl FacilityWindow {
@@ -138,9 +153,20 @@ struct HostSums {
     idle_market: i64,
     unattributed_market: i64,
     idle_embodied: i64,
+    measured: i64,
+    interpolated: i64,
+    estimated: i64,
 }
 
 impl HostSums {
+    fn quality(&self) -> footprint_core::EnergyByQuality {
+        footprint_core::EnergyByQuality {
+            measured_mj: self.measured as u64,
+            interpolated_mj: self.interpolated as u64,
+            estimated_mj: self.estimated as u64,
+        }
+    }
+
     fn add(&mut self, other: &Self) {
         let pairs = [
             (&mut self.jobs_it, other.jobs_it),
@@ -162,6 +188,9 @@ impl HostSums {
             (&mut self.idle_market, other.idle_market),
             (&mut self.unattributed_market, other.unattributed_market),
             (&mut self.idle_embodied, other.idle_embodied),
+            (&mut self.measured, other.measured),
+            (&mut self.interpolated, other.interpolated),
+            (&mut self.estimated, other.estimated),
         ];
         for (sum, value) in pairs {
             *sum += value;
@@ -179,7 +208,8 @@ const JOB_SUMMED: &str =
     "it_mj, overhead_mj, water_ml, co2e_location_mg, co2e_market_mg, embodied_mg";
 const HOST_SUMMED: &str = "idle_mj, idle_overhead_mj, unattributed_mj, unattributed_overhead_mj, \
 remainder_deficit_mj, host_mj, idle_water_ml, unattributed_water_ml, idle_co2e_location_mg, \
-unattributed_co2e_location_mg, idle_co2e_market_mg, unattributed_co2e_market_mg, idle_embodied_mg";
+unattributed_co2e_location_mg, idle_co2e_market_mg, unattributed_co2e_market_mg, idle_embodied_mg, \
+measured_mj, interpolated_mj, estimated_mj";
 
 /// Each host's sums over `sources`: its jobs' (in the order of `JOB_SUMMED`) and its own (in the
 /// order of `HOST_SUMMED`).
@@ -223,6 +253,7 @@ fn host_sums(
         (sums.idle_location, sums.unattributed_location) = (h[8], h[9]);
         (sums.idle_market, sums.unattributed_market) = (h[10], h[11]);
         sums.idle_embodied = h[12];
+        (sums.measured, sums.interpolated, sums.estimated) = (h[13], h[14], h[15]);
     }
     Ok(by_host)
 }
@@ -295,6 +326,8 @@ fn site_bucket(
         residual_mix: None,
         revised_windows: revised_windows(connection, bucket, None)?,
         revised_hours: 0,
+        it_quality: sums.quality(),
+        facility_sources: FacilitySources::default(),
     };
     let mut methods = [0i64; 3];
     let mut residual_used = false;
@@ -341,6 +374,11 @@ fn site_bucket(
             methods = [row.get(8)?, row.get(9)?, row.get(10)?];
             Ok(())
         })?;
+    window.facility_sources = FacilitySources {
+        it_only: methods[0] as u64,
+        metered: methods[1] as u64,
+        assumed_pue: methods[2] as u64,
+    };
     window.measured_method = match methods {
         [0, _, 0] => "site energy meter delta per window (split at window edges assuming constant power between readings)".to_owned(),
         [_, 0, 0] => "no site meter: IT energy (outlets, else GPU + CPU + DRAM + host overhead factor)".to_owned(),
@@ -434,6 +472,8 @@ fn host_bucket(
         residual_mix: None,
         revised_windows: revised_windows(connection, bucket, Some(collector))?,
         revised_hours: 0,
+        it_quality: sums.quality(),
+        facility_sources: FacilitySources::default(),
     })
 }
 
@@ -496,6 +536,9 @@ impl FacilityWindow {
         self.it_mj += other.it_mj;
         self.overhead_mj += other.overhead_mj;
         self.revised_windows += other.revised_windows;
+        self.it_quality.measured_mj += other.it_quality.measured_mj;
+        self.it_quality.interpolated_mj += other.it_quality.interpolated_mj;
+        self.it_quality.estimated_mj += other.it_quality.estimated_mj;
     }
 }
 

@@ -43,6 +43,8 @@ pub struct JobFootprint {
     /// included. 0 when the job reported no units.
     pub sci_mg_per_unit: f64,
     pub gpu_hours: f64,
+    /// The same, exactly: GPU-nanoseconds held.
+    pub gpu_ns: u64,
     pub hosts: Vec<String>,
     pub first_window_ns: i64,
     pub last_window_ns: i64,
@@ -378,6 +380,7 @@ fn footprint_of(sums: &JobSums) -> JobFootprint {
         co2e_embodied_mg: as_u64(figures.embodied_mg),
         sci_mg_per_unit: 0.0,
         gpu_hours: figures.gpu_ns as f64 / 3.6e12,
+        gpu_ns: figures.gpu_ns as u64,
         hosts: Vec::new(),
         first_window_ns: sums.first_ns,
         last_window_ns: sums.last_ns,
