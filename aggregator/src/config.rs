@@ -70,6 +70,10 @@ pub struct AggregatorConfig {
     /// How long the ledger keeps window detail.
     #[serde(default)]
     pub ledger: LedgerConfig,
+    /// The disclosure report: the facility's description, the KPIs Footprint cannot measure,
+    /// and the key that signs reports (`footprint_exporters::report::DisclosureConfig`).
+    #[serde(default)]
+    pub disclosure: footprint_exporters::report::DisclosureConfig,
     /// Where hosts stand, for totals per hall and rack: `[[placement]] host = "gpu-node-01",
     /// hall = "A", rack = "A03"`. Hosts not listed are grouped under hall and rack "unplaced".
     #[serde(default)]
@@ -367,6 +371,7 @@ impl AggregatorConfig {
             carbon: CarbonConfig::default(),
             embodied: EmbodiedConfig::default(),
             ledger: LedgerConfig::default(),
+            disclosure: Default::default(),
             placement: Vec::new(),
         }
     }
@@ -444,6 +449,9 @@ impl ConfigFile for AggregatorConfig {
                 "facility.assumed_pue",
                 format!("{pue} is not between 1 and 5"),
             );
+        }
+        for (key, message) in self.disclosure.problems() {
+            problems.add(key, message);
         }
         let carbon = &self.carbon;
         problems.check(

@@ -31,6 +31,7 @@ pub fn router(reader: LedgerReader, registry: Arc<Registry>) -> Router {
         .route("/api/v1/intensity", get(intensity))
         .route("/api/v1/explain", get(explain))
         .route("/api/v1/ledger/stats", get(ledger_stats))
+        .route("/api/v1/report", get(report))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(HttpState { reader, registry })
@@ -75,6 +76,70 @@ struct RangeQuery {
     step: String,
     #[serde(default)]
     group_by: String,
+}
+
+/// The report's period, `from` and `to` as RFC 3339 or ns since the epoch (both absent: the
+/// calendar year of the latest settled data); `format` `json` (default), `csv` or `html`;
+/// `require_settled=true` refuses a provisional period.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportQuery {
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    to: String,
+    #[serde(default)]
+    format: String,
+    #[serde(default)]
+    require_settled: bool,
+}
+
+/// An instant given as ns since the epoch or RFC 3339; empty is 0.
+fn instant(name: &str, text: &str) -> Result<i64, Error> {
+    if text.is_empty() {
+        return Ok(0);
+    }
+    text.parse::<i64>().or_else(|_| {
+        footprint_core::time::parse_rfc3339(text)
+            .map(|at| at.0)
+            .map_err(|error| Error::BadRequest(format!("{name}: {error}")))
+    })
+}
+
+async fn report(
+    State(state): State<HttpState>,
+    Query(query): Query<ReportQuery>,
+) -> Result<Response, ApiError> {
+    let format = footprint_exporters::report::Format::parse(&query.format)
+        .map_err(|error| ApiError(Error::BadRequest(error.to_string())))?;
+    let request = crate::report::ReportRequest {
+        from_ns: instant("from", &query.from).map_err(ApiError)?,
+        to_ns: instant("to", &query.to).map_err(ApiError)?,
+        require_settled: query.require_settled,
+        ..Default::default()
+    };
+    let (report, bytes) = state
+        .reader
+        .report(request, format)
+        .await
+        .map_err(ApiError)?;
+    let file_name = format!(
+        "attachment; filename=\"footprint-report-{}.{}\"",
+        report.report.period.from.get(..10).unwrap_or("period"),
+        if format == footprint_exporters::report::Format::Csv {
+            "zip"
+        } else {
+            format.name()
+        }
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, format.content_type().to_owned()),
+            (header::CONTENT_DISPOSITION, file_name),
+        ],
+        bytes,
+    )
+        .into_response())
 }
 
 /// Jobs active in `[from, to)` (ns, 0 = unbounded), filtered by exact user, project, model and

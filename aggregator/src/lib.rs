@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod ledger;
 pub mod metrics;
 pub mod query;
+pub mod report;
 pub mod server;
 pub mod settings;
 pub mod store;

@@ -108,6 +108,25 @@ impl LedgerReader {
             .map_err(|error| Error::Server(error.to_string()))?
     }
 
+    /// The signed report `request` asks for, rendered as `format` ([`crate::report`]).
+    ///
+    /// # Errors
+    /// As [`crate::report::make_report`].
+    pub async fn report(
+        &self,
+        request: crate::report::ReportRequest,
+        format: footprint_exporters::report::Format,
+    ) -> Result<(footprint_exporters::report::signing::SignedReport, Vec<u8>)> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let report = crate::report::make_report(&path, &request)?;
+            let bytes = crate::report::render(&report, format)?;
+            Ok((report, bytes))
+        })
+        .await
+        .map_err(|error| Error::Server(error.to_string()))?
+    }
+
     /// `zone`'s grid intensity for every hour starting in `[from_ns, to_ns)`, as the ledger
     /// prices it.
     ///
@@ -353,6 +372,34 @@ impl Query for QueryService {
             .map_err(status_of)?;
         Ok(Response::new(pb::IntensityResponse {
             hours: hours.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn report(
+        &self,
+        request: Request<pb::ReportRequest>,
+    ) -> Result<Response<pb::ReportFile>, Status> {
+        let request = request.into_inner();
+        let format = footprint_exporters::report::Format::parse(&request.format)
+            .map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let (report, data) = self
+            .reader
+            .report(
+                crate::report::ReportRequest {
+                    from_ns: request.from_ns,
+                    to_ns: request.to_ns,
+                    require_settled: request.require_settled,
+                    ..Default::default()
+                },
+                format,
+            )
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(pb::ReportFile {
+            data,
+            content_type: format.content_type().to_owned(),
+            status: report.report.period.status.to_owned(),
+            notice: report.report.period.notice,
         }))
     }
 

@@ -1,4 +1,4 @@
-//! `footprint`: the demo, the ledger's jobs, and config checks.
+//! `footprint`: the demo, the ledger's jobs and totals, the disclosure report, and config checks.
 
 use std::path::PathBuf;
 
@@ -20,6 +20,7 @@ mod books;
 mod demo;
 mod loadgen;
 mod logging;
+mod report;
 
 /// Footprint measures what AI work costs the physical world — energy per job, conserved to the
 /// millijoule — and proves it.
@@ -132,6 +133,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The disclosure report (EU data-centre KPIs, dual carbon, per-job annex, data quality),
+    /// signed and re-derivable: `footprint report --data-dir D --out report.html`, and
+    /// `footprint report verify FILE --data-dir D`.
+    Report(report::ReportArgs),
+    /// Makes an Ed25519 key pair for signing reports.
+    Keygen(report::KeygenArgs),
     /// Looks into the ledger itself.
     #[command(subcommand)]
     Ledger(books::LedgerCommand),
@@ -465,6 +472,11 @@ async fn main() -> anyhow::Result<()> {
             logging::init("warn");
             books::run_explain(&data_dir, &job, &hour, json)?;
         }
+        Command::Report(args) => {
+            logging::init("warn");
+            report::run(args).await?;
+        }
+        Command::Keygen(args) => report::run_keygen(&args)?,
         Command::Ledger(command) => {
             logging::init("warn");
             books::run_ledger(command)?;

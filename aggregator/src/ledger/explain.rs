@@ -9,7 +9,6 @@
 
 use std::path::Path;
 
-use footprint_core::config::ConfigFile;
 use footprint_core::units::NANOS_PER_HOUR;
 use footprint_core::window::WindowLength;
 use footprint_core::{Span, UnixNanos};
@@ -18,7 +17,6 @@ use serde::Serialize;
 
 use super::JobFigures;
 use super::{detail, site};
-use crate::config::AggregatorConfig;
 use crate::settings::LedgerSettings;
 use crate::tables::rollups::{self, JOB_FIGURES};
 use crate::tables::schema;
@@ -111,16 +109,7 @@ pub fn explain(path: &Path, job_id: &str, hour_ns: i64) -> Result<Explanation> {
         .optional()?
         .unwrap_or_default();
     let detail_kept = !detail::is_aged(&connection, hour_ns)?;
-    let text: String = connection
-        .query_row("SELECT toml FROM aggregator_config", [], |row| row.get(0))
-        .optional()?
-        .ok_or_else(|| {
-            Error::Server(
-                "the ledger holds no aggregator config yet: start the aggregator on it once (it records the config it builds with)"
-                    .into(),
-            )
-        })?;
-    let config = AggregatorConfig::from_toml(&text)?;
+    let config = crate::report::stored_config(&connection)?;
     let settings = LedgerSettings::from_config(&config)?;
     let window = WindowLength::from_seconds(config.window_seconds).unwrap_or_default();
 

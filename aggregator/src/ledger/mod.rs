@@ -28,6 +28,7 @@ use crate::tables::chunk::StoredReading;
 use crate::tables::series;
 use crate::{Error, Result};
 
+pub mod coverage;
 pub mod detail;
 pub mod explain;
 pub mod facility;

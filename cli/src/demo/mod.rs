@@ -20,6 +20,9 @@ use footprint_collector::config::SourceConfig;
 use footprint_collector::daemon::{self, CollectorStats};
 use footprint_core::UnixNanos;
 use footprint_core::time::{format_rfc3339, parse_rfc3339};
+use footprint_exporters::report::disclosure::{DataCentreType, PowerBasis, Redundancy, Structure};
+use footprint_exporters::report::signing;
+use footprint_exporters::report::{DisclosureConfig, Format};
 use footprint_exporters::summary::Summary;
 use footprint_exporters::{chart, table};
 use footprint_proto::v1::query_client::QueryClient;
@@ -104,6 +107,7 @@ fn demo_aggregator_config(
     // Certificates accrue from 1 January: 5 kWh a year leaves about 4 kWh in hand in November,
     // which the first hours use up before the residual mix prices the rest.
     config.carbon.guarantees_of_origin_mwh_per_year = 0.005;
+    config.disclosure = demo_disclosure(data_dir)?;
     config.carbon.ppa = vec![
         PpaConfig {
             name: "demo wind PPA".to_owned(),
@@ -117,6 +121,55 @@ fn demo_aggregator_config(
         },
     ];
     Ok(config)
+}
+
+/// The demo site's description for its disclosure report: illustrative figures for a small
+/// enterprise data centre, some fields left empty with a stated reason (as a first reporting
+/// period may), and a signing key made in the data directory.
+fn demo_disclosure(data_dir: &std::path::Path) -> anyhow::Result<DisclosureConfig> {
+    let key = data_dir.join("report-signing.key");
+    signing::generate_key_pair(&key, &crate::report::public_path(&key))?;
+    Ok(DisclosureConfig {
+        signing_key: Some(key),
+        name: Some("Footprint demo site (simulated)".into()),
+        owner_name: Some("Example Compute GmbH (illustrative)".into()),
+        owner_contact: Some("energy@example.invalid".into()),
+        operator_name: Some("Example Compute GmbH (illustrative)".into()),
+        operator_contact: Some("noc@example.invalid".into()),
+        location_lau: Some("DE_06412000".into()),
+        data_centre_type: Some(DataCentreType::Enterprise),
+        structure: Some(Structure::Single),
+        in_operation_since: Some("2021-04".into()),
+        redundancy: Redundancy {
+            electrical_high_voltage: Some("N".into()),
+            electrical_low_voltage: Some("2N".into()),
+            electrical_rack: Some("2N".into()),
+            cooling_room: Some("N+1".into()),
+            cooling_rack: Some("N".into()),
+        },
+        installed_it_power_kw: Some(40.0),
+        installed_it_power_basis: Some(PowerBasis::Rated),
+        floor_area_m2: Some(120.0),
+        computer_room_area_m2: Some(60.0),
+        grid_functions: Some(Vec::new()),
+        water_category: Some(2),
+        it_intake_air_set_point_c: Some(24.0),
+        refrigerants: Some(vec!["R-1234ze(E)".into()]),
+        reasons: [
+            (
+                "cooling_degree_days",
+                "no weather station on the simulated site",
+            ),
+            (
+                "waste_heat_reused_kwh",
+                "no heat is reused: there is no heat meter",
+            ),
+        ]
+        .into_iter()
+        .map(|(key, reason)| (key.to_owned(), reason.to_owned()))
+        .collect(),
+        ..DisclosureConfig::default()
+    })
 }
 
 /// A clear-sky solar shape over the demo's hours (sunrise 07:00, sunset 16:00 UTC in a German
@@ -345,6 +398,22 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         data_dir.join("site-power.svg"),
         chart::facility_power_svg(&hourly, &title),
     )?;
+    let ledger_path = data_dir.join(footprint_aggregator::tables::LEDGER_FILE);
+    let report = footprint_aggregator::report::make_report(
+        &ledger_path,
+        &footprint_aggregator::report::ReportRequest {
+            from_ns: facility.start_ns,
+            to_ns: facility.end_ns,
+            ..Default::default()
+        },
+    )
+    .context("making the disclosure report")?;
+    for (format, name) in [(Format::Json, "report.json"), (Format::Html, "report.html")] {
+        std::fs::write(
+            data_dir.join(name),
+            footprint_aggregator::report::render(&report, format)?,
+        )?;
+    }
     aggregator.stop().await?;
     let wall = started.elapsed();
 
@@ -372,6 +441,18 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             dir = data_dir.display()
         );
     }
+    println!(
+        "Disclosure report ({}, signed by key {}): {} and {}; check it: footprint report verify {} --data-dir {}",
+        report.report.period.status,
+        report
+            .signature
+            .as_ref()
+            .map_or("none", |s| s.key_id.as_str()),
+        data_dir.join("report.html").display(),
+        data_dir.join("report.json").display(),
+        data_dir.join("report.json").display(),
+        data_dir.display()
+    );
     let imbalance = summary.imbalance();
     if imbalance.iter().any(|off| *off != 0) {
         bail!(

@@ -117,8 +117,8 @@ pub enum PowerBasis {
 }
 
 impl DisclosureConfig {
-    /// Problems a type check cannot see, each naming its key.
-    pub fn problems(&self) -> Vec<String> {
+    /// Problems a type check cannot see: `(key under [disclosure], what is wrong)`.
+    pub fn problems(&self) -> Vec<(String, String)> {
         let mut problems = Vec::new();
         if let Some(since) = &self.in_operation_since {
             let valid = since.len() == 7
@@ -126,16 +126,18 @@ impl DisclosureConfig {
                 && since[..4].bytes().all(|b| b.is_ascii_digit())
                 && matches!(since[5..].parse::<u8>(), Ok(1..=12));
             if !valid {
-                problems.push(format!(
-                    "disclosure.in_operation_since: {since:?} is not a year and month (YYYY-MM)"
+                problems.push((
+                    "disclosure.in_operation_since".into(),
+                    format!("{since:?} is not a year and month (YYYY-MM)"),
                 ));
             }
         }
         if let Some(category) = self.water_category
             && !matches!(category, 1 | 2)
         {
-            problems.push(format!(
-                "disclosure.water_category: {category} is not a water-usage category (1 or 2)"
+            problems.push((
+                "disclosure.water_category".into(),
+                format!("{category} is not a water-usage category (1 or 2)"),
             ));
         }
         let figures = [
@@ -161,16 +163,18 @@ impl DisclosureConfig {
             if let Some(value) = value
                 && !(value.is_finite() && value >= 0.0)
             {
-                problems.push(format!(
-                    "disclosure.{key}: {value} is not a finite figure of 0 or more"
+                problems.push((
+                    format!("disclosure.{key}"),
+                    format!("{value} is not a finite figure of 0 or more"),
                 ));
             }
         }
         if let Some(share) = self.ict_capacity_share
             && !(0.0..=1.0).contains(&share)
         {
-            problems.push(format!(
-                "disclosure.ict_capacity_share: {share} is not a share between 0 and 1"
+            problems.push((
+                "disclosure.ict_capacity_share".into(),
+                format!("{share} is not a share between 0 and 1"),
             ));
         }
         problems

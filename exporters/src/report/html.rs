@@ -18,13 +18,13 @@ pub const JOBS_LISTED: usize = 100;
 const STYLE: &str = "body{font-family:sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;color:#1d1d1d}\
 h1{font-size:1.6em}h2{border-bottom:2px solid #2f6db5;padding-bottom:.2em;margin-top:2em}\
 table{border-collapse:collapse;margin:.8em 0;font-size:.85em;width:100%}\
-th,td{border:1px solid #cfcfcf;padding:.25em .5em;text-align:left;vertical-align:top}\
+th,td{border:1px solid #cfcfcf;padding:.25em .5em;text-align:left;vertical-align:top;overflow-wrap:break-word}td:last-child{word-break:break-word}\
 th{background:#eef3f9}td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}\
 .notice{border:2px solid #b5482f;background:#fbeeea;padding:.6em 1em;margin:1em 0}\
 .final{border:2px solid #5a9e6f;background:#edf6ef;padding:.6em 1em;margin:1em 0}\
 .cards{display:flex;flex-wrap:wrap;gap:.8em}.card{border:1px solid #cfcfcf;padding:.5em .9em;min-width:9em}\
 .card b{display:block;font-size:1.3em}.muted{color:#666;font-size:.85em}\
-.charts svg{max-width:100%;height:auto;margin:.5em 0}\
+.charts{display:flex;flex-wrap:wrap;gap:0 1em}.charts svg{max-width:100%;height:auto;margin:.5em 0}\
 @media print{body{margin:0;max-width:none}h2{break-after:avoid}table,svg{break-inside:avoid}}";
 
 fn cell(text: &str) -> String {
@@ -67,11 +67,17 @@ fn fields_table<'a>(html: &mut String, rows: impl IntoIterator<Item = (&'a str, 
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
         let note = field.reason.clone().unwrap_or_else(|| field.method.clone());
+        let value = field_value(field);
+        let numeric = value.starts_with(|c: char| c.is_ascii_digit() || c == '-');
         let _ = write!(
             html,
             "<tr>{}{}{}{}</tr>",
             cell(key),
-            number_cell(&field_value(field)),
+            if numeric {
+                number_cell(&value)
+            } else {
+                cell(&value)
+            },
             cell(&source),
             cell(&note)
         );

@@ -39,7 +39,8 @@ fn number(value: f64) -> String {
     } else if value.abs() >= 1.0 {
         format!("{value:.1}")
     } else {
-        format!("{value:.3}")
+        let text = format!("{value:.3}");
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
     }
 }
 
