@@ -58,6 +58,25 @@ fn config_sha256(config: &AggregatorConfig) -> String {
     shaping.grpc_listen = ([127, 0, 0, 1], 0).into();
     shaping.http_listen = ([127, 0, 0, 1], 0).into();
     shaping.disclosure.signing_key = None;
+    // Files count by name (their contents are hashed where they are used: feeds, PPA profiles).
+    let name_only = |path: &mut std::path::PathBuf| {
+        *path = path.file_name().map(Into::into).unwrap_or_default();
+    };
+    shaping
+        .carbon
+        .intensity_files
+        .iter_mut()
+        .for_each(name_only);
+    shaping
+        .carbon
+        .feeds
+        .iter_mut()
+        .for_each(|feed| name_only(&mut feed.path));
+    for ppa in &mut shaping.carbon.ppa {
+        if let Some(path) = &mut ppa.hourly_kwh_csv {
+            name_only(path);
+        }
+    }
     // serde_json's maps are sorted, so the text is the same for the same config.
     let text = serde_json::to_string(&shaping).unwrap_or_default();
     sha256_hex(text.as_bytes())
@@ -217,15 +236,31 @@ fn factor_tables(connection: &Connection, config: &AggregatorConfig) -> Result<V
         });
     }
     for ppa in &config.carbon.ppa {
-        let entry = serde_json::to_string(ppa).unwrap_or_default();
+        // The contract as configured, and the hourly profile's bytes where it has one.
+        let mut hashed = format!("{}|{}", ppa.name, ppa.flat_kw).into_bytes();
+        let source = match &ppa.hourly_kwh_csv {
+            Some(path) => {
+                let name = path
+                    .file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+                match std::fs::read(path) {
+                    Ok(bytes) => {
+                        hashed.extend_from_slice(&bytes);
+                        format!("{} kW flat + hourly profile {name}", ppa.flat_kw)
+                    }
+                    Err(error) => format!(
+                        "{} kW flat + hourly profile {name} (not readable now: {error})",
+                        ppa.flat_kw
+                    ),
+                }
+            }
+            None => format!("{} kW flat", ppa.flat_kw),
+        };
         tables.push(FactorTable {
             name: format!("PPA {:?}", ppa.name),
             version: "as configured (carbon.ppa)".into(),
-            sha256: sha256_hex(entry.as_bytes()),
-            source: match &ppa.hourly_kwh_csv {
-                Some(path) => format!("{} kW flat + hourly file {}", ppa.flat_kw, path.display()),
-                None => format!("{} kW flat", ppa.flat_kw),
-            },
+            sha256: sha256_hex(&hashed),
+            source,
         });
     }
     let goo = config.carbon.guarantees_of_origin_mwh_per_year;
@@ -308,7 +343,6 @@ pub fn report_inputs(
         measured_mj: job.energy_quality.measured_mj as i64,
         interpolated_mj: job.energy_quality.interpolated_mj as i64,
         estimated_mj: job.energy_quality.estimated_mj as i64,
-        revised_windows: job.revised_windows as i64,
     })
     .collect();
     let max_gap_ns = i64::try_from(config.max_sample_gap_s)
@@ -398,11 +432,6 @@ pub fn report_inputs(
         meters: ledger::coverage::meter_coverage(connection, part, max_gap_ns)?,
         rejected,
         revised_hours: hours_of(connection, "hour_revisions", span)?,
-        revised_windows: connection.query_row(
-            "SELECT COUNT(*) FROM window_revisions WHERE start_ns >= ?1 AND start_ns < ?2",
-            params![span.start.0, span.end.0],
-            |row| row.get(0),
-        )?,
         intensity_hours,
         zone: config.carbon.zone.clone(),
         feeds,
@@ -505,17 +534,30 @@ impl Verification {
     }
 }
 
-/// Checks the report in `bytes` (any format): its hashes and signature (by `expected_key` when
-/// given), that it was made from this ledger, and that made again from the ledger at `path` it
-/// is the same, byte for byte, naming each field that differs.
+/// How far `verify` goes.
+#[derive(Clone, Debug, Default)]
+pub struct VerifyOptions {
+    /// The key the report must be signed with; `None`: any key, named.
+    pub expected_key: Option<signing::VerifyingKey>,
+    /// Also rebuild every settled hour of the period from the readings and compare with the
+    /// roll-ups the report was made from (as long as building the ledger took).
+    pub readings: bool,
+}
+
+/// Checks the report in `bytes` (any format): its hashes and signature, that it was made from
+/// this ledger, that made again from the ledger at `path` it is the same, byte for byte (naming
+/// each field that differs), and with `options.readings` that the ledger's figures follow from
+/// its readings. `progress` hears of each hour rebuilt, out of how many.
 ///
 /// # Errors
 /// The file is not a report, or the ledger cannot be read.
 pub fn verify(
     path: &Path,
     bytes: &[u8],
-    expected_key: Option<&signing::VerifyingKey>,
+    options: &VerifyOptions,
+    progress: impl FnMut(u64, u64),
 ) -> Result<Verification> {
+    let expected_key = options.expected_key.as_ref();
     use footprint_exporters::report::verify as check;
     let file = check::read(bytes).map_err(Error::BadRequest)?;
     let mut verification = Verification {
@@ -582,6 +624,33 @@ pub fn verify(
     }
     let manifest = signing::manifest(&inputs, signing::sha256_hex(again.as_bytes()));
     manifest_differences(&file.manifest, &manifest, &mut verification);
+    if options.readings {
+        let settings = crate::settings::LedgerSettings::from_config(&config)?;
+        let window = footprint_core::window::WindowLength::from_seconds(config.window_seconds)
+            .unwrap_or_default();
+        let recheck = ledger::recheck::recheck(&connection, &settings, window, span, progress)?;
+        if recheck.rows_differing > 0 {
+            verification.problems.push(format!(
+                "readings: {} roll-up row(s) differ from what the readings give (rebuilt {} hours):",
+                recheck.rows_differing, recheck.hours
+            ));
+            verification.problems.extend(
+                recheck
+                    .differences
+                    .into_iter()
+                    .map(|line| format!("  {line}")),
+            );
+        } else {
+            verification.notes.push(format!(
+                "readings: {} settled hours rebuilt from the readings; every roll-up matches",
+                recheck.hours
+            ));
+        }
+    } else {
+        verification.notes.push(
+            "readings: not rebuilt (--figures-only): the report was checked against the ledger's settled figures only".into(),
+        );
+    }
     if verification.problems.is_empty() {
         // The body and manifest hold: the file itself must be what this build writes of them.
         let rebuilt = signing::assemble(body, file.manifest.clone(), file.signature.clone())

@@ -37,6 +37,10 @@ enum ReportCommand {
         /// without it, any valid signature is reported with its key id.
         #[arg(long, value_name = "FILE")]
         public_key: Option<PathBuf>,
+        /// Skip rebuilding the period's hours from the readings (which takes about as long as
+        /// building them did): check against the ledger's settled figures only.
+        #[arg(long)]
+        figures_only: bool,
     },
 }
 
@@ -124,7 +128,8 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
             file,
             data_dir,
             public_key,
-        }) => verify(&file, &data_dir, public_key.as_deref()),
+            figures_only,
+        }) => verify(&file, &data_dir, public_key.as_deref(), !figures_only),
         None => make(&args.make).await,
     }
 }
@@ -210,7 +215,12 @@ fn write_whole(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn verify(file: &Path, data_dir: &Path, public_key: Option<&Path>) -> anyhow::Result<()> {
+fn verify(
+    file: &Path,
+    data_dir: &Path,
+    public_key: Option<&Path>,
+    readings: bool,
+) -> anyhow::Result<()> {
     let bytes = std::fs::read(file).with_context(|| file.display().to_string())?;
     let expected = public_key
         .map(signing::load_public_key)
@@ -222,7 +232,19 @@ fn verify(file: &Path, data_dir: &Path, public_key: Option<&Path>) -> anyhow::Re
         "--data-dir: no ledger in {}",
         data_dir.display()
     );
-    let verification = report::verify(&path, &bytes, expected.as_ref())
+    let options = report::VerifyOptions {
+        expected_key: expected,
+        readings,
+    };
+    let mut reported = 0;
+    let progress = |done: u64, total: u64| {
+        let decile = done * 10 / total.max(1);
+        if total >= 100 && decile > reported {
+            reported = decile;
+            eprintln!("  rebuilt {done} of {total} hours from the readings");
+        }
+    };
+    let verification = report::verify(&path, &bytes, &options, progress)
         .with_context(|| file.display().to_string())?;
     println!(
         "{} ({}, {})",

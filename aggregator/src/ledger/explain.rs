@@ -56,7 +56,7 @@ aggregator's stored config (every host, then the site stage: overhead, water, lo
 in scratch tables; compared with the roll-up the ledger holds";
 
 /// The tables the rebuild writes, shadowed while it runs.
-const SHADOWED: [&str; 9] = [
+pub(super) const SHADOWED: [&str; 9] = [
     "window_jobs",
     "window_hosts",
     "site_windows",
@@ -173,7 +173,7 @@ fn job_hour(
 /// Creates an empty `TEMP` table of each table the rebuild writes, with the layout of the
 /// ledger's own, and carries over the hour before's market matching (its guarantees-of-origin
 /// balance carries into the hour).
-fn shadow(connection: &Connection, hour_ns: i64) -> Result<()> {
+pub(super) fn shadow(connection: &Connection, hour_ns: i64) -> Result<()> {
     for table in SHADOWED {
         let sql: String = connection.query_row(
             "SELECT sql FROM main.sqlite_master WHERE type = 'table' AND name = ?1",

@@ -35,6 +35,7 @@ pub mod facility;
 mod hour_rollup;
 pub mod intensity;
 pub mod read;
+pub mod recheck;
 pub mod site;
 mod sources;
 pub mod stats;

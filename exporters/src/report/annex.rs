@@ -82,7 +82,6 @@ pub struct JobLine {
     /// including the facility-overhead share, I location-based); null without units.
     pub sci_g_per_unit: Option<Decimal>,
     pub energy_quality: QualityShares,
-    pub revised_windows: i64,
 }
 
 /// Jobs summed by model, project or user.
@@ -202,7 +201,6 @@ pub fn jobs(inputs: &ReportInputs, window_ns: i64) -> Vec<JobLine> {
                     interpolated: share(job.interpolated_mj, it),
                     estimated: share(job.estimated_mj, it),
                 },
-                revised_windows: job.revised_windows,
             }
         })
         .collect()

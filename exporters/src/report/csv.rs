@@ -180,7 +180,6 @@ fn tables(file: &SignedReport) -> Vec<(&'static str, String)> {
         "measured_share",
         "interpolated_share",
         "estimated_share",
-        "revised_windows",
     ]);
     for job in &report.jobs {
         jobs.row([
@@ -211,7 +210,6 @@ fn tables(file: &SignedReport) -> Vec<(&'static str, String)> {
             text(&job.energy_quality.measured),
             text(&job.energy_quality.interpolated),
             text(&job.energy_quality.estimated),
-            job.revised_windows.to_string(),
         ]);
     }
 

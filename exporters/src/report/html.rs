@@ -602,9 +602,8 @@ fn data_quality(html: &mut String, report: &Report) {
     }
     let _ = write!(
         html,
-        "<p>Hours settled again after late data: {}; host windows built again: {}; hours reopened and not settled again: {}.</p>",
+        "<p>Hours settled again after late data changed their figures: {}; hours reopened and not settled again: {}.</p>",
         quality.revised_hours.len(),
-        quality.revised_windows,
         quality.reopened_hours.len()
     );
     if !quality.revised_hours.is_empty() || !quality.reopened_hours.is_empty() {

@@ -69,7 +69,6 @@ pub struct JobFigures {
     pub measured_mj: i64,
     pub interpolated_mj: i64,
     pub estimated_mj: i64,
-    pub revised_windows: i64,
 }
 
 /// One meter's readings over the period.
@@ -158,7 +157,6 @@ pub struct ReportInputs {
     pub meters: Vec<MeterQuality>,
     pub rejected: Vec<Rejected>,
     pub revised_hours: Vec<RevisedHour>,
-    pub revised_windows: i64,
     /// Hours of the period whose grid intensity was measured / interpolated / estimated / missing.
     pub intensity_hours: [i64; 4],
     pub zone: String,

@@ -63,8 +63,9 @@ pub struct DataQuality {
     pub facility_energy_windows: BTreeMap<&'static str, i64>,
     pub rejected: Vec<RejectedLine>,
     pub rejected_readings: i64,
+    /// Settled hours settled again with different figures after late data, and why. (Host
+    /// windows rebuilt before their hour settled changed no settled figure and are not listed.)
     pub revised_hours: Vec<HourLine>,
-    pub revised_windows: i64,
     /// Hours reopened by late data and not settled again yet: their figures will change.
     pub reopened_hours: Vec<HourLine>,
 }
@@ -152,7 +153,6 @@ pub fn data_quality(inputs: &ReportInputs) -> DataQuality {
             .collect(),
         rejected_readings: inputs.rejected.iter().map(|r| r.readings).sum(),
         revised_hours: hour_lines(&inputs.revised_hours),
-        revised_windows: inputs.revised_windows,
         reopened_hours: hour_lines(&inputs.reopened_hours),
     }
 }
