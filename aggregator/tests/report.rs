@@ -30,11 +30,13 @@ const STEP_S: i64 = 60;
 /// Two hours.
 const STEPS: i64 = 120;
 
+/// A host: outlet meter or not, mW per GPU (2) and package, and jobs (gpu mask, start step,
+/// length).
+type HostPlan = (bool, [u64; 3], Vec<(u8, i64, i64)>);
+
 #[derive(Clone, Debug)]
 struct Site {
-    /// Per host: outlet meter or not, mW per GPU (2) and package, and jobs
-    /// (gpu mask, start step, length).
-    hosts: Vec<(bool, [u64; 3], Vec<(u8, i64, i64)>)>,
+    hosts: Vec<HostPlan>,
     pue_permille: u64,
     water_ml_per_step: u64,
 }

@@ -270,7 +270,7 @@ pub fn render(file: &SignedReport) -> Result<String, Error> {
     let mut html = String::new();
     let _ = write!(
         html,
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{} — disclosure report {} to {}</title><style>{STYLE}</style></head><body>",
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\"><title>{} — disclosure report {} to {}</title><style>{STYLE}</style></head><body>",
         escape(&site),
         escape(&report.period.from),
         escape(&report.period.to)
