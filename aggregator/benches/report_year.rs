@@ -63,7 +63,9 @@ fn main() {
         .unwrap();
     for host in 1..=hosts {
         for gpu in 0..8 {
-            meter.execute(params![host, format!("gpu{gpu}"), 1]).unwrap();
+            meter
+                .execute(params![host, format!("gpu{gpu}"), 1])
+                .unwrap();
         }
         for package in 0..2 {
             meter

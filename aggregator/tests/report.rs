@@ -531,3 +531,42 @@ fn bad_requests_are_refused_naming_what_is_wrong() {
         "{error}"
     );
 }
+
+/// `docs/verify_report.py`: Python's standard library rewrites the file in the canonical form and
+/// recomputes both hashes, OpenSSL verifies the signature — no Footprint code involved.
+#[test]
+fn an_auditor_checks_the_signed_file_without_footprint() {
+    let dir = tempfile::tempdir().unwrap();
+    build(&plain_site(), Delivery::InOrder, dir.path());
+    let file = dir.path().join("report.json");
+    let json = reports(dir.path()).remove(0);
+    std::fs::write(&file, &json).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/verify_report.py");
+    let check = |path: &Path| {
+        std::process::Command::new("python3")
+            .arg(&script)
+            .arg(path)
+            .output()
+            .expect("python3 runs")
+    };
+    let output = check(&file);
+    let said = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{said}");
+    assert!(said.contains("signature verified by OpenSSL"), "{said}");
+
+    let tampered = dir.path().join("tampered.json");
+    let text = String::from_utf8(json).unwrap();
+    std::fs::write(
+        &tampered,
+        text.replacen("\"user\":\"ada\"", "\"user\":\"bob\"", 1),
+    )
+    .unwrap();
+    let output = check(&tampered);
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("report: its SHA-256 differs"),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}

@@ -220,6 +220,67 @@ async fn every_figure_of_the_worked_example_is_what_the_ledger_says() {
         explained["windows_sum"]["gpu_mj"], a["gpu_energy_mj"],
         "{explained}"
     );
+    // The disclosure report of the hour, over HTTP (RFC 3339 or ns) and gRPC: its annex holds
+    // the jobs exactly as the jobs API gives them, and its books balance.
+    let signed = http_json(
+        aggregator.http_addr,
+        &format!("/api/v1/report?from={T}&to={}", T + 2 * HALF_HOUR),
+    )
+    .await;
+    let report = &signed["report"];
+    assert_eq!(report["period"]["status"], "final", "{}", report["period"]);
+    for (job, answer) in [("A", &a), ("B", &b)] {
+        let line = report["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|line| line["id"] == job)
+            .unwrap_or_else(|| panic!("{job} not in the annex"));
+        assert_eq!(line["energy_mj"]["total"], answer["energy_mj"], "{job}");
+        assert_eq!(line["energy_mj"]["gpu"], answer["gpu_energy_mj"], "{job}");
+        assert_eq!(line["water_ml"], answer["water_ml"], "{job}");
+        assert_eq!(
+            line["co2e_mg"]["market_based"], answer["co2e_market_mg"],
+            "{job}"
+        );
+    }
+    for (quantity, line) in report["conservation"].as_object().unwrap() {
+        assert_eq!(line["balanced"], true, "{quantity}: {line}");
+    }
+    assert_eq!(
+        report["conservation"]["energy"]["site"],
+        site_total["energy_mj"]["site"]
+    );
+    let mut query = footprint_proto::v1::query_client::QueryClient::connect(format!(
+        "http://{}",
+        aggregator.grpc_addr
+    ))
+    .await
+    .unwrap();
+    let file = query
+        .report(footprint_proto::v1::ReportRequest {
+            from_ns: T,
+            to_ns: T + 2 * HALF_HOUR,
+            format: "json".into(),
+            require_settled: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let over_grpc: serde_json::Value = serde_json::from_slice(&file.data).unwrap();
+    assert_eq!(over_grpc, signed, "the same report over gRPC and HTTP");
+    let refused = query
+        .report(footprint_proto::v1::ReportRequest {
+            from_ns: T + 1,
+            to_ns: T + 2 * HALF_HOUR,
+            format: "json".into(),
+            require_settled: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().starts_with("from: "), "{refused:?}");
+
     let stats = http_json(aggregator.http_addr, "/api/v1/ledger/stats").await;
     assert_eq!(stats["hosts"], 1, "{stats}");
     assert!(stats["readings"].as_u64().unwrap() > 0, "{stats}");
