@@ -628,7 +628,8 @@ pub fn verify(
         let settings = crate::settings::LedgerSettings::from_config(&config)?;
         let window = footprint_core::window::WindowLength::from_seconds(config.window_seconds)
             .unwrap_or_default();
-        let recheck = ledger::recheck::recheck(&connection, &settings, window, span, progress)?;
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let recheck = ledger::recheck::recheck(path, &settings, window, span, threads, progress)?;
         if recheck.rows_differing > 0 {
             verification.problems.push(format!(
                 "readings: {} roll-up row(s) differ from what the readings give (rebuilt {} hours):",

@@ -3,7 +3,11 @@
 //! figures follow from the readings, not merely from tables that could have been edited.
 //!
 //! Each hour is rebuilt as `footprint explain` rebuilds one ([`super::explain`]): the ledger's own
-//! code writing into `TEMP` tables that shadow the ledger's, on a read-only connection.
+//! code writing into `TEMP` tables that shadow the ledger's, on read-only connections (one per
+//! thread; `TEMP` tables belong to their connection).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use footprint_core::units::NANOS_PER_HOUR;
 use footprint_core::window::WindowLength;
@@ -12,9 +16,10 @@ use rusqlite::{Connection, params};
 
 use super::explain::{SHADOWED, shadow};
 use super::{detail, site};
-use crate::Result;
 use crate::settings::LedgerSettings;
 use crate::tables::rollups::{HOST_FIGURES, JOB_FIGURES, SITE_FIGURES};
+use crate::tables::schema;
+use crate::{Error, Result};
 
 /// Differences listed at most.
 pub const LISTED: usize = 20;
@@ -54,34 +59,85 @@ const COMPARED: [Compared; 3] = [
     },
 ];
 
-/// Rebuilds every settled hour of `span` from the readings on `connection` (read-only, opened
-/// for this) and compares. `progress` is told each hour done, out of how many.
+/// Rebuilds every settled hour of `span` from the readings of the ledger at `path` and compares,
+/// on up to `threads` read-only connections at once (hours are independent: each starts from the
+/// ledger's own hour before). `progress` is told the hours done, out of how many, as they go.
 ///
 /// # Errors
 /// A database error.
 pub fn recheck(
-    connection: &Connection,
+    path: &Path,
     settings: &LedgerSettings,
     window: WindowLength,
     span: Span,
+    threads: usize,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Recheck> {
-    let settled = site::settled_until(connection)?.map_or(i64::MIN, |until| until.0);
-    let first: Option<i64> = connection.query_row(
-        "SELECT MIN(hour_ns) FROM rollup_site WHERE hour_ns >= ?1",
-        [span.start.0],
-        |row| row.get(0),
-    )?;
-    let Some(first) = first else {
+    let hours = settled_hours(&schema::open_reader(path)?, span)?;
+    let total = hours.len() as u64;
+    if hours.is_empty() {
         return Ok(Recheck::default());
-    };
-    let end = span.end.0.min(settled);
-    let total = ((end - first).max(0) / NANOS_PER_HOUR) as u64;
+    }
+    let per_thread = hours.len().div_ceil(threads.max(1));
+    let done = AtomicU64::new(0);
+    let outcomes: Vec<Result<Recheck>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = hours
+            .chunks(per_thread)
+            .map(|chunk| scope.spawn(|| rebuild(path, settings, window, chunk, &done)))
+            .collect();
+        while !workers.iter().all(|worker| worker.is_finished()) {
+            progress(done.load(Ordering::Relaxed), total);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        progress(done.load(Ordering::Relaxed), total);
+        workers
+            .into_iter()
+            .map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::Server("a rebuilding thread panicked".into())))
+            })
+            .collect()
+    });
     let mut found = Recheck::default();
-    let mut shadowed = false;
-    let mut hour_ns = first;
-    while hour_ns + NANOS_PER_HOUR <= end {
-        if shadowed {
+    for outcome in outcomes {
+        let part = outcome?;
+        found.hours += part.hours;
+        found.rows_differing += part.rows_differing;
+        found.differences.extend(part.differences);
+    }
+    // Each line starts with its hour (RFC 3339): in time order.
+    found.differences.sort();
+    found.differences.truncate(LISTED);
+    Ok(found)
+}
+
+/// The settled hours of `span` that have a roll-up.
+fn settled_hours(connection: &Connection, span: Span) -> Result<Vec<i64>> {
+    let settled = site::settled_until(connection)?.map_or(i64::MIN, |until| until.0);
+    Ok(connection
+        .prepare("SELECT hour_ns FROM rollup_site WHERE hour_ns >= ?1 AND hour_ns + ?2 <= ?3 ORDER BY hour_ns")?
+        .query_map(
+            params![span.start.0, NANOS_PER_HOUR, span.end.0.min(settled)],
+            |row| row.get(0),
+        )?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+/// Rebuilds `hours` on a connection of its own and compares each with the ledger.
+fn rebuild(
+    path: &Path,
+    settings: &LedgerSettings,
+    window: WindowLength,
+    hours: &[i64],
+    done: &AtomicU64,
+) -> Result<Recheck> {
+    let connection = schema::open_reader(path)?;
+    let mut found = Recheck::default();
+    for (index, &hour_ns) in hours.iter().enumerate() {
+        if index == 0 {
+            shadow(&connection, hour_ns)?;
+        } else {
             for table in SHADOWED {
                 connection.execute(&format!("DELETE FROM temp.{table}"), [])?;
             }
@@ -89,22 +145,15 @@ pub fn recheck(
                 "INSERT INTO temp.site_hours SELECT * FROM main.site_hours WHERE hour_ns = ?1",
                 [hour_ns - NANOS_PER_HOUR],
             )?;
-        } else {
-            shadow(connection, hour_ns)?;
-            shadowed = true;
         }
         let hour = Span::new(UnixNanos(hour_ns), UnixNanos(hour_ns + NANOS_PER_HOUR));
-        detail::regenerate(connection, window, settings, hour)?;
-        site::settle_hour(connection, settings, window, hour_ns)?;
+        detail::regenerate(&connection, window, settings, hour)?;
+        site::settle_hour(&connection, settings, window, hour_ns)?;
         for compared in &COMPARED {
-            compare(connection, compared, hour_ns, &mut found)?;
+            compare(&connection, compared, hour_ns, &mut found)?;
         }
         found.hours += 1;
-        progress(found.hours, total);
-        hour_ns += NANOS_PER_HOUR;
-    }
-    for table in SHADOWED {
-        connection.execute(&format!("DROP TABLE IF EXISTS temp.{table}"), [])?;
+        done.fetch_add(1, Ordering::Relaxed);
     }
     Ok(found)
 }
