@@ -213,5 +213,62 @@ fn collectors_and_aggregator_processes_account_for_every_millijoule_of_the_trace
     .into_iter()
     .collect();
     assert_eq!(by_job.values().sum::<u64>(), total.jobs_mj);
+
+    // The disclosure report from the running aggregator (`--server`), verified against its ledger.
+    let report = dir.path().join("report.json");
+    let at = |ns: i64| footprint_core::time::format_rfc3339(footprint_core::UnixNanos(ns));
+    let output = Command::new(env!("CARGO_BIN_EXE_footprint"))
+        .args(["report", "--server", &endpoint, "--from", &at(T0), "--to"])
+        .arg(at(T0 + span * SECOND_NS))
+        .arg("--out")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let signed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let annex = signed["report"]["jobs"].as_array().unwrap();
+    for (id, energy) in &by_job {
+        let line = annex.iter().find(|line| line["id"] == *id).unwrap();
+        assert_eq!(line["energy_mj"]["total"], *energy, "{id}");
+    }
+    // No site meter here: EDC, and PUE with it, are empty, saying why.
+    let kpis = &signed["report"]["facility"]["kpis"];
+    assert!(kpis["edc"]["value"].is_null(), "{}", kpis["edc"]);
+    assert!(
+        kpis["edc"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no site energy meter"),
+        "{}",
+        kpis["edc"]
+    );
+    assert_eq!(
+        signed["signature"],
+        serde_json::Value::Null,
+        "no key configured"
+    );
+    let output = Command::new(env!("CARGO_BIN_EXE_footprint"))
+        .args(["report", "verify"])
+        .arg(&report)
+        .arg("--data-dir")
+        .arg(dir.path().join("ledger"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        !output.status.success(),
+        "an unsigned report does not verify: {said}"
+    );
+    assert!(
+        said.contains("FAILED signature: the report is not signed"),
+        "{said}"
+    );
+    assert!(!said.contains("report: made again"), "{said}");
+    assert!(said.contains("every roll-up matches"), "{said}");
     drop(aggregator);
 }
