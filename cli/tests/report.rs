@@ -166,7 +166,7 @@ fn the_html_report_renders_its_charts_in_chromium_and_requests_nothing() {
     run_demo(&data_dir);
     let html = data_dir.join("report.html");
     let page = std::fs::read_to_string(&html).unwrap();
-    assert_eq!(page.matches("<svg").count(), 7, "one SVG per chart");
+    assert_eq!(page.matches("<svg").count(), 8, "one SVG per chart");
     let shot = dir.path().join("report.png");
     let net_log = dir.path().join("net.json");
     let output = Command::new("chromium")

@@ -263,6 +263,42 @@ pub fn totals(inputs: &ReportInputs) -> Totals {
     }
 }
 
+/// SCI of the jobs of one model and functional unit taken together.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SciLine {
+    pub model: String,
+    pub functional_unit: String,
+    pub jobs: u64,
+    pub functional_units: u64,
+    /// Σ (location-based + embodied) / Σ units, g CO2e per unit.
+    pub sci_g_per_unit: Option<Decimal>,
+    /// Σ facility energy / Σ units, Wh per unit.
+    pub energy_wh_per_unit: Option<Decimal>,
+}
+
+pub fn sci(inputs: &ReportInputs) -> Vec<SciLine> {
+    let mut sums: BTreeMap<(&str, &str), (u64, u64, i64, i64)> = BTreeMap::new();
+    for job in inputs.jobs.iter().filter(|job| job.functional_units > 0) {
+        let sum = sums
+            .entry((job.model.as_str(), job.functional_unit.as_str()))
+            .or_default();
+        sum.0 += 1;
+        sum.1 += job.functional_units;
+        sum.2 += job.co2e_location_mg + job.co2e_embodied_mg;
+        sum.3 += job_energy(job).total;
+    }
+    sums.into_iter()
+        .map(|((model, unit), (jobs, units, mg, mj))| SciLine {
+            model: model.to_owned(),
+            functional_unit: unit.to_owned(),
+            jobs,
+            functional_units: units,
+            sci_g_per_unit: Decimal::ratio(i128::from(mg), i128::from(units) * 1_000, 3),
+            energy_wh_per_unit: Decimal::ratio(i128::from(mj), i128::from(units) * 3_600_000, 3),
+        })
+        .collect()
+}
+
 pub fn conservation(inputs: &ReportInputs) -> BTreeMap<&'static str, ConservationLine> {
     let total = &inputs.total;
     let annex = |figure: fn(&JobFigures) -> i64| inputs.jobs.iter().map(figure).sum::<i64>();

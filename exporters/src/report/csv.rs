@@ -327,8 +327,45 @@ fn tables(file: &SignedReport) -> Vec<(&'static str, String)> {
             ]);
         }
     }
+    let mut sci = Table::new(&[
+        "model",
+        "functional_unit",
+        "jobs",
+        "functional_units",
+        "sci_g_per_unit",
+        "energy_wh_per_unit",
+    ]);
+    for line in &report.carbon.sci {
+        sci.row([
+            line.model.clone(),
+            line.functional_unit.clone(),
+            line.jobs.to_string(),
+            line.functional_units.to_string(),
+            text(&line.sci_g_per_unit),
+            text(&line.energy_wh_per_unit),
+        ]);
+    }
+    let mut factors = Table::new(&["name", "version", "sha256", "source"]);
+    for table in &report.carbon.factor_tables {
+        factors.row([
+            table.name.clone(),
+            table.version.clone(),
+            table.sha256.clone(),
+            table.source.clone(),
+        ]);
+    }
+    for feed in &report.carbon.intensity_feeds {
+        factors.row([
+            format!("grid intensity feed {}", feed.file),
+            format!("{}, hour-{}", feed.layout, feed.hour_convention),
+            feed.sha256.clone(),
+            "imported feed".to_owned(),
+        ]);
+    }
     vec![
         ("fields.csv", fields.lines),
+        ("sci.csv", sci.lines),
+        ("factor_tables.csv", factors.lines),
         ("months.csv", months.lines),
         ("jobs.csv", jobs.lines),
         ("totals_by_model.csv", group_table(&report.totals.by_model)),

@@ -558,6 +558,30 @@ pub struct Carbon {
     /// Hours of the period by how the grid intensity that priced them was obtained.
     pub intensity_hours: BTreeMap<&'static str, i64>,
     pub zone: String,
+    /// SCI per functional unit, by model and unit (jobs without units left out).
+    pub sci: Vec<super::annex::SciLine>,
+    /// The factor tables and contracts the figures were computed with, and the intensity feeds
+    /// (also in the manifest, with the rest of the report's inputs).
+    pub factor_tables: Vec<FactorTableLine>,
+    pub intensity_feeds: Vec<FeedLine>,
+}
+
+/// A factor table in the carbon section.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FactorTableLine {
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
+    pub source: String,
+}
+
+/// An intensity feed in the carbon section.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FeedLine {
+    pub file: String,
+    pub sha256: String,
+    pub layout: String,
+    pub hour_convention: String,
 }
 
 pub fn carbon(inputs: &ReportInputs) -> Carbon {
@@ -643,6 +667,27 @@ pub fn carbon(inputs: &ReportInputs) -> Carbon {
             ("missing", missing),
         ]),
         zone: inputs.zone.clone(),
+        sci: super::annex::sci(inputs),
+        factor_tables: inputs
+            .factor_tables
+            .iter()
+            .map(|table| FactorTableLine {
+                name: table.name.clone(),
+                version: table.version.clone(),
+                sha256: table.sha256.clone(),
+                source: table.source.clone(),
+            })
+            .collect(),
+        intensity_feeds: inputs
+            .feeds
+            .iter()
+            .map(|feed| FeedLine {
+                file: feed.file.clone(),
+                sha256: feed.sha256.clone(),
+                layout: feed.layout.clone(),
+                hour_convention: feed.hour_convention.clone(),
+            })
+            .collect(),
     }
 }
 

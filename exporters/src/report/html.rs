@@ -114,6 +114,15 @@ fn charts(html: &mut String, report: &Report) {
             ("unattributed", column(|p| f(&p.unattributed_kwh))),
         ],
     ));
+    html.push_str(&svg::stacked_bars(
+        &format!("Facility energy by component, per {}", trend.step),
+        "kWh",
+        &labels,
+        &[
+            ("IT (hosts)", column(|p| f(&p.it_kwh))),
+            ("facility overhead", column(|p| f(&p.overhead_kwh))),
+        ],
+    ));
     html.push_str(&svg::lines(
         &format!("PUE per {}", trend.step),
         "PUE",
@@ -379,6 +388,57 @@ pub fn render(file: &SignedReport) -> Result<String, Error> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+
+    if !carbon.sci.is_empty() {
+        html.push_str("<h3>SCI per functional unit</h3>");
+        header(
+            &mut html,
+            &[
+                "model",
+                "functional unit",
+                "jobs",
+                "units",
+                "SCI g CO2e / unit",
+                "Wh / unit",
+            ],
+        );
+        for line in &carbon.sci {
+            let _ = write!(
+                html,
+                "<tr>{}{}{}{}{}{}</tr>",
+                cell(&line.model),
+                cell(&line.functional_unit),
+                number_cell(&line.jobs.to_string()),
+                number_cell(&line.functional_units.to_string()),
+                number_cell(&optional(line.sci_g_per_unit)),
+                number_cell(&optional(line.energy_wh_per_unit)),
+            );
+        }
+        html.push_str("</table><p class=\"muted\">SCI 1.1: (E × I + M) per R, E with each job's share of the facility overhead, I location-based (no market instruments).</p>");
+    }
+    html.push_str("<h3>Factor tables and feeds</h3>");
+    header(&mut html, &["table", "version", "SHA-256", "source"]);
+    for table in &carbon.factor_tables {
+        let _ = write!(
+            html,
+            "<tr>{}{}{}{}</tr>",
+            cell(&table.name),
+            cell(&table.version),
+            cell(&table.sha256),
+            cell(&table.source)
+        );
+    }
+    for feed in &carbon.intensity_feeds {
+        let _ = write!(
+            html,
+            "<tr>{}{}{}{}</tr>",
+            cell(&format!("grid intensity feed {}", feed.file)),
+            cell(&format!("{}, hour-{}", feed.layout, feed.hour_convention)),
+            cell(&feed.sha256),
+            cell("imported feed")
+        );
+    }
+    html.push_str("</table>");
 
     html.push_str("<h2>Months</h2>");
     header(
