@@ -8,9 +8,12 @@
 // Test helpers panic on failure by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use common::{SECOND, reading};
 use footprint_aggregator::AggregatorConfig;
 use footprint_aggregator::config::PpaConfig;
 use footprint_aggregator::metrics::AggregatorMetrics;
@@ -20,10 +23,9 @@ use footprint_aggregator::tables::{LEDGER_FILE, chunk};
 use footprint_core::config::ConfigFile;
 use footprint_exporters::report::Format;
 use footprint_exporters::report::signing::SigningKey;
-use footprint_proto::v1::{Allocation, Batch, Hello, Job, MeterInfo, MeterKind, Reading};
+use footprint_proto::v1::{Allocation, Batch, Hello, Job, MeterInfo, MeterKind};
 use proptest::prelude::*;
 
-const SECOND: i64 = 1_000_000_000;
 /// 2024-06-03T00:00:00Z.
 const T0: i64 = 1_717_372_800 * SECOND;
 const STEP_S: i64 = 60;
@@ -78,16 +80,6 @@ fn meter(id: &str, kind: MeterKind, cpus: Vec<u32>) -> MeterInfo {
         device: id.into(),
         cpus,
         ..Default::default()
-    }
-}
-
-fn reading(meter: &str, value: u64, at: i64) -> Reading {
-    Reading {
-        meter_id: meter.to_owned().into(),
-        value,
-        timestamp_ns: at,
-        quality: 1,
-        method: String::new(),
     }
 }
 
@@ -553,7 +545,10 @@ fn an_auditor_checks_the_signed_file_without_footprint() {
     let said = String::from_utf8_lossy(&output.stdout).into_owned()
         + &String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{said}");
-    assert!(said.contains("signature verified by OpenSSL, arithmetic redone"), "{said}");
+    assert!(
+        said.contains("signature verified by OpenSSL, arithmetic redone"),
+        "{said}"
+    );
 
     let tampered = dir.path().join("tampered.json");
     let text = String::from_utf8(json).unwrap();

@@ -9,6 +9,8 @@ use std::fmt::Write as _;
 use footprint_core::units::NANOS_PER_HOUR;
 use footprint_proto::v1::FacilityWindow;
 
+use crate::report::svg::{escape, tick_step};
+
 const WIDTH: f64 = 960.0;
 const HEIGHT: f64 = 380.0;
 const LEFT: f64 = 64.0;
@@ -24,23 +26,6 @@ fn kilowatts(mj: f64, window: &FacilityWindow) -> f64 {
     } else {
         mj / seconds / 1e6
     }
-}
-
-/// A round step for about five ticks up to `max`.
-fn tick_step(max: f64) -> f64 {
-    let raw = (max / 5.0).max(1e-9);
-    let magnitude = 10f64.powf(raw.log10().floor());
-    [1.0, 2.0, 2.5, 5.0, 10.0]
-        .iter()
-        .map(|m| m * magnitude)
-        .find(|step| *step >= raw)
-        .unwrap_or(10.0 * magnitude)
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 /// The stacked power chart of `windows` (consecutive, equal steps), titled `title`.

@@ -12,6 +12,7 @@ use super::figures::{
     Field, Source, configured, configured_mj, cubic_metres, kilograms, kwh, share,
 };
 use super::inputs::{FacilityFigures, ReportInputs};
+use super::signing::{FactorTableLine, FeedLine, factor_table_lines, feed_lines};
 
 /// Annex I: what the data centre is.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -566,24 +567,6 @@ pub struct Carbon {
     pub intensity_feeds: Vec<FeedLine>,
 }
 
-/// A factor table in the carbon section.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct FactorTableLine {
-    pub name: String,
-    pub version: String,
-    pub sha256: String,
-    pub source: String,
-}
-
-/// An intensity feed in the carbon section.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct FeedLine {
-    pub file: String,
-    pub sha256: String,
-    pub layout: String,
-    pub hour_convention: String,
-}
-
 pub fn carbon(inputs: &ReportInputs) -> Carbon {
     let total = &inputs.total;
     let mass = |mg: i64, source: Source, method: String| {
@@ -668,26 +651,8 @@ pub fn carbon(inputs: &ReportInputs) -> Carbon {
         ]),
         zone: inputs.zone.clone(),
         sci: super::annex::sci(inputs),
-        factor_tables: inputs
-            .factor_tables
-            .iter()
-            .map(|table| FactorTableLine {
-                name: table.name.clone(),
-                version: table.version.clone(),
-                sha256: table.sha256.clone(),
-                source: table.source.clone(),
-            })
-            .collect(),
-        intensity_feeds: inputs
-            .feeds
-            .iter()
-            .map(|feed| FeedLine {
-                file: feed.file.clone(),
-                sha256: feed.sha256.clone(),
-                layout: feed.layout.clone(),
-                hour_convention: feed.hour_convention.clone(),
-            })
-            .collect(),
+        factor_tables: factor_table_lines(inputs),
+        intensity_feeds: feed_lines(inputs),
     }
 }
 

@@ -122,27 +122,8 @@ pub fn manifest(inputs: &ReportInputs, report_sha256: String) -> Manifest {
             .iter()
             .map(|meter| format!("{}/{} ({})", meter.host, meter.meter_id, meter.kind))
             .collect(),
-        factor_tables: inputs
-            .factor_tables
-            .iter()
-            .map(|table| FactorTableLine {
-                name: table.name.clone(),
-                version: table.version.clone(),
-                sha256: table.sha256.clone(),
-                source: table.source.clone(),
-            })
-            .collect(),
-        intensity_feeds: inputs
-            .feeds
-            .iter()
-            .map(|feed| FeedLine {
-                file: feed.file.clone(),
-                sha256: feed.sha256.clone(),
-                layout: feed.layout.clone(),
-                hour_convention: feed.hour_convention.clone(),
-                hours: feed.hours,
-            })
-            .collect(),
+        factor_tables: factor_table_lines(inputs),
+        intensity_feeds: feed_lines(inputs),
         software: format!("footprint {}", inputs.software_version),
         config_sha256: inputs.config_sha256.clone(),
         ledger: inputs
@@ -157,6 +138,35 @@ pub fn manifest(inputs: &ReportInputs, report_sha256: String) -> Manifest {
             .collect(),
         report_sha256,
     }
+}
+
+/// The factor tables `inputs` name, as the manifest and the carbon section list them.
+pub fn factor_table_lines(inputs: &ReportInputs) -> Vec<FactorTableLine> {
+    inputs
+        .factor_tables
+        .iter()
+        .map(|table| FactorTableLine {
+            name: table.name.clone(),
+            version: table.version.clone(),
+            sha256: table.sha256.clone(),
+            source: table.source.clone(),
+        })
+        .collect()
+}
+
+/// The intensity feeds `inputs` name, likewise.
+pub fn feed_lines(inputs: &ReportInputs) -> Vec<FeedLine> {
+    inputs
+        .feeds
+        .iter()
+        .map(|feed| FeedLine {
+            file: feed.file.clone(),
+            sha256: feed.sha256.clone(),
+            layout: feed.layout.clone(),
+            hour_convention: feed.hour_convention.clone(),
+            hours: feed.hours,
+        })
+        .collect()
 }
 
 /// `report` with its manifest, signed with `key` when there is one.

@@ -23,7 +23,7 @@ pub fn escape(text: &str) -> String {
 }
 
 /// A round step for about five ticks up to `max`.
-fn tick_step(max: f64) -> f64 {
+pub fn tick_step(max: f64) -> f64 {
     let raw = (max / 5.0).max(1e-9);
     let magnitude = 10f64.powf(raw.log10().floor());
     [1.0, 2.0, 2.5, 5.0, 10.0]
