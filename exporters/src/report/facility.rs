@@ -705,7 +705,10 @@ fn steps(figures: &[FacilityFigures]) -> Vec<Month> {
         .map(|month| {
             let it = i128::from(month.it_mj);
             Month {
-                month: format_rfc3339(UnixNanos(month.start_ns))[..7].to_owned(),
+                month: format_rfc3339(UnixNanos(month.start_ns))
+                    .get(..7)
+                    .unwrap_or_default()
+                    .to_owned(),
                 from: format_rfc3339(UnixNanos(month.start_ns)),
                 to: format_rfc3339(UnixNanos(month.end_ns)),
                 facility_kwh: kwh(month.energy_mj.site),
