@@ -123,14 +123,14 @@ async fn report(
         .report(request, format)
         .await
         .map_err(ApiError)?;
+    // The archive is saved; JSON and HTML are shown, with a name for saving them.
+    let (disposition, extension) = match format {
+        footprint_exporters::report::Format::Csv => ("attachment", "zip"),
+        other => ("inline", other.name()),
+    };
     let file_name = format!(
-        "attachment; filename=\"footprint-report-{}.{}\"",
-        report.report.period.from.get(..10).unwrap_or("period"),
-        if format == footprint_exporters::report::Format::Csv {
-            "zip"
-        } else {
-            format.name()
-        }
+        "{disposition}; filename=\"footprint-report-{}.{extension}\"",
+        report.report.period.from.get(..10).unwrap_or("period")
     );
     Ok((
         [
