@@ -41,6 +41,8 @@ struct Site {
     hosts: Vec<HostPlan>,
     pue_permille: u64,
     water_ml_per_step: u64,
+    /// Steps in which the first host sends nothing (a gap when longer than five minutes).
+    silent: Option<(i64, i64)>,
 }
 
 fn site() -> impl Strategy<Value = Site> {
@@ -55,11 +57,13 @@ fn site() -> impl Strategy<Value = Site> {
         ),
         1_050u64..1_500,
         0u64..300,
+        prop::option::of((1i64..STEPS - 20, 2i64..20)),
     )
-        .prop_map(|(hosts, pue_permille, water_ml_per_step)| Site {
+        .prop_map(|(hosts, pue_permille, water_ml_per_step, silent)| Site {
             hosts,
             pue_permille,
             water_ml_per_step,
+            silent,
         })
 }
 
@@ -124,7 +128,15 @@ fn config(dir: &Path) -> AggregatorConfig {
 
 /// Builds the ledger of `site` delivered as `delivery` in `dir/ledger`.
 fn build(site: &Site, delivery: Delivery, dir: &Path) {
-    let config = config(dir);
+    build_packing(site, delivery, dir, false);
+}
+
+/// [`build`], packing every hour of readings as soon as its windows are built when `pack_all`.
+fn build_packing(site: &Site, delivery: Delivery, dir: &Path, pack_all: bool) {
+    let mut config = config(dir);
+    if pack_all {
+        config.compact_after_s = 0;
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -176,6 +188,13 @@ fn build(site: &Site, delivery: Delivery, dir: &Path) {
                 })
                 .collect();
             for step in 0..=STEPS {
+                if index == 0
+                    && site
+                        .silent
+                        .is_some_and(|(from, length)| (from..from + length).contains(&step))
+                {
+                    continue;
+                }
                 let at = T0 + step * STEP_S * SECOND;
                 let elapsed = (step * STEP_S) as u64;
                 let mut readings = vec![
@@ -338,6 +357,117 @@ proptest! {
     }
 }
 
+/// A meter's coverage as compared: host, meter, readings, covered ns, gaps, first and last
+/// reading.
+type Coverage = (String, String, i64, i64, Vec<(i64, i64)>, i64, i64);
+
+/// Each meter's coverage of `span` the slow way: every reading decoded, each interval clipped
+/// to the span; silence at either end longer than `max_gap_ns` a gap.
+fn coverage_by_decoding(
+    connection: &rusqlite::Connection,
+    span: footprint_core::Span,
+    max_gap_ns: i64,
+) -> Vec<Coverage> {
+    use footprint_aggregator::tables::series;
+    let meters: Vec<(i64, String, String)> = connection
+        .prepare(
+            "SELECT m.id, c.host, m.meter_id FROM meters m JOIN collectors c ON c.id = m.collector
+             WHERE m.kind BETWEEN 1 AND 7 ORDER BY c.host, m.meter_id",
+        )
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    let wide = footprint_core::Span::new(
+        footprint_core::UnixNanos(span.start.0 - 1),
+        footprint_core::UnixNanos(span.end.0 + 3_600 * SECOND),
+    );
+    meters
+        .into_iter()
+        .map(|(id, host, meter)| {
+            let (mut readings, mut covered, mut gaps) = (0, 0, Vec::new());
+            let (mut first, mut last) = (None, None);
+            for reading in series::readings_in(connection, id, wide).unwrap() {
+                let inside = reading.ts_ns >= span.start.0 && reading.ts_ns < span.end.0;
+                if inside {
+                    readings += 1;
+                    first = first.or(Some(reading.ts_ns));
+                    last = Some(reading.ts_ns);
+                }
+                let Some(from) = reading.from_ns else {
+                    continue;
+                };
+                let (start, end) = (from.max(span.start.0), reading.ts_ns.min(span.end.0));
+                if end > start {
+                    if reading.step.unwrap_or(0) & 8 != 0 {
+                        gaps.push((start, end));
+                    } else {
+                        covered += end - start;
+                    }
+                }
+            }
+            let lead_end = first.unwrap_or(span.end.0);
+            if lead_end - span.start.0 > max_gap_ns
+                && gaps.first().is_none_or(|g: &(i64, i64)| g.0 > span.start.0)
+            {
+                gaps.insert(0, (span.start.0, lead_end));
+            }
+            if let Some(last) = last
+                && span.end.0 - last > max_gap_ns
+                && gaps.last().is_none_or(|g| g.1 < span.end.0)
+            {
+                gaps.push((last, span.end.0));
+            }
+            (
+                host,
+                meter,
+                readings,
+                covered,
+                gaps,
+                first.unwrap_or(0),
+                last.unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    /// The report's coverage read from the packed hours' summaries (and the unpacked hours'
+    /// readings) is what decoding every reading gives, over each hour and the whole span.
+    #[test]
+    fn coverage_from_hour_summaries_is_what_the_readings_give(site in site(), pack_all in any::<bool>()) {
+        let dir = tempfile::tempdir().unwrap();
+        build_packing(&site, Delivery::InOrder, dir.path(), pack_all);
+        let connection = footprint_aggregator::tables::schema::open_reader(&ledger(dir.path())).unwrap();
+        let packed: i64 = connection
+            .query_row("SELECT COUNT(*) FROM meter_hours", [], |row| row.get(0))
+            .unwrap();
+        prop_assert!(packed > 0, "no hour was packed: the summaries went untested");
+        let unpacked: i64 = connection
+            .query_row("SELECT COUNT(*) FROM reading_chunks WHERE packed = 0", [], |row| row.get(0))
+            .unwrap();
+        prop_assert!(pack_all || unpacked > 0, "every hour was packed: the readings' path went untested");
+        let max_gap_ns = 300 * SECOND;
+        for (from, to) in [(0, 1), (1, 2), (0, 2)] {
+            let span = footprint_core::Span::new(
+                footprint_core::UnixNanos(T0 + from * 3_600 * SECOND),
+                footprint_core::UnixNanos(T0 + to * 3_600 * SECOND),
+            );
+            let fast: Vec<_> = footprint_aggregator::ledger::coverage::meter_coverage(&connection, span, max_gap_ns)
+                .unwrap()
+                .into_iter()
+                .map(|m| (m.host, m.meter_id, m.readings, m.covered_ns, m.gaps,
+                    m.first_reading_ns.unwrap_or(0), m.last_reading_ns.unwrap_or(0)))
+                .collect();
+            let slow = coverage_by_decoding(&connection, span, max_gap_ns);
+            prop_assert_eq!(fast, slow, "hours {}..{}", from, to);
+        }
+    }
+}
+
 fn plain_site() -> Site {
     Site {
         hosts: vec![
@@ -350,6 +480,7 @@ fn plain_site() -> Site {
         ],
         pue_permille: 1_250,
         water_ml_per_step: 40,
+        silent: Some((50, 10)),
     }
 }
 

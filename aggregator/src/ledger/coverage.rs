@@ -1,18 +1,18 @@
 //! How well each meter covered a span: its readings, the time between readings at most
 //! `max_sample_gap_s` apart, its gaps (longer intervals, whose energy is exact but placed by
 //! interpolation), and the wraps and resets its counter went through.
+//!
+//! Packed hours are read from their summaries (`tables::meter_hours`); only the hours not packed
+//! yet, and the packed hours that hold a gap (to list it), are decoded. A span is whole hours.
 
 use footprint_core::Span;
+use footprint_core::units::NANOS_PER_HOUR;
 use footprint_exporters::report::inputs::MeterQuality;
-use rusqlite::Connection;
+use rusqlite::{Connection, params};
 
-use crate::Result;
-use crate::tables::series;
-
-/// `readings.step`: the low bits say how the counter moved, bit 8 flags a gap.
-const STEP_WRAPPED: i64 = 1;
-const STEP_RESET: i64 = 2;
-const STEP_GAP: i64 = 8;
+use crate::tables::chunk::{self, StoredReading};
+use crate::tables::meter_hours::{STEP_GAP, STEP_RESET, STEP_WRAPPED};
+use crate::{Error, Result};
 
 /// Kinds whose counters measure energy or water (usage counters and inspection-only meters
 /// are left out).
@@ -29,8 +29,8 @@ pub fn kind_name(kind: i32) -> String {
         .unwrap_or_else(|_| format!("kind {kind}"))
 }
 
-/// Every energy and water meter's coverage of `span`, ordered by host and meter. Silence longer
-/// than `max_gap_ns` at the span's start or end counts as a gap.
+/// Every energy and water meter's coverage of `span` (whole hours), ordered by host and meter.
+/// Silence longer than `max_gap_ns` after the span's start or before its end counts as a gap.
 ///
 /// # Errors
 /// A database error, or a chunk that does not decode.
@@ -65,46 +65,180 @@ pub fn meter_coverage(
             method,
             ..MeterQuality::default()
         };
-        // The first and last instant the meter's intervals reached in the span.
-        let mut reached: Option<(i64, i64)> = None;
-        for reading in series::readings_in(connection, id, span)? {
-            let inside = reading.ts_ns >= span.start.0 && reading.ts_ns < span.end.0;
-            let step = reading.step.unwrap_or(0);
-            if inside {
-                quality.readings += 1;
-                quality.first_reading_ns.get_or_insert(reading.ts_ns);
-                quality.last_reading_ns = Some(reading.ts_ns);
-                match step & 7 {
-                    STEP_WRAPPED => quality.wraps += 1,
-                    STEP_RESET => quality.resets += 1,
-                    _ => {}
-                }
-            }
-            let Some(from) = reading.from_ns else {
-                continue;
-            };
-            let (start, end) = (from.max(span.start.0), reading.ts_ns.min(span.end.0));
-            if end <= start {
-                continue;
-            }
-            reached = Some(reached.map_or((start, end), |(first, _)| (first, end)));
-            if step & STEP_GAP != 0 {
-                quality.gaps.push((start, end));
-            } else {
-                quality.covered_ns += end - start;
-            }
+        packed_hours(connection, id, span, &mut quality)?;
+        for reading in unpacked_readings(connection, id, span)? {
+            add_reading(&mut quality, &reading, span, true);
         }
-        // Silence at either end of the span is a gap too: no interval reached it.
-        let lead_end = reached.map_or(span.end.0, |(first, _)| first);
-        if lead_end - span.start.0 > max_gap_ns {
+        quality.gaps.sort_unstable();
+        // Silence at either end of the span is a gap too.
+        let lead_end = quality.first_reading_ns.unwrap_or(span.end.0);
+        let lead_covered = quality
+            .gaps
+            .first()
+            .is_some_and(|gap| gap.0 <= span.start.0);
+        if lead_end - span.start.0 > max_gap_ns && !lead_covered {
             quality.gaps.insert(0, (span.start.0, lead_end));
         }
-        if let Some((_, last)) = reached
+        if let Some(last) = quality.last_reading_ns
             && span.end.0 - last > max_gap_ns
+            && quality.gaps.last().is_none_or(|gap| gap.1 < span.end.0)
         {
             quality.gaps.push((last, span.end.0));
         }
         found.push(quality);
     }
     Ok(found)
+}
+
+/// Adds one reading: counted if it falls in `span`, its interval's part in `span` covered or a
+/// gap. `counted` is false for readings of packed hours, whose counts come from the summary.
+fn add_reading(quality: &mut MeterQuality, reading: &StoredReading, span: Span, counted: bool) {
+    let inside = reading.ts_ns >= span.start.0 && reading.ts_ns < span.end.0;
+    let step = reading.step.unwrap_or(0);
+    if inside && counted {
+        quality.readings += 1;
+        quality.first_reading_ns = Some(
+            quality
+                .first_reading_ns
+                .map_or(reading.ts_ns, |f| f.min(reading.ts_ns)),
+        );
+        quality.last_reading_ns = Some(
+            quality
+                .last_reading_ns
+                .map_or(reading.ts_ns, |l| l.max(reading.ts_ns)),
+        );
+        match step & 7 {
+            STEP_WRAPPED => quality.wraps += 1,
+            STEP_RESET => quality.resets += 1,
+            _ => {}
+        }
+    }
+    let Some(from) = reading.from_ns else {
+        return;
+    };
+    let (start, end) = (from.max(span.start.0), reading.ts_ns.min(span.end.0));
+    if end <= start {
+        return;
+    }
+    if step & STEP_GAP != 0 {
+        quality.gaps.push((start, end));
+    } else if counted {
+        quality.covered_ns += end - start;
+    }
+}
+
+/// The packed hours' part: counts and covered time from the summaries (an hour's own part for
+/// the span's hours, and what the first interval of each hour after the span's first reaches
+/// back into it), and the gaps of the packed hours that hold one, decoded.
+fn packed_hours(
+    connection: &Connection,
+    meter: i64,
+    span: Span,
+    quality: &mut MeterQuality,
+) -> Result<()> {
+    let (from, to) = (span.start.0, span.end.0);
+    connection
+        .prepare_cached(
+            "SELECT COALESCE(SUM(readings), 0), COALESCE(SUM(covered_ns), 0), COALESCE(SUM(wraps), 0),
+                    COALESCE(SUM(resets), 0), MIN(first_ns), MAX(last_ns)
+             FROM meter_hours WHERE meter = ?1 AND hour_ns >= ?2 AND hour_ns < ?3",
+        )?
+        .query_row(params![meter, from, to], |row| {
+            quality.readings += row.get::<_, i64>(0)?;
+            quality.covered_ns += row.get::<_, i64>(1)?;
+            quality.wraps += row.get::<_, i64>(2)?;
+            quality.resets += row.get::<_, i64>(3)?;
+            quality.first_reading_ns = row.get(4)?;
+            quality.last_reading_ns = row.get(5)?;
+            Ok(())
+        })?;
+    let spill: i64 = connection
+        .prepare_cached(
+            "SELECT COALESCE(SUM(hour_ns - MAX(spill_from_ns, ?2)), 0) FROM meter_hours
+             WHERE meter = ?1 AND hour_ns > ?2 AND hour_ns <= ?3 AND spill_from_ns IS NOT NULL",
+        )?
+        .query_row(params![meter, from, to], |row| row.get(0))?;
+    quality.covered_ns += spill;
+    let with_gaps: Vec<i64> = connection
+        .prepare_cached(
+            "SELECT hour_ns FROM meter_hours WHERE meter = ?1 AND hour_ns >= ?2 AND hour_ns <= ?3 AND gaps > 0",
+        )?
+        .query_map(params![meter, from, to], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for hour in with_gaps {
+        for reading in chunk_readings(connection, meter, hour, true)? {
+            add_reading(quality, &reading, span, false);
+        }
+    }
+    Ok(())
+}
+
+/// The readings of `meter` in `span` and the hour after it that no summary covers: plain chunks
+/// and rows.
+fn unpacked_readings(
+    connection: &Connection,
+    meter: i64,
+    span: Span,
+) -> Result<Vec<StoredReading>> {
+    let end = span.end.0 + NANOS_PER_HOUR;
+    let mut readings = Vec::new();
+    let plain: Vec<(i64, Vec<u8>)> = connection
+        .prepare_cached(
+            "SELECT first_ns, data FROM reading_chunks
+             WHERE meter = ?1 AND first_ns >= ?2 AND first_ns < ?3 AND packed = 0",
+        )?
+        .query_map(params![meter, span.start.0, end], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    for (first_ns, data) in plain {
+        readings.extend(decode(meter, first_ns, &data)?);
+    }
+    let rows = connection
+        .prepare_cached(
+            "SELECT ts_ns, from_ns, step FROM readings WHERE meter = ?1 AND ts_ns >= ?2 AND ts_ns < ?3",
+        )?
+        .query_map(params![meter, span.start.0, end], |row| {
+            Ok(StoredReading {
+                ts_ns: row.get(0)?,
+                from_ns: row.get(1)?,
+                step: row.get(2)?,
+                ..StoredReading::default()
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    readings.extend(rows);
+    Ok(readings)
+}
+
+/// The readings of the packed chunk of `meter` in the hour at `hour_ns`.
+fn chunk_readings(
+    connection: &Connection,
+    meter: i64,
+    hour_ns: i64,
+    packed: bool,
+) -> Result<Vec<StoredReading>> {
+    let chunks: Vec<(i64, Vec<u8>)> = connection
+        .prepare_cached(
+            "SELECT first_ns, data FROM reading_chunks
+             WHERE meter = ?1 AND first_ns >= ?2 AND first_ns < ?3 AND packed = ?4",
+        )?
+        .query_map(
+            params![meter, hour_ns, hour_ns + NANOS_PER_HOUR, packed],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut readings = Vec::new();
+    for (first_ns, data) in chunks {
+        readings.extend(decode(meter, first_ns, &data)?);
+    }
+    Ok(readings)
+}
+
+fn decode(meter: i64, first_ns: i64, data: &[u8]) -> Result<Vec<StoredReading>> {
+    chunk::decode(data).map_err(|error| {
+        Error::Server(format!(
+            "reading_chunks of meter {meter} from {first_ns}: {error}"
+        ))
+    })
 }

@@ -11,7 +11,7 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
-pub const SCHEMA_VERSION: i64 = 9;
+pub const SCHEMA_VERSION: i64 = 10;
 
 /// How a ledger of an older schema is brought up to date: each step takes schema `from` to
 /// `from + 1`, and a ledger runs every step from its own version on (tables that are new are
@@ -65,10 +65,15 @@ const MIGRATIONS: &[(i64, &str)] = &[
     // ledger settled are rolled up after (`ROLL_UP_FROM`). A job's settled hours are read from
     // its roll-ups, so window rows no longer need an index by job.
     (8, "DROP INDEX IF EXISTS window_jobs_by_job"),
+    // Schema 10 summarises each packed hour of readings (`meter_hours`, created by `SCHEMA`); the
+    // hours an older ledger packed are summarised after (`SUMMARISE_FROM`).
+    (9, "SELECT 1"),
 ];
 
 /// Ledgers older than this schema have settled hours without roll-ups.
 const ROLL_UP_FROM: i64 = 9;
+/// Ledgers older than this schema have packed hours without summaries.
+const SUMMARISE_FROM: i64 = 10;
 
 const SCHEMA: &str = r"
 CREATE TABLE IF NOT EXISTS collectors (
@@ -478,6 +483,22 @@ CREATE INDEX IF NOT EXISTS window_revisions_by_time ON window_revisions (start_n
 CREATE INDEX IF NOT EXISTS allocations_by_job ON allocations (job);
 CREATE INDEX IF NOT EXISTS window_jobs_by_time ON window_jobs (start_ns);
 CREATE INDEX IF NOT EXISTS window_hosts_by_time ON window_hosts (start_ns);
+-- Each packed hour of a meter summarised (`tables::meter_hours`): readings, first and last,
+-- the time its intervals cover inside the hour (gaps left out), where its first interval starts
+-- when that lies in an earlier hour, and its gaps, wraps and resets.
+CREATE TABLE IF NOT EXISTS meter_hours (
+    meter INTEGER NOT NULL,
+    hour_ns INTEGER NOT NULL,
+    readings INTEGER NOT NULL,
+    first_ns INTEGER NOT NULL,
+    last_ns INTEGER NOT NULL,
+    covered_ns INTEGER NOT NULL,
+    spill_from_ns INTEGER,
+    gaps INTEGER NOT NULL,
+    wraps INTEGER NOT NULL,
+    resets INTEGER NOT NULL,
+    PRIMARY KEY (meter, hour_ns)
+) WITHOUT ROWID;
 ";
 
 /// Opens (creating if needed) the ledger with the durability Footprint promises: WAL, and
@@ -530,6 +551,10 @@ pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
         if let Some(settled) = settled {
             super::rollups::roll_up_before(&transaction, settled)?;
         }
+    }
+    if version != 0 && version < SUMMARISE_FROM {
+        super::meter_hours::summarise_packed(&transaction)
+            .map_err(|error| rusqlite::Error::InvalidParameterName(error.to_string()))?;
     }
     transaction.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     transaction.commit()?;
