@@ -451,7 +451,9 @@ proptest! {
             .unwrap();
         prop_assert!(pack_all || unpacked > 0, "every hour was packed: the readings' path went untested");
         let max_gap_ns = 300 * SECOND;
-        for (from, to) in [(0, 1), (1, 2), (0, 2)] {
+        // Hours of the data, a whole UTC day holding it (read from day summaries), and hours
+        // around that day.
+        for (from, to) in [(0, 1), (1, 2), (0, 2), (0, 24), (-1, 25), (1, 48)] {
             let span = footprint_core::Span::new(
                 footprint_core::UnixNanos(T0 + from * 3_600 * SECOND),
                 footprint_core::UnixNanos(T0 + to * 3_600 * SECOND),

@@ -6,7 +6,7 @@
 //! yet, and the packed hours that hold a gap (to list it), are decoded. A span is whole hours.
 
 use footprint_core::Span;
-use footprint_core::units::NANOS_PER_HOUR;
+use footprint_core::units::{NANOS_PER_DAY, NANOS_PER_HOUR};
 use footprint_exporters::report::inputs::MeterQuality;
 use rusqlite::{Connection, params};
 
@@ -127,9 +127,10 @@ fn add_reading(quality: &mut MeterQuality, reading: &StoredReading, span: Span, 
     }
 }
 
-/// The packed hours' part: counts and covered time from the summaries (an hour's own part for
-/// the span's hours, and what the first interval of each hour after the span's first reaches
-/// back into it), and the gaps of the packed hours that hold one, decoded.
+/// The packed hours' part, from the summaries: whole UTC days of the span from `meter_days`,
+/// the hours around them from `meter_hours` — counts, covered time (each unit's own, plus what
+/// the first interval of each unit after the span's start reaches back into it, and that of the
+/// hour right after the span), and the gaps of the packed hours that hold one, decoded.
 fn packed_hours(
     connection: &Connection,
     meter: i64,
@@ -137,33 +138,77 @@ fn packed_hours(
     quality: &mut MeterQuality,
 ) -> Result<()> {
     let (from, to) = (span.start.0, span.end.0);
-    connection
-        .prepare_cached(
-            "SELECT COALESCE(SUM(readings), 0), COALESCE(SUM(covered_ns), 0), COALESCE(SUM(wraps), 0),
-                    COALESCE(SUM(resets), 0), MIN(first_ns), MAX(last_ns)
-             FROM meter_hours WHERE meter = ?1 AND hour_ns >= ?2 AND hour_ns < ?3",
-        )?
-        .query_row(params![meter, from, to], |row| {
-            quality.readings += row.get::<_, i64>(0)?;
-            quality.covered_ns += row.get::<_, i64>(1)?;
-            quality.wraps += row.get::<_, i64>(2)?;
-            quality.resets += row.get::<_, i64>(3)?;
-            quality.first_reading_ns = row.get(4)?;
-            quality.last_reading_ns = row.get(5)?;
-            Ok(())
-        })?;
+    let first_day = from.div_euclid(NANOS_PER_DAY) * NANOS_PER_DAY
+        + if from.rem_euclid(NANOS_PER_DAY) == 0 {
+            0
+        } else {
+            NANOS_PER_DAY
+        };
+    let end_day = to.div_euclid(NANOS_PER_DAY) * NANOS_PER_DAY;
+    // `[days_from, days_to)` read as days (empty when the span holds no whole day).
+    let (days_from, days_to) = if first_day < end_day {
+        (first_day, end_day)
+    } else {
+        (0, 0)
+    };
+    for (table, key, start, end) in [
+        ("meter_hours", "hour_ns", from, days_from.max(from).min(to)),
+        ("meter_days", "day_ns", days_from, days_to),
+        ("meter_hours", "hour_ns", days_to.max(from), to),
+    ] {
+        if start >= end {
+            continue;
+        }
+        connection
+            .prepare_cached(&format!(
+                "SELECT COALESCE(SUM(readings), 0), COALESCE(SUM(covered_ns), 0), COALESCE(SUM(wraps), 0),
+                        COALESCE(SUM(resets), 0), MIN(first_ns), MAX(last_ns)
+                 FROM {table} WHERE meter = ?1 AND {key} >= ?2 AND {key} < ?3"
+            ))?
+            .query_row(params![meter, start, end], |row| {
+                quality.readings += row.get::<_, i64>(0)?;
+                quality.covered_ns += row.get::<_, i64>(1)?;
+                quality.wraps += row.get::<_, i64>(2)?;
+                quality.resets += row.get::<_, i64>(3)?;
+                let (first, last): (Option<i64>, Option<i64>) = (row.get(4)?, row.get(5)?);
+                quality.first_reading_ns = match (quality.first_reading_ns, first) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                quality.last_reading_ns = quality.last_reading_ns.max(last);
+                Ok(())
+            })?;
+    }
     let spill: i64 = connection
         .prepare_cached(
             "SELECT COALESCE(SUM(hour_ns - MAX(spill_from_ns, ?2)), 0) FROM meter_hours
-             WHERE meter = ?1 AND hour_ns > ?2 AND hour_ns <= ?3 AND spill_from_ns IS NOT NULL",
+             WHERE meter = ?1 AND hour_ns > ?2 AND hour_ns <= ?3 AND spill_from_ns IS NOT NULL
+               AND NOT (hour_ns >= ?4 AND hour_ns < ?5)",
         )?
-        .query_row(params![meter, from, to], |row| row.get(0))?;
+        .query_row(params![meter, from, to, days_from, days_to], |row| {
+            row.get::<_, i64>(0)
+        })?
+        + connection
+            .prepare_cached(
+                "SELECT COALESCE(SUM(day_ns - MAX(spill_from_ns, ?2)), 0) FROM meter_days
+                 WHERE meter = ?1 AND day_ns > ?2 AND day_ns >= ?3 AND day_ns < ?4
+                   AND spill_from_ns IS NOT NULL",
+            )?
+            .query_row(params![meter, from, days_from, days_to], |row| {
+                row.get::<_, i64>(0)
+            })?;
     quality.covered_ns += spill;
+    // Hours holding a gap: those around the days, and those inside days that hold one.
     let with_gaps: Vec<i64> = connection
         .prepare_cached(
-            "SELECT hour_ns FROM meter_hours WHERE meter = ?1 AND hour_ns >= ?2 AND hour_ns <= ?3 AND gaps > 0",
+            "SELECT hour_ns FROM meter_hours WHERE meter = ?1 AND hour_ns >= ?2 AND hour_ns <= ?3
+               AND gaps > 0 AND NOT (hour_ns >= ?4 AND hour_ns < ?5)
+             UNION ALL
+             SELECT h.hour_ns FROM meter_days d JOIN meter_hours h
+               ON h.meter = d.meter AND h.hour_ns >= d.day_ns AND h.hour_ns < d.day_ns + 86400000000000
+             WHERE d.meter = ?1 AND d.day_ns >= ?4 AND d.day_ns < ?5 AND d.gaps > 0 AND h.gaps > 0",
         )?
-        .query_map(params![meter, from, to], |row| row.get(0))?
+        .query_map(params![meter, from, to, days_from, days_to], |row| row.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     for hour in with_gaps {
         for reading in chunk_readings(connection, meter, hour, true)? {

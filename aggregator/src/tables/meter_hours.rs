@@ -1,9 +1,10 @@
 //! A summary of each packed hour of a meter's readings (`meter_hours`), written when the hour is
-//! packed and removed when it is unpacked, so that how well a meter covered a year is read from
-//! ~9 000 small rows per meter instead of decoding millions of readings. An hour that is not
-//! packed (recent, or unpacked by late data) has no summary: its readings are read themselves.
+//! packed and removed when it is unpacked, and the same summed per UTC day (`meter_days`), so
+//! that how well a meter covered a year is read from a few hundred small rows per meter instead
+//! of decoding millions of readings. An hour that is not packed (recent, or unpacked by late
+//! data) has no summary: its readings are read themselves.
 
-use footprint_core::units::NANOS_PER_HOUR;
+use footprint_core::units::{NANOS_PER_DAY, NANOS_PER_HOUR};
 use rusqlite::{Connection, params};
 
 use super::chunk::StoredReading;
@@ -91,7 +92,7 @@ pub fn write(
             summary.wraps,
             summary.resets
         ])?;
-    Ok(())
+    sum_day(connection, meter, hour_ns)
 }
 
 /// The hour of `meter` at `hour_ns` is no longer packed.
@@ -102,6 +103,27 @@ pub fn forget(connection: &Connection, meter: i64, hour_ns: i64) -> Result<()> {
     connection
         .prepare_cached("DELETE FROM meter_hours WHERE meter = ?1 AND hour_ns = ?2")?
         .execute(params![meter, hour_ns])?;
+    sum_day(connection, meter, hour_ns)
+}
+
+/// What `meter_days` sums for a day, from `meter_hours` (`?1` the meter, `?2` the day): the
+/// spill of each hour after the first is time inside the day.
+const DAY_SUMS: &str = "SELECT meter, ?2, COUNT(*), SUM(readings), MIN(first_ns), MAX(last_ns),
+    SUM(covered_ns) + SUM(CASE WHEN hour_ns > ?2 AND spill_from_ns IS NOT NULL
+                               THEN hour_ns - MAX(spill_from_ns, ?2) ELSE 0 END),
+    MAX(CASE WHEN hour_ns = ?2 THEN spill_from_ns END), SUM(gaps), SUM(wraps), SUM(resets)
+  FROM meter_hours WHERE meter = ?1 AND hour_ns >= ?2 AND hour_ns < ?2 + 86400000000000
+  GROUP BY meter";
+
+/// Sums the UTC day holding `hour_ns` of `meter` again.
+fn sum_day(connection: &Connection, meter: i64, hour_ns: i64) -> Result<()> {
+    let day = hour_ns.div_euclid(NANOS_PER_DAY) * NANOS_PER_DAY;
+    connection
+        .prepare_cached("DELETE FROM meter_days WHERE meter = ?1 AND day_ns = ?2")?
+        .execute(params![meter, day])?;
+    connection
+        .prepare_cached(&format!("INSERT INTO meter_days {DAY_SUMS}"))?
+        .execute(params![meter, day])?;
     Ok(())
 }
 

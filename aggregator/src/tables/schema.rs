@@ -499,6 +499,23 @@ CREATE TABLE IF NOT EXISTS meter_hours (
     resets INTEGER NOT NULL,
     PRIMARY KEY (meter, hour_ns)
 ) WITHOUT ROWID;
+-- The same summed over each UTC day's packed hours (`hours` of them), the spills of its hours
+-- after the first counted in `covered_ns`, the first hour's in `spill_from_ns`: a year of a
+-- meter is 365 rows.
+CREATE TABLE IF NOT EXISTS meter_days (
+    meter INTEGER NOT NULL,
+    day_ns INTEGER NOT NULL,
+    hours INTEGER NOT NULL,
+    readings INTEGER NOT NULL,
+    first_ns INTEGER NOT NULL,
+    last_ns INTEGER NOT NULL,
+    covered_ns INTEGER NOT NULL,
+    spill_from_ns INTEGER,
+    gaps INTEGER NOT NULL,
+    wraps INTEGER NOT NULL,
+    resets INTEGER NOT NULL,
+    PRIMARY KEY (meter, day_ns)
+) WITHOUT ROWID;
 ";
 
 /// Opens (creating if needed) the ledger with the durability Footprint promises: WAL, and
