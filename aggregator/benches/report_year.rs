@@ -101,6 +101,21 @@ fn main() {
             hour_row.execute([YEAR_START + hour * HOUR]).unwrap();
         }
     }
+    // The days, summed as packing sums them (each hour's spill after the day's first is inside
+    // the day).
+    transaction
+        .execute(
+            "INSERT INTO meter_days (meter, day_ns, hours, readings, first_ns, last_ns, covered_ns,
+               spill_from_ns, gaps, wraps, resets)
+             SELECT meter, day, COUNT(*), SUM(readings), MIN(first_ns), MAX(last_ns),
+               SUM(covered_ns) + SUM(CASE WHEN hour_ns > day AND spill_from_ns IS NOT NULL
+                                          THEN hour_ns - MAX(spill_from_ns, day) ELSE 0 END),
+               MAX(CASE WHEN hour_ns = day THEN spill_from_ns END), SUM(gaps), SUM(wraps), SUM(resets)
+             FROM (SELECT *, hour_ns - hour_ns % 86400000000000 AS day FROM meter_hours)
+             GROUP BY meter, day",
+            [],
+        )
+        .unwrap();
     transaction.commit().unwrap();
     let summaries: i64 = connection
         .query_row("SELECT COUNT(*) FROM meter_hours", [], |row| row.get(0))

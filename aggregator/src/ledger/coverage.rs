@@ -179,37 +179,53 @@ fn packed_hours(
                 Ok(())
             })?;
     }
-    let spill: i64 = connection
-        .prepare_cached(
-            "SELECT COALESCE(SUM(hour_ns - MAX(spill_from_ns, ?2)), 0) FROM meter_hours
-             WHERE meter = ?1 AND hour_ns > ?2 AND hour_ns <= ?3 AND spill_from_ns IS NOT NULL
-               AND NOT (hour_ns >= ?4 AND hour_ns < ?5)",
-        )?
-        .query_row(params![meter, from, to, days_from, days_to], |row| {
-            row.get::<_, i64>(0)
-        })?
-        + connection
+    // The hours read as hours: before the days, and after them up to the hour right after the
+    // span (whose first interval may reach back into it). Each is a range of the key.
+    let hour_ranges = [
+        (from, days_from.max(from).min(to)),
+        (days_to.max(from), to + NANOS_PER_HOUR),
+    ];
+    let mut spill = 0;
+    let mut with_gaps: Vec<i64> = Vec::new();
+    for (start, end) in hour_ranges.into_iter().filter(|(start, end)| start < end) {
+        spill += connection
             .prepare_cached(
-                "SELECT COALESCE(SUM(day_ns - MAX(spill_from_ns, ?2)), 0) FROM meter_days
-                 WHERE meter = ?1 AND day_ns > ?2 AND day_ns >= ?3 AND day_ns < ?4
+                "SELECT COALESCE(SUM(hour_ns - MAX(spill_from_ns, ?4)), 0) FROM meter_hours
+                 WHERE meter = ?1 AND hour_ns >= ?2 AND hour_ns < ?3 AND hour_ns > ?4
                    AND spill_from_ns IS NOT NULL",
             )?
-            .query_row(params![meter, from, days_from, days_to], |row| {
-                row.get::<_, i64>(0)
-            })?;
-    quality.covered_ns += spill;
-    // Hours holding a gap: those around the days, and those inside days that hold one.
-    let with_gaps: Vec<i64> = connection
+            .query_row(params![meter, start, end, from], |row| row.get::<_, i64>(0))?;
+        with_gaps.extend(
+            connection
+                .prepare_cached(
+                    "SELECT hour_ns FROM meter_hours
+                     WHERE meter = ?1 AND hour_ns >= ?2 AND hour_ns < ?3 AND gaps > 0",
+                )?
+                .query_map(params![meter, start, end], |row| row.get::<_, i64>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?,
+        );
+    }
+    spill += connection
         .prepare_cached(
-            "SELECT hour_ns FROM meter_hours WHERE meter = ?1 AND hour_ns >= ?2 AND hour_ns <= ?3
-               AND gaps > 0 AND NOT (hour_ns >= ?4 AND hour_ns < ?5)
-             UNION ALL
-             SELECT h.hour_ns FROM meter_days d JOIN meter_hours h
-               ON h.meter = d.meter AND h.hour_ns >= d.day_ns AND h.hour_ns < d.day_ns + 86400000000000
-             WHERE d.meter = ?1 AND d.day_ns >= ?4 AND d.day_ns < ?5 AND d.gaps > 0 AND h.gaps > 0",
+            "SELECT COALESCE(SUM(day_ns - MAX(spill_from_ns, ?2)), 0) FROM meter_days
+             WHERE meter = ?1 AND day_ns > ?2 AND day_ns >= ?3 AND day_ns < ?4
+               AND spill_from_ns IS NOT NULL",
         )?
-        .query_map(params![meter, from, to, days_from, days_to], |row| row.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .query_row(params![meter, from, days_from, days_to], |row| {
+            row.get::<_, i64>(0)
+        })?;
+    quality.covered_ns += spill;
+    // The hours holding a gap inside the days that hold one.
+    with_gaps.extend(
+        connection
+            .prepare_cached(
+                "SELECT h.hour_ns FROM meter_days d JOIN meter_hours h
+                   ON h.meter = d.meter AND h.hour_ns >= d.day_ns AND h.hour_ns < d.day_ns + 86400000000000
+                 WHERE d.meter = ?1 AND d.day_ns >= ?2 AND d.day_ns < ?3 AND d.gaps > 0 AND h.gaps > 0",
+            )?
+            .query_map(params![meter, days_from, days_to], |row| row.get::<_, i64>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?,
+    );
     for hour in with_gaps {
         for reading in chunk_readings(connection, meter, hour, true)? {
             add_reading(quality, &reading, span, false);
