@@ -1,5 +1,5 @@
 //! The disclosure report of a year of a 1 000-GPU site with 10 000 jobs (`year::write_year`, plus
-//! each host's eleven energy meters and the site's two with every hour of their readings packed
+//! each host's eleven energy meters and the site's two with every day of their readings closed
 //! and summarised, and the config the aggregator stores):
 //! made and signed, written as JSON and HTML, and verified against the ledger's settled figures
 //! (`verify --figures-only`: the synthetic year has roll-ups but no readings to rebuild them
@@ -84,44 +84,29 @@ fn main() {
     meter.execute(params![hosts + 1, "energy", 6]).unwrap();
     meter.execute(params![hosts + 1, "water", 7]).unwrap();
     drop(meter);
-    // Every meter's every hour packed and summarised, as a year of 5-second readings leaves it
+    // Every meter's every day closed and summarised, as a year of 5-second readings leaves it
     // (the readings themselves are not written: the summaries are what the report reads).
     let started = Instant::now();
     let transaction = connection.unchecked_transaction().unwrap();
     {
-        let mut hour_row = transaction
+        let mut day_row = transaction
             .prepare(
-                "INSERT INTO meter_hours (meter, hour_ns, readings, first_ns, last_ns, covered_ns,
+                "INSERT INTO meter_days (meter, day_ns, readings, first_ns, last_ns, covered_ns,
                    spill_from_ns, gaps, wraps, resets)
-                 SELECT id, ?1, 720, ?1 + 5000000000, ?1 + 3600000000000, 3600000000000,
+                 SELECT id, ?1, 17280, ?1 + 5000000000, ?1 + 86400000000000, 86400000000000 - 5000000000,
                    ?1 - 5000000000, 0, 0, 0 FROM meters",
             )
             .unwrap();
-        for hour in 0..HOURS {
-            hour_row.execute([YEAR_START + hour * HOUR]).unwrap();
+        for day in 0..HOURS / 24 {
+            day_row.execute([YEAR_START + day * 24 * HOUR]).unwrap();
         }
     }
-    // The days, summed as packing sums them (each hour's spill after the day's first is inside
-    // the day).
-    transaction
-        .execute(
-            "INSERT INTO meter_days (meter, day_ns, hours, readings, first_ns, last_ns, covered_ns,
-               spill_from_ns, gaps, wraps, resets)
-             SELECT meter, day, COUNT(*), SUM(readings), MIN(first_ns), MAX(last_ns),
-               SUM(covered_ns) + SUM(CASE WHEN hour_ns > day AND spill_from_ns IS NOT NULL
-                                          THEN hour_ns - MAX(spill_from_ns, day) ELSE 0 END),
-               MAX(CASE WHEN hour_ns = day THEN spill_from_ns END), SUM(gaps), SUM(wraps), SUM(resets)
-             FROM (SELECT *, hour_ns - hour_ns % 86400000000000 AS day FROM meter_hours)
-             GROUP BY meter, day",
-            [],
-        )
-        .unwrap();
     transaction.commit().unwrap();
     let summaries: i64 = connection
-        .query_row("SELECT COUNT(*) FROM meter_hours", [], |row| row.get(0))
+        .query_row("SELECT COUNT(*) FROM meter_days", [], |row| row.get(0))
         .unwrap();
     eprintln!(
-        "setup: {summaries} meter-hours summarised in {:.1} s",
+        "setup: {summaries} meter-days summarised in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     drop(connection);

@@ -26,8 +26,8 @@ use footprint_exporters::report::signing::SigningKey;
 use footprint_proto::v1::{Allocation, Batch, Hello, Job, MeterInfo, MeterKind};
 use proptest::prelude::*;
 
-/// 2024-06-03T00:00:00Z.
-const T0: i64 = 1_717_372_800 * SECOND;
+/// 2024-06-02T23:00:00Z: the site's two hours straddle a UTC day's end, so that one day closes.
+const T0: i64 = 1_717_369_200 * SECOND;
 const STEP_S: i64 = 60;
 /// Two hours.
 const STEPS: i64 = 120;
@@ -103,7 +103,7 @@ fn config(dir: &Path) -> AggregatorConfig {
     let intensity = dir.join("intensity.csv");
     std::fs::write(
         &intensity,
-        "datetime,zone,carbon_intensity_gco2_per_kwh\n2024-06-03T00:00:00Z,Z,310\n2024-06-03T01:00:00Z,Z,280\n",
+        "datetime,zone,carbon_intensity_gco2_per_kwh\n2024-06-02T23:00:00Z,Z,310\n2024-06-03T00:00:00Z,Z,280\n",
     )
     .unwrap();
     let mut config = AggregatorConfig::with_data_dir(dir.join("ledger"));
@@ -435,25 +435,26 @@ fn coverage_by_decoding(
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(12))]
 
-    /// The report's coverage read from the packed hours' summaries (and the unpacked hours'
-    /// readings) is what decoding every reading gives, over each hour and the whole span.
+    /// The report's coverage read from closed days' summaries (and the other hours' readings)
+    /// is what decoding every reading gives: over each hour, both, a closed day, an open day,
+    /// and days around them.
     #[test]
-    fn coverage_from_hour_summaries_is_what_the_readings_give(site in site(), pack_all in any::<bool>()) {
+    fn coverage_from_day_summaries_is_what_the_readings_give(site in site(), pack_all in any::<bool>()) {
         let dir = tempfile::tempdir().unwrap();
         build_packing(&site, Delivery::InOrder, dir.path(), pack_all);
         let connection = footprint_aggregator::tables::schema::open_reader(&ledger(dir.path())).unwrap();
-        let packed: i64 = connection
-            .query_row("SELECT COUNT(*) FROM meter_hours", [], |row| row.get(0))
+        let closed: i64 = connection
+            .query_row("SELECT COUNT(*) FROM meter_days", [], |row| row.get(0))
             .unwrap();
-        prop_assert!(packed > 0, "no hour was packed: the summaries went untested");
+        prop_assert!(closed > 0, "no day closed: the summaries went untested");
         let unpacked: i64 = connection
             .query_row("SELECT COUNT(*) FROM reading_chunks WHERE packed = 0", [], |row| row.get(0))
             .unwrap();
         prop_assert!(pack_all || unpacked > 0, "every hour was packed: the readings' path went untested");
         let max_gap_ns = 300 * SECOND;
-        // Hours of the data, a whole UTC day holding it (read from day summaries), and hours
-        // around that day.
-        for (from, to) in [(0, 1), (1, 2), (0, 2), (0, 24), (-1, 25), (1, 48)] {
+        // The two hours, each and together; the closed first day; the open second day; three
+        // days around both; hours around the first day.
+        for (from, to) in [(0, 1), (1, 2), (0, 2), (-23, 1), (1, 25), (-47, 49), (-24, 2)] {
             let span = footprint_core::Span::new(
                 footprint_core::UnixNanos(T0 + from * 3_600 * SECOND),
                 footprint_core::UnixNanos(T0 + to * 3_600 * SECOND),
@@ -528,7 +529,7 @@ fn a_changed_byte_a_changed_reading_and_another_ledger_are_named() {
     let problems = verify(dir.path(), &json).problems.join("\n");
     assert!(problems.contains("readings: "), "{problems}");
     assert!(
-        problems.contains("2024-06-03T00:00:00Z rollup_hosts, host h0: ")
+        problems.contains("2024-06-02T23:00:00Z rollup_hosts, host h0: ")
             && problems.contains("from the readings"),
         "{problems}"
     );

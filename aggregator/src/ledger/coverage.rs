@@ -2,8 +2,8 @@
 //! `max_sample_gap_s` apart, its gaps (longer intervals, whose energy is exact but placed by
 //! interpolation), and the wraps and resets its counter went through.
 //!
-//! Packed hours are read from their summaries (`tables::meter_hours`); only the hours not packed
-//! yet, and the packed hours that hold a gap (to list it), are decoded. A span is whole hours.
+//! Closed days are read from their summaries (`tables::meter_days`); only the rest of the span,
+//! and the closed days that hold a gap (to list it), are decoded. A span is whole hours.
 
 use footprint_core::Span;
 use footprint_core::units::{NANOS_PER_DAY, NANOS_PER_HOUR};
@@ -11,7 +11,7 @@ use footprint_exporters::report::inputs::MeterQuality;
 use rusqlite::{Connection, params};
 
 use crate::tables::chunk::{self, StoredReading};
-use crate::tables::meter_hours::{STEP_GAP, STEP_RESET, STEP_WRAPPED};
+use crate::tables::meter_days::{self, STEP_GAP, STEP_RESET, STEP_WRAPPED, Summary};
 use crate::{Error, Result};
 
 /// Kinds whose counters measure energy or water (usage counters and inspection-only meters
@@ -56,6 +56,14 @@ pub fn meter_coverage(
             ))
         })?
         .collect::<rusqlite::Result<_>>()?;
+    // The span's whole UTC days, which closed days may summarise.
+    let first_day = span.start.0.div_euclid(NANOS_PER_DAY) * NANOS_PER_DAY
+        + if span.start.0.rem_euclid(NANOS_PER_DAY) == 0 {
+            0
+        } else {
+            NANOS_PER_DAY
+        };
+    let end_day = span.end.0.div_euclid(NANOS_PER_DAY) * NANOS_PER_DAY;
     let mut found = Vec::with_capacity(meters.len());
     for (id, host, meter_id, kind, method) in meters {
         let mut quality = MeterQuality {
@@ -65,10 +73,27 @@ pub fn meter_coverage(
             method,
             ..MeterQuality::default()
         };
-        packed_hours(connection, id, span, &mut quality)?;
-        for reading in unpacked_readings(connection, id, span)? {
-            add_reading(&mut quality, &reading, span, true);
+        let closed = if first_day < end_day {
+            meter_days::closed_days(connection, id, first_day, end_day)?
+        } else {
+            Vec::new()
+        };
+        // Everything else is read from the readings: the span outside closed days, and the
+        // hour after it (whose first interval may reach back into the span).
+        let mut open_from = span.start.0;
+        for (day, summary) in &closed {
+            add_day(connection, &mut quality, id, *day, summary, span)?;
+            add_readings(connection, &mut quality, id, open_from, *day, span)?;
+            open_from = day + NANOS_PER_DAY;
         }
+        add_readings(
+            connection,
+            &mut quality,
+            id,
+            open_from,
+            span.end.0 + NANOS_PER_HOUR,
+            span,
+        )?;
         quality.gaps.sort_unstable();
         // Silence at either end of the span is a gap too.
         let lead_end = quality.first_reading_ns.unwrap_or(span.end.0);
@@ -88,6 +113,92 @@ pub fn meter_coverage(
         found.push(quality);
     }
     Ok(found)
+}
+
+/// A closed day inside the span, from its summary: its counts, covered time and the part of its
+/// first interval that reaches back into the span; its gaps read from its readings.
+fn add_day(
+    connection: &Connection,
+    quality: &mut MeterQuality,
+    meter: i64,
+    day: i64,
+    summary: &Summary,
+    span: Span,
+) -> Result<()> {
+    quality.readings += summary.readings;
+    quality.covered_ns += summary.covered_ns;
+    quality.wraps += summary.wraps;
+    quality.resets += summary.resets;
+    if summary.readings > 0 {
+        quality.first_reading_ns = Some(
+            quality
+                .first_reading_ns
+                .map_or(summary.first_ns, |f| f.min(summary.first_ns)),
+        );
+        quality.last_reading_ns = Some(
+            quality
+                .last_reading_ns
+                .map_or(summary.last_ns, |l| l.max(summary.last_ns)),
+        );
+    }
+    if let Some(from) = summary.spill_from_ns
+        && day > span.start.0
+    {
+        quality.covered_ns += day - from.max(span.start.0);
+    }
+    if summary.gaps > 0 {
+        for reading in meter_days::packed_readings(connection, meter, day, day + NANOS_PER_DAY)? {
+            add_reading(quality, &reading, span, false);
+        }
+    }
+    Ok(())
+}
+
+/// The readings of `meter` taken in `[start, end)` (whole hours), wherever they are stored.
+fn add_readings(
+    connection: &Connection,
+    quality: &mut MeterQuality,
+    meter: i64,
+    start: i64,
+    end: i64,
+    span: Span,
+) -> Result<()> {
+    if start >= end {
+        return Ok(());
+    }
+    let chunks: Vec<(i64, Vec<u8>)> = connection
+        .prepare_cached(
+            "SELECT first_ns, data FROM reading_chunks WHERE meter = ?1 AND first_ns >= ?2 AND first_ns < ?3",
+        )?
+        .query_map(params![meter, start, end], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (first_ns, data) in chunks {
+        let readings = chunk::decode(&data).map_err(|error| {
+            Error::Server(format!(
+                "reading_chunks of meter {meter} from {first_ns}: {error}"
+            ))
+        })?;
+        for reading in &readings {
+            add_reading(quality, reading, span, true);
+        }
+    }
+    let rows: Vec<StoredReading> = connection
+        .prepare_cached(
+            "SELECT ts_ns, from_ns, step FROM readings WHERE meter = ?1 AND ts_ns >= ?2 AND ts_ns < ?3",
+        )?
+        .query_map(params![meter, start, end], |row| {
+            Ok(StoredReading {
+                ts_ns: row.get(0)?,
+                from_ns: row.get(1)?,
+                step: row.get(2)?,
+                ..StoredReading::default()
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    for reading in &rows {
+        add_reading(quality, reading, span, true);
+    }
+    Ok(())
 }
 
 /// Adds one reading: counted if it falls in `span`, its interval's part in `span` covered or a
@@ -127,179 +238,127 @@ fn add_reading(quality: &mut MeterQuality, reading: &StoredReading, span: Span, 
     }
 }
 
-/// The packed hours' part, from the summaries: whole UTC days of the span from `meter_days`,
-/// the hours around them from `meter_hours` — counts, covered time (each unit's own, plus what
-/// the first interval of each unit after the span's start reaches back into it, and that of the
-/// hour right after the span), and the gaps of the packed hours that hold one, decoded.
-fn packed_hours(
-    connection: &Connection,
-    meter: i64,
-    span: Span,
-    quality: &mut MeterQuality,
-) -> Result<()> {
-    let (from, to) = (span.start.0, span.end.0);
-    let first_day = from.div_euclid(NANOS_PER_DAY) * NANOS_PER_DAY
-        + if from.rem_euclid(NANOS_PER_DAY) == 0 {
-            0
-        } else {
-            NANOS_PER_DAY
-        };
-    let end_day = to.div_euclid(NANOS_PER_DAY) * NANOS_PER_DAY;
-    // `[days_from, days_to)` read as days (empty when the span holds no whole day).
-    let (days_from, days_to) = if first_day < end_day {
-        (first_day, end_day)
-    } else {
-        (0, 0)
-    };
-    for (table, key, start, end) in [
-        ("meter_hours", "hour_ns", from, days_from.max(from).min(to)),
-        ("meter_days", "day_ns", days_from, days_to),
-        ("meter_hours", "hour_ns", days_to.max(from), to),
-    ] {
-        if start >= end {
-            continue;
-        }
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use footprint_core::UnixNanos;
+
+    use super::*;
+    use crate::tables::{schema, series};
+
+    const MINUTE: i64 = 60_000_000_000;
+
+    /// Three days of a meter read every ten minutes, silent for two hours on the second day,
+    /// packed hour by hour as compaction does: the middle day closes, and its summary (with the
+    /// interval reaching back into the first day) gives what its readings give.
+    #[test]
+    fn a_closed_day_counts_what_its_readings_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let connection = schema::open(&dir.path().join("ledger.sqlite")).unwrap();
         connection
-            .prepare_cached(&format!(
-                "SELECT COALESCE(SUM(readings), 0), COALESCE(SUM(covered_ns), 0), COALESCE(SUM(wraps), 0),
-                        COALESCE(SUM(resets), 0), MIN(first_ns), MAX(last_ns)
-                 FROM {table} WHERE meter = ?1 AND {key} >= ?2 AND {key} < ?3"
-            ))?
-            .query_row(params![meter, start, end], |row| {
-                quality.readings += row.get::<_, i64>(0)?;
-                quality.covered_ns += row.get::<_, i64>(1)?;
-                quality.wraps += row.get::<_, i64>(2)?;
-                quality.resets += row.get::<_, i64>(3)?;
-                let (first, last): (Option<i64>, Option<i64>) = (row.get(4)?, row.get(5)?);
-                quality.first_reading_ns = match (quality.first_reading_ns, first) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                quality.last_reading_ns = quality.last_reading_ns.max(last);
-                Ok(())
-            })?;
-    }
-    // The hours read as hours: before the days, and after them up to the hour right after the
-    // span (whose first interval may reach back into it). Each is a range of the key.
-    let hour_ranges = [
-        (from, days_from.max(from).min(to)),
-        (days_to.max(from), to + NANOS_PER_HOUR),
-    ];
-    let mut spill = 0;
-    let mut with_gaps: Vec<i64> = Vec::new();
-    for (start, end) in hour_ranges.into_iter().filter(|(start, end)| start < end) {
-        spill += connection
-            .prepare_cached(
-                "SELECT COALESCE(SUM(hour_ns - MAX(spill_from_ns, ?4)), 0) FROM meter_hours
-                 WHERE meter = ?1 AND hour_ns >= ?2 AND hour_ns < ?3 AND hour_ns > ?4
-                   AND spill_from_ns IS NOT NULL",
-            )?
-            .query_row(params![meter, start, end, from], |row| row.get::<_, i64>(0))?;
-        with_gaps.extend(
-            connection
-                .prepare_cached(
-                    "SELECT hour_ns FROM meter_hours
-                     WHERE meter = ?1 AND hour_ns >= ?2 AND hour_ns < ?3 AND gaps > 0",
-                )?
-                .query_map(params![meter, start, end], |row| row.get::<_, i64>(0))?
-                .collect::<rusqlite::Result<Vec<_>>>()?,
+            .execute_batch(
+                "INSERT INTO collectors (id, name, host, software_version) VALUES (1, 'h', 'h', 't');
+                 INSERT INTO meters (id, collector, meter_id, kind, device, counter_max, cpus, method)
+                   VALUES (1, 1, 'gpu0', 1, 'gpu0', 0, '', 'test');",
+            )
+            .unwrap();
+        let start = 19_000 * NANOS_PER_DAY;
+        let silent = (start + NANOS_PER_DAY + 5 * NANOS_PER_HOUR)
+            ..(start + NANOS_PER_DAY + 7 * NANOS_PER_HOUR);
+        let mut readings = Vec::new();
+        let mut previous: Option<i64> = None;
+        for step in 0..3 * 24 * 6 {
+            let at = start + step * 10 * MINUTE + MINUTE;
+            if silent.contains(&at) {
+                continue;
+            }
+            readings.push(StoredReading {
+                ts_ns: at,
+                value: step,
+                quality: 1,
+                method: None,
+                from_ns: previous,
+                delta: previous.map(|_| 1),
+                // A gap when the meter was silent; a wrap now and then.
+                step: previous.map(|p| {
+                    (if at - p > 30 * MINUTE { STEP_GAP } else { 0 })
+                        | (if step % 50 == 0 { STEP_WRAPPED } else { 0 })
+                }),
+            });
+            previous = Some(at);
+        }
+        series::append_readings(&connection, 1, &readings).unwrap();
+        let mut hour = start;
+        while hour < start + 3 * NANOS_PER_DAY {
+            series::compact_hour(&connection, 1, hour).unwrap();
+            hour += NANOS_PER_HOUR;
+        }
+        let closed: Vec<i64> =
+            meter_days::closed_days(&connection, 1, start, start + 3 * NANOS_PER_DAY)
+                .unwrap()
+                .into_iter()
+                .map(|(day, _)| day)
+                .collect();
+        assert_eq!(
+            closed,
+            vec![start, start + NANOS_PER_DAY],
+            "the last day has nothing after it"
         );
-    }
-    spill += connection
-        .prepare_cached(
-            "SELECT COALESCE(SUM(day_ns - MAX(spill_from_ns, ?2)), 0) FROM meter_days
-             WHERE meter = ?1 AND day_ns > ?2 AND day_ns >= ?3 AND day_ns < ?4
-               AND spill_from_ns IS NOT NULL",
-        )?
-        .query_row(params![meter, from, days_from, days_to], |row| {
-            row.get::<_, i64>(0)
-        })?;
-    quality.covered_ns += spill;
-    // The hours holding a gap inside the days that hold one.
-    with_gaps.extend(
-        connection
-            .prepare_cached(
-                "SELECT h.hour_ns FROM meter_days d JOIN meter_hours h
-                   ON h.meter = d.meter AND h.hour_ns >= d.day_ns AND h.hour_ns < d.day_ns + 86400000000000
-                 WHERE d.meter = ?1 AND d.day_ns >= ?2 AND d.day_ns < ?3 AND d.gaps > 0 AND h.gaps > 0",
-            )?
-            .query_map(params![meter, days_from, days_to], |row| row.get::<_, i64>(0))?
-            .collect::<rusqlite::Result<Vec<_>>>()?,
-    );
-    for hour in with_gaps {
-        for reading in chunk_readings(connection, meter, hour, true)? {
-            add_reading(quality, &reading, span, false);
+        for (from, to) in [(0, 72), (24, 48), (23, 49), (30, 44), (1, 47)] {
+            let span = Span::new(
+                UnixNanos(start + from * NANOS_PER_HOUR),
+                UnixNanos(start + to * NANOS_PER_HOUR),
+            );
+            let fast = meter_coverage(&connection, span, 30 * MINUTE)
+                .unwrap()
+                .remove(0);
+            // Every reading decoded, as `series` reads them.
+            let mut slow = MeterQuality {
+                host: "h".into(),
+                meter_id: "gpu0".into(),
+                kind: kind_name(1),
+                method: "test".into(),
+                ..MeterQuality::default()
+            };
+            let wide = Span::new(
+                UnixNanos(span.start.0 - 1),
+                UnixNanos(span.end.0 + NANOS_PER_HOUR),
+            );
+            for reading in series::readings_in(&connection, 1, wide).unwrap() {
+                add_reading(&mut slow, &reading, span, true);
+            }
+            assert_eq!(
+                (
+                    fast.readings,
+                    fast.covered_ns,
+                    fast.wraps,
+                    fast.first_reading_ns,
+                    fast.last_reading_ns
+                ),
+                (
+                    slow.readings,
+                    slow.covered_ns,
+                    slow.wraps,
+                    slow.first_reading_ns,
+                    slow.last_reading_ns
+                ),
+                "hours {from}..{to}"
+            );
+            slow.gaps.sort_unstable();
+            let inner: Vec<_> = fast
+                .gaps
+                .iter()
+                .filter(|gap| gap.0 > span.start.0 && gap.1 < span.end.0)
+                .copied()
+                .collect();
+            let slow_inner: Vec<_> = slow
+                .gaps
+                .iter()
+                .filter(|gap| gap.0 > span.start.0 && gap.1 < span.end.0)
+                .copied()
+                .collect();
+            assert_eq!(inner, slow_inner, "hours {from}..{to}");
         }
     }
-    Ok(())
-}
-
-/// The readings of `meter` in `span` and the hour after it that no summary covers: plain chunks
-/// and rows.
-fn unpacked_readings(
-    connection: &Connection,
-    meter: i64,
-    span: Span,
-) -> Result<Vec<StoredReading>> {
-    let end = span.end.0 + NANOS_PER_HOUR;
-    let mut readings = Vec::new();
-    let plain: Vec<(i64, Vec<u8>)> = connection
-        .prepare_cached(
-            "SELECT first_ns, data FROM reading_chunks
-             WHERE meter = ?1 AND first_ns >= ?2 AND first_ns < ?3 AND packed = 0",
-        )?
-        .query_map(params![meter, span.start.0, end], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    for (first_ns, data) in plain {
-        readings.extend(decode(meter, first_ns, &data)?);
-    }
-    let rows = connection
-        .prepare_cached(
-            "SELECT ts_ns, from_ns, step FROM readings WHERE meter = ?1 AND ts_ns >= ?2 AND ts_ns < ?3",
-        )?
-        .query_map(params![meter, span.start.0, end], |row| {
-            Ok(StoredReading {
-                ts_ns: row.get(0)?,
-                from_ns: row.get(1)?,
-                step: row.get(2)?,
-                ..StoredReading::default()
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    readings.extend(rows);
-    Ok(readings)
-}
-
-/// The readings of the packed chunk of `meter` in the hour at `hour_ns`.
-fn chunk_readings(
-    connection: &Connection,
-    meter: i64,
-    hour_ns: i64,
-    packed: bool,
-) -> Result<Vec<StoredReading>> {
-    let chunks: Vec<(i64, Vec<u8>)> = connection
-        .prepare_cached(
-            "SELECT first_ns, data FROM reading_chunks
-             WHERE meter = ?1 AND first_ns >= ?2 AND first_ns < ?3 AND packed = ?4",
-        )?
-        .query_map(
-            params![meter, hour_ns, hour_ns + NANOS_PER_HOUR, packed],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut readings = Vec::new();
-    for (first_ns, data) in chunks {
-        readings.extend(decode(meter, first_ns, &data)?);
-    }
-    Ok(readings)
-}
-
-fn decode(meter: i64, first_ns: i64, data: &[u8]) -> Result<Vec<StoredReading>> {
-    chunk::decode(data).map_err(|error| {
-        Error::Server(format!(
-            "reading_chunks of meter {meter} from {first_ns}: {error}"
-        ))
-    })
 }

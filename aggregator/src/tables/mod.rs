@@ -4,7 +4,7 @@
 //! writer; the [`crate::store`] writer and the [`crate::ledger`] builders both stand on it.
 
 pub mod chunk;
-pub mod meter_hours;
+pub mod meter_days;
 pub mod rollups;
 pub mod schema;
 pub mod series;

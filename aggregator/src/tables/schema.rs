@@ -65,14 +65,14 @@ const MIGRATIONS: &[(i64, &str)] = &[
     // ledger settled are rolled up after (`ROLL_UP_FROM`). A job's settled hours are read from
     // its roll-ups, so window rows no longer need an index by job.
     (8, "DROP INDEX IF EXISTS window_jobs_by_job"),
-    // Schema 10 summarises each packed hour of readings (`meter_hours`, created by `SCHEMA`); the
-    // hours an older ledger packed are summarised after (`SUMMARISE_FROM`).
+    // Schema 10 summarises each closed day of a meter's readings (`meter_days`, created by
+    // `SCHEMA`); the days an older ledger packed are summarised after (`SUMMARISE_FROM`).
     (9, "SELECT 1"),
 ];
 
 /// Ledgers older than this schema have settled hours without roll-ups.
 const ROLL_UP_FROM: i64 = 9;
-/// Ledgers older than this schema have packed hours without summaries.
+/// Ledgers older than this schema have packed days without summaries.
 const SUMMARISE_FROM: i64 = 10;
 
 const SCHEMA: &str = r"
@@ -483,29 +483,13 @@ CREATE INDEX IF NOT EXISTS window_revisions_by_time ON window_revisions (start_n
 CREATE INDEX IF NOT EXISTS allocations_by_job ON allocations (job);
 CREATE INDEX IF NOT EXISTS window_jobs_by_time ON window_jobs (start_ns);
 CREATE INDEX IF NOT EXISTS window_hosts_by_time ON window_hosts (start_ns);
--- Each packed hour of a meter summarised (`tables::meter_hours`): readings, first and last,
--- the time its intervals cover inside the hour (gaps left out), where its first interval starts
--- when that lies in an earlier hour, and its gaps, wraps and resets.
-CREATE TABLE IF NOT EXISTS meter_hours (
-    meter INTEGER NOT NULL,
-    hour_ns INTEGER NOT NULL,
-    readings INTEGER NOT NULL,
-    first_ns INTEGER NOT NULL,
-    last_ns INTEGER NOT NULL,
-    covered_ns INTEGER NOT NULL,
-    spill_from_ns INTEGER,
-    gaps INTEGER NOT NULL,
-    wraps INTEGER NOT NULL,
-    resets INTEGER NOT NULL,
-    PRIMARY KEY (meter, hour_ns)
-) WITHOUT ROWID;
--- The same summed over each UTC day's packed hours (`hours` of them), the spills of its hours
--- after the first counted in `covered_ns`, the first hour's in `spill_from_ns`: a year of a
--- meter is 365 rows.
+-- Each closed UTC day of a meter summarised (`tables::meter_days`): every hour of it packed and
+-- the meter read past its end. Readings, first and last, the time its intervals cover inside the
+-- day (gaps left out), where its first interval starts when that lies in the day before, its
+-- gaps, wraps and resets. Unpacking an hour of it opens it again.
 CREATE TABLE IF NOT EXISTS meter_days (
     meter INTEGER NOT NULL,
     day_ns INTEGER NOT NULL,
-    hours INTEGER NOT NULL,
     readings INTEGER NOT NULL,
     first_ns INTEGER NOT NULL,
     last_ns INTEGER NOT NULL,
@@ -570,7 +554,7 @@ pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
         }
     }
     if version != 0 && version < SUMMARISE_FROM {
-        super::meter_hours::summarise_packed(&transaction)
+        super::meter_days::close_packed_days(&transaction)
             .map_err(|error| rusqlite::Error::InvalidParameterName(error.to_string()))?;
     }
     transaction.pragma_update(None, "user_version", SCHEMA_VERSION)?;

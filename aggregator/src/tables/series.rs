@@ -262,15 +262,11 @@ pub fn compact_hour(connection: &Connection, meter: i64, hour_ns: i64) -> Result
         )?
         .execute(params![meter, hour_ns, end])?;
     insert_chunk(connection, meter, &readings, true, &data)?;
-    super::meter_hours::write(
-        connection,
-        meter,
-        hour_ns,
-        &super::meter_hours::summarise(hour_ns, &readings),
-    )?;
     connection
         .prepare_cached("DELETE FROM readings WHERE meter = ?1 AND ts_ns >= ?2 AND ts_ns < ?3")?
         .execute(params![meter, hour_ns, end])?;
+    super::meter_days::open_day(connection, meter, hour_ns)?;
+    super::meter_days::close_day(connection, meter, hour_ns)?;
     Ok(newly)
 }
 
@@ -299,7 +295,7 @@ pub fn expand_hour(connection: &Connection, meter: i64, hour_ns: i64) -> Result<
         .collect::<rusqlite::Result<_>>()?;
     // Rows now: `oldest_unpacked_hour` finds them there.
     forget_unpacked_hour(connection, meter, hour_ns)?;
-    super::meter_hours::forget(connection, meter, hour_ns)?;
+    super::meter_days::open_day(connection, meter, hour_ns)?;
     let mut insert = connection.prepare_cached(
         "INSERT INTO readings (meter, ts_ns, value, quality, method, from_ns, delta, step)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
