@@ -140,7 +140,7 @@ pub fn ledger_stats(connection: &Connection) -> Result<LedgerStats> {
     parts.push(Part {
         name: "the rest",
         bytes: used - counted,
-        holds: "meters, jobs, allocations, intensity, site hours, revisions, schema",
+        holds: "meters and their closed days' summaries, jobs, allocations, intensity, site hours, revisions, schema",
     });
     parts.push(Part {
         name: "free",
