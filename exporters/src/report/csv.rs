@@ -7,8 +7,8 @@ use std::io::{Cursor, Read as _, Write as _};
 use serde_json::Value;
 use zip::write::SimpleFileOptions;
 
-use super::facility::value_text;
 use super::figures::Field;
+use super::figures::value_text;
 use super::signing::SignedReport;
 use super::verify::ZIP_REPORT_NAME;
 use crate::Error;

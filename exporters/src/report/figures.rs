@@ -139,3 +139,21 @@ pub fn configured(value: f64, places: u8) -> Value {
         .and_then(|decimal| serde_json::to_value(decimal).ok())
         .unwrap_or(Value::Null)
 }
+
+/// A field's value as text (a decimal, a list, a contact), for the HTML and CSV.
+pub fn value_text(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(text) => text.clone(),
+        Value::Array(items) => items.iter().map(value_text).collect::<Vec<_>>().join(", "),
+        Value::Object(map) => match map.get("$decimal") {
+            Some(Value::String(decimal)) => decimal.clone(),
+            _ => map
+                .iter()
+                .map(|(key, value)| format!("{key}: {}", value_text(value)))
+                .collect::<Vec<_>>()
+                .join(", "),
+        },
+        other => other.to_string(),
+    }
+}

@@ -8,6 +8,8 @@
 
 pub mod annex;
 pub mod canonical;
+pub mod carbon;
+pub mod charts;
 pub mod csv;
 pub mod disclosure;
 pub mod facility;
@@ -76,9 +78,9 @@ pub struct Report {
     pub rules: Rules,
     pub period: Period,
     pub facility: facility::Facility,
-    pub carbon: facility::Carbon,
-    pub months: Vec<facility::Month>,
-    pub trend: facility::Trend,
+    pub carbon: carbon::Carbon,
+    pub months: Vec<carbon::Month>,
+    pub trend: carbon::Trend,
     pub jobs: Vec<annex::JobLine>,
     pub totals: annex::Totals,
     pub conservation: BTreeMap<&'static str, annex::ConservationLine>,
@@ -154,9 +156,9 @@ pub fn build(inputs: &ReportInputs, context: &Context) -> Report {
         },
         period: period(inputs),
         facility: facility::facility(inputs),
-        carbon: facility::carbon(inputs),
-        months: facility::months(inputs),
-        trend: facility::trend(inputs),
+        carbon: carbon::carbon(inputs),
+        months: carbon::months(inputs),
+        trend: carbon::trend(inputs),
         jobs: annex::jobs(inputs, context.window_ns),
         totals: annex::totals(inputs),
         conservation: annex::conservation(inputs),
