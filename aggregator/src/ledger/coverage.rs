@@ -10,13 +10,10 @@ use footprint_core::units::{NANOS_PER_DAY, NANOS_PER_HOUR};
 use footprint_exporters::report::inputs::MeterQuality;
 use rusqlite::{Connection, params};
 
+use crate::codec::{MeterRole, Movement, Step};
 use crate::tables::chunk::{self, StoredReading};
-use crate::tables::meter_days::{self, STEP_GAP, STEP_RESET, STEP_WRAPPED, Summary};
+use crate::tables::meter_days::{self, Summary};
 use crate::{Error, Result};
-
-/// Kinds whose counters measure energy or water (usage counters and inspection-only meters
-/// are left out).
-const MEASURING_KINDS: [i32; 7] = [1, 2, 3, 4, 5, 6, 7];
 
 /// The protocol's name of a meter kind, without its prefix, in lower case (`gpu_energy`).
 pub fn kind_name(kind: i32) -> String {
@@ -39,13 +36,19 @@ pub fn meter_coverage(
     span: Span,
     max_gap_ns: i64,
 ) -> Result<Vec<MeterQuality>> {
-    let kinds = MEASURING_KINDS.map(|kind| kind.to_string()).join(", ");
+    // The meters that measure energy or water: usage counters and inspection-only meters are
+    // left out.
+    let measures = |kind: i32| {
+        matches!(
+            MeterRole::of_code(kind),
+            MeterRole::HostEnergy(_) | MeterRole::SiteEnergy | MeterRole::SiteWater
+        )
+    };
     let meters: Vec<(i64, String, String, i32, String)> = connection
-        .prepare(&format!(
+        .prepare(
             "SELECT m.id, c.host, m.meter_id, m.kind, m.method FROM meters m
-             JOIN collectors c ON c.id = m.collector
-             WHERE m.kind IN ({kinds}) ORDER BY c.host, m.meter_id"
-        ))?
+             JOIN collectors c ON c.id = m.collector ORDER BY c.host, m.meter_id",
+        )?
         .query_map([], |row| {
             Ok((
                 row.get(0)?,
@@ -55,7 +58,10 @@ pub fn meter_coverage(
                 row.get(4)?,
             ))
         })?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .into_iter()
+        .filter(|meter| measures(meter.3))
+        .collect();
     // The span's whole UTC days, which closed days may summarise.
     let first_day = span.start.0.div_euclid(NANOS_PER_DAY) * NANOS_PER_DAY
         + if span.start.0.rem_euclid(NANOS_PER_DAY) == 0 {
@@ -205,7 +211,7 @@ fn add_readings(
 /// gap. `counted` is false for readings of packed hours, whose counts come from the summary.
 fn add_reading(quality: &mut MeterQuality, reading: &StoredReading, span: Span, counted: bool) {
     let inside = reading.ts_ns >= span.start.0 && reading.ts_ns < span.end.0;
-    let step = reading.step.unwrap_or(0);
+    let step = Step::decode(reading.step.unwrap_or(0));
     if inside && counted {
         quality.readings += 1;
         quality.first_reading_ns = Some(
@@ -218,10 +224,10 @@ fn add_reading(quality: &mut MeterQuality, reading: &StoredReading, span: Span, 
                 .last_reading_ns
                 .map_or(reading.ts_ns, |l| l.max(reading.ts_ns)),
         );
-        match step & 7 {
-            STEP_WRAPPED => quality.wraps += 1,
-            STEP_RESET => quality.resets += 1,
-            _ => {}
+        match step.movement {
+            Movement::Wrapped => quality.wraps += 1,
+            Movement::Reset => quality.resets += 1,
+            Movement::Advanced => {}
         }
     }
     let Some(from) = reading.from_ns else {
@@ -231,7 +237,7 @@ fn add_reading(quality: &mut MeterQuality, reading: &StoredReading, span: Span, 
     if end <= start {
         return;
     }
-    if step & STEP_GAP != 0 {
+    if step.gap {
         quality.gaps.push((start, end));
     } else if counted {
         quality.covered_ns += end - start;
@@ -282,8 +288,16 @@ mod tests {
                 delta: previous.map(|_| 1),
                 // A gap when the meter was silent; a wrap now and then.
                 step: previous.map(|p| {
-                    (if at - p > 30 * MINUTE { STEP_GAP } else { 0 })
-                        | (if step % 50 == 0 { STEP_WRAPPED } else { 0 })
+                    Step {
+                        movement: if step % 50 == 0 {
+                            Movement::Wrapped
+                        } else {
+                            Movement::Advanced
+                        },
+                        gap: at - p > 30 * MINUTE,
+                        compacted: false,
+                    }
+                    .encode()
                 }),
             });
             previous = Some(at);

@@ -10,12 +10,8 @@ use footprint_core::units::NANOS_PER_DAY;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::chunk::StoredReading;
+use crate::codec::{Movement, Step};
 use crate::{Error, Result};
-
-/// `readings.step`: the low bits say how the counter moved, the bit 8 flags a gap.
-pub const STEP_WRAPPED: i64 = 1;
-pub const STEP_RESET: i64 = 2;
-pub const STEP_GAP: i64 = 8;
 
 /// What a span of a meter's readings holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -43,16 +39,16 @@ pub fn summarise(start: i64, end: i64, readings: &[StoredReading]) -> Summary {
         ..Summary::default()
     };
     for (index, reading) in readings.iter().enumerate() {
-        let step = reading.step.unwrap_or(0);
-        match step & 7 {
-            STEP_WRAPPED => summary.wraps += 1,
-            STEP_RESET => summary.resets += 1,
-            _ => {}
+        let step = Step::decode(reading.step.unwrap_or(0));
+        match step.movement {
+            Movement::Wrapped => summary.wraps += 1,
+            Movement::Reset => summary.resets += 1,
+            Movement::Advanced => {}
         }
         let Some(from) = reading.from_ns else {
             continue;
         };
-        if step & STEP_GAP != 0 {
+        if step.gap {
             summary.gaps += 1;
             continue;
         }
@@ -226,11 +222,18 @@ pub fn is_closed(connection: &Connection, meter: i64, day_ns: i64) -> Result<boo
 mod tests {
     use super::*;
 
-    fn reading(ts_s: i64, from_s: Option<i64>, step: i64) -> StoredReading {
+    fn reading(ts_s: i64, from_s: Option<i64>, movement: Movement, gap: bool) -> StoredReading {
         StoredReading {
             ts_ns: ts_s * 1_000_000_000,
             from_ns: from_s.map(|s| s * 1_000_000_000),
-            step: Some(step),
+            step: Some(
+                Step {
+                    movement,
+                    gap,
+                    compacted: false,
+                }
+                .encode(),
+            ),
             ..StoredReading::default()
         }
     }
@@ -242,10 +245,10 @@ mod tests {
             start,
             end,
             &[
-                reading(3_605, Some(3_590), 0),
-                reading(3_615, Some(3_605), STEP_WRAPPED),
-                reading(4_015, Some(3_615), STEP_GAP),
-                reading(4_025, Some(4_015), STEP_RESET),
+                reading(3_605, Some(3_590), Movement::Advanced, false),
+                reading(3_615, Some(3_605), Movement::Wrapped, false),
+                reading(4_015, Some(3_615), Movement::Advanced, true),
+                reading(4_025, Some(4_015), Movement::Reset, false),
             ],
         );
         assert_eq!(
