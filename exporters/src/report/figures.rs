@@ -145,6 +145,7 @@ pub fn value_text(value: &Value) -> String {
     match value {
         Value::Null => String::new(),
         Value::String(text) => text.clone(),
+        Value::Array(items) if items.is_empty() => "none".to_owned(),
         Value::Array(items) => items.iter().map(value_text).collect::<Vec<_>>().join(", "),
         Value::Object(map) => match map.get("$decimal") {
             Some(Value::String(decimal)) => decimal.clone(),

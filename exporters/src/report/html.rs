@@ -23,7 +23,7 @@ th{background:#eef3f9}td.n{text-align:right;font-variant-numeric:tabular-nums;wh
 .notice{border:2px solid #b5482f;background:#fbeeea;padding:.6em 1em;margin:1em 0}\
 .final{border:2px solid #5a9e6f;background:#edf6ef;padding:.6em 1em;margin:1em 0}\
 .cards{display:flex;flex-wrap:wrap;gap:.8em}.card{border:1px solid #cfcfcf;padding:.5em .9em;min-width:9em}\
-.card b{display:block;font-size:1.3em}.muted{color:#666;font-size:.85em}\
+.card b{display:block;font-size:1.3em}.wide{overflow-x:auto}.wide table{font-size:.72em}.muted{color:#666;font-size:.85em}\
 .charts{display:flex;flex-wrap:wrap;gap:0 1em}.charts svg{max-width:100%;height:auto;margin:.5em 0}\
 @media print{body{margin:0;max-width:none}h2{break-after:avoid}table,svg{break-inside:avoid}}";
 
@@ -380,6 +380,7 @@ pub fn render(file: &SignedReport) -> Result<String, Error> {
         report.jobs.len(),
         report.jobs.len().min(JOBS_LISTED)
     );
+    html.push_str("<div class=\"wide\">");
     header(
         &mut html,
         &[
@@ -423,7 +424,7 @@ pub fn render(file: &SignedReport) -> Result<String, Error> {
             number_cell(&optional(job.energy_quality.measured)),
         );
     }
-    html.push_str("</table>");
+    html.push_str("</table></div>");
     groups(&mut html, "Totals per model", &report.totals.by_model);
     groups(&mut html, "Totals per project", &report.totals.by_project);
     groups(&mut html, "Totals per user", &report.totals.by_user);
