@@ -1,7 +1,8 @@
 //! The disclosure report made from the ledger: what [`footprint_exporters::report`] needs, read
 //! on a read-only connection with the config the aggregator stored at its last start, so that
 //! `footprint report` and `footprint report verify` make the same bytes from the same ledger.
-//! [`inputs`] gathers the report's figures, [`verify`] checks a report against the ledger.
+//! `inputs.rs` gathers the report's figures ([`report_inputs`]), `verify.rs` checks a report against
+//! the ledger ([`verify()`]).
 
 mod inputs;
 mod verify;
