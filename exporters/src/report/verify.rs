@@ -245,6 +245,28 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a file holds — random bytes, a zip header, a broken HTML report, a cut JSON
+        /// one — reading it back is a value or an error, never a panic.
+        #[test]
+        fn reading_any_bytes_never_panics(
+            bytes in prop::collection::vec(any::<u8>(), 0..512),
+            prefix in prop::sample::select(vec![
+                &b""[..],
+                b"PK\x03\x04",
+                b"{\"report\":",
+                b"<html><script type=\"application/json\" id=\"footprint-report\">{",
+            ]),
+        ) {
+            let mut file = prefix.to_vec();
+            file.extend(&bytes);
+            let _ = read(&file);
+            let text = String::from_utf8_lossy(&file);
+            let _ = differences(&text, "{\"a\":1}");
+        }
+    }
 
     #[test]
     fn differences_name_the_field() {
