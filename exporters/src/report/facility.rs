@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::canonical::Decimal;
 use super::disclosure::DisclosureConfig;
-use super::figures::{Field, Source, configured, configured_mj, cubic_metres, kwh};
+use super::figures::{Field, Source, configured_mj, cubic_metres, kwh};
 use super::inputs::{FacilityFigures, ReportInputs};
 
 /// Annex I: what the data centre is.
@@ -57,12 +57,21 @@ fn figure(
     key: &str,
     config: &DisclosureConfig,
 ) -> Field {
-    match value {
-        Some(value) => Field {
-            value: configured(value, places),
-            ..Field::filled(0, unit, Source::Configured, format!("disclosure.{key}"))
-        },
-        None => Field::missing(unit, reason(key, config)),
+    match (
+        value,
+        value.and_then(|value| Decimal::from_f64(value, places)),
+    ) {
+        (_, Some(decimal)) => Field::filled(
+            decimal,
+            unit,
+            Source::Configured,
+            format!("disclosure.{key}"),
+        ),
+        (Some(value), None) => Field::missing(
+            unit,
+            format!("disclosure.{key}: {value} cannot be written as a decimal of {places} places"),
+        ),
+        (None, None) => Field::missing(unit, reason(key, config)),
     }
 }
 

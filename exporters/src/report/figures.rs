@@ -133,13 +133,6 @@ fn wh_units(decimal: Decimal) -> i128 {
     decimal.to_string().parse().unwrap_or(0)
 }
 
-/// A configured figure as a decimal of `places` places.
-pub fn configured(value: f64, places: u8) -> Value {
-    Decimal::from_f64(value, places)
-        .and_then(|decimal| serde_json::to_value(decimal).ok())
-        .unwrap_or(Value::Null)
-}
-
 /// A field's value as text (a decimal, a list, a contact), for the HTML and CSV.
 pub fn value_text(value: &Value) -> String {
     match value {
