@@ -6,6 +6,7 @@ use std::path::Path;
 
 use footprint_exporters::report::inputs::CollectorRange;
 use footprint_exporters::report::signing;
+use footprint_exporters::report::verify as check;
 use rusqlite::Connection;
 
 use super::{build, period_of, render, report_inputs, stored_config};
@@ -20,7 +21,7 @@ pub struct Verification {
     pub format: String,
     /// The key whose signature holds.
     pub signed_by: Option<String>,
-    /// The period and status the file states.
+    /// The period the file states.
     pub period: String,
     /// Everything that fails, each naming the field or member; empty when the report holds.
     pub problems: Vec<String>,
@@ -58,7 +59,6 @@ pub fn verify(
     progress: impl FnMut(u64, u64),
 ) -> Result<Verification> {
     let expected_key = options.expected_key.as_ref();
-    use footprint_exporters::report::verify as check;
     let file = check::read(bytes).map_err(Error::BadRequest)?;
     let mut verification = Verification {
         format: file.format.name().to_owned(),
