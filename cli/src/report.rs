@@ -184,6 +184,7 @@ async fn make(args: &MakeArgs) -> anyhow::Result<()> {
         }
         let bytes = report::render(&signed, format)?;
         let period = &signed.report.period;
+        println!("{}", headline(&signed.report));
         (bytes, period.status.to_owned(), period.notice.clone())
     };
     write_whole(out, &bytes)?;
@@ -198,6 +199,38 @@ async fn make(args: &MakeArgs) -> anyhow::Result<()> {
         eprintln!("note: {notice}");
     }
     Ok(())
+}
+
+/// The report's main figures on one line, each as the report states it.
+fn headline(report: &footprint_exporters::report::Report) -> String {
+    use footprint_exporters::report::figures::value_text;
+    let shown = |field: Option<&footprint_exporters::report::figures::Field>| {
+        field.map_or_else(
+            || "—".to_owned(),
+            |field| {
+                if field.is_filled() {
+                    format!("{} {}", value_text(&field.value), field.unit)
+                        .trim_end()
+                        .to_owned()
+                } else {
+                    "— (see the report)".to_owned()
+                }
+            },
+        )
+    };
+    let (kpis, indicators) = (&report.facility.kpis, &report.facility.indicators);
+    format!(
+        "{} to {}: EDC {}, EIT {}, PUE {}, WUE {}, CO2e {} location-based / {} market-based; {} jobs",
+        report.period.from,
+        report.period.to,
+        shown(kpis.get("edc")),
+        shown(kpis.get("eit")),
+        shown(indicators.get("pue")),
+        shown(indicators.get("wue")),
+        shown(Some(&report.carbon.location_based)),
+        shown(Some(&report.carbon.market_based)),
+        report.jobs.len()
+    )
 }
 
 /// Writes `bytes` to `path` through a temporary file beside it, so that a failure leaves

@@ -100,7 +100,13 @@ fn the_demo_report_verifies_in_every_format_and_matches_its_snapshot() {
         "--out",
         zip.to_str().unwrap(),
     ]);
-    assert!(output.status.success(), "{}", text(&output));
+    let said = text(&output);
+    assert!(output.status.success(), "{said}");
+    // One line of the main figures, as the report states them.
+    assert!(
+        said.contains("EDC ") && said.contains(" kWh, PUE ") && said.contains("market-based;"),
+        "{said}"
+    );
     let output = footprint(&[
         "report",
         "verify",
