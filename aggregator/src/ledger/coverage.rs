@@ -8,12 +8,13 @@
 use footprint_core::Span;
 use footprint_core::units::{NANOS_PER_DAY, NANOS_PER_HOUR};
 use footprint_exporters::report::inputs::MeterQuality;
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
 
+use crate::Result;
 use crate::codec::{MeterRole, Movement, Step};
-use crate::tables::chunk::{self, StoredReading};
+use crate::tables::chunk::StoredReading;
 use crate::tables::meter_days::{self, Summary};
-use crate::{Error, Result};
+use crate::tables::series;
 
 /// The protocol's name of a meter kind, without its prefix, in lower case (`gpu_energy`).
 pub fn kind_name(kind: i32) -> String {
@@ -153,7 +154,7 @@ fn add_day(
         quality.covered_ns += day - from.max(span.start.0);
     }
     if summary.gaps > 0 {
-        for reading in meter_days::packed_readings(connection, meter, day, day + NANOS_PER_DAY)? {
+        for reading in series::taken_in(connection, meter, day, day + NANOS_PER_DAY)? {
             add_reading(quality, &reading, span, false);
         }
     }
@@ -172,36 +173,7 @@ fn add_readings(
     if start >= end {
         return Ok(());
     }
-    let chunks: Vec<(i64, Vec<u8>)> = connection
-        .prepare_cached(
-            "SELECT first_ns, data FROM reading_chunks WHERE meter = ?1 AND first_ns >= ?2 AND first_ns < ?3",
-        )?
-        .query_map(params![meter, start, end], |row| Ok((row.get(0)?, row.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    for (first_ns, data) in chunks {
-        let readings = chunk::decode(&data).map_err(|error| {
-            Error::Server(format!(
-                "reading_chunks of meter {meter} from {first_ns}: {error}"
-            ))
-        })?;
-        for reading in &readings {
-            add_reading(quality, reading, span, true);
-        }
-    }
-    let rows: Vec<StoredReading> = connection
-        .prepare_cached(
-            "SELECT ts_ns, from_ns, step FROM readings WHERE meter = ?1 AND ts_ns >= ?2 AND ts_ns < ?3",
-        )?
-        .query_map(params![meter, start, end], |row| {
-            Ok(StoredReading {
-                ts_ns: row.get(0)?,
-                from_ns: row.get(1)?,
-                step: row.get(2)?,
-                ..StoredReading::default()
-            })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    for reading in &rows {
+    for reading in &series::taken_in(connection, meter, start, end)? {
         add_reading(quality, reading, span, true);
     }
     Ok(())

@@ -10,8 +10,8 @@ use footprint_core::units::NANOS_PER_DAY;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::chunk::StoredReading;
+use crate::Result;
 use crate::codec::{Movement, Step};
-use crate::{Error, Result};
 
 /// What a span of a meter's readings holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -98,36 +98,10 @@ pub fn close_day(connection: &Connection, meter: i64, hour_ns: i64) -> Result<bo
     if !read_past || unpacked {
         return Ok(false);
     }
-    let readings = packed_readings(connection, meter, day, end)?;
+    // Every reading of the day is packed: read them back.
+    let readings = super::series::taken_in(connection, meter, day, end)?;
     write(connection, meter, day, &summarise(day, end, &readings))?;
     Ok(true)
-}
-
-/// The packed readings of `meter` in `[start, end)` (whole hours), in time order.
-///
-/// # Errors
-/// A database error, or a chunk that does not decode.
-pub fn packed_readings(
-    connection: &Connection,
-    meter: i64,
-    start: i64,
-    end: i64,
-) -> Result<Vec<StoredReading>> {
-    let mut statement = connection.prepare_cached(
-        "SELECT first_ns, data FROM reading_chunks
-         WHERE meter = ?1 AND first_ns >= ?2 AND first_ns < ?3 AND packed = 1 ORDER BY first_ns",
-    )?;
-    let mut rows = statement.query(params![meter, start, end])?;
-    let mut readings = Vec::new();
-    while let Some(row) = rows.next()? {
-        let (first_ns, data): (i64, Vec<u8>) = (row.get(0)?, row.get(1)?);
-        readings.extend(super::chunk::decode(&data).map_err(|error| {
-            Error::Server(format!(
-                "reading_chunks of meter {meter} from {first_ns}: {error}"
-            ))
-        })?);
-    }
-    Ok(readings)
 }
 
 fn write(connection: &Connection, meter: i64, day_ns: i64, summary: &Summary) -> Result<()> {

@@ -95,6 +95,39 @@ pub fn readings_in(connection: &Connection, meter: i64, range: Span) -> Result<V
     Ok(readings)
 }
 
+/// Every reading of `meter` taken in `[start, end)` (whole hours), wherever it is stored — chunks
+/// of either kind and rows — in time order. (Unlike [`readings_in`], nothing outside the range:
+/// not the reading that closes the interval reaching into it.)
+///
+/// # Errors
+/// A database error, or a chunk that does not decode.
+pub fn taken_in(
+    connection: &Connection,
+    meter: i64,
+    start: i64,
+    end: i64,
+) -> Result<Vec<StoredReading>> {
+    let mut readings = Vec::new();
+    let mut statement = connection.prepare_cached(
+        "SELECT first_ns, data FROM reading_chunks WHERE meter = ?1 AND first_ns >= ?2 AND first_ns < ?3",
+    )?;
+    let mut rows = statement.query(params![meter, start, end])?;
+    while let Some(row) = rows.next()? {
+        readings.extend(decode(meter, row.get(0)?, &row.get::<_, Vec<u8>>(1)?)?);
+    }
+    drop(rows);
+    let rows = connection
+        .prepare_cached(
+            "SELECT ts_ns, value, quality, method, from_ns, delta, step FROM readings
+             WHERE meter = ?1 AND ts_ns >= ?2 AND ts_ns < ?3",
+        )?
+        .query_map(params![meter, start, end], row_reading)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    readings.extend(rows);
+    readings.sort_by_key(|reading| reading.ts_ns);
+    Ok(readings)
+}
+
 /// The last reading of `meter`: (time, value).
 ///
 /// # Errors
