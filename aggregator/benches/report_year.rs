@@ -144,6 +144,26 @@ fn main() {
             "every job in the annex"
         );
         let total = started.elapsed().as_secs_f64();
+        // Outside the timing: the total is summed from the months, so it must be the ledger's
+        // own total of the year.
+        let reader = footprint_aggregator::tables::schema::open_reader(&path).unwrap();
+        let year = footprint_core::Span::new(
+            footprint_core::UnixNanos(YEAR_START),
+            footprint_core::UnixNanos(YEAR_START + HOURS * HOUR),
+        );
+        let site = footprint_aggregator::ledger::facility_totals(
+            &reader,
+            year,
+            footprint_aggregator::ledger::SeriesStep::Total,
+            footprint_aggregator::ledger::Grouping::Site,
+        )
+        .unwrap()
+        .remove(0);
+        let energy = &signed.report.conservation["energy"];
+        assert_eq!(
+            (energy.site, energy.jobs),
+            (site.energy_mj.site, site.energy_mj.jobs)
+        );
         runs.push([made, html_s, total - made - html_s, total]);
         sizes = (json.len(), html.len());
     }

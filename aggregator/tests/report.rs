@@ -344,6 +344,27 @@ proptest! {
         for (quantity, line) in json["report"]["conservation"].as_object().unwrap() {
             prop_assert_eq!(&line["balanced"], &serde_json::json!(true), "{}", quantity);
         }
+        // The report's totals (summed from its months) are the ledger's own totals.
+        let connection = footprint_aggregator::tables::schema::open_reader(&ledger(in_order.path())).unwrap();
+        let span = footprint_core::Span::new(
+            footprint_core::UnixNanos(T0),
+            footprint_core::UnixNanos(T0 + STEPS * STEP_S * SECOND),
+        );
+        let totals = footprint_aggregator::ledger::facility_totals(
+            &connection,
+            span,
+            footprint_aggregator::ledger::SeriesStep::Total,
+            footprint_aggregator::ledger::Grouping::Site,
+        )
+        .unwrap()
+        .remove(0);
+        let conservation = &json["report"]["conservation"];
+        prop_assert_eq!(conservation["energy"]["site"].as_i64(), Some(totals.energy_mj.site));
+        prop_assert_eq!(conservation["water"]["idle"].as_i64(), Some(totals.water_ml.idle));
+        prop_assert_eq!(
+            conservation["co2e_market_based"]["jobs"].as_i64(),
+            Some(totals.co2e_market_mg.jobs)
+        );
         for delivery in [Delivery::Shuffled(seed), Delivery::Twice] {
             let dir = tempfile::tempdir().unwrap();
             build(&site, delivery, dir.path());

@@ -217,10 +217,21 @@ pub fn report_inputs(
     } else {
         ("month", SeriesStep::Month)
     };
-    let total = site_series(connection, part, SeriesStep::Total)?
-        .into_iter()
-        .next()
-        .unwrap_or_default();
+    // The months are read once: the period's total is their sum (every figure is an integer sum
+    // of the same rows), and a long period's trend is the months themselves.
+    let months = site_series(connection, part, SeriesStep::Month)?;
+    let mut total = FacilityFigures {
+        start_ns: part.start.0,
+        end_ns: part.end.0,
+        ..FacilityFigures::default()
+    };
+    for month in &months {
+        total.add(month);
+    }
+    let trend = match trend_step.1 {
+        SeriesStep::Month => months.clone(),
+        step => site_series(connection, part, step)?,
+    };
     let jobs = ledger::list_jobs(
         connection,
         &JobFilter {
@@ -337,9 +348,9 @@ pub fn report_inputs(
         settled_hours: length / NANOS_PER_HOUR,
         reopened_hours: hours_of(connection, "hours_reopened", span)?,
         total,
-        months: site_series(connection, part, SeriesStep::Month)?,
+        months,
         trend_step: trend_step.0.to_owned(),
-        trend: site_series(connection, part, trend_step.1)?,
+        trend,
         jobs,
         meters: ledger::coverage::meter_coverage(connection, part, max_gap_ns)?,
         rejected,

@@ -42,6 +42,46 @@ pub struct FacilityFigures {
     pub windows_assumed_pue: i64,
 }
 
+impl Balance {
+    pub fn add(&mut self, other: &Self) {
+        self.site += other.site;
+        self.jobs += other.jobs;
+        self.idle += other.idle;
+        self.unattributed += other.unattributed;
+    }
+}
+
+impl FacilityFigures {
+    /// Adds `other`'s figures (a later span) to these; the span stays as it is.
+    pub fn add(&mut self, other: &Self) {
+        for (sum, part) in [
+            (&mut self.energy_mj, &other.energy_mj),
+            (&mut self.water_ml, &other.water_ml),
+            (&mut self.co2e_location_mg, &other.co2e_location_mg),
+            (&mut self.co2e_market_mg, &other.co2e_market_mg),
+            (&mut self.co2e_embodied_mg, &other.co2e_embodied_mg),
+        ] {
+            sum.add(part);
+        }
+        for (sum, part) in [
+            (&mut self.it_mj, other.it_mj),
+            (&mut self.overhead_mj, other.overhead_mj),
+            (&mut self.ppa_delivered_mj, other.ppa_delivered_mj),
+            (&mut self.ppa_matched_mj, other.ppa_matched_mj),
+            (&mut self.go_used_mj, other.go_used_mj),
+            (&mut self.uncovered_mj, other.uncovered_mj),
+            (&mut self.it_measured_mj, other.it_measured_mj),
+            (&mut self.it_interpolated_mj, other.it_interpolated_mj),
+            (&mut self.it_estimated_mj, other.it_estimated_mj),
+            (&mut self.windows_site_metered, other.windows_site_metered),
+            (&mut self.windows_it_only, other.windows_it_only),
+            (&mut self.windows_assumed_pue, other.windows_assumed_pue),
+        ] {
+            *sum += part;
+        }
+    }
+}
+
 /// One job over the period (the part of it in the period).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct JobFigures {
