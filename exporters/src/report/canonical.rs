@@ -91,6 +91,11 @@ impl Decimal {
         self.places
     }
 
+    /// The value in units of its last place (`1.234` → 1234).
+    pub fn units(&self) -> i128 {
+        self.units
+    }
+
     /// The value as a float, for drawing charts only.
     pub fn to_f64(&self) -> f64 {
         self.units as f64 / 10f64.powi(i32::from(self.places))
@@ -237,6 +242,7 @@ mod tests {
             "300000000000000000000.0"
         );
         assert_eq!(Decimal::from_f64(f64::NAN, 1), None);
+        assert_eq!(Decimal::from_f64(12.345, 3).unwrap().units(), 12_345);
     }
 
     #[test]

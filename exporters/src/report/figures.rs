@@ -122,15 +122,10 @@ pub fn share(part: i64, total: i64) -> Option<Decimal> {
     Decimal::ratio(i128::from(part), i128::from(total), 4)
 }
 
-/// A configured kWh figure in mJ, to the Wh.
+/// A configured kWh figure in mJ, to the Wh (kWh to three places: its units are Wh).
 pub fn configured_mj(kwh: f64) -> Option<i64> {
-    let wh = Decimal::from_f64(kwh * 1_000.0, 0)?;
-    i64::try_from(wh_units(wh).checked_mul(3_600_000)?).ok()
-}
-
-fn wh_units(decimal: Decimal) -> i128 {
-    // `from_f64(…, 0)` has no places: its text is the integer.
-    decimal.to_string().parse().unwrap_or(0)
+    let kwh = Decimal::from_f64(kwh, 3)?;
+    i64::try_from(kwh.units().checked_mul(3_600_000)?).ok()
 }
 
 /// A field's value as text (a decimal, a list, a contact), for the HTML and CSV.
@@ -149,5 +144,17 @@ pub fn value_text(value: &Value) -> String {
                 .join(", "),
         },
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configured_kwh_become_exact_millijoules_to_the_wh() {
+        assert_eq!(configured_mj(0.1), Some(360_000_000));
+        assert_eq!(configured_mj(1234.5678), Some(1_234_568 * 3_600_000));
+        assert_eq!(configured_mj(f64::INFINITY), None);
     }
 }
