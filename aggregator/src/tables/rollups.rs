@@ -29,6 +29,38 @@ pub const SITE_FIGURES: &str = "facility_mj, it_mj, overhead_deficit_mj, unattri
 unattributed_water_ml, co2e_location_mg, unattributed_co2e_location_mg, co2e_market_mg, \
 unattributed_co2e_market_mg";
 
+/// The roll-up tables of jobs and hosts, by hour and by UTC day, with the figure columns of the
+/// lists above (so that a figure added to a list is a column of every table it is summed into).
+/// `rollup_jobs` is keyed by job first (a job's hours lie together); the days sum the hours.
+pub fn tables_ddl() -> String {
+    let columns = |list: &str| {
+        list.split(", ")
+            .map(|column| format!("    {column} INTEGER NOT NULL,\n"))
+            .collect::<String>()
+    };
+    let mut ddl = String::new();
+    for (suffix, key, index) in [
+        ("", "hour_ns", "rollup_jobs_by_hour"),
+        ("_days", "day_ns", "rollup_jobs_days_by_day"),
+    ] {
+        ddl.push_str(&format!(
+            "CREATE TABLE IF NOT EXISTS rollup_jobs{suffix} (\n    {key} INTEGER NOT NULL,\n    \
+             collector INTEGER NOT NULL,\n    job INTEGER NOT NULL,\n{}    \
+             host_windows INTEGER NOT NULL,\n    revised_windows INTEGER NOT NULL,\n    \
+             first_start_ns INTEGER NOT NULL,\n    last_start_ns INTEGER NOT NULL,\n    \
+             PRIMARY KEY (job, {key}, collector)\n) WITHOUT ROWID;\n\
+             CREATE INDEX IF NOT EXISTS {index} ON rollup_jobs{suffix} ({key});\n\
+             CREATE TABLE IF NOT EXISTS rollup_hosts{suffix} (\n    {key} INTEGER NOT NULL,\n    \
+             collector INTEGER NOT NULL,\n{}    host_windows INTEGER NOT NULL,\n    \
+             revised_windows INTEGER NOT NULL,\n{}    PRIMARY KEY ({key}, collector)\n) WITHOUT ROWID;\n",
+            columns(JOB_FIGURES),
+            columns(HOST_FIGURES),
+            columns(JOBS_OF_HOST)
+        ));
+    }
+    ddl
+}
+
 /// `SUM(a), SUM(b), …` of a column list.
 pub fn sums(columns: &str) -> String {
     columns

@@ -346,118 +346,8 @@ CREATE TABLE IF NOT EXISTS hour_revisions (
 -- those of them built again after late data. `rollup_jobs` is keyed by job first (a job's hours
 -- lie together; listing jobs reads the table in order); `rollup_hosts` also carries the sums of
 -- its host's jobs (`jobs_*`), so that totals never read `rollup_jobs`.
-CREATE TABLE IF NOT EXISTS rollup_jobs (
-    hour_ns INTEGER NOT NULL,
-    collector INTEGER NOT NULL,
-    job INTEGER NOT NULL,
-    gpu_mj INTEGER NOT NULL,
-    cpu_mj INTEGER NOT NULL,
-    dram_mj INTEGER NOT NULL,
-    remainder_mj INTEGER NOT NULL,
-    measured_mj INTEGER NOT NULL,
-    interpolated_mj INTEGER NOT NULL,
-    estimated_mj INTEGER NOT NULL,
-    gpu_ns INTEGER NOT NULL,
-    embodied_mg INTEGER NOT NULL,
-    overhead_mj INTEGER NOT NULL,
-    water_ml INTEGER NOT NULL,
-    co2e_location_mg INTEGER NOT NULL,
-    co2e_market_mg INTEGER NOT NULL,
-    host_windows INTEGER NOT NULL,
-    revised_windows INTEGER NOT NULL,
-    first_start_ns INTEGER NOT NULL,
-    last_start_ns INTEGER NOT NULL,
-    PRIMARY KEY (job, hour_ns, collector)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS rollup_jobs_by_hour ON rollup_jobs (hour_ns);
-CREATE TABLE IF NOT EXISTS rollup_hosts (
-    hour_ns INTEGER NOT NULL,
-    collector INTEGER NOT NULL,
-    it_mj INTEGER NOT NULL,
-    host_mj INTEGER NOT NULL,
-    remainder_mj INTEGER NOT NULL,
-    remainder_deficit_mj INTEGER NOT NULL,
-    idle_mj INTEGER NOT NULL,
-    unattributed_mj INTEGER NOT NULL,
-    measured_mj INTEGER NOT NULL,
-    interpolated_mj INTEGER NOT NULL,
-    estimated_mj INTEGER NOT NULL,
-    idle_embodied_mg INTEGER NOT NULL,
-    idle_overhead_mj INTEGER NOT NULL,
-    idle_water_ml INTEGER NOT NULL,
-    idle_co2e_location_mg INTEGER NOT NULL,
-    idle_co2e_market_mg INTEGER NOT NULL,
-    unattributed_overhead_mj INTEGER NOT NULL,
-    unattributed_water_ml INTEGER NOT NULL,
-    unattributed_co2e_location_mg INTEGER NOT NULL,
-    unattributed_co2e_market_mg INTEGER NOT NULL,
-    host_windows INTEGER NOT NULL,
-    revised_windows INTEGER NOT NULL,
-    jobs_it_mj INTEGER NOT NULL,
-    jobs_overhead_mj INTEGER NOT NULL,
-    jobs_water_ml INTEGER NOT NULL,
-    jobs_co2e_location_mg INTEGER NOT NULL,
-    jobs_co2e_market_mg INTEGER NOT NULL,
-    jobs_embodied_mg INTEGER NOT NULL,
-    PRIMARY KEY (hour_ns, collector)
-) WITHOUT ROWID;
--- The same summed by UTC day (`day_ns`), rewritten from the hours' roll-ups whenever one of the
--- day's hours is rolled up: a year's query reads 365 days, not 8 760 hours, per job and host.
-CREATE TABLE IF NOT EXISTS rollup_jobs_days (
-    day_ns INTEGER NOT NULL,
-    collector INTEGER NOT NULL,
-    job INTEGER NOT NULL,
-    gpu_mj INTEGER NOT NULL,
-    cpu_mj INTEGER NOT NULL,
-    dram_mj INTEGER NOT NULL,
-    remainder_mj INTEGER NOT NULL,
-    measured_mj INTEGER NOT NULL,
-    interpolated_mj INTEGER NOT NULL,
-    estimated_mj INTEGER NOT NULL,
-    gpu_ns INTEGER NOT NULL,
-    embodied_mg INTEGER NOT NULL,
-    overhead_mj INTEGER NOT NULL,
-    water_ml INTEGER NOT NULL,
-    co2e_location_mg INTEGER NOT NULL,
-    co2e_market_mg INTEGER NOT NULL,
-    host_windows INTEGER NOT NULL,
-    revised_windows INTEGER NOT NULL,
-    first_start_ns INTEGER NOT NULL,
-    last_start_ns INTEGER NOT NULL,
-    PRIMARY KEY (job, day_ns, collector)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS rollup_jobs_days_by_day ON rollup_jobs_days (day_ns);
-CREATE TABLE IF NOT EXISTS rollup_hosts_days (
-    day_ns INTEGER NOT NULL,
-    collector INTEGER NOT NULL,
-    it_mj INTEGER NOT NULL,
-    host_mj INTEGER NOT NULL,
-    remainder_mj INTEGER NOT NULL,
-    remainder_deficit_mj INTEGER NOT NULL,
-    idle_mj INTEGER NOT NULL,
-    unattributed_mj INTEGER NOT NULL,
-    measured_mj INTEGER NOT NULL,
-    interpolated_mj INTEGER NOT NULL,
-    estimated_mj INTEGER NOT NULL,
-    idle_embodied_mg INTEGER NOT NULL,
-    idle_overhead_mj INTEGER NOT NULL,
-    idle_water_ml INTEGER NOT NULL,
-    idle_co2e_location_mg INTEGER NOT NULL,
-    idle_co2e_market_mg INTEGER NOT NULL,
-    unattributed_overhead_mj INTEGER NOT NULL,
-    unattributed_water_ml INTEGER NOT NULL,
-    unattributed_co2e_location_mg INTEGER NOT NULL,
-    unattributed_co2e_market_mg INTEGER NOT NULL,
-    host_windows INTEGER NOT NULL,
-    revised_windows INTEGER NOT NULL,
-    jobs_it_mj INTEGER NOT NULL,
-    jobs_overhead_mj INTEGER NOT NULL,
-    jobs_water_ml INTEGER NOT NULL,
-    jobs_co2e_location_mg INTEGER NOT NULL,
-    jobs_co2e_market_mg INTEGER NOT NULL,
-    jobs_embodied_mg INTEGER NOT NULL,
-    PRIMARY KEY (day_ns, collector)
-) WITHOUT ROWID;
+-- (`rollup_jobs`, `rollup_hosts` and their daily twins are created from their figure lists by
+-- `tables::rollups::tables_ddl`.)
 -- `windows_*`: the hour's windows by where their overhead came from (`site_windows.overhead_source`).
 CREATE TABLE IF NOT EXISTS rollup_site (
     hour_ns INTEGER PRIMARY KEY,
@@ -541,6 +431,7 @@ pub fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
         }
     }
     transaction.execute_batch(SCHEMA)?;
+    transaction.execute_batch(&super::rollups::tables_ddl())?;
     if version != 0 && version < ROLL_UP_FROM {
         let settled: Option<i64> = transaction
             .query_row(
