@@ -61,7 +61,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         "ALTER TABLE site_hours ADD COLUMN ppa_delivered_mj INTEGER NOT NULL DEFAULT 0",
     ),
-    // Schema 9 rolls settled hours up (`rollup_*`, created by `SCHEMA`); the hours an older
+    // Schema 9 rolls settled hours up (`rollup_*`, created by `SCHEMA` and `rollups::tables_ddl`); the hours an older
     // ledger settled are rolled up after (`ROLL_UP_FROM`). A job's settled hours are read from
     // its roll-ups, so window rows no longer need an index by job.
     (8, "DROP INDEX IF EXISTS window_jobs_by_job"),
