@@ -32,6 +32,7 @@ pub fn router(reader: LedgerReader, registry: Arc<Registry>) -> Router {
         .route("/api/v1/explain", get(explain))
         .route("/api/v1/ledger/stats", get(ledger_stats))
         .route("/api/v1/report", get(report))
+        .route("/api/v1/forecast", get(forecast))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(HttpState { reader, registry })
@@ -138,6 +139,48 @@ async fn report(
             (header::CONTENT_DISPOSITION, file_name),
         ],
         bytes,
+    )
+        .into_response())
+}
+
+/// The forecast's origin, `from` as RFC 3339 or ns since the epoch (absent: the end of the
+/// ledger's last complete quarter hour); `format` `json` (default), `csv` or `openadr`; for
+/// `openadr`, the report's `program_id`, `event_id` and `client_name`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForecastQuery {
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    format: String,
+    #[serde(default)]
+    program_id: String,
+    #[serde(default)]
+    event_id: String,
+    #[serde(default)]
+    client_name: String,
+}
+
+async fn forecast(
+    State(state): State<HttpState>,
+    Query(query): Query<ForecastQuery>,
+) -> Result<Response, ApiError> {
+    use footprint_exporters::forecast::output;
+    let format = output::Format::parse(&query.format)
+        .map_err(|error| ApiError(Error::BadRequest(error.to_string())))?;
+    let from_ns = instant("from", &query.from).map_err(ApiError)?;
+    let request = crate::forecast::ForecastRequest {
+        from_ns: (!query.from.is_empty()).then_some(from_ns),
+    };
+    let forecast = state.reader.forecast(request).await.map_err(ApiError)?;
+    let ids = output::OpenAdrIds {
+        program_id: query.program_id,
+        event_id: query.event_id,
+        client_name: query.client_name,
+    };
+    Ok((
+        [(header::CONTENT_TYPE, format.content_type())],
+        output::render(&forecast, format, &ids),
     )
         .into_response())
 }

@@ -127,6 +127,20 @@ impl LedgerReader {
         .map_err(|error| Error::Server(error.to_string()))?
     }
 
+    /// The facility's draw forecast ([`crate::forecast`]).
+    ///
+    /// # Errors
+    /// As [`crate::forecast::make_forecast`].
+    pub async fn forecast(
+        &self,
+        request: crate::forecast::ForecastRequest,
+    ) -> Result<footprint_exporters::forecast::Forecast> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || crate::forecast::make_forecast(&path, &request))
+            .await
+            .map_err(|error| Error::Server(error.to_string()))?
+    }
+
     /// `zone`'s grid intensity for every hour starting in `[from_ns, to_ns)`, as the ledger
     /// prices it.
     ///
@@ -400,6 +414,32 @@ impl Query for QueryService {
             content_type: format.content_type().to_owned(),
             status: report.report.period.status.to_owned(),
             notice: report.report.period.notice,
+        }))
+    }
+
+    async fn forecast(
+        &self,
+        request: Request<pb::ForecastRequest>,
+    ) -> Result<Response<pb::ForecastFile>, Status> {
+        use footprint_exporters::forecast::output;
+        let request = request.into_inner();
+        let format = output::Format::parse(&request.format)
+            .map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let forecast = self
+            .reader
+            .forecast(crate::forecast::ForecastRequest {
+                from_ns: request.from_ns,
+            })
+            .await
+            .map_err(status_of)?;
+        let ids = output::OpenAdrIds {
+            program_id: request.program_id,
+            event_id: request.event_id,
+            client_name: request.client_name,
+        };
+        Ok(Response::new(pb::ForecastFile {
+            data: output::render(&forecast, format, &ids),
+            content_type: format.content_type().to_owned(),
         }))
     }
 

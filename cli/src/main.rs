@@ -18,6 +18,7 @@ use footprint_proto::v1::query_client::QueryClient;
 
 mod books;
 mod demo;
+mod forecast;
 mod loadgen;
 mod logging;
 mod report;
@@ -137,6 +138,10 @@ enum Command {
     /// signed and re-derivable: `footprint report --data-dir D --out report.html`, and
     /// `footprint report verify FILE --data-dir D`.
     Report(report::ReportArgs),
+    /// The facility's draw over the next 48 hours at 15-minute steps with P10/P50/P90, from a
+    /// ledger (`footprint forecast --data-dir D`), and the model's backtest on any series
+    /// (`footprint forecast backtest --input CSV …`).
+    Forecast(forecast::ForecastArgs),
     /// Makes an Ed25519 key pair for signing reports.
     Keygen(report::KeygenArgs),
     /// Looks into the ledger itself.
@@ -475,6 +480,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Report(args) => {
             logging::init("warn");
             report::run(args).await?;
+        }
+        Command::Forecast(args) => {
+            logging::init("warn");
+            forecast::run(args).await?;
         }
         Command::Keygen(args) => report::run_keygen(&args)?,
         Command::Ledger(command) => {

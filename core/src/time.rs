@@ -22,6 +22,17 @@ pub fn parse_rfc3339(text: &str) -> Result<UnixNanos, String> {
         .map_err(|_| format!("{text:?} is out of range"))
 }
 
+/// Parses a time that may carry an offset (an instant, as [`parse_rfc3339`]) or not (a wall-clock
+/// reading, as local-time exports write them, placed on a UTC clock without shifting it). The
+/// flag says whether the text had an offset.
+///
+/// # Errors
+/// As [`parse_rfc3339`].
+pub fn parse_instant_or_wall_clock(text: &str) -> Result<(UnixNanos, bool), String> {
+    let has_offset = text.trim().parse::<jiff::Timestamp>().is_ok();
+    parse_rfc3339(text).map(|at| (at, has_offset))
+}
+
 /// `at` as RFC 3339 in UTC (`2023-11-06T10:00:00Z`; a fraction of a second only when there is
 /// one). An instant beyond jiff's range is written as its nanoseconds.
 pub fn format_rfc3339(at: UnixNanos) -> String {

@@ -4,6 +4,7 @@
 //! the aggregator fills from its ledger.
 
 pub mod chart;
+pub mod forecast;
 pub mod intensity;
 pub mod report;
 pub mod summary;
