@@ -144,7 +144,11 @@ async fn make(args: MakeArgs) -> anyhow::Result<()> {
             std::fs::write(path, &bytes).with_context(|| path.display().to_string())?;
             eprintln!("wrote {}", path.display());
         }
-        None => std::io::stdout().write_all(&bytes)?,
+        None => match std::io::stdout().write_all(&bytes) {
+            // A reader that stopped early (`| head`) is not a failure.
+            Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
+            other => other?,
+        },
     }
     Ok(())
 }

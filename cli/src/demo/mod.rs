@@ -8,7 +8,7 @@
 pub mod site;
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -121,6 +121,60 @@ fn demo_aggregator_config(
         },
     ];
     Ok(config)
+}
+
+/// The facility's next 48 hours from the end of the run, written as forecast.json and
+/// forecast.csv; the line to print, saying why where the run is too short to forecast from.
+fn write_forecast(ledger_path: &Path, data_dir: &Path) -> String {
+    use footprint_exporters::forecast::output::{self, Format, OpenAdrIds};
+    let request = footprint_aggregator::forecast::ForecastRequest::default();
+    let forecast = match footprint_aggregator::forecast::make_forecast(ledger_path, &request) {
+        Ok(forecast) => forecast,
+        Err(error) => {
+            return format!(
+                "Load forecast: none ({error}); a run of --hours 100 or more gives the next 48 h \
+                 with P10/P50/P90, and of 240 or more the model's backtest beside the baselines"
+            );
+        }
+    };
+    for (format, name) in [
+        (Format::Json, "forecast.json"),
+        (Format::Csv, "forecast.csv"),
+    ] {
+        let bytes = output::render(&forecast, format, &OpenAdrIds::default());
+        if let Err(error) = std::fs::write(data_dir.join(name), bytes) {
+            return format!("Load forecast: writing {name}: {error}");
+        }
+    }
+    let peak = forecast
+        .points
+        .iter()
+        .max_by(|a, b| a.p90_kw.total_cmp(&b.p90_kw));
+    let mean_p50 =
+        forecast.points.iter().map(|p| p.p50_kw).sum::<f64>() / forecast.points.len().max(1) as f64;
+    let backtest = forecast.backtest.as_ref().map_or_else(
+        || {
+            "no backtest: that needs 240 h, a week and a day before an origin and 48 h after"
+                .to_owned()
+        },
+        |b| {
+            format!(
+                "backtest pinball {:.2}× persistence's, P10–P90 coverage {:.0} %",
+                b.pinball_ratio_persistence,
+                b.coverage_p10_p90 * 100.0
+            )
+        },
+    );
+    format!(
+        "Load forecast from {}: mean P50 {mean_p50:.2} kW, P90 peak {} ({backtest}): {} and {}",
+        forecast.origin,
+        peak.map_or_else(String::new, |p| format!(
+            "{:.2} kW at {}",
+            p.p90_kw, p.timestamp
+        )),
+        data_dir.join("forecast.json").display(),
+        data_dir.join("forecast.csv").display()
+    )
 }
 
 /// The demo site's description for its disclosure report: illustrative figures for a small
@@ -414,6 +468,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             footprint_aggregator::report::render(&report, format)?,
         )?;
     }
+    let forecast = write_forecast(&ledger_path, &data_dir);
     aggregator.stop().await?;
     let wall = started.elapsed();
 
@@ -453,6 +508,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         data_dir.join("report.json").display(),
         data_dir.display()
     );
+    println!("{forecast}");
     let imbalance = summary.imbalance();
     if imbalance.iter().any(|off| *off != 0) {
         bail!(

@@ -63,13 +63,13 @@ pub fn read(input: impl Read, columns: &CsvColumns) -> Result<CsvPoints, Forecas
         let row = index + 2;
         let record = record.map_err(|e| ForecastError::Input(format!("row {row}: {e}")))?;
         let field = |at: usize| record.get(at).unwrap_or("").trim();
-        if let Some((at, wanted)) = only {
-            if field(at) != wanted {
-                if seen.len() < 20 {
-                    seen.insert(field(at).to_owned());
-                }
-                continue;
+        if let Some((at, wanted)) = only
+            && field(at) != wanted
+        {
+            if seen.len() < 20 {
+                seen.insert(field(at).to_owned());
             }
+            continue;
         }
         let (at, has_offset) = footprint_core::time::parse_instant_or_wall_clock(field(time_at))
             .map_err(|e| {
