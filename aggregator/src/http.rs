@@ -144,7 +144,7 @@ async fn report(
 }
 
 /// The forecast's origin, `from` as RFC 3339 or ns since the epoch (absent: the end of the
-/// ledger's last complete quarter hour); `format` `json` (default), `csv` or `openadr`; for
+/// ledger's last complete quarter hour); `format` `json` (default), `csv`, `openadr` or `svg`; for
 /// `openadr`, the report's `program_id`, `event_id` and `client_name`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

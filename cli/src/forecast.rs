@@ -43,8 +43,9 @@ struct MakeArgs {
     #[arg(long)]
     from: Option<String>,
     /// `json` (everything: points, model, training span, inputs, backtest scores), `csv`
-    /// (`timestamp,p10_kw,p50_kw,p90_kw`) or `openadr` (an OpenADR 3 USAGE_FORECAST report).
-    #[arg(long, value_parser = ["json", "csv", "openadr"], default_value = "json")]
+    /// (`timestamp,p10_kw,p50_kw,p90_kw`), `openadr` (an OpenADR 3 USAGE_FORECAST report) or
+    /// `svg` (the chart: the last 48 h measured, the next 48 h as the P10–P90 band and P50).
+    #[arg(long, value_parser = ["json", "csv", "openadr", "svg"], default_value = "json")]
     format: String,
     /// Where to write it; default: standard output.
     #[arg(long, value_name = "FILE")]

@@ -73,6 +73,16 @@ fn a_demo_ledger_gives_48_hours_of_ordered_quantiles_in_every_format() {
         .unwrap();
     assert!(line.contains("forecast.json"), "{line}");
     assert!(data_dir.join("forecast.csv").exists());
+    let chart = std::fs::read_to_string(data_dir.join("forecast.svg")).unwrap();
+    assert!(
+        chart.starts_with("<svg") && chart.contains(">now</text>"),
+        "{chart}"
+    );
+    assert_eq!(
+        success(&["forecast", "--data-dir", data, "--format", "svg"]),
+        chart,
+        "the demo's chart and the command's are the same forecast"
+    );
 
     let json: serde_json::Value =
         serde_json::from_str(&success(&["forecast", "--data-dir", data])).unwrap();

@@ -7,6 +7,7 @@
 pub mod analog;
 pub mod backtest;
 pub mod baselines;
+pub mod chart;
 pub mod csv_input;
 pub mod output;
 pub mod series;
@@ -100,6 +101,14 @@ pub struct Forecast {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backtest_unavailable: Option<String>,
     pub points: Vec<ForecastPoint>,
+    /// The origin and step in ns, and the measured kW of the 48 hours before the origin, for
+    /// the chart ([`chart`]); not part of the JSON (`training` says where the history is).
+    #[serde(skip)]
+    pub origin_ns: i64,
+    #[serde(skip)]
+    pub step_ns: i64,
+    #[serde(skip)]
+    pub recent: Vec<(i64, f64)>,
 }
 
 /// The model and its settings.
@@ -170,6 +179,9 @@ pub fn forecast(
         })
         .collect();
     let first = series.values.iter().position(Option::is_some).unwrap_or(0);
+    let recent = (origin.saturating_sub(horizon)..origin)
+        .filter_map(|t| series.values[t].map(|kw| (series.time_of(t), kw)))
+        .collect();
     Ok(Forecast {
         site: context.site,
         origin: series.format_time(series.time_of(origin)),
@@ -194,5 +206,8 @@ pub fn forecast(
         backtest,
         backtest_unavailable,
         points,
+        origin_ns: series.time_of(origin),
+        step_ns: series.step_ns,
+        recent,
     })
 }

@@ -1,5 +1,5 @@
-//! A forecast as a file: JSON (everything), CSV (`timestamp,p10_kw,p50_kw,p90_kw`) or the
-//! OpenADR 3 report shape a VEN sends for `USAGE_FORECAST`.
+//! A forecast as a file: JSON (everything), CSV (`timestamp,p10_kw,p50_kw,p90_kw`), the
+//! OpenADR 3 report shape a VEN sends for `USAGE_FORECAST`, or the chart.
 
 use serde_json::{Value, json};
 
@@ -11,6 +11,8 @@ pub enum Format {
     Json,
     Csv,
     OpenAdr,
+    /// The chart ([`super::chart`]).
+    Svg,
 }
 
 impl Format {
@@ -23,8 +25,9 @@ impl Format {
             "" | "json" => Ok(Self::Json),
             "csv" => Ok(Self::Csv),
             "openadr" => Ok(Self::OpenAdr),
+            "svg" => Ok(Self::Svg),
             other => Err(ForecastError::Input(format!(
-                "format: {other:?} is not json, csv or openadr"
+                "format: {other:?} is not json, csv, openadr or svg"
             ))),
         }
     }
@@ -32,6 +35,7 @@ impl Format {
     pub fn content_type(self) -> &'static str {
         match self {
             Self::Csv => "text/csv; charset=utf-8",
+            Self::Svg => "image/svg+xml",
             Self::Json | Self::OpenAdr => "application/json",
         }
     }
@@ -55,6 +59,7 @@ pub fn render(forecast: &Forecast, format: Format, ids: &OpenAdrIds) -> Vec<u8> 
             text.into_bytes()
         }
         Format::Csv => csv(forecast).into_bytes(),
+        Format::Svg => super::chart::forecast_svg(forecast).into_bytes(),
         Format::OpenAdr => {
             let mut text =
                 serde_json::to_string_pretty(&openadr(forecast, ids)).unwrap_or_default();
