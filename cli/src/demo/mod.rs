@@ -123,8 +123,8 @@ fn demo_aggregator_config(
     Ok(config)
 }
 
-/// The facility's next 48 hours from the end of the run, written as forecast.json and
-/// forecast.csv; the line to print, saying why where the run is too short to forecast from.
+/// The facility's next 48 hours from the end of the run, written as forecast.json,
+/// forecast.csv and forecast.svg; the line to print, saying why where the run is too short to forecast from.
 fn write_forecast(ledger_path: &Path, data_dir: &Path) -> String {
     use footprint_exporters::forecast::output::{self, Format, OpenAdrIds};
     let request = footprint_aggregator::forecast::ForecastRequest::default();
@@ -140,6 +140,7 @@ fn write_forecast(ledger_path: &Path, data_dir: &Path) -> String {
     for (format, name) in [
         (Format::Json, "forecast.json"),
         (Format::Csv, "forecast.csv"),
+        (Format::Svg, "forecast.svg"),
     ] {
         let bytes = output::render(&forecast, format, &OpenAdrIds::default());
         if let Err(error) = std::fs::write(data_dir.join(name), bytes) {
@@ -166,14 +167,16 @@ fn write_forecast(ledger_path: &Path, data_dir: &Path) -> String {
         },
     );
     format!(
-        "Load forecast from {}: mean P50 {mean_p50:.2} kW, P90 peak {} ({backtest}): {} and {}",
+        "Load forecast from {}: mean P50 {mean_p50:.2} kW, P90 peak {} ({backtest}): {}, {} and \
+         the chart {}",
         forecast.origin,
         peak.map_or_else(String::new, |p| format!(
             "{:.2} kW at {}",
             p.p90_kw, p.timestamp
         )),
         data_dir.join("forecast.json").display(),
-        data_dir.join("forecast.csv").display()
+        data_dir.join("forecast.csv").display(),
+        data_dir.join("forecast.svg").display()
     )
 }
 

@@ -46,7 +46,7 @@ impl Origins {
             if let Some(index) = series.index_of(at) {
                 origins.push(index);
             }
-            at -= self.every_s * 1_000_000_000;
+            at = at.saturating_sub(self.every_s.saturating_mul(1_000_000_000));
         }
         origins.reverse();
         origins

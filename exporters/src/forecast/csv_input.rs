@@ -151,6 +151,28 @@ mod tests {
         assert_eq!(utc.points, vec![(1_704_067_200_000_000_000, 2.0)]);
     }
 
+    /// A US/Eastern export around both clock changes of 2024: 02:00 on 10 March does not exist
+    /// (a gap), 01:00 on 3 November happens twice (two rows, averaged into one step).
+    #[test]
+    fn daylight_saving_in_a_local_time_export() {
+        let text = "t,w\n\
+            2024-03-10T00:00:00,10\n2024-03-10T01:00:00,11\n2024-03-10T03:00:00,13\n\
+            2024-11-03T00:00:00,20\n2024-11-03T01:00:00,21\n2024-11-03T01:00:00,23\n\
+            2024-11-03T02:00:00,24\n";
+        let read = read(text.as_bytes(), &columns(None)).unwrap();
+        assert_eq!(read.clock, Clock::WallClock);
+        let (series, notes) =
+            super::super::Series::from_points(&read.points, 3_600_000_000_000, read.clock).unwrap();
+        let march: Vec<Option<f64>> = series.values[..4].to_vec();
+        assert_eq!(march, vec![Some(10.0), Some(11.0), None, Some(13.0)]);
+        let november = &series.values[series.values.len() - 3..];
+        assert_eq!(november, &[Some(20.0), Some(22.0), Some(24.0)]);
+        assert_eq!(notes.steps_averaged, 1);
+        // The March gap, and the days between the two clock changes.
+        assert_eq!(notes.missing_steps, notes.steps - 6);
+        assert_eq!(series.format_time(series.start_ns), "2024-03-10T00:00:00");
+    }
+
     #[test]
     fn every_bad_input_names_its_column_or_row() {
         let cases = [

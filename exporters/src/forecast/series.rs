@@ -63,13 +63,16 @@ impl Series {
         ) else {
             return Err(ForecastError::Input("the series has no values".into()));
         };
-        let start_ns = first.div_euclid(step_ns) * step_ns;
-        let steps = (last.div_euclid(step_ns) * step_ns - start_ns) / step_ns + 1;
-        if steps > 10_000_000 {
+        // In i128: the span between two far-apart instants does not fit an i64.
+        let step = i128::from(step_ns);
+        let floor = |at: i64| i128::from(at).div_euclid(step) * step;
+        let start = floor(first);
+        let steps = (floor(last) - start) / step + 1;
+        let (Ok(start_ns), true) = (i64::try_from(start), steps <= 10_000_000) else {
             return Err(ForecastError::Input(format!(
                 "the series spans {steps} steps, more than the 10 000 000 a forecast reads"
             )));
-        }
+        };
         let steps = usize::try_from(steps).unwrap_or(usize::MAX);
         let mut sums = vec![(0.0f64, 0u32); steps];
         let mut notes = SeriesNotes {
@@ -81,8 +84,7 @@ impl Series {
             if at.rem_euclid(step_ns) != 0 {
                 notes.points_off_step += 1;
             }
-            let index = usize::try_from((at.div_euclid(step_ns) * step_ns - start_ns) / step_ns)
-                .unwrap_or(0);
+            let index = usize::try_from((floor(at) - start) / step).unwrap_or(0);
             sums[index].0 += value;
             sums[index].1 += 1;
         }
@@ -157,6 +159,7 @@ impl Series {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     const HOUR: i64 = 3_600_000_000_000;
 
@@ -194,5 +197,31 @@ mod tests {
         assert!(Series::from_points(&[], HOUR, Clock::Utc).is_err());
         assert!(Series::from_points(&[(0, 1.0)], 0, Clock::Utc).is_err());
         assert!(Series::from_points(&[(0, 1.0), (i64::MAX / 2, 1.0)], 1, Clock::Utc).is_err());
+        assert!(
+            Series::from_points(&[(i64::MIN, 1.0), (i64::MAX, 1.0)], HOUR, Clock::Utc).is_err()
+        );
+    }
+
+    proptest! {
+        /// Every point lands on the step it falls in: the steps with a value are exactly the
+        /// distinct steps of the points, each the mean of its points, the rest are gaps.
+        #[test]
+        fn every_point_lands_on_its_step(
+            points in prop::collection::vec((0i64..500 * HOUR, -1e6f64..1e6), 1..300),
+        ) {
+            let (series, notes) = Series::from_points(&points, HOUR, Clock::Utc).unwrap();
+            let mut by_step = std::collections::BTreeMap::<i64, Vec<f64>>::new();
+            for (at, value) in &points {
+                by_step.entry(at / HOUR).or_default().push(*value);
+            }
+            prop_assert_eq!(notes.steps as usize, series.values.len());
+            prop_assert_eq!(notes.missing_steps as usize, series.values.len() - by_step.len());
+            for (step, values) in by_step {
+                let index = usize::try_from(step * HOUR - series.start_ns).unwrap() / HOUR as usize;
+                let mean = values.iter().sum::<f64>() / values.len() as f64;
+                let got = series.values[index].unwrap();
+                prop_assert!((got - mean).abs() <= 1e-9 * mean.abs().max(1.0), "{got} vs {mean}");
+            }
+        }
     }
 }
