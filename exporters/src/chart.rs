@@ -179,7 +179,8 @@ pub fn facility_power_svg(windows: &[FacilityWindow], title: &str) -> String {
     svg
 }
 
-fn format_kw(kw: f64) -> String {
+/// A tick label: whole kW without a fraction, others with one digit.
+pub(crate) fn format_kw(kw: f64) -> String {
     if (kw - kw.round()).abs() < 1e-9 {
         format!("{kw:.0}")
     } else {

@@ -223,20 +223,9 @@ impl State {
 
 #[cfg(test)]
 mod tests {
-    use super::super::series::Clock;
+    use super::super::series::hourly;
     use super::*;
     use proptest::prelude::*;
-
-    const HOUR: i64 = 3_600_000_000_000;
-
-    fn hourly(values: Vec<Option<f64>>) -> Series {
-        Series {
-            start_ns: 0,
-            step_ns: HOUR,
-            values,
-            clock: Clock::Utc,
-        }
-    }
 
     #[test]
     fn a_steady_load_is_forecast_steady() {

@@ -299,12 +299,7 @@ mod tests {
             })
             .collect();
         values[24 * 70 - 10] = None;
-        let series = Series {
-            start_ns: 0,
-            step_ns: HOUR,
-            values,
-            clock: Clock::Utc,
-        };
+        let series = super::super::series::hourly(values);
         let mut calls = 0;
         let (summary, points) = run(
             &series,

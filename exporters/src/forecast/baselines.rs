@@ -107,19 +107,8 @@ fn spread(values: &mut [f64], what: &str) -> Result<(f64, f64), ForecastError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::series::Clock;
+    use super::super::series::hourly;
     use super::*;
-
-    const HOUR: i64 = 3_600_000_000_000;
-
-    fn hourly(values: Vec<Option<f64>>) -> Series {
-        Series {
-            start_ns: 0,
-            step_ns: HOUR,
-            values,
-            clock: Clock::Utc,
-        }
-    }
 
     /// Five weeks where each week repeats the last plus 7 kW, and every hour adds 1 kW within a
     /// week: every seasonal error over the four weeks is exactly 7, so the band is P50 + 7.

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use super::Forecast;
+use crate::chart::format_kw;
 use crate::report::svg::{escape, tick_step};
 
 const WIDTH: f64 = 960.0;
@@ -52,7 +53,7 @@ pub fn forecast_svg(forecast: &Forecast) -> String {
             y(value),
             LEFT - 6.0,
             y(value) + 4.0,
-            trim(value)
+            format_kw(value)
         );
         value += tick;
     }
@@ -155,14 +156,6 @@ pub fn forecast_svg(forecast: &Forecast) -> String {
     );
     svg.push_str("</svg>\n");
     svg
-}
-
-fn trim(kw: f64) -> String {
-    if (kw - kw.round()).abs() < 1e-9 {
-        format!("{kw:.0}")
-    } else {
-        format!("{kw:.1}")
-    }
 }
 
 #[cfg(test)]

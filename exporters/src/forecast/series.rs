@@ -156,6 +156,17 @@ impl Series {
     }
 }
 
+/// An hourly UTC series from the epoch, for tests.
+#[cfg(test)]
+pub(crate) fn hourly(values: Vec<Option<f64>>) -> Series {
+    Series {
+        start_ns: 0,
+        step_ns: 3_600_000_000_000,
+        values,
+        clock: Clock::Utc,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
