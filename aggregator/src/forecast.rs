@@ -55,10 +55,13 @@ pub fn make_forecast(path: &Path, request: &ForecastRequest) -> Result<Forecast>
     let connection = schema::open_reader(path)?;
     let config = stored_config(&connection)?;
     let window_s = i64::from(config.window_seconds.max(1));
-    let until = request
-        .from_ns
-        .map(|at| at.div_euclid(STEP_NS) * STEP_NS)
-        .unwrap_or(i64::MAX);
+    let until = match request.from_ns {
+        Some(at) => at
+            .div_euclid(STEP_NS)
+            .checked_mul(STEP_NS)
+            .ok_or_else(|| Error::BadRequest("from: out of range".into()))?,
+        None => i64::MAX,
+    };
     let quarters = quarters(&connection, window_s, until)?;
     let origin_ns = match request.from_ns {
         Some(_) => until,
@@ -75,10 +78,25 @@ pub fn make_forecast(path: &Path, request: &ForecastRequest) -> Result<Forecast>
         .filter(|(_, q)| q.seconds * 2_000_000_000 >= STEP_NS)
         .map(|(at, q)| (*at, q.kw()))
         .collect();
+    if points.is_empty() {
+        return Err(Error::BadRequest(
+            "from: before the ledger's first window".into(),
+        ));
+    }
     let bad = |error: ForecastError| Error::BadRequest(format!("forecast: {error}"));
     let (mut series, notes) = Series::from_points(&points, STEP_NS, Clock::Utc).map_err(bad)?;
-    let origin = usize::try_from((origin_ns - series.start_ns) / STEP_NS)
-        .map_err(|_| Error::BadRequest("from: before the ledger's first window".into()))?;
+    let origin = origin_ns
+        .checked_sub(series.start_ns)
+        .and_then(|offset| usize::try_from(offset / STEP_NS).ok())
+        .ok_or_else(|| Error::BadRequest("from: before the ledger's first window".into()))?;
+    // The model needs a value in the day before its origin: refuse a later one before padding
+    // the series out to it.
+    if origin > series.values.len() + 96 {
+        return Err(Error::BadRequest(format!(
+            "from: more than a day after the ledger's last quarter hour ({})",
+            footprint_core::time::format_rfc3339(footprint_core::UnixNanos(series.end_ns()))
+        )));
+    }
     series.values.resize(origin, None);
     let context = context(&config, &quarters, origin_ns, window_s);
     forecast::forecast(&series, notes, origin, HORIZON, context).map_err(bad)

@@ -137,6 +137,32 @@ fn a_forecast_from_an_earlier_instant_reads_only_the_history_before_it() {
     .unwrap_err()
     .to_string();
     assert!(error.contains("the model needs at least"), "{error}");
+    for from_ns in [i64::MIN, START_NS - 1] {
+        let error = make_forecast(
+            &path,
+            &ForecastRequest {
+                from_ns: Some(from_ns),
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("from: "), "{from_ns}: {error}");
+    }
+    // Far past the ledger's end: refused by name, without padding a series out to it.
+    let error = make_forecast(
+        &path,
+        &ForecastRequest {
+            from_ns: Some(i64::MAX - 1),
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains(
+            "from: more than a day after the ledger's last quarter hour (2024-04-03T00:00:00Z)"
+        ),
+        "{error}"
+    );
 }
 
 async fn get(path: &Path, uri: &str) -> (u16, String, String) {
