@@ -74,6 +74,9 @@ pub struct AggregatorConfig {
     /// and the key that signs reports (`footprint_exporters::report::DisclosureConfig`).
     #[serde(default)]
     pub disclosure: footprint_exporters::report::DisclosureConfig,
+    /// The grid signal: intensity thresholds for its level, and zones' coordinates.
+    #[serde(default)]
+    pub grid: crate::grid::GridConfig,
     /// Where hosts stand, for totals per hall and rack: `[[placement]] host = "gpu-node-01",
     /// hall = "A", rack = "A03"`. Hosts not listed are grouped under hall and rack "unplaced".
     #[serde(default)]
@@ -372,6 +375,7 @@ impl AggregatorConfig {
             embodied: EmbodiedConfig::default(),
             ledger: LedgerConfig::default(),
             disclosure: Default::default(),
+            grid: Default::default(),
             placement: Vec::new(),
         }
     }
@@ -452,6 +456,41 @@ impl ConfigFile for AggregatorConfig {
         }
         for (key, message) in self.disclosure.problems() {
             problems.add(key, message);
+        }
+        let grid = &self.grid;
+        for (key, value) in [
+            ("grid.reduce_above_g_per_kwh", grid.reduce_above_g_per_kwh),
+            ("grid.curtail_above_g_per_kwh", grid.curtail_above_g_per_kwh),
+        ] {
+            if let Some(value) = value {
+                problems.check(
+                    value.is_finite() && (0.0..=5_000.0).contains(&value),
+                    key,
+                    format!("{value} is not between 0 and 5000"),
+                );
+            }
+        }
+        if let (Some(reduce), Some(curtail)) =
+            (grid.reduce_above_g_per_kwh, grid.curtail_above_g_per_kwh)
+        {
+            problems.check(
+                curtail >= reduce,
+                "grid.curtail_above_g_per_kwh",
+                format!("{curtail} is below grid.reduce_above_g_per_kwh ({reduce})"),
+            );
+        }
+        for (index, location) in grid.locations.iter().enumerate() {
+            problems.check(
+                !location.name.trim().is_empty(),
+                format!("grid.locations[{index}].name"),
+                "must name the zone",
+            );
+            problems.check(
+                (-90.0..=90.0).contains(&location.latitude)
+                    && (-180.0..=180.0).contains(&location.longitude),
+                format!("grid.locations[{index}]"),
+                "latitude must be within ±90 and longitude within ±180",
+            );
         }
         let carbon = &self.carbon;
         problems.check(

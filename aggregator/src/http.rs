@@ -33,9 +33,14 @@ pub fn router(reader: LedgerReader, registry: Arc<Registry>) -> Router {
         .route("/api/v1/ledger/stats", get(ledger_stats))
         .route("/api/v1/report", get(report))
         .route("/api/v1/forecast", get(forecast))
+        .route("/api/v1/grid/signal", get(grid_signal))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
-        .with_state(HttpState { reader, registry })
+        .with_state(HttpState {
+            reader: reader.clone(),
+            registry,
+        })
+        .merge(crate::grid::sdk::routes(reader))
 }
 
 #[derive(Debug, Serialize)]
@@ -183,6 +188,46 @@ async fn forecast(
         output::render(&forecast, format, &ids),
     )
         .into_response())
+}
+
+/// The grid signal for `location` (default: `carbon.zone`) at `at` (RFC 3339 or ns; default
+/// now).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignalQuery {
+    #[serde(default)]
+    location: String,
+    #[serde(default)]
+    at: String,
+}
+
+async fn grid_signal(
+    State(state): State<HttpState>,
+    Query(query): Query<SignalQuery>,
+) -> Result<Json<crate::grid::signal::Signal>, ApiError> {
+    let at_ns = match instant("at", &query.at).map_err(ApiError)? {
+        0 => crate::now_ns(),
+        at => at,
+    };
+    let signal = state
+        .reader
+        .with(move |connection| {
+            let config = crate::report::stored_config(connection)?;
+            let zone = if query.location.is_empty() {
+                config.carbon.zone.clone()
+            } else {
+                query.location
+            };
+            if zone.trim().is_empty() {
+                return Err(Error::BadRequest(
+                    "location: not given, and carbon.zone names no zone".into(),
+                ));
+            }
+            crate::grid::signal::signal(connection, &config.grid, &zone, at_ns)
+        })
+        .await
+        .map_err(ApiError)?;
+    Ok(Json(signal))
 }
 
 /// Jobs active in `[from, to)` (ns, 0 = unbounded), filtered by exact user, project, model and

@@ -11,6 +11,7 @@ pub mod budget;
 pub mod codec;
 pub mod config;
 pub mod forecast;
+pub mod grid;
 pub mod http;
 pub mod ingest;
 pub mod ledger;
@@ -47,3 +48,11 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The aggregator's clock, in ns since the Unix epoch.
+pub(crate) fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

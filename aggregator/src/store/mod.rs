@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::config::AggregatorConfig;
 use crate::metrics::AggregatorMetrics;
 use crate::tables::LEDGER_FILE;
-use crate::{Error, Result};
+use crate::{Error, Result, now_ns};
 
 /// A collector the store accepted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -185,12 +185,4 @@ impl StoreHandle {
             .await
             .map_err(|_| Error::WriterStopped)
     }
-}
-
-/// The aggregator's clock, in ns since the Unix epoch.
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }

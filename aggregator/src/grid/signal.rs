@@ -1,0 +1,227 @@
+//! One answer for schedulers that want one number: the zone's intensity now and over the next
+//! 48 hours, the demand-response events in force, the facility's power budget, and a `level` —
+//! `normal`, `reduce` or `curtail` — with the reason in words.
+
+use footprint_core::units::NANOS_PER_HOUR;
+use rusqlite::Connection;
+use serde::Serialize;
+
+use super::{GridConfig, Hour, Source};
+use crate::Result;
+
+/// What a scheduler should do now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    Normal,
+    Reduce,
+    Curtail,
+}
+
+impl Level {
+    /// `normal`, `reduce` or `curtail`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "normal" => Some(Self::Normal),
+            "reduce" => Some(Self::Reduce),
+            "curtail" => Some(Self::Curtail),
+            _ => None,
+        }
+    }
+}
+
+/// An hour of the signal's outlook.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OutlookHour {
+    pub start: String,
+    pub g_per_kwh: f64,
+    pub source: Source,
+}
+
+/// The signal.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Signal {
+    /// The instant it is for (RFC 3339).
+    pub at: String,
+    pub location: String,
+    /// The intensity of the hour holding `at`, g/kWh, and where it came from; `None` when no
+    /// feed or forecast covers it.
+    pub intensity_now: Option<OutlookHour>,
+    /// The 48 hours from the hour holding `at`.
+    pub next_48h: Vec<OutlookHour>,
+    /// The cleanest hour of the next 24.
+    pub cleanest_next_24h: Option<OutlookHour>,
+    /// Demand-response events in force at `at`.
+    pub active_events: Vec<serde_json::Value>,
+    /// The facility's power budget from those events, kW; `None` when none limits it.
+    pub facility_power_budget_kw: Option<f64>,
+    pub budget_reason: String,
+    pub level: Level,
+    /// Why this level, with the figures it was decided on.
+    pub reason: String,
+}
+
+fn outlook(hour: &Hour) -> OutlookHour {
+    OutlookHour {
+        start: footprint_core::time::format_rfc3339(footprint_core::UnixNanos(hour.start_ns)),
+        g_per_kwh: hour.g_per_kwh,
+        source: hour.source,
+    }
+}
+
+/// The signal for `zone` at `at_ns`.
+///
+/// # Errors
+/// A database error.
+pub fn signal(
+    connection: &Connection,
+    config: &GridConfig,
+    zone: &str,
+    at_ns: i64,
+) -> Result<Signal> {
+    let origin = at_ns.div_euclid(NANOS_PER_HOUR) * NANOS_PER_HOUR;
+    // The hour holding `at` as stored (measured or a feed's), else as forecast; then the rest of
+    // the outlook as it can be known at `at`.
+    let stored_now = super::stored_hours(connection, zone, at_ns, at_ns)?
+        .into_iter()
+        .find(|h| h.start_ns == origin);
+    let (mut hours, _) = super::forecast(connection, zone, at_ns)?;
+    if let Some(now) = stored_now {
+        match hours.first_mut() {
+            Some(first) if first.start_ns == origin => *first = now,
+            _ => hours.insert(0, now),
+        }
+    }
+    let now = hours.first().filter(|h| h.start_ns == origin).cloned();
+    let day: Vec<&Hour> = hours
+        .iter()
+        .filter(|h| h.start_ns < origin + 24 * NANOS_PER_HOUR)
+        .collect();
+    let cleanest = day
+        .iter()
+        .min_by(|a, b| a.g_per_kwh.total_cmp(&b.g_per_kwh))
+        .map(|h| (*h).clone());
+    let (level, reason) = decide(config, now.as_ref(), &day, cleanest.as_ref());
+    Ok(Signal {
+        at: footprint_core::time::format_rfc3339(footprint_core::UnixNanos(at_ns)),
+        location: zone.to_owned(),
+        intensity_now: now.as_ref().map(outlook),
+        next_48h: hours.iter().map(outlook).collect(),
+        cleanest_next_24h: cleanest.as_ref().map(outlook),
+        active_events: Vec::new(),
+        facility_power_budget_kw: None,
+        budget_reason: "no demand-response event is in force".to_owned(),
+        level,
+        reason,
+    })
+}
+
+/// The level for intensity `now` with `day` ahead: configured thresholds first; without them,
+/// `reduce` when this hour is in the dirtiest third of the next 24 and an hour at least 20 %
+/// cleaner lies ahead.
+fn decide(
+    config: &GridConfig,
+    now: Option<&Hour>,
+    day: &[&Hour],
+    cleanest: Option<&Hour>,
+) -> (Level, String) {
+    let Some(now) = now else {
+        return (
+            Level::Normal,
+            "no intensity is known for this hour: nothing to act on".to_owned(),
+        );
+    };
+    let value = now.g_per_kwh;
+    if let Some(limit) = config.curtail_above_g_per_kwh
+        && value > limit
+    {
+        return (
+            Level::Curtail,
+            format!("{value} g/kWh now, above grid.curtail_above_g_per_kwh ({limit})"),
+        );
+    }
+    if let Some(limit) = config.reduce_above_g_per_kwh {
+        return if value > limit {
+            (
+                Level::Reduce,
+                format!("{value} g/kWh now, above grid.reduce_above_g_per_kwh ({limit})"),
+            )
+        } else {
+            (
+                Level::Normal,
+                format!("{value} g/kWh now, at or below grid.reduce_above_g_per_kwh ({limit})"),
+            )
+        };
+    }
+    let mut values: Vec<f64> = day.iter().map(|h| h.g_per_kwh).collect();
+    values.sort_unstable_by(f64::total_cmp);
+    let two_thirds = footprint_exporters::forecast::analog::quantile_of_sorted(&values, 2.0 / 3.0);
+    match cleanest {
+        Some(best) if value >= two_thirds && best.g_per_kwh <= 0.8 * value => (
+            Level::Reduce,
+            format!(
+                "{value} g/kWh now is in the dirtiest third of the next 24 h (from {two_thirds:.1}); \
+                 {} g/kWh at {}",
+                best.g_per_kwh,
+                footprint_core::time::format_rfc3339(footprint_core::UnixNanos(best.start_ns))
+            ),
+        ),
+        _ => (
+            Level::Normal,
+            format!(
+                "{value} g/kWh now; no hour of the next 24 is at least 20 % cleaner while this one \
+                 is in their dirtiest third"
+            ),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hour(index: i64, g: f64) -> Hour {
+        Hour {
+            start_ns: index * NANOS_PER_HOUR,
+            g_per_kwh: g,
+            source: Source::Feed,
+        }
+    }
+
+    #[test]
+    fn thresholds_decide_when_configured_else_the_day_ahead_does() {
+        let day: Vec<Hour> = (0..24).map(|h| hour(h, 100.0 + h as f64 * 10.0)).collect();
+        let refs: Vec<&Hour> = day.iter().collect();
+        let cleanest = &day[0];
+        let config = GridConfig {
+            reduce_above_g_per_kwh: Some(300.0),
+            curtail_above_g_per_kwh: Some(400.0),
+            locations: Vec::new(),
+        };
+        assert_eq!(
+            decide(&config, Some(&hour(0, 450.0)), &refs, Some(cleanest)).0,
+            Level::Curtail
+        );
+        assert_eq!(
+            decide(&config, Some(&hour(0, 350.0)), &refs, Some(cleanest)).0,
+            Level::Reduce
+        );
+        assert_eq!(
+            decide(&config, Some(&hour(0, 250.0)), &refs, Some(cleanest)).0,
+            Level::Normal
+        );
+        // Relative: 300 g/kWh now against a day of 100–330, cleanest 100: reduce.
+        let relative = GridConfig::default();
+        let (level, reason) = decide(&relative, Some(&hour(0, 300.0)), &refs, Some(cleanest));
+        assert_eq!(level, Level::Reduce, "{reason}");
+        assert!(
+            reason.contains("100 g/kWh at 1970-01-01T00:00:00Z"),
+            "{reason}"
+        );
+        assert_eq!(
+            decide(&relative, Some(&hour(0, 120.0)), &refs, Some(cleanest)).0,
+            Level::Normal
+        );
+        assert_eq!(decide(&relative, None, &refs, None).0, Level::Normal);
+    }
+}
