@@ -19,6 +19,7 @@ use footprint_proto::v1::query_client::QueryClient;
 mod books;
 mod demo;
 mod forecast;
+mod grid;
 mod loadgen;
 mod logging;
 mod report;
@@ -142,6 +143,10 @@ enum Command {
     /// ledger (`footprint forecast --data-dir D`), and the model's backtest on any series
     /// (`footprint forecast backtest --input CSV …`).
     Forecast(forecast::ForecastArgs),
+    /// The grid signal (`footprint grid signal`) and a wait for it (`footprint grid wait`), for
+    /// batch scripts and init containers.
+    #[command(subcommand)]
+    Grid(grid::GridCommand),
     /// Makes an Ed25519 key pair for signing reports.
     Keygen(report::KeygenArgs),
     /// Looks into the ledger itself.
@@ -484,6 +489,13 @@ async fn main() -> anyhow::Result<()> {
         Command::Forecast(args) => {
             logging::init("warn");
             forecast::run(args).await?;
+        }
+        Command::Grid(command) => {
+            logging::init("warn");
+            let code = grid::run(command).await?;
+            if code != 0 {
+                std::process::exit(code);
+            }
         }
         Command::Keygen(args) => report::run_keygen(&args)?,
         Command::Ledger(command) => {
