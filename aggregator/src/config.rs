@@ -470,6 +470,13 @@ impl ConfigFile for AggregatorConfig {
                 );
             }
         }
+        if let Some(floor) = grid.min_facility_kw {
+            problems.check(
+                floor.is_finite() && floor >= 0.0,
+                "grid.min_facility_kw",
+                format!("{floor} is not a non-negative number of kW"),
+            );
+        }
         if let (Some(reduce), Some(curtail)) =
             (grid.reduce_above_g_per_kwh, grid.curtail_above_g_per_kwh)
         {

@@ -20,10 +20,17 @@ use crate::query::LedgerReader;
 struct HttpState {
     reader: LedgerReader,
     registry: Arc<Registry>,
+    /// The writer, for the few writes the API takes (grid events); `None`: read-only.
+    store: Option<crate::store::StoreHandle>,
 }
 
-/// The router; `registry` is what `/metrics` exposes.
-pub fn router(reader: LedgerReader, registry: Arc<Registry>) -> Router {
+/// The router; `registry` is what `/metrics` exposes; `store` takes grid events (without it
+/// they are refused).
+pub fn router(
+    reader: LedgerReader,
+    registry: Arc<Registry>,
+    store: Option<crate::store::StoreHandle>,
+) -> Router {
     Router::new()
         .route("/api/v1/jobs", get(list_jobs))
         .route("/api/v1/jobs/{id}", get(get_job))
@@ -34,11 +41,17 @@ pub fn router(reader: LedgerReader, registry: Arc<Registry>) -> Router {
         .route("/api/v1/report", get(report))
         .route("/api/v1/forecast", get(forecast))
         .route("/api/v1/grid/signal", get(grid_signal))
+        .route("/api/v1/grid/events", get(list_events).post(post_event))
+        .route(
+            "/api/v1/grid/events/{id}",
+            axum::routing::delete(cancel_event),
+        )
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(HttpState {
             reader: reader.clone(),
             registry,
+            store,
         })
         .merge(crate::grid::sdk::routes(reader))
 }
@@ -223,11 +236,92 @@ async fn grid_signal(
                     "location: not given, and carbon.zone names no zone".into(),
                 ));
             }
-            crate::grid::signal::signal(connection, &config.grid, &zone, at_ns)
+            crate::grid::signal::signal(connection, &config, &zone, at_ns)
         })
         .await
         .map_err(ApiError)?;
     Ok(Json(signal))
+}
+
+/// `active_at` (RFC 3339 or ns): only the events, and their intervals, in force then.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    #[serde(default)]
+    active_at: String,
+}
+
+async fn list_events(
+    State(state): State<HttpState>,
+    Query(query): Query<EventsQuery>,
+) -> Result<Json<Vec<crate::grid::events::StoredEvent>>, ApiError> {
+    let at = match instant("active_at", &query.active_at).map_err(ApiError)? {
+        0 => None,
+        at => Some(at),
+    };
+    let events = state
+        .reader
+        .with(move |connection| crate::grid::events::list(connection, at))
+        .await
+        .map_err(ApiError)?;
+    Ok(Json(events))
+}
+
+/// What became of a posted event.
+#[derive(Debug, Serialize)]
+struct EventAccepted {
+    id: String,
+    intervals: usize,
+    notes: Vec<String>,
+}
+
+/// An OpenADR 3 event, posted (as a VTN would push it); stored once checked.
+async fn post_event(
+    State(state): State<HttpState>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<EventAccepted>), ApiError> {
+    let store = state
+        .store
+        .clone()
+        .ok_or_else(|| ApiError(Error::Server("this server is read-only: no writer".into())))?;
+    let floor = state
+        .reader
+        .with(|connection| {
+            Ok(crate::report::stored_config(connection)?
+                .grid
+                .min_facility_kw)
+        })
+        .await
+        .map_err(ApiError)?;
+    let event = crate::grid::events::parse(&body, floor).map_err(ApiError)?;
+    let accepted = EventAccepted {
+        id: event.id.clone(),
+        intervals: event.intervals.len(),
+        notes: event.notes.clone(),
+    };
+    let now = crate::now_ns();
+    store
+        .write(move |connection| crate::grid::events::store(connection, &event, "posted", now))
+        .await
+        .map_err(ApiError)?;
+    Ok((StatusCode::CREATED, Json(accepted)))
+}
+
+/// Ends an event now (as a VTN deleting it would).
+async fn cancel_event(
+    State(state): State<HttpState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let store = state
+        .store
+        .clone()
+        .ok_or_else(|| ApiError(Error::Server("this server is read-only: no writer".into())))?;
+    let now = crate::now_ns();
+    store
+        .write(move |connection| crate::grid::events::cancel(connection, &id, now))
+        .await
+        .map_err(ApiError)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Jobs active in `[from, to)` (ns, 0 = unbounded), filtered by exact user, project, model and

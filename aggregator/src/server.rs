@@ -94,7 +94,7 @@ pub async fn start(config: &AggregatorConfig) -> Result<RunningAggregator> {
         served
     });
     let http_shutdown = shutdown.clone();
-    let router = crate::http::router(reader.clone(), registry);
+    let router = crate::http::router(reader.clone(), registry, Some(store.clone()));
     let http_failed = failed.clone();
     let http = tokio::spawn(async move {
         let served = axum::serve(http_listener, router)

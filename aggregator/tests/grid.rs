@@ -66,6 +66,7 @@ async fn request(path: &Path, method: &str, uri: &str, body: &str) -> (u16, Stri
     let router = footprint_aggregator::http::router(
         LedgerReader::new(path.to_path_buf()),
         Arc::new(Default::default()),
+        None,
     );
     let response = router
         .oneshot(
@@ -507,4 +508,190 @@ async fn the_signal_gives_one_level_with_its_reason() {
     }
     let (status, _) = get(&path, "/api/v1/grid/signal?at=noon").await;
     assert_eq!(status, 400);
+}
+
+/// A request to a running aggregator over HTTP/1.1: its status and body.
+async fn http(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn posted_events_set_the_budget_and_level_until_they_end_or_are_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = AggregatorConfig::with_data_dir(dir.path().join("ledger"));
+    config.grpc_listen = "127.0.0.1:0".parse().unwrap();
+    config.http_listen = "127.0.0.1:0".parse().unwrap();
+    config.carbon.zone = "DE".into();
+    config.carbon.intensity_files = vec![PathBuf::from(FEED)];
+    config.grid.min_facility_kw = Some(50.0);
+    let aggregator = footprint_aggregator::server::start(&config).await.unwrap();
+    let addr = aggregator.http_addr;
+
+    // An event of two hours from 2023-11-16T10:00Z: a capacity limit, then SIMPLE level 2; and a
+    // limit below the site's floor in a third interval, held at the floor.
+    let event = json!({
+        "objectType": "EVENT", "id": "peak-1", "programID": "dr-winter", "eventName": "evening peak",
+        "intervalPeriod": {"start": "2023-11-16T10:00:00Z", "duration": "PT1H"},
+        "intervals": [
+            {"id": 0, "payloads": [{"type": "IMPORT_CAPACITY_LIMIT", "values": [400]}]},
+            {"id": 1, "payloads": [{"type": "SIMPLE", "values": [2]}]},
+            {"id": 2, "payloads": [{"type": "IMPORT_CAPACITY_LIMIT", "values": [10]}]}
+        ]
+    });
+    let (status, accepted) = http(addr, "POST", "/api/v1/grid/events", &event.to_string()).await;
+    assert_eq!(status, 201, "{accepted}");
+    assert_eq!(accepted["id"], "peak-1");
+    assert_eq!(accepted["intervals"], 3);
+    assert!(
+        accepted["notes"][0]
+            .as_str()
+            .unwrap()
+            .contains("held at 50 kW"),
+        "{accepted}"
+    );
+
+    // In the first hour: the budget is the limit, the level at least reduce (no windows built:
+    // the site's draw is unknown, so not curtail).
+    let (_, signal) = http(
+        addr,
+        "GET",
+        "/api/v1/grid/signal?at=2023-11-16T10:30:00Z",
+        "",
+    )
+    .await;
+    assert_eq!(signal["facility_power_budget_kw"], 400.0, "{signal}");
+    assert!(signal["budget_reason"].as_str().unwrap().contains("peak-1"));
+    assert_ne!(signal["level"], "normal", "{signal}");
+    assert!(
+        signal["reason"]
+            .as_str()
+            .unwrap()
+            .contains("limits the site to 400 kW"),
+        "{signal}"
+    );
+    assert_eq!(
+        signal["active_events"][0]["intervals"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // Second hour: SIMPLE 2 curtails.
+    let (_, signal) = http(
+        addr,
+        "GET",
+        "/api/v1/grid/signal?at=2023-11-16T11:30:00Z",
+        "",
+    )
+    .await;
+    assert_eq!(signal["level"], "curtail", "{signal}");
+    assert!(signal["facility_power_budget_kw"].is_null());
+    // Third hour: the floor.
+    let (_, signal) = http(
+        addr,
+        "GET",
+        "/api/v1/grid/signal?at=2023-11-16T12:30:00Z",
+        "",
+    )
+    .await;
+    assert_eq!(signal["facility_power_budget_kw"], 50.0);
+    // After the event: nothing in force.
+    let (_, signal) = http(
+        addr,
+        "GET",
+        "/api/v1/grid/signal?at=2023-11-16T13:30:00Z",
+        "",
+    )
+    .await;
+    assert_eq!(signal["active_events"], json!([]));
+    assert!(signal["facility_power_budget_kw"].is_null());
+
+    // Listed, with every interval; only the one in force with active_at.
+    let (status, events) = http(addr, "GET", "/api/v1/grid/events", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(events[0]["intervals"].as_array().unwrap().len(), 3);
+    assert_eq!(events[0]["source"], "posted");
+    let (_, active) = http(
+        addr,
+        "GET",
+        "/api/v1/grid/events?active_at=2023-11-16T11:00:00Z",
+        "",
+    )
+    .await;
+    assert_eq!(active[0]["intervals"][0]["type"], "SIMPLE");
+
+    // An event open-ended from long ago, cancelled: in force until the cancel, then not.
+    let open = json!({
+        "id": "open-1", "programID": "dr-winter",
+        "intervals": [{"id": 0, "intervalPeriod": {"start": "2020-01-01T00:00:00Z", "duration": "P9999Y"},
+                       "payloads": [{"type": "SIMPLE", "values": [1]}]}]
+    });
+    assert_eq!(
+        http(addr, "POST", "/api/v1/grid/events", &open.to_string())
+            .await
+            .0,
+        201
+    );
+    let (_, signal) = http(addr, "GET", "/api/v1/grid/signal", "").await;
+    assert!(
+        signal["active_events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["id"] == "open-1"),
+        "{signal}"
+    );
+    assert_eq!(
+        http(addr, "DELETE", "/api/v1/grid/events/open-1", "")
+            .await
+            .0,
+        204
+    );
+    let (_, signal) = http(addr, "GET", "/api/v1/grid/signal", "").await;
+    assert!(
+        !signal["active_events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["id"] == "open-1"),
+        "{signal}"
+    );
+    assert_eq!(
+        http(addr, "DELETE", "/api/v1/grid/events/open-1", "")
+            .await
+            .0,
+        404
+    );
+
+    // A malformed event changes nothing and says which field.
+    let (status, refused) = http(
+        addr,
+        "POST",
+        "/api/v1/grid/events",
+        r#"{"programID": "p", "intervalPeriod": {"start": "2023-11-16T10:00:00Z"}, "intervals": [{"payloads": []}]}"#,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("intervals[0].payloads"),
+        "{refused}"
+    );
+    let (_, events) = http(addr, "GET", "/api/v1/grid/events", "").await;
+    assert_eq!(events.as_array().unwrap().len(), 2);
+    aggregator.stop().await.unwrap();
 }

@@ -8,6 +8,7 @@
 //! [`footprint_exporters::forecast::AnalogModel`]), each hour saying which it is. [`sdk`] serves
 //! these in the Carbon Aware SDK's shapes; [`signal`] as one level for schedulers.
 
+pub mod events;
 pub mod sdk;
 pub mod signal;
 
@@ -31,6 +32,9 @@ pub struct GridConfig {
     /// Intensity above which the signal says `curtail`, g/kWh. Unset: only a demand-response
     /// event curtails.
     pub curtail_above_g_per_kwh: Option<f64>,
+    /// The least the site must draw whatever an event asks (cooling, storage, the control
+    /// plane), kW: an `IMPORT_CAPACITY_LIMIT` below it is held at it, and said.
+    pub min_facility_kw: Option<f64>,
     /// Zones' coordinates for `/locations` (the Carbon Aware SDK's list of known locations).
     #[serde(default)]
     pub locations: Vec<LocationConfig>,

@@ -51,8 +51,11 @@ pub struct Signal {
     pub next_48h: Vec<OutlookHour>,
     /// The cleanest hour of the next 24.
     pub cleanest_next_24h: Option<OutlookHour>,
-    /// Demand-response events in force at `at`.
-    pub active_events: Vec<serde_json::Value>,
+    /// Demand-response events in force at `at`, each with the intervals in force.
+    pub active_events: Vec<super::events::StoredEvent>,
+    /// The site's draw over the quarter hour before `at`, kW, from its windows; `None` where
+    /// none are built.
+    pub facility_power_kw: Option<f64>,
     /// The facility's power budget from those events, kW; `None` when none limits it.
     pub facility_power_budget_kw: Option<f64>,
     pub budget_reason: String,
@@ -75,7 +78,7 @@ fn outlook(hour: &Hour) -> OutlookHour {
 /// A database error.
 pub fn signal(
     connection: &Connection,
-    config: &GridConfig,
+    config: &crate::config::AggregatorConfig,
     zone: &str,
     at_ns: i64,
 ) -> Result<Signal> {
@@ -101,19 +104,112 @@ pub fn signal(
         .iter()
         .min_by(|a, b| a.g_per_kwh.total_cmp(&b.g_per_kwh))
         .map(|h| (*h).clone());
-    let (level, reason) = decide(config, now.as_ref(), &day, cleanest.as_ref());
+    let (grid_level, grid_reason) = decide(&config.grid, now.as_ref(), &day, cleanest.as_ref());
+    let active_events = super::events::list(connection, Some(at_ns))?;
+    let facility_power_kw = facility_power_kw(connection, config, at_ns)?;
+    let demand = demand(&active_events, facility_power_kw);
+    let (level, reason) = match &demand {
+        Some((level, reason)) if *level >= grid_level => {
+            (*level, format!("{reason}; grid: {grid_reason}"))
+        }
+        Some((_, reason)) => (grid_level, format!("{grid_reason}; events: {reason}")),
+        None => (grid_level, grid_reason),
+    };
+    let budget = budget_of(&active_events);
     Ok(Signal {
         at: footprint_core::time::format_rfc3339(footprint_core::UnixNanos(at_ns)),
         location: zone.to_owned(),
         intensity_now: now.as_ref().map(outlook),
         next_48h: hours.iter().map(outlook).collect(),
         cleanest_next_24h: cleanest.as_ref().map(outlook),
-        active_events: Vec::new(),
-        facility_power_budget_kw: None,
-        budget_reason: "no demand-response event is in force".to_owned(),
+        facility_power_budget_kw: budget.as_ref().map(|(kw, _)| *kw),
+        budget_reason: budget.map_or_else(
+            || "no demand-response event limits the site's draw now".to_owned(),
+            |(kw, event)| format!("IMPORT_CAPACITY_LIMIT of {kw} kW from event {event}"),
+        ),
+        active_events,
+        facility_power_kw,
         level,
         reason,
     })
+}
+
+/// The lowest capacity limit in force, and the event that set it.
+fn budget_of(events: &[super::events::StoredEvent]) -> Option<(f64, String)> {
+    events
+        .iter()
+        .flat_map(|e| e.intervals.iter().map(move |i| (i, &e.id)))
+        .filter(|(i, _)| i.kind == "IMPORT_CAPACITY_LIMIT")
+        .min_by(|a, b| a.0.value.total_cmp(&b.0.value))
+        .map(|(i, id)| (i.value, id.clone()))
+}
+
+/// The level the events in force ask for, with why: a `SIMPLE` level (1 moderate: reduce; 2
+/// high or 3 special: curtail); a capacity limit (reduce, or curtail while the site draws more
+/// than it).
+fn demand(
+    events: &[super::events::StoredEvent],
+    facility_kw: Option<f64>,
+) -> Option<(Level, String)> {
+    let mut strongest: Option<(Level, String)> = None;
+    let mut consider = |level: Level, reason: String| {
+        if strongest.as_ref().is_none_or(|(l, _)| level > *l) {
+            strongest = Some((level, reason));
+        }
+    };
+    for event in events {
+        for interval in &event.intervals {
+            match interval.kind.as_str() {
+                "SIMPLE" => {
+                    let level = match interval.value as i64 {
+                        0 => Level::Normal,
+                        1 => Level::Reduce,
+                        _ => Level::Curtail,
+                    };
+                    consider(
+                        level,
+                        format!("event {} asks SIMPLE level {}", event.id, interval.value),
+                    );
+                }
+                "IMPORT_CAPACITY_LIMIT" => match facility_kw {
+                    Some(kw) if kw > interval.value => consider(
+                        Level::Curtail,
+                        format!(
+                            "the site draws {kw:.1} kW, above event {}'s capacity limit of {} kW",
+                            event.id, interval.value
+                        ),
+                    ),
+                    _ => consider(
+                        Level::Reduce,
+                        format!(
+                            "event {} limits the site to {} kW",
+                            event.id, interval.value
+                        ),
+                    ),
+                },
+                _ => {}
+            }
+        }
+    }
+    strongest
+}
+
+/// The site's mean draw over the quarter hour before `at_ns`, kW, from its built windows.
+fn facility_power_kw(
+    connection: &Connection,
+    config: &crate::config::AggregatorConfig,
+    at_ns: i64,
+) -> Result<Option<f64>> {
+    let quarter = 900_000_000_000;
+    let (energy, windows): (Option<i64>, i64) = connection.query_row(
+        "SELECT SUM(facility_mj), COUNT(*) FROM site_windows WHERE start_ns >= ?1 AND start_ns < ?2",
+        rusqlite::params![at_ns - quarter, at_ns],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    let seconds = windows * i64::from(config.window_seconds.max(1));
+    Ok(energy
+        .filter(|_| seconds > 0)
+        .map(|mj| (mj as f64 / (seconds as f64 * 1e6) * 1_000.0).round() / 1_000.0))
 }
 
 /// The level for intensity `now` with `day` ahead: configured thresholds first; without them,
@@ -196,6 +292,7 @@ mod tests {
         let config = GridConfig {
             reduce_above_g_per_kwh: Some(300.0),
             curtail_above_g_per_kwh: Some(400.0),
+            min_facility_kw: None,
             locations: Vec::new(),
         };
         assert_eq!(

@@ -44,6 +44,9 @@ pub struct BatchOutcome {
     pub rejections: Vec<Rejection>,
 }
 
+/// A write the writer runs for another part of the aggregator ([`StoreHandle::write`]).
+pub(crate) type OtherWrite = Box<dyn FnOnce(&rusqlite::Connection) -> Result<()> + Send>;
+
 pub(crate) enum Request {
     Hello {
         hello: Hello,
@@ -59,6 +62,12 @@ pub(crate) enum Request {
     },
     Compact {
         reply: oneshot::Sender<Result<u64>>,
+    },
+    /// A write of the ledger's other tables (grid events), in one transaction on the writer's
+    /// connection, between batches.
+    Write {
+        write: OtherWrite,
+        reply: oneshot::Sender<Result<()>>,
     },
 }
 
@@ -80,6 +89,7 @@ impl std::fmt::Debug for Request {
             } => write!(f, "Batch({collector}, {})", batch.seq),
             Request::BuildWindows { .. } => write!(f, "BuildWindows"),
             Request::Compact { .. } => write!(f, "Compact"),
+            Request::Write { .. } => write!(f, "Write"),
         }
     }
 }
@@ -176,6 +186,24 @@ impl StoreHandle {
     pub async fn compact(&self) -> Result<u64> {
         let (reply, answer) = oneshot::channel();
         self.send(Request::Compact { reply }).await?;
+        answer.await.map_err(|_| Error::WriterStopped)?
+    }
+
+    /// Runs `write` on the writer's connection in a transaction of its own, committed (durable)
+    /// before this returns; a failure rolls it back.
+    ///
+    /// # Errors
+    /// The writer stopped, or what `write` returned.
+    pub async fn write(
+        &self,
+        write: impl FnOnce(&rusqlite::Connection) -> Result<()> + Send + 'static,
+    ) -> Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Request::Write {
+            write: Box::new(write),
+            reply,
+        })
+        .await?;
         answer.await.map_err(|_| Error::WriterStopped)?
     }
 

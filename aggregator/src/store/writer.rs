@@ -140,6 +140,14 @@ impl WriterState {
         }
     }
 
+    /// A write of tables the batches do not touch, in its own transaction.
+    fn write_other(&mut self, write: super::OtherWrite) -> Result<()> {
+        let transaction = self.connection.transaction()?;
+        write(&transaction)?;
+        transaction.commit()?;
+        Ok(())
+    }
+
     fn hello(&mut self, hello: &Hello) -> Result<HelloAccepted> {
         let refuse = |reason: String| Error::Collector {
             collector: hello.collector_id.clone(),
@@ -367,6 +375,9 @@ pub(super) fn run(
             }
             Request::Compact { reply } => {
                 let _ = reply.send(state.pack(None));
+            }
+            Request::Write { write, reply } => {
+                let _ = reply.send(state.write_other(write));
             }
             Request::BuildWindows { reply } => {
                 let built = state.scheduler.build_all(

@@ -11,7 +11,7 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
-pub const SCHEMA_VERSION: i64 = 10;
+pub const SCHEMA_VERSION: i64 = 11;
 
 /// How a ledger of an older schema is brought up to date: each step takes schema `from` to
 /// `from + 1`, and a ledger runs every step from its own version on (tables that are new are
@@ -68,6 +68,9 @@ const MIGRATIONS: &[(i64, &str)] = &[
     // Schema 10 summarises each closed day of a meter's readings (`meter_days`, created by
     // `SCHEMA`); the days an older ledger packed are summarised after (`SUMMARISE_FROM`).
     (9, "SELECT 1"),
+    // Schema 11 records demand-response events (`grid_events`, `grid_event_intervals`, created
+    // by SCHEMA); nothing before them changes.
+    (10, "SELECT 1"),
 ];
 
 /// Ledgers older than this schema have settled hours without roll-ups.
@@ -308,6 +311,27 @@ CREATE TABLE IF NOT EXISTS placement (
     hall TEXT NOT NULL,
     rack TEXT NOT NULL
 );
+-- Demand-response events (OpenADR 3), as received and checked (`grid::events`): who sent them
+-- (`posted`, or a VTN), when, whether cancelled, and what was clamped or not acted on.
+CREATE TABLE IF NOT EXISTS grid_events (
+    id TEXT PRIMARY KEY,
+    program TEXT NOT NULL,
+    name TEXT NOT NULL,
+    priority INTEGER,
+    source TEXT NOT NULL,
+    received_ns INTEGER NOT NULL,
+    cancelled_ns INTEGER,
+    notes TEXT NOT NULL
+);
+-- Each event interval's payloads, with absolute times (`end_ns` i64::MAX: until cancelled).
+CREATE TABLE IF NOT EXISTS grid_event_intervals (
+    event TEXT NOT NULL REFERENCES grid_events(id),
+    start_ns INTEGER NOT NULL,
+    end_ns INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    value REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS grid_event_intervals_by_event ON grid_event_intervals (event);
 CREATE TABLE IF NOT EXISTS ledger_state (
     key TEXT PRIMARY KEY,
     value INTEGER NOT NULL
