@@ -19,6 +19,15 @@ pub enum GridCommand {
         #[arg(long)]
         at: Option<String>,
     },
+    /// Lists the demand-response events the aggregator holds (OpenADR 3, posted to
+    /// `/api/v1/grid/events`), each with its intervals, as JSON.
+    Events {
+        #[command(flatten)]
+        source: SignalSource,
+        /// Only the events, and intervals, in force at this instant (RFC 3339).
+        #[arg(long)]
+        active_at: Option<String>,
+    },
     /// Blocks until the signal allows, then exits 0; exits 2 when the deadline passes first
     /// (and 1 on a usage error). For an sbatch script or a Kubernetes init container:
     /// `footprint grid wait --url http://aggregator:7412 --level normal --deadline 2h`.
@@ -71,8 +80,17 @@ pub const DEADLINE_PASSED: i32 = 2;
 pub async fn run(command: GridCommand) -> anyhow::Result<i32> {
     match command {
         GridCommand::Signal { source, at } => {
-            let signal = fetch(&source, at.as_deref()).await?;
+            let signal = fetch(&source, &signal_path(&source, at.as_deref())).await?;
             println!("{}", serde_json::to_string_pretty(&signal)?);
+            Ok(0)
+        }
+        GridCommand::Events { source, active_at } => {
+            let path = match active_at {
+                Some(at) => format!("/api/v1/grid/events?active_at={}", encode(&at)),
+                None => "/api/v1/grid/events".to_owned(),
+            };
+            let events = fetch(&source, &path).await?;
+            println!("{}", serde_json::to_string_pretty(&events)?);
             Ok(0)
         }
         GridCommand::Wait(args) => wait(&args).await,
@@ -88,7 +106,7 @@ async fn wait(args: &WaitArgs) -> anyhow::Result<i32> {
         .transpose()?;
     let every = Duration::from_secs(args.every_s.max(1));
     loop {
-        match fetch(&args.source, None).await {
+        match fetch(&args.source, &signal_path(&args.source, None)).await {
             Ok(signal) => {
                 let (go, said) = allows(args, &signal);
                 eprintln!("grid wait: {said}");
@@ -150,8 +168,20 @@ fn deadline_of(text: &str, now_ns: i64) -> anyhow::Result<i64> {
         .map_err(|error| anyhow::anyhow!("--deadline: {error}, nor a duration like 90m or 2h"))
 }
 
-/// GETs the signal from the aggregator's HTTP API.
-async fn fetch(source: &SignalSource, at: Option<&str>) -> anyhow::Result<serde_json::Value> {
+/// The signal's path and query.
+fn signal_path(source: &SignalSource, at: Option<&str>) -> String {
+    let mut query = Vec::new();
+    if let Some(location) = &source.location {
+        query.push(format!("location={}", encode(location)));
+    }
+    if let Some(at) = at {
+        query.push(format!("at={}", encode(at)));
+    }
+    format!("/api/v1/grid/signal?{}", query.join("&"))
+}
+
+/// GETs `path` from the aggregator's HTTP API as JSON.
+async fn fetch(source: &SignalSource, path: &str) -> anyhow::Result<serde_json::Value> {
     let Some(authority) = source
         .url
         .strip_prefix("http://")
@@ -162,14 +192,6 @@ async fn fetch(source: &SignalSource, at: Option<&str>) -> anyhow::Result<serde_
             source.url
         );
     };
-    let mut query = Vec::new();
-    if let Some(location) = &source.location {
-        query.push(format!("location={}", encode(location)));
-    }
-    if let Some(at) = at {
-        query.push(format!("at={}", encode(at)));
-    }
-    let path = format!("/api/v1/grid/signal?{}", query.join("&"));
     let stream = tokio::time::timeout(
         Duration::from_secs(10),
         tokio::net::TcpStream::connect(authority),
@@ -180,7 +202,7 @@ async fn fetch(source: &SignalSource, at: Option<&str>) -> anyhow::Result<serde_
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(connection);
-    let request = hyper::Request::get(&path)
+    let request = hyper::Request::get(path)
         .header(hyper::header::HOST, authority)
         .body(http_body_util::Empty::<hyper::body::Bytes>::new())?;
     let response = tokio::time::timeout(Duration::from_secs(30), sender.send_request(request))

@@ -91,6 +91,14 @@ fn grid_wait_goes_when_the_signal_allows_and_gives_up_at_the_deadline() {
     assert_eq!(signal["level"], "reduce", "{signal}");
     assert_eq!(signal["cleanest_next_24h"]["g_per_kwh"], 150.0);
 
+    // No events yet: an empty list.
+    let (output, _) = footprint(&["grid", "events", "--url", &url]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap(),
+        serde_json::json!([])
+    );
+
     // Allowed now: exits 0 at once.
     let (output, took) = footprint(&["grid", "wait", "--url", &url, "--below", "500"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
