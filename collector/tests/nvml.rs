@@ -66,6 +66,90 @@ impl FakeHost {
     }
 }
 
+/// Power caps through the real wrapper: set within range, seen by NVML, restored when the lease
+/// runs out and, after a kill, by the next process before anything else; a dry run without
+/// permission.
+#[tokio::test]
+async fn power_caps_are_set_through_nvml_and_always_restored() {
+    use footprint_collector::power_cap::{Capper, Outcome};
+    let host = FakeHost::new(
+        &(gpu_line("GPU-aaaa", 5_000, 300_000, false)
+            + &gpu_line("GPU-bbbb", 9_000, 100_000, false)),
+    );
+    let state = host.dir.path().join("power-caps.json");
+    let limits_file = host.dir.path().join("nvml-limits");
+    let enforced = |uuid: &str| -> Option<u32> {
+        std::fs::read_to_string(&limits_file)
+            .ok()?
+            .lines()
+            .find_map(|line| {
+                let (id, mw) = line.split_once('|')?;
+                (id == uuid).then(|| mw.parse::<u32>().ok()).flatten()
+            })
+    };
+    {
+        let source = host.config().build("node1").unwrap();
+        let (mut capper, restored) = Capper::open(source.limiter(), &state);
+        assert!(restored.is_empty());
+        assert_eq!(
+            capper.apply("gpu0", 350, T0 + 60 * SECOND),
+            Outcome::Applied {
+                from_w: 700,
+                to_w: 350,
+                clamped: None
+            }
+        );
+        assert_eq!(enforced("GPU-aaaa"), Some(350_000));
+        // Below the range: clamped to its floor, and said.
+        assert!(matches!(
+            capper.apply("gpu1", 50, T0 + 60 * SECOND),
+            Outcome::Applied {
+                to_w: 200,
+                clamped: Some(_),
+                ..
+            }
+        ));
+        assert_eq!(enforced("GPU-bbbb"), Some(200_000));
+        // The lease of gpu0 runs out; gpu1 is renewed and stays.
+        capper.apply("gpu1", 250, T0 + 120 * SECOND);
+        let back = capper.expire(T0 + 90 * SECOND);
+        assert_eq!(
+            back.iter().map(|r| r.device.as_str()).collect::<Vec<_>>(),
+            ["gpu0"]
+        );
+        assert_eq!(enforced("GPU-aaaa"), Some(700_000));
+        assert_eq!(enforced("GPU-bbbb"), Some(250_000));
+        // Killed while capping: the state file holds gpu1's previous limit.
+        std::mem::forget(capper);
+    }
+    let source = host.config().build("node1").unwrap();
+    let (capper, restored) = Capper::open(source.limiter(), &state);
+    assert_eq!(restored.len(), 1);
+    assert_eq!(
+        (
+            restored[0].device.as_str(),
+            restored[0].to_w,
+            restored[0].error.clone()
+        ),
+        ("gpu1", 700, None)
+    );
+    assert_eq!(enforced("GPU-bbbb"), Some(700_000));
+    drop(capper);
+
+    // Without permission (a process that is not root): nothing changes, and it says so.
+    std::fs::write(host.dir.path().join("nvml-readonly"), "").unwrap();
+    let (mut capper, _) = Capper::open(source.limiter(), &state);
+    let outcome = capper.apply("gpu0", 300, T0 + 60 * SECOND);
+    assert!(
+        matches!(&outcome, Outcome::DryRun(why) if why.contains("needs root")),
+        "{outcome:?}"
+    );
+    assert_eq!(enforced("GPU-aaaa"), Some(700_000));
+    assert!(
+        matches!(capper.apply("gpu7", 300, T0), Outcome::Refused(why) if why.contains("no GPU gpu7"))
+    );
+}
+
 const H100: &str = "NVIDIA H100 80GB HBM3";
 
 fn gpu_line(uuid: &str, energy_mj: i64, power_mw: u32, mig: bool) -> String {

@@ -443,7 +443,71 @@ pub struct NvmlSource {
     inner: Arc<Mutex<Inner>>,
 }
 
+/// Sets this host's GPU power limits through NVML ([`crate::power_cap::PowerLimiter`]), GPUs
+/// named as the source names them (`device`).
+#[derive(Debug, Clone)]
+pub struct NvmlLimiter {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl NvmlLimiter {
+    fn with_device<T>(
+        &self,
+        device: &str,
+        act: impl FnOnce(&mut nvml_wrapper::Device<'_>) -> Result<T, NvmlError>,
+    ) -> Result<T, crate::power_cap::LimitError> {
+        use crate::power_cap::LimitError;
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let index = inner
+            .gpus
+            .iter()
+            .find(|g| g.info.device == device)
+            .map(|g| g.index)
+            .ok_or_else(|| LimitError::Unknown(format!("no GPU {device} on this host")))?;
+        let mut handle = inner
+            .nvml
+            .device_by_index(index)
+            .map_err(|e| LimitError::Failed(format!("NVML GPU {index}: {e}")))?;
+        act(&mut handle).map_err(|error| match error {
+            NvmlError::NoPermission => LimitError::NoPermission(format!(
+                "no permission to set {device}'s power limit (needs root or CAP_SYS_ADMIN): dry run"
+            )),
+            NvmlError::NotSupported => {
+                LimitError::Unknown(format!("{device}'s power limit is not settable"))
+            }
+            other => LimitError::Failed(format!("NVML on {device}: {other}")),
+        })
+    }
+}
+
+impl crate::power_cap::PowerLimiter for NvmlLimiter {
+    fn limits(&mut self, device: &str) -> Result<PowerLimits, crate::power_cap::LimitError> {
+        self.with_device(device, |handle| {
+            let enforced = handle.enforced_power_limit()?;
+            let range = handle.power_management_limit_constraints()?;
+            Ok(PowerLimits {
+                enforced_w: enforced / 1_000,
+                min_w: range.min_limit.div_ceil(1_000),
+                max_w: range.max_limit / 1_000,
+            })
+        })
+    }
+
+    fn set(&mut self, device: &str, watts: u32) -> Result<(), crate::power_cap::LimitError> {
+        self.with_device(device, |handle| {
+            handle.set_power_management_limit(watts.saturating_mul(1_000))
+        })
+    }
+}
+
 impl NvmlSource {
+    /// What sets this source's GPUs' power limits.
+    pub fn limiter(&self) -> NvmlLimiter {
+        NvmlLimiter {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+
     /// Each GPU's power limit and settable range, where NVML gives them.
     pub fn power_limits(&self) -> Vec<(String, Option<PowerLimits>)> {
         let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);

@@ -14,6 +14,11 @@
  *   mig|GPU_INDEX|GPU_INSTANCE_ID|SLICES
  *       a MIG device of a GPU.
  *
+ * Power limits set through nvmlDeviceSetPowerManagementLimit are kept in `nvml-limits` beside the
+ * state (`UUID|LIMIT_MW` per line) and override the state's LIMIT_MW, so a test (or another
+ * process) sees what was set. While a file `nvml-readonly` exists there, setting a limit answers
+ * NVML_ERROR_NO_PERMISSION, as it does for a process without root.
+ *
  * Signatures follow nvml.h (CUDA 12); only what the collector calls is here. nvml-wrapper
  * resolves symbols lazily, so anything missing fails only if called.
  */
@@ -23,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef int nvmlReturn_t;
 enum {
@@ -30,6 +36,7 @@ enum {
     NVML_ERROR_UNINITIALIZED = 1,
     NVML_ERROR_INVALID_ARGUMENT = 2,
     NVML_ERROR_NOT_SUPPORTED = 3,
+    NVML_ERROR_NO_PERMISSION = 4,
     NVML_ERROR_NOT_FOUND = 6,
     NVML_ERROR_INSUFFICIENT_SIZE = 7,
     NVML_ERROR_UNKNOWN = 999,
@@ -99,6 +106,12 @@ static void state_path(char *out, size_t size) {
     snprintf(out, size, "%s/nvml-state", dirname(own));
 }
 
+static void sibling_path(char *out, size_t size, const char *name) {
+    char state[4200];
+    state_path(state, sizeof state);
+    snprintf(out, size, "%s/%s", dirname(state), name);
+}
+
 static char *field(char **cursor) {
     return strsep(cursor, "|\n");
 }
@@ -147,6 +160,20 @@ static nvmlReturn_t load(void) {
         }
     }
     fclose(file);
+    /* Limits set earlier override the state's. */
+    sibling_path(path, sizeof path, "nvml-limits");
+    file = fopen(path, "r");
+    if (file != NULL) {
+        while (fgets(line, sizeof line, file) != NULL) {
+            char *cursor = line;
+            char *uuid = field(&cursor);
+            char *limit = field(&cursor);
+            if (uuid == NULL || limit == NULL) continue;
+            for (unsigned g = 0; g < gpu_count; g++)
+                if (strcmp(gpus[g].uuid, uuid) == 0) gpus[g].limit_mw = strtoul(limit, NULL, 10);
+        }
+        fclose(file);
+    }
     return NVML_SUCCESS;
 }
 
@@ -260,6 +287,24 @@ nvmlReturn_t nvmlDeviceGetEnforcedPowerLimit(nvmlDevice_t device, unsigned *limi
 
 nvmlReturn_t nvmlDeviceGetPowerManagementLimit(nvmlDevice_t device, unsigned *limit) {
     return nvmlDeviceGetEnforcedPowerLimit(device, limit);
+}
+
+nvmlReturn_t nvmlDeviceSetPowerManagementLimit(nvmlDevice_t device, unsigned limit) {
+    char path[4200];
+    FILE *file;
+    nvmlReturn_t status;
+    struct fake_gpu *gpu = whole_gpu(device, &status);
+    if (!gpu) return status;
+    sibling_path(path, sizeof path, "nvml-readonly");
+    if (access(path, F_OK) == 0) return NVML_ERROR_NO_PERMISSION;
+    if (limit < gpu->min_mw || limit > gpu->max_mw) return NVML_ERROR_INVALID_ARGUMENT;
+    gpu->limit_mw = limit;
+    sibling_path(path, sizeof path, "nvml-limits");
+    file = fopen(path, "w");
+    if (file == NULL) return NVML_ERROR_UNKNOWN;
+    for (unsigned g = 0; g < gpu_count; g++) fprintf(file, "%s|%u\n", gpus[g].uuid, gpus[g].limit_mw);
+    fclose(file);
+    return NVML_SUCCESS;
 }
 
 nvmlReturn_t nvmlDeviceGetPowerManagementLimitConstraints(nvmlDevice_t device, unsigned *min,

@@ -1,0 +1,413 @@
+//! GPU power caps the aggregator asks for, applied so that they always come back off.
+//!
+//! Each cap is held under a lease: it lapses at `until_ns` unless renewed, and the GPU's
+//! previous limit is restored then, when the aggregator says the cap is over, or when the
+//! collector stops. Before a GPU is first capped, its previous limit is written to a state file
+//! (fsynced, replaced atomically); a collector that starts and finds caps there (it was killed
+//! while capping) restores them before anything else. A cap is clamped into the GPU's settable
+//! range; without permission to set limits (not root, no `CAP_SYS_ADMIN`) or without the GPU,
+//! nothing is changed and the outcome says so (a dry run).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::sources::nvml::PowerLimits;
+
+/// Why a limit could not be set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitError {
+    /// Not allowed to set limits here: caps become a dry run.
+    NoPermission(String),
+    /// No such GPU, or its limit is not settable.
+    Unknown(String),
+    /// Anything else the driver said.
+    Failed(String),
+}
+
+/// Sets GPU power limits: NVML on a GPU host, a stand-in in tests.
+pub trait PowerLimiter: Send {
+    /// The GPU's enforced limit and settable range, W.
+    ///
+    /// # Errors
+    /// No such GPU, or its limits are not readable.
+    fn limits(&mut self, device: &str) -> Result<PowerLimits, LimitError>;
+
+    /// Sets the GPU's limit, W (within its range).
+    ///
+    /// # Errors
+    /// Not permitted, no such GPU, or the driver refused.
+    fn set(&mut self, device: &str, watts: u32) -> Result<(), LimitError>;
+}
+
+/// A cap in force, as the state file keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Held {
+    /// The limit before the first cap, W: what is restored.
+    previous_w: u32,
+    cap_w: u32,
+    until_ns: i64,
+}
+
+/// What became of a cap asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Set: from and to W, and why it differs from what was asked (clamped into the range).
+    Applied {
+        from_w: u32,
+        to_w: u32,
+        clamped: Option<String>,
+    },
+    /// Nothing changed: not permitted here, or no GPU; the reason.
+    DryRun(String),
+    /// Refused (unknown GPU, a driver error); the reason.
+    Refused(String),
+}
+
+/// A limit put back, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Restored {
+    pub device: String,
+    pub to_w: u32,
+    pub why: &'static str,
+    /// The driver's error if putting it back failed (it stays in the state file to retry).
+    pub error: Option<String>,
+}
+
+/// The caps this collector holds.
+pub struct Capper<L: PowerLimiter> {
+    limiter: L,
+    state_file: PathBuf,
+    held: BTreeMap<String, Held>,
+}
+
+impl<L: PowerLimiter> std::fmt::Debug for Capper<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Capper")
+            .field("state_file", &self.state_file)
+            .field("held", &self.held)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<L: PowerLimiter> Capper<L> {
+    /// Opens the capper with its state file; caps a previous run left in force are restored
+    /// first, and returned.
+    pub fn open(limiter: L, state_file: &Path) -> (Self, Vec<Restored>) {
+        let held = match std::fs::read(state_file) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|error| {
+                warn!(file = %state_file.display(), %error, "Power-cap state unreadable; nothing to restore from it.");
+                BTreeMap::new()
+            }),
+            Err(_) => BTreeMap::new(),
+        };
+        let mut capper = Self {
+            limiter,
+            state_file: state_file.to_path_buf(),
+            held,
+        };
+        let restored = capper.restore_where(|_| true, "left in force by a previous run");
+        (capper, restored)
+    }
+
+    /// Caps `device` at `watts` until `until_ns` (renewing a cap in force), clamped into the
+    /// GPU's settable range.
+    pub fn apply(&mut self, device: &str, watts: u32, until_ns: i64) -> Outcome {
+        let limits = match self.limiter.limits(device) {
+            Ok(limits) => limits,
+            Err(LimitError::NoPermission(why)) => return Outcome::DryRun(why),
+            Err(LimitError::Unknown(why)) => return Outcome::Refused(why),
+            Err(LimitError::Failed(why)) => return Outcome::Refused(why),
+        };
+        let to_w = watts.clamp(limits.min_w, limits.max_w.max(limits.min_w));
+        let clamped = (to_w != watts).then(|| {
+            format!(
+                "{watts} W is outside {device}'s settable range {}–{} W: set to {to_w} W",
+                limits.min_w, limits.max_w
+            )
+        });
+        let previous_w = self
+            .held
+            .get(device)
+            .map_or(limits.enforced_w, |held| held.previous_w);
+        // Write the limit to restore before changing anything.
+        let before = self.held.clone();
+        self.held.insert(
+            device.to_owned(),
+            Held {
+                previous_w,
+                cap_w: to_w,
+                until_ns,
+            },
+        );
+        if let Err(error) = self.save() {
+            self.held = before;
+            return Outcome::Refused(format!("the cap could not be recorded first: {error}"));
+        }
+        match self.limiter.set(device, to_w) {
+            Ok(()) => {
+                info!(%device, from_w = limits.enforced_w, to_w, until_ns, "GPU power capped.");
+                Outcome::Applied {
+                    from_w: limits.enforced_w,
+                    to_w,
+                    clamped,
+                }
+            }
+            Err(error) => {
+                self.held = before;
+                let _ = self.save();
+                match error {
+                    LimitError::NoPermission(why) => Outcome::DryRun(why),
+                    LimitError::Unknown(why) | LimitError::Failed(why) => Outcome::Refused(why),
+                }
+            }
+        }
+    }
+
+    /// Ends the cap on `device` now (the event is over), restoring its previous limit.
+    pub fn release(&mut self, device: &str) -> Option<Restored> {
+        self.restore_where(|d| d == device, "the cap was ended")
+            .into_iter()
+            .next()
+    }
+
+    /// Restores every cap whose lease has run out at `now_ns`.
+    pub fn expire(&mut self, now_ns: i64) -> Vec<Restored> {
+        let lapsed: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(_, held)| held.until_ns <= now_ns)
+            .map(|(device, _)| device.clone())
+            .collect();
+        self.restore_where(|d| lapsed.iter().any(|l| l == d), "its lease ran out")
+    }
+
+    /// Restores every cap (the collector is stopping).
+    pub fn release_all(&mut self) -> Vec<Restored> {
+        self.restore_where(|_| true, "the collector stopped")
+    }
+
+    /// The caps in force: device, cap W, lease end.
+    pub fn held(&self) -> Vec<(String, u32, i64)> {
+        self.held
+            .iter()
+            .map(|(d, h)| (d.clone(), h.cap_w, h.until_ns))
+            .collect()
+    }
+
+    fn restore_where(&mut self, pick: impl Fn(&str) -> bool, why: &'static str) -> Vec<Restored> {
+        let picked: Vec<(String, Held)> = self
+            .held
+            .iter()
+            .filter(|(device, _)| pick(device))
+            .map(|(d, h)| (d.clone(), h.clone()))
+            .collect();
+        let mut restored = Vec::new();
+        for (device, held) in picked {
+            let error = match self.limiter.set(&device, held.previous_w) {
+                Ok(()) => {
+                    self.held.remove(&device);
+                    info!(%device, to_w = held.previous_w, why, "GPU power limit restored.");
+                    None
+                }
+                // Gone, or never settable: nothing left to restore.
+                Err(LimitError::Unknown(e) | LimitError::NoPermission(e)) => {
+                    self.held.remove(&device);
+                    Some(e)
+                }
+                Err(LimitError::Failed(e)) => {
+                    warn!(%device, error = %e, "Restoring a GPU power limit failed; kept to retry.");
+                    Some(e)
+                }
+            };
+            restored.push(Restored {
+                device,
+                to_w: held.previous_w,
+                why,
+                error,
+            });
+        }
+        if !restored.is_empty()
+            && let Err(error) = self.save()
+        {
+            warn!(%error, "Power-cap state could not be written.");
+        }
+        restored
+    }
+
+    /// Writes the caps in force, atomically and durably.
+    fn save(&self) -> std::io::Result<()> {
+        use std::io::Write as _;
+        let temporary = self.state_file.with_extension("tmp");
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(&serde_json::to_vec(&self.held).map_err(std::io::Error::other)?)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, &self.state_file)?;
+        if let Some(dir) = self.state_file.parent()
+            && let Ok(dir) = std::fs::File::open(dir)
+        {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// GPUs whose limits live in memory; `permitted` false answers as a non-root process.
+    #[derive(Debug, Default)]
+    struct FakeGpus {
+        limits: BTreeMap<String, PowerLimits>,
+        permitted: bool,
+        sets: Vec<(String, u32)>,
+    }
+
+    impl PowerLimiter for &mut FakeGpus {
+        fn limits(&mut self, device: &str) -> Result<PowerLimits, LimitError> {
+            self.limits
+                .get(device)
+                .copied()
+                .ok_or_else(|| LimitError::Unknown(format!("no GPU {device}")))
+        }
+
+        fn set(&mut self, device: &str, watts: u32) -> Result<(), LimitError> {
+            if !self.permitted {
+                return Err(LimitError::NoPermission("not root".into()));
+            }
+            let limits = self
+                .limits
+                .get_mut(device)
+                .ok_or_else(|| LimitError::Unknown(format!("no GPU {device}")))?;
+            limits.enforced_w = watts;
+            self.sets.push((device.to_owned(), watts));
+            Ok(())
+        }
+    }
+
+    fn gpus() -> FakeGpus {
+        let limit = PowerLimits {
+            enforced_w: 700,
+            min_w: 200,
+            max_w: 700,
+        };
+        FakeGpus {
+            limits: [("gpu0".to_owned(), limit), ("gpu1".to_owned(), limit)].into(),
+            permitted: true,
+            sets: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_cap_is_clamped_renewed_and_restored_when_its_lease_runs_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("caps.json");
+        let mut fake = gpus();
+        let (mut capper, restored) = Capper::open(&mut fake, &state);
+        assert!(restored.is_empty());
+        assert_eq!(
+            capper.apply("gpu0", 100, 1_000),
+            Outcome::Applied {
+                from_w: 700,
+                to_w: 200,
+                clamped: Some(
+                    "100 W is outside gpu0's settable range 200–700 W: set to 200 W".into()
+                )
+            }
+        );
+        // Renewed at another level: still restores to the limit before the first cap.
+        assert!(matches!(
+            capper.apply("gpu0", 450, 2_000),
+            Outcome::Applied {
+                from_w: 200,
+                to_w: 450,
+                ..
+            }
+        ));
+        assert_eq!(capper.expire(1_999), vec![]);
+        let back = capper.expire(2_000);
+        assert_eq!(back.len(), 1);
+        assert_eq!(
+            (back[0].to_w, back[0].why, back[0].error.clone()),
+            (700, "its lease ran out", None)
+        );
+        assert!(capper.held().is_empty());
+        drop(capper);
+        assert_eq!(fake.limits["gpu0"].enforced_w, 700);
+        assert_eq!(
+            fake.sets,
+            vec![
+                ("gpu0".into(), 200),
+                ("gpu0".into(), 450),
+                ("gpu0".into(), 700)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_collector_killed_while_capping_restores_first_when_it_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("caps.json");
+        let mut fake = gpus();
+        {
+            let (mut capper, _) = Capper::open(&mut fake, &state);
+            capper.apply("gpu1", 300, i64::MAX);
+            // Killed: no release, the state file stays.
+            std::mem::forget(capper);
+        }
+        assert_eq!(fake.limits["gpu1"].enforced_w, 300);
+        let (capper, restored) = Capper::open(&mut fake, &state);
+        assert_eq!(restored.len(), 1);
+        assert_eq!(
+            (restored[0].device.as_str(), restored[0].to_w),
+            ("gpu1", 700)
+        );
+        assert!(capper.held().is_empty());
+        drop(capper);
+        assert_eq!(fake.limits["gpu1"].enforced_w, 700);
+    }
+
+    #[test]
+    fn without_permission_or_a_gpu_nothing_changes_and_it_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("caps.json");
+        let mut fake = gpus();
+        fake.permitted = false;
+        let (mut capper, _) = Capper::open(&mut fake, &state);
+        assert_eq!(
+            capper.apply("gpu0", 300, 10),
+            Outcome::DryRun("not root".into())
+        );
+        assert!(capper.held().is_empty());
+        assert!(
+            matches!(capper.apply("gpu9", 300, 10), Outcome::Refused(why) if why.contains("no GPU gpu9"))
+        );
+        assert!(capper.release_all().is_empty());
+        drop(capper);
+        assert!(fake.sets.is_empty());
+        assert_eq!(fake.limits["gpu0"].enforced_w, 700);
+    }
+
+    #[test]
+    fn ending_a_cap_or_stopping_restores_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("caps.json");
+        let mut fake = gpus();
+        let (mut capper, _) = Capper::open(&mut fake, &state);
+        capper.apply("gpu0", 400, i64::MAX);
+        capper.apply("gpu1", 500, i64::MAX);
+        assert_eq!(capper.release("gpu0").unwrap().why, "the cap was ended");
+        assert_eq!(capper.release("gpu0"), None);
+        let stopped = capper.release_all();
+        assert_eq!(stopped.len(), 1);
+        assert_eq!(stopped[0].why, "the collector stopped");
+        drop(capper);
+        assert!(fake.limits.values().all(|l| l.enforced_w == 700));
+        // Nothing left to restore at the next start.
+        let (_, restored) = Capper::open(&mut fake, &state);
+        assert!(restored.is_empty());
+    }
+}
