@@ -20,17 +20,22 @@ use crate::query::LedgerReader;
 struct HttpState {
     reader: LedgerReader,
     registry: Arc<Registry>,
-    /// The writer, for the few writes the API takes (grid events); `None`: read-only.
-    store: Option<crate::store::StoreHandle>,
+    /// What the control endpoints act through; `None`: read-only.
+    control: Option<Control>,
 }
 
-/// The router; `registry` is what `/metrics` exposes; `store` takes grid events (without it
-/// they are refused).
-pub fn router(
-    reader: LedgerReader,
-    registry: Arc<Registry>,
-    store: Option<crate::store::StoreHandle>,
-) -> Router {
+/// What the control endpoints (grid events, power caps) act through.
+#[derive(Clone, Debug)]
+pub struct Control {
+    /// The writer, for the few writes the API takes.
+    pub store: crate::store::StoreHandle,
+    /// The collectors' streams, for directives.
+    pub directives: crate::ingest::Directives,
+}
+
+/// The router; `registry` is what `/metrics` exposes; without `control` the grid events and
+/// caps endpoints refuse to act (a read-only server).
+pub fn router(reader: LedgerReader, registry: Arc<Registry>, control: Option<Control>) -> Router {
     Router::new()
         .route("/api/v1/jobs", get(list_jobs))
         .route("/api/v1/jobs/{id}", get(get_job))
@@ -42,6 +47,7 @@ pub fn router(
         .route("/api/v1/forecast", get(forecast))
         .route("/api/v1/grid/signal", get(grid_signal))
         .route("/api/v1/grid/events", get(list_events).post(post_event))
+        .route("/api/v1/grid/caps", get(list_caps).post(post_cap))
         .route(
             "/api/v1/grid/events/{id}",
             axum::routing::delete(cancel_event),
@@ -51,7 +57,7 @@ pub fn router(
         .with_state(HttpState {
             reader: reader.clone(),
             registry,
-            store,
+            control,
         })
         .merge(crate::grid::sdk::routes(reader))
 }
@@ -280,10 +286,7 @@ async fn post_event(
     State(state): State<HttpState>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<EventAccepted>), ApiError> {
-    let store = state
-        .store
-        .clone()
-        .ok_or_else(|| ApiError(Error::Server("this server is read-only: no writer".into())))?;
+    let store = control_of(&state)?.store;
     let floor = state
         .reader
         .with(|connection| {
@@ -312,16 +315,111 @@ async fn cancel_event(
     State(state): State<HttpState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let store = state
-        .store
-        .clone()
-        .ok_or_else(|| ApiError(Error::Server("this server is read-only: no writer".into())))?;
+    let store = control_of(&state)?.store;
     let now = crate::now_ns();
     store
         .write(move |connection| crate::grid::events::cancel(connection, &id, now))
         .await
         .map_err(ApiError)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+fn control_of(state: &HttpState) -> Result<Control, ApiError> {
+    state
+        .control
+        .clone()
+        .ok_or_else(|| ApiError(Error::Server("this server is read-only".into())))
+}
+
+/// A cap an operator asks for: collector, GPU (as the collector names it), W, how long.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CapRequest {
+    collector: String,
+    device: String,
+    #[serde(default)]
+    watts: u32,
+    /// Seconds the cap holds unless renewed; 0 with `release` ends it now.
+    #[serde(default)]
+    lease_s: u32,
+    #[serde(default)]
+    release: bool,
+    #[serde(default)]
+    reason: String,
+}
+
+/// What was sent.
+#[derive(Debug, Serialize)]
+struct CapSent {
+    id: u64,
+    collector: String,
+    device: String,
+    watts: u32,
+    until: Option<String>,
+}
+
+/// The largest lease a cap may ask for: a cap always comes back off.
+const MAX_LEASE_S: u32 = 86_400;
+
+/// Sends a GPU power cap (or its release) to a connected collector; its outcome is recorded
+/// when the collector acknowledges it (`GET /api/v1/grid/caps`).
+async fn post_cap(
+    State(state): State<HttpState>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<CapSent>), ApiError> {
+    let control = control_of(&state)?;
+    let request: CapRequest = serde_json::from_slice(&body)
+        .map_err(|error| ApiError(Error::BadRequest(format!("cap: {error}"))))?;
+    if request.device.trim().is_empty() {
+        return Err(ApiError(Error::BadRequest(
+            "device: must name a GPU".into(),
+        )));
+    }
+    if !request.release && (request.watts == 0 || !(1..=MAX_LEASE_S).contains(&request.lease_s)) {
+        return Err(ApiError(Error::BadRequest(format!(
+            "watts, lease_s: a cap needs watts above 0 and a lease of 1 to {MAX_LEASE_S} s"
+        ))));
+    }
+    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let id = (crate::now_ns() as u64 & !0xFFFF)
+        | (NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & 0xFFFF);
+    let until_ns = crate::now_ns() + i64::from(request.lease_s) * 1_000_000_000;
+    control
+        .directives
+        .send_cap(
+            &request.collector,
+            footprint_proto::v1::PowerCap {
+                device: request.device.clone(),
+                watts: request.watts,
+                until_ns,
+                id,
+                reason: request.reason,
+                release: request.release,
+            },
+        )
+        .map_err(ApiError)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(CapSent {
+            id,
+            collector: request.collector,
+            device: request.device,
+            watts: request.watts,
+            until: (!request.release)
+                .then(|| footprint_core::time::format_rfc3339(footprint_core::UnixNanos(until_ns))),
+        }),
+    ))
+}
+
+async fn list_caps(
+    State(state): State<HttpState>,
+) -> Result<Json<Vec<crate::grid::caps::CapRecord>>, ApiError> {
+    let caps = state
+        .reader
+        .with(crate::grid::caps::list)
+        .await
+        .map_err(ApiError)?;
+    Ok(Json(caps))
 }
 
 /// Jobs active in `[from, to)` (ns, 0 = unbounded), filtered by exact user, project, model and

@@ -28,8 +28,48 @@ use crate::{Error, Result};
 /// Batches of one stream waiting for their commit.
 const IN_FLIGHT_PER_STREAM: usize = 256;
 
-/// Collector ids with an open stream, and where each stream comes from.
-type OpenStreams = Arc<Mutex<HashMap<String, String>>>;
+/// Collector ids with an open stream: where each stream comes from, and its way down.
+type OpenStreams = Arc<Mutex<HashMap<String, (String, Outbound)>>>;
+
+/// Sends directives down the open streams (GPU power caps).
+#[derive(Clone, Debug)]
+pub struct Directives(OpenStreams);
+
+impl Directives {
+    /// Sends `cap` to collector `collector_id`'s stream.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when it has no open stream; [`Error::Server`] when its stream is
+    /// full or closing.
+    pub fn send_cap(&self, collector_id: &str, cap: footprint_proto::v1::PowerCap) -> Result<()> {
+        let streams = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (_, outbound) = streams.get(collector_id).ok_or_else(|| {
+            Error::NotFound(format!("collector {collector_id:?} has no open stream"))
+        })?;
+        let directive = footprint_proto::v1::Directive {
+            kind: Some(footprint_proto::v1::directive::Kind::PowerCap(cap)),
+        };
+        outbound
+            .try_send(Ok(AggregatorMessage {
+                body: Some(Down::Directive(directive)),
+            }))
+            .map_err(|error| Error::Server(format!("collector {collector_id:?}: {error}")))
+    }
+
+    /// The collectors with an open stream.
+    pub fn connected(&self) -> Vec<String> {
+        let streams = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut ids: Vec<String> = streams.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct IngestService {
@@ -40,6 +80,11 @@ pub struct IngestService {
 }
 
 impl IngestService {
+    /// The handle that sends directives down this service's streams.
+    pub fn directives(&self) -> Directives {
+        Directives(Arc::clone(&self.open))
+    }
+
     pub fn new(
         store: StoreHandle,
         metrics: Arc<AggregatorMetrics>,
@@ -63,17 +108,22 @@ struct StreamClaim {
 impl StreamClaim {
     /// Claims `collector_id` for the stream from `peer`, unless another stream holds it: two
     /// collectors sharing an id would interleave sequence numbers and lose each other's batches.
-    fn take(open: &OpenStreams, collector_id: &str, peer: &str) -> Result<Self, Status> {
+    fn take(
+        open: &OpenStreams,
+        collector_id: &str,
+        peer: &str,
+        outbound: &Outbound,
+    ) -> Result<Self, Status> {
         let mut streams = open
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(holder) = streams.get(collector_id) {
+        if let Some((holder, _)) = streams.get(collector_id) {
             return Err(Status::already_exists(format!(
                 "hello.collector_id: {collector_id:?} already has an open stream (from {holder}); \
                  two collectors cannot share an id — give each host its own collector_id"
             )));
         }
-        streams.insert(collector_id.to_owned(), peer.to_owned());
+        streams.insert(collector_id.to_owned(), (peer.to_owned(), outbound.clone()));
         Ok(Self {
             open: Arc::clone(open),
             collector_id: collector_id.to_owned(),
@@ -129,7 +179,7 @@ async fn serve_stream(
         None => return Ok(()),
     };
     let collector_id = hello.collector_id.clone();
-    let _claim = StreamClaim::take(&open, &collector_id, &peer)
+    let _claim = StreamClaim::take(&open, &collector_id, &peer, &outbound)
         .map_err(|status| refuse(&metrics, "id_in_use", status))?;
     let accepted = store.hello(hello).await.map_err(|error| match error {
         Error::Collector { .. } => refuse(
@@ -222,6 +272,21 @@ async fn serve_stream(
                         }
                     }
                     Err(error) => break Err(Status::unavailable(error.to_string())),
+                }
+            }
+            Some(Up::DirectiveAck(ack)) => {
+                let collector = accepted.collector;
+                let recorded = store
+                    .write(move |connection| crate::grid::caps::record(connection, collector, &ack))
+                    .await;
+                if let Err(error) = recorded {
+                    metrics
+                        .streams_refused
+                        .get_or_create(&crate::metrics::ReasonLabel {
+                            reason: "bad_directive_ack".to_owned(),
+                        })
+                        .inc();
+                    warn!(collector = %collector_id, %error, "Directive ack not recorded.");
                 }
             }
             Some(Up::Hello(_)) => {

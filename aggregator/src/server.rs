@@ -64,16 +64,18 @@ pub async fn start(config: &AggregatorConfig) -> Result<RunningAggregator> {
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
 
-    let ingest = IngestServer::new(IngestService::new(
+    let ingest_service = IngestService::new(
         store.clone(),
         Arc::clone(&metrics),
         Arc::new(IngestBudget::new(
             config.ingest_budget_bytes,
             std::time::Duration::from_millis(config.overload_wait_ms),
         )),
-    ))
-    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    );
+    let directives = ingest_service.directives();
+    let ingest = IngestServer::new(ingest_service)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let query = QueryServer::new(QueryService::new(reader.clone()));
     let grpc_shutdown = shutdown.clone();
     let grpc_failed = failed.clone();
@@ -94,7 +96,14 @@ pub async fn start(config: &AggregatorConfig) -> Result<RunningAggregator> {
         served
     });
     let http_shutdown = shutdown.clone();
-    let router = crate::http::router(reader.clone(), registry, Some(store.clone()));
+    let router = crate::http::router(
+        reader.clone(),
+        registry,
+        Some(crate::http::Control {
+            store: store.clone(),
+            directives,
+        }),
+    );
     let http_failed = failed.clone();
     let http = tokio::spawn(async move {
         let served = axum::serve(http_listener, router)

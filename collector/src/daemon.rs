@@ -148,6 +148,25 @@ pub async fn run(
 
     let appended = Arc::new(Notify::new());
     let sampling_done = CancellationToken::new();
+    // GPU power caps: applied by the capper, reported up by the uplink.
+    let (directives_tx, directives_rx) = tokio::sync::mpsc::channel(256);
+    let (reports_tx, reports_rx) = tokio::sync::mpsc::channel(4_096);
+    let limiter = sources
+        .iter()
+        .find_map(|s| s.power_limiter())
+        .unwrap_or_else(|| Box::new(crate::power_cap::NoGpuControl));
+    let caps_file = config.spool_dir.as_deref().map_or_else(
+        || std::env::temp_dir().join(format!("footprint-{}-power-caps.json", hello.collector_id)),
+        |dir| dir.join("power-caps.json"),
+    );
+    let caps_stop = CancellationToken::new();
+    let capper = tokio::spawn(crate::power_cap::serve(
+        limiter,
+        caps_file,
+        directives_rx,
+        reports_tx,
+        caps_stop.clone(),
+    ));
     let uplink = Uplink::new(
         config.aggregator.clone(),
         hello.clone(),
@@ -155,6 +174,10 @@ pub async fn run(
         Arc::clone(&appended),
         sampling_done.clone(),
         Arc::clone(&stats),
+        crate::uplink::CapLink {
+            directives: directives_tx,
+            reports: tokio::sync::Mutex::new(reports_rx),
+        },
     );
     let mut uplink_task = tokio::spawn(uplink.run());
 
@@ -238,6 +261,9 @@ pub async fn run(
     {
         spool_failure = append(&spool, &appended, outgoing).await.err();
     }
+    // Caps come off before the collector goes.
+    caps_stop.cancel();
+    let _ = capper.await;
     sampling_done.cancel();
     if let Some(error) = spool_failure {
         uplink_task.abort();

@@ -42,6 +42,34 @@ pub trait PowerLimiter: Send {
     fn set(&mut self, device: &str, watts: u32) -> Result<(), LimitError>;
 }
 
+impl PowerLimiter for Box<dyn PowerLimiter> {
+    fn limits(&mut self, device: &str) -> Result<PowerLimits, LimitError> {
+        (**self).limits(device)
+    }
+
+    fn set(&mut self, device: &str, watts: u32) -> Result<(), LimitError> {
+        (**self).set(device, watts)
+    }
+}
+
+/// A host with no GPU power control: every cap is a dry run, said.
+#[derive(Debug)]
+pub struct NoGpuControl;
+
+impl PowerLimiter for NoGpuControl {
+    fn limits(&mut self, _device: &str) -> Result<PowerLimits, LimitError> {
+        Err(LimitError::NoPermission(
+            "this collector controls no GPU power (no NVML source): dry run".into(),
+        ))
+    }
+
+    fn set(&mut self, _device: &str, _watts: u32) -> Result<(), LimitError> {
+        Err(LimitError::NoPermission(
+            "this collector controls no GPU power (no NVML source): dry run".into(),
+        ))
+    }
+}
+
 /// A cap in force, as the state file keeps it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Held {
@@ -74,6 +102,95 @@ pub struct Restored {
     pub why: &'static str,
     /// The driver's error if putting it back failed (it stays in the state file to retry).
     pub error: Option<String>,
+}
+
+/// Runs a capper for the daemon: applies the directives that arrive on `directives`, restores
+/// caps whose lease ran out (checked every second of the wall clock), and everything when
+/// `stop` is cancelled; every outcome, and every cap it ends, goes out on `reports`.
+pub async fn serve(
+    limiter: Box<dyn PowerLimiter>,
+    state_file: PathBuf,
+    mut directives: tokio::sync::mpsc::Receiver<footprint_proto::v1::PowerCap>,
+    reports: tokio::sync::mpsc::Sender<footprint_proto::v1::DirectiveAck>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    use footprint_proto::v1::DirectiveAck;
+    use footprint_proto::v1::directive_ack::Outcome as Kind;
+    let now = || crate::time::wall_clock_now().0;
+    let report = |ack: DirectiveAck| {
+        if reports.try_send(ack).is_err() {
+            warn!("Power-cap report dropped: the uplink is not taking them.");
+        }
+    };
+    let restored_ack = |r: Restored| DirectiveAck {
+        id: 0,
+        device: r.device,
+        outcome: Kind::Restored as i32,
+        from_w: 0,
+        to_w: r.to_w,
+        until_ns: 0,
+        reason: match r.error {
+            Some(error) => format!("{}; restoring failed: {error}", r.why),
+            None => r.why.to_owned(),
+        },
+        at_ns: now(),
+    };
+    let (mut capper, restored) = Capper::open(limiter, &state_file);
+    for r in restored {
+        report(restored_ack(r));
+    }
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = tick.tick() => {
+                for r in capper.expire(now()) {
+                    report(restored_ack(r));
+                }
+            }
+            directive = directives.recv() => {
+                let Some(cap) = directive else { break };
+                if cap.release {
+                    let ack = match capper.release(&cap.device) {
+                        Some(r) => DirectiveAck { id: cap.id, ..restored_ack(r) },
+                        None => DirectiveAck {
+                            id: cap.id,
+                            device: cap.device.clone(),
+                            outcome: Kind::Refused as i32,
+                            reason: format!("no cap on {} to end", cap.device),
+                            at_ns: now(),
+                            ..DirectiveAck::default()
+                        },
+                    };
+                    report(ack);
+                    continue;
+                }
+                let (outcome, from_w, to_w, reason) = match capper.apply(&cap.device, cap.watts, cap.until_ns) {
+                    Outcome::Applied { from_w, to_w, clamped } => (
+                        Kind::Applied,
+                        from_w,
+                        to_w,
+                        clamped.map_or_else(|| cap.reason.clone(), |c| format!("{}; {c}", cap.reason)),
+                    ),
+                    Outcome::DryRun(why) => (Kind::DryRun, 0, 0, why),
+                    Outcome::Refused(why) => (Kind::Refused, 0, 0, why),
+                };
+                report(DirectiveAck {
+                    id: cap.id,
+                    device: cap.device,
+                    outcome: outcome as i32,
+                    from_w,
+                    to_w,
+                    until_ns: cap.until_ns,
+                    reason,
+                    at_ns: now(),
+                });
+            }
+        }
+    }
+    for r in capper.release_all() {
+        report(restored_ack(r));
+    }
 }
 
 /// The caps this collector holds.

@@ -50,6 +50,11 @@ pub trait Source: Send + std::fmt::Debug {
     /// # Errors
     /// A message when nothing could be read; the collector logs it and carries on.
     async fn sample(&mut self, at: UnixNanos) -> Result<Sample, String>;
+
+    /// What sets this source's GPUs' power limits, for a source that can (NVML).
+    fn power_limiter(&self) -> Option<Box<dyn crate::power_cap::PowerLimiter>> {
+        None
+    }
 }
 
 /// What a source is built for: the host it reports for, and where simulated sources start.

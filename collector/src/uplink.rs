@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use footprint_core::rng::SplitMix64;
 use footprint_proto::v1::aggregator_message::Body as Down;
 use footprint_proto::v1::collector_message::Body as Up;
+use footprint_proto::v1::directive::Kind as DirectiveKind;
 use footprint_proto::v1::ingest_client::IngestClient;
-use footprint_proto::v1::{Batch, CollectorMessage, Hello};
+use footprint_proto::v1::{Batch, CollectorMessage, DirectiveAck, Hello, PowerCap};
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -63,7 +64,16 @@ pub async fn with_spool<T: Send + 'static>(
     .unwrap_or_else(|join| Err(SpoolError::Io(std::io::Error::other(join.to_string()))))
 }
 
-/// Streams one collector's spool to one aggregator.
+/// Where directives go and where their outcomes come from ([`crate::power_cap::serve`]).
+#[derive(Debug)]
+pub struct CapLink {
+    pub directives: mpsc::Sender<PowerCap>,
+    /// Outcomes wait here while the aggregator is away, and go up with the next session.
+    pub reports: tokio::sync::Mutex<mpsc::Receiver<DirectiveAck>>,
+}
+
+/// Streams one collector's spool to one aggregator, and carries power caps down and their
+/// outcomes up.
 #[derive(Debug)]
 pub struct Uplink {
     endpoint: String,
@@ -74,6 +84,7 @@ pub struct Uplink {
     /// Cancelled when the sampler has stopped for good.
     sampling_done: CancellationToken,
     stats: Arc<CollectorStats>,
+    caps: CapLink,
 }
 
 impl Uplink {
@@ -84,6 +95,7 @@ impl Uplink {
         appended: Arc<Notify>,
         sampling_done: CancellationToken,
         stats: Arc<CollectorStats>,
+        caps: CapLink,
     ) -> Self {
         Self {
             endpoint,
@@ -92,6 +104,7 @@ impl Uplink {
             appended,
             sampling_done,
             stats,
+            caps,
         }
     }
 
@@ -163,6 +176,7 @@ impl Uplink {
 
         let mut in_flight: VecDeque<(u64, Instant, u64)> = VecDeque::new();
         let mut last_sent = durable;
+        let mut reports = self.caps.reports.lock().await;
         loop {
             if in_flight.is_empty() && self.finished().await {
                 // Half-close: the aggregator ends the stream when it has seen our end.
@@ -204,11 +218,23 @@ impl Uplink {
                                 warn!(seq, meter = %rejection.meter_id, field = %rejection.field, reason = %rejection.reason, "Aggregator rejected a reading.");
                             }
                         }
-                        Some(Down::Directive(directive)) => {
-                            warn!(?directive, "Directives are not supported by this collector yet; ignored.");
-                        }
+                        Some(Down::Directive(directive)) => match directive.kind {
+                            Some(DirectiveKind::PowerCap(cap)) => {
+                                if self.caps.directives.try_send(cap).is_err() {
+                                    warn!("Power-cap directive dropped: the capper is not taking them.");
+                                }
+                            }
+                            None => warn!("A directive with no kind; ignored."),
+                        },
                         Some(Down::Welcome(_)) => return Err(SessionError::Protocol("second Welcome".into())),
                         None => return Err(SessionError::Closed),
+                    }
+                }
+                report = reports.recv() => {
+                    if let Some(ack) = report {
+                        tx.send(CollectorMessage { body: Some(Up::DirectiveAck(ack)) })
+                            .await
+                            .map_err(|_| SessionError::Closed)?;
                     }
                 }
                 () = self.appended.notified(), if in_flight.len() < IN_FLIGHT_WINDOW => {}

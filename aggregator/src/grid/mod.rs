@@ -8,6 +8,7 @@
 //! [`footprint_exporters::forecast::AnalogModel`]), each hour saying which it is. [`sdk`] serves
 //! these in the Carbon Aware SDK's shapes; [`signal`] as one level for schedulers.
 
+pub mod caps;
 pub mod events;
 pub mod sdk;
 pub mod signal;

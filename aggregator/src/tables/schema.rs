@@ -68,8 +68,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
     // Schema 10 summarises each closed day of a meter's readings (`meter_days`, created by
     // `SCHEMA`); the days an older ledger packed are summarised after (`SUMMARISE_FROM`).
     (9, "SELECT 1"),
-    // Schema 11 records demand-response events (`grid_events`, `grid_event_intervals`, created
-    // by SCHEMA); nothing before them changes.
+    // Schema 11 records demand-response events (`grid_events`, `grid_event_intervals`) and GPU
+    // power caps (`power_caps`), created by SCHEMA; nothing before them changes.
     (10, "SELECT 1"),
 ];
 
@@ -332,6 +332,19 @@ CREATE TABLE IF NOT EXISTS grid_event_intervals (
     value REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS grid_event_intervals_by_event ON grid_event_intervals (event);
+-- GPU power caps: each directive's outcome as the collector acknowledged it, and each cap it
+-- ended on its own (`outcome` restored), with when, which GPU, from and to W, and why.
+CREATE TABLE IF NOT EXISTS power_caps (
+    collector INTEGER NOT NULL,
+    device TEXT NOT NULL,
+    directive INTEGER NOT NULL,
+    at_ns INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    from_w INTEGER NOT NULL,
+    to_w INTEGER NOT NULL,
+    until_ns INTEGER NOT NULL,
+    reason TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS ledger_state (
     key TEXT PRIMARY KEY,
     value INTEGER NOT NULL

@@ -529,6 +529,10 @@ impl Source for NvmlSource {
         self.meters.clone()
     }
 
+    fn power_limiter(&self) -> Option<Box<dyn crate::power_cap::PowerLimiter>> {
+        Some(Box::new(self.limiter()))
+    }
+
     async fn sample(&mut self, at: UnixNanos) -> Result<Sample, String> {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {

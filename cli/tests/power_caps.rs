@@ -1,0 +1,259 @@
+//! GPU power caps end to end, real processes: an aggregator and two collectors whose NVML is the
+//! stand-in `libnvidia-ml` (the real nvml-wrapper path). A cap posted to the aggregator reaches
+//! a collector, is set on the GPU within its range, acknowledged and recorded; it comes back off
+//! when released, when its lease runs out, and — for a collector killed while capping — when
+//! that collector starts again. Without permission it is a dry run, said in the record.
+
+// Test helpers panic on failure by design.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn build_fake_nvml(dir: &Path) -> PathBuf {
+    let source =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../collector/tests/fake_nvml/libnvidia-ml.c");
+    let library = dir.join("libnvidia-ml.so.1");
+    let status = Command::new("gcc")
+        .args(["-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o"])
+        .arg(&library)
+        .arg(&source)
+        .status()
+        .expect("gcc builds the stand-in NVML");
+    assert!(status.success());
+    library
+}
+
+/// A host: its stand-in NVML with two GPUs (limit 700 W, settable 200–700 W).
+fn host_dir(root: &Path, name: &str) -> PathBuf {
+    let dir = root.join(name);
+    std::fs::create_dir_all(dir.join("proc")).unwrap();
+    build_fake_nvml(&dir);
+    let gpu = |uuid: &str| {
+        format!("gpu|NVIDIA H100 80GB HBM3|{uuid}|1000|300000|700000|200000|700000|0\n")
+    };
+    std::fs::write(
+        dir.join("nvml-state"),
+        gpu(&format!("GPU-{name}-0")) + &gpu(&format!("GPU-{name}-1")),
+    )
+    .unwrap();
+    dir
+}
+
+fn start_collector(dir: &Path, name: &str, grpc: &str) -> Running {
+    let config = dir.join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "collector_id = \"{name}\"\nhost = \"{name}\"\naggregator = \"http://{grpc}\"\n\
+             sample_interval_ms = 500\nsamples_per_batch = 1\nflush_timeout_s = 5\n\
+             spool_dir = {:?}\n[[sources]]\ntype = \"nvml\"\nlibrary = {:?}\nproc_root = {:?}\n",
+            dir.join("spool"),
+            dir.join("libnvidia-ml.so.1"),
+            dir.join("proc")
+        ),
+    )
+    .unwrap();
+    Running(
+        Command::new(env!("CARGO_BIN_EXE_footprint-collector"))
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// The limit NVML enforces on `uuid` now, W (700 until one was set).
+fn enforced_w(dir: &Path, uuid: &str) -> u32 {
+    std::fs::read_to_string(dir.join("nvml-limits"))
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|line| {
+                let (id, mw) = line.split_once('|')?;
+                (id == uuid).then(|| mw.parse::<u32>().ok()).flatten()
+            })
+        })
+        .map_or(700, |mw| mw / 1_000)
+}
+
+fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("");
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Waits until `done` holds (polling), or fails saying what was awaited.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The recorded cap changes of `device` on `collector`, as (outcome, to_w).
+fn records(http_addr: &str, collector: &str, device: &str) -> Vec<(String, u64)> {
+    let (_, caps) = http(http_addr, "GET", "/api/v1/grid/caps", "");
+    caps.as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["collector"] == collector && c["device"] == device)
+        .map(|c| {
+            (
+                c["outcome"].as_str().unwrap().to_owned(),
+                c["to_w"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn caps_reach_the_gpus_and_always_come_back_off() {
+    let root = tempfile::tempdir().unwrap();
+    let config = root.path().join("aggregator.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n",
+            root.path().join("ledger")
+        ),
+    )
+    .unwrap();
+    let mut aggregator = Running(
+        Command::new(env!("CARGO_BIN_EXE_footprint-aggregator"))
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(aggregator.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addresses: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let grpc = addresses["grpc"].as_str().unwrap().to_owned();
+    let web = addresses["http"].as_str().unwrap().to_owned();
+
+    let (a, b) = (host_dir(root.path(), "a"), host_dir(root.path(), "b"));
+    let _collector_a = start_collector(&a, "a", &grpc);
+    let mut collector_b = start_collector(&b, "b", &grpc);
+    let cap = |collector: &str, device: &str, watts: u32, lease_s: u32| {
+        let body = serde_json::json!({"collector": collector, "device": device, "watts": watts,
+                                      "lease_s": lease_s, "reason": "test peak"});
+        http(&web, "POST", "/api/v1/grid/caps", &body.to_string())
+    };
+    // Both collectors connected.
+    eventually("both collectors to connect", || {
+        cap("a", "gpu0", 400, 600).0 == 202 && cap("b", "gpu0", 150, 600).0 == 202
+    });
+
+    // Set, within range (150 W clamped to b's floor of 200 W), acknowledged and recorded.
+    eventually("a's gpu0 capped", || enforced_w(&a, "GPU-a-0") == 400);
+    eventually("b's gpu0 capped", || enforced_w(&b, "GPU-b-0") == 200);
+    eventually("the caps recorded", || {
+        records(&web, "a", "gpu0").contains(&("applied".into(), 400))
+            && records(&web, "b", "gpu0").contains(&("applied".into(), 200))
+    });
+    let (_, caps) = http(&web, "GET", "/api/v1/grid/caps", "");
+    let clamped = caps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["collector"] == "b")
+        .unwrap();
+    assert!(
+        clamped["reason"]
+            .as_str()
+            .unwrap()
+            .contains("settable range"),
+        "{clamped}"
+    );
+    assert_eq!(clamped["from_w"], 700);
+
+    // Released: the previous limit is back, and recorded.
+    let release = serde_json::json!({"collector": "a", "device": "gpu0", "release": true});
+    assert_eq!(
+        http(&web, "POST", "/api/v1/grid/caps", &release.to_string()).0,
+        202
+    );
+    eventually("a's gpu0 restored", || enforced_w(&a, "GPU-a-0") == 700);
+    eventually("the restore recorded", || {
+        records(&web, "a", "gpu0").contains(&("restored".into(), 700))
+    });
+
+    // A short lease runs out on its own.
+    assert_eq!(cap("a", "gpu1", 300, 2).0, 202);
+    eventually("a's gpu1 capped", || enforced_w(&a, "GPU-a-1") == 300);
+    eventually("a's gpu1 restored at the lease's end", || {
+        enforced_w(&a, "GPU-a-1") == 700
+    });
+
+    // Killed while capping: the next start restores first, and says so.
+    assert_eq!(cap("b", "gpu1", 350, 600).0, 202);
+    eventually("b's gpu1 capped", || enforced_w(&b, "GPU-b-1") == 350);
+    collector_b.0.kill().unwrap();
+    collector_b.0.wait().unwrap();
+    assert_eq!(
+        enforced_w(&b, "GPU-b-1"),
+        350,
+        "a SIGKILL restores nothing by itself"
+    );
+    let _collector_b = start_collector(&b, "b", &grpc);
+    eventually("b's GPUs restored at its start", || {
+        enforced_w(&b, "GPU-b-1") == 700 && enforced_w(&b, "GPU-b-0") == 700
+    });
+    eventually("the restore at start recorded", || {
+        let (_, caps) = http(&web, "GET", "/api/v1/grid/caps", "");
+        caps.as_array().unwrap().iter().any(|c| {
+            c["collector"] == "b"
+                && c["outcome"] == "restored"
+                && c["reason"].as_str().unwrap().contains("previous run")
+        })
+    });
+
+    // Without permission: a dry run, recorded as such, nothing changed.
+    std::fs::write(a.join("nvml-readonly"), "").unwrap();
+    assert_eq!(cap("a", "gpu1", 300, 600).0, 202);
+    eventually("the dry run recorded", || {
+        records(&web, "a", "gpu1")
+            .iter()
+            .any(|(o, _)| o == "dry_run")
+    });
+    assert_eq!(enforced_w(&a, "GPU-a-1"), 700);
+
+    // Refused before anything is sent: no such collector, a cap without a lease.
+    assert_eq!(cap("nobody", "gpu0", 300, 60).0, 404);
+    assert_eq!(cap("a", "gpu0", 300, 0).0, 400);
+}
