@@ -48,6 +48,7 @@ pub fn router(reader: LedgerReader, registry: Arc<Registry>, control: Option<Con
         .route("/api/v1/grid/signal", get(grid_signal))
         .route("/api/v1/grid/events", get(list_events).post(post_event))
         .route("/api/v1/grid/caps", get(list_caps).post(post_cap))
+        .route("/api/v1/jobs/{id}/caps", get(job_caps))
         .route(
             "/api/v1/grid/events/{id}",
             axum::routing::delete(cancel_event),
@@ -409,6 +410,19 @@ async fn post_cap(
                 .then(|| footprint_core::time::format_rfc3339(footprint_core::UnixNanos(until_ns))),
         }),
     ))
+}
+
+async fn job_caps(
+    State(state): State<HttpState>,
+    Path(id): Path<String>,
+) -> Result<Json<crate::grid::caps::JobCaps>, ApiError> {
+    let now = crate::now_ns();
+    let caps = state
+        .reader
+        .with(move |connection| crate::grid::caps::job_caps(connection, &id, now))
+        .await
+        .map_err(ApiError)?;
+    Ok(Json(caps))
 }
 
 async fn list_caps(

@@ -36,20 +36,49 @@ fn build_fake_nvml(dir: &Path) -> PathBuf {
     library
 }
 
-/// A host: its stand-in NVML with two GPUs (limit 700 W, settable 200–700 W).
+/// The stand-in's state for host `name` at `elapsed_ms`: two GPUs (limit 700 W, settable
+/// 200–700 W) drawing 300 W each, their energy counters advancing with time, and process 4242 of
+/// job `train-capped` on GPU 0.
+fn nvml_state(name: &str, elapsed_ms: u64) -> String {
+    let gpu = |uuid: String| {
+        format!(
+            "gpu|NVIDIA H100 80GB HBM3|{uuid}|{}|300000|700000|200000|700000|0\n",
+            1_000 + elapsed_ms * 300
+        )
+    };
+    gpu(format!("GPU-{name}-0"))
+        + &gpu(format!("GPU-{name}-1"))
+        + &format!("proc|0|4242|90|{elapsed_ms}\n")
+}
+
+/// A host: its stand-in NVML, and the process of its job.
 fn host_dir(root: &Path, name: &str) -> PathBuf {
     let dir = root.join(name);
-    std::fs::create_dir_all(dir.join("proc")).unwrap();
+    let process = dir.join("proc/4242");
+    std::fs::create_dir_all(&process).unwrap();
+    std::fs::write(process.join("environ"), "FOOTPRINT_JOB=train-capped\0").unwrap();
+    std::fs::write(process.join("cmdline"), "python\0train.py\0").unwrap();
+    std::fs::write(process.join("cgroup"), "0::/\n").unwrap();
     build_fake_nvml(&dir);
-    let gpu = |uuid: &str| {
-        format!("gpu|NVIDIA H100 80GB HBM3|{uuid}|1000|300000|700000|200000|700000|0\n")
-    };
-    std::fs::write(
-        dir.join("nvml-state"),
-        gpu(&format!("GPU-{name}-0")) + &gpu(&format!("GPU-{name}-1")),
-    )
-    .unwrap();
+    std::fs::write(dir.join("nvml-state"), nvml_state(name, 0)).unwrap();
     dir
+}
+
+/// Keeps host `name`'s energy counters running until the returned flag is set.
+fn run_counters(dir: &Path, name: &str) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (flag, dir, name) = (stop.clone(), dir.to_path_buf(), name.to_owned());
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            let state = nvml_state(&name, started.elapsed().as_millis() as u64);
+            // Written aside and renamed, so the stand-in never reads half a file.
+            std::fs::write(dir.join("nvml-state.new"), state).unwrap();
+            std::fs::rename(dir.join("nvml-state.new"), dir.join("nvml-state")).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    stop
 }
 
 fn start_collector(dir: &Path, name: &str, grpc: &str) -> Running {
@@ -167,6 +196,7 @@ fn caps_reach_the_gpus_and_always_come_back_off() {
     let web = addresses["http"].as_str().unwrap().to_owned();
 
     let (a, b) = (host_dir(root.path(), "a"), host_dir(root.path(), "b"));
+    let counters = run_counters(&a, "a");
     let _collector_a = start_collector(&a, "a", &grpc);
     let mut collector_b = start_collector(&b, "b", &grpc);
     let cap = |collector: &str, device: &str, watts: u32, lease_s: u32| {
@@ -202,6 +232,23 @@ fn caps_reach_the_gpus_and_always_come_back_off() {
     );
     assert_eq!(clamped["from_w"], 700);
 
+    // The job on a's gpu0 shows the time it was capped, and its energy and carbon in the
+    // windows of that span, once windows are built there.
+    let mut job = serde_json::Value::Null;
+    eventually("the capped job's windows", || {
+        job = http(&web, "GET", "/api/v1/jobs/train-capped/caps", "").1;
+        job["windows"].as_u64().unwrap_or(0) >= 1 && job["it_energy_mj"].as_i64().unwrap_or(0) > 0
+    });
+    assert!(job["capped_gpu_seconds"].as_f64().unwrap() > 0.0, "{job}");
+    assert_eq!(job["spans"][0]["device"], "gpu0");
+    assert_eq!(job["spans"][0]["watts"], 400);
+    assert!(job["spans"][0]["to"].is_null(), "still capped: {job}");
+    assert!(job["energy_mj"].as_i64().unwrap() >= job["it_energy_mj"].as_i64().unwrap());
+    assert_eq!(
+        http(&web, "GET", "/api/v1/jobs/no-such-job/caps", "").0,
+        404
+    );
+
     // Released: the previous limit is back, and recorded.
     let release = serde_json::json!({"collector": "a", "device": "gpu0", "release": true});
     assert_eq!(
@@ -212,6 +259,9 @@ fn caps_reach_the_gpus_and_always_come_back_off() {
     eventually("the restore recorded", || {
         records(&web, "a", "gpu0").contains(&("restored".into(), 700))
     });
+    let (_, job) = http(&web, "GET", "/api/v1/jobs/train-capped/caps", "");
+    assert!(job["spans"][0]["to"].is_string(), "the span ended: {job}");
+    counters.store(true, std::sync::atomic::Ordering::Relaxed);
 
     // A short lease runs out on its own.
     assert_eq!(cap("a", "gpu1", 300, 2).0, 202);
