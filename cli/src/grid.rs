@@ -28,6 +28,15 @@ pub enum GridCommand {
         #[arg(long)]
         active_at: Option<String>,
     },
+    /// Lists the GPU power caps the aggregator has recorded (applied, dry runs, refusals,
+    /// restores), or with `--job` what caps did to one job, as JSON.
+    Caps {
+        #[command(flatten)]
+        source: SignalSource,
+        /// One job: the time its GPUs were capped and its energy and carbon then.
+        #[arg(long)]
+        job: Option<String>,
+    },
     /// Blocks until the signal allows, then exits 0; exits 2 when the deadline passes first
     /// (and 1 on a usage error). For an sbatch script or a Kubernetes init container:
     /// `footprint grid wait --url http://aggregator:7412 --level normal --deadline 2h`.
@@ -91,6 +100,15 @@ pub async fn run(command: GridCommand) -> anyhow::Result<i32> {
             };
             let events = fetch(&source, &path).await?;
             println!("{}", serde_json::to_string_pretty(&events)?);
+            Ok(0)
+        }
+        GridCommand::Caps { source, job } => {
+            let path = match job {
+                Some(job) => format!("/api/v1/jobs/{}/caps", encode(&job)),
+                None => "/api/v1/grid/caps".to_owned(),
+            };
+            let caps = fetch(&source, &path).await?;
+            println!("{}", serde_json::to_string_pretty(&caps)?);
             Ok(0)
         }
         GridCommand::Wait(args) => wait(&args).await,
