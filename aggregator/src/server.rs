@@ -95,6 +95,19 @@ pub async fn start(config: &AggregatorConfig) -> Result<RunningAggregator> {
         }
         served
     });
+    // GPU caps from demand-response budgets, when the site has turned them on.
+    let planner = config.grid.cap_gpus.then(|| {
+        let run = crate::grid::planner::run(
+            reader.clone(),
+            directives.clone(),
+            config.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            run.await;
+            Ok(())
+        })
+    });
     let http_shutdown = shutdown.clone();
     let router = crate::http::router(
         reader.clone(),
@@ -124,7 +137,7 @@ pub async fn start(config: &AggregatorConfig) -> Result<RunningAggregator> {
         metrics,
         shutdown,
         failed,
-        tasks: vec![grpc, http],
+        tasks: [grpc, http].into_iter().chain(planner).collect(),
     })
 }
 

@@ -143,7 +143,7 @@ fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
     while !done() {
         assert!(
-            started.elapsed() < Duration::from_secs(30),
+            started.elapsed() < Duration::from_secs(90),
             "timed out waiting for {what}"
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -320,4 +320,109 @@ fn caps_reach_the_gpus_and_always_come_back_off() {
     // Refused before anything is sent: no such collector, a cap without a lease.
     assert_eq!(cap("nobody", "gpu0", 300, 60).0, 404);
     assert_eq!(cap("a", "gpu0", 300, 0).0, 400);
+}
+
+/// With `grid.cap_gpus` on, an event's capacity limit becomes caps by itself: the budget left for
+/// the GPUs jobs hold, shared among them, renewed under a lease; cancelling the event releases
+/// them.
+#[test]
+fn an_events_capacity_limit_caps_the_gpus_jobs_hold_until_it_ends() {
+    let root = tempfile::tempdir().unwrap();
+    let config = root.path().join("aggregator.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n\
+             [grid]\ncap_gpus = true\ncap_interval_s = 1\ncap_lease_s = 5\n",
+            root.path().join("ledger")
+        ),
+    )
+    .unwrap();
+    let mut aggregator = Running(
+        Command::new(env!("CARGO_BIN_EXE_footprint-aggregator"))
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(aggregator.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addresses: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let web = addresses["http"].as_str().unwrap().to_owned();
+    let host = host_dir(root.path(), "p");
+    let counters = run_counters(&host, "p");
+    let _collector = start_collector(&host, "p", addresses["grpc"].as_str().unwrap());
+    // The site's draw is known once its windows are built: 600 W, both GPUs at 300 W.
+    let mut last = serde_json::Value::Null;
+    let started = Instant::now();
+    while !last["facility_power_kw"]
+        .as_f64()
+        .is_some_and(|kw| kw > 0.5)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "no site draw: {last}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        last = http(&web, "GET", "/api/v1/grid/signal?location=none", "").1;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let start = footprint_core::time::format_rfc3339(footprint_core::UnixNanos(
+        now.as_nanos() as i64 - 60_000_000_000,
+    ));
+    // 0.5 kW for the site: the rest of the site (gpu1, held by no job) draws about 0.3 kW,
+    // which leaves gpu0 (held by the job) about 0.2 kW — its minimum, or a little above it as
+    // the measured draws wander.
+    let event = serde_json::json!({
+        "id": "limit-1", "programID": "dr",
+        "intervalPeriod": {"start": start, "duration": "PT1H"},
+        "intervals": [{"id": 0, "payloads": [{"type": "IMPORT_CAPACITY_LIMIT", "values": [0.5]}]}]
+    });
+    assert_eq!(
+        http(&web, "POST", "/api/v1/grid/events", &event.to_string()).0,
+        201
+    );
+    eventually("gpu0 capped by the plan", || {
+        enforced_w(&host, "GPU-p-0") < 700
+    });
+    let capped_w = enforced_w(&host, "GPU-p-0");
+    assert!((200..700).contains(&capped_w), "{capped_w}");
+    assert_eq!(
+        enforced_w(&host, "GPU-p-1"),
+        700,
+        "a GPU no job holds is not capped"
+    );
+    let (_, caps) = http(&web, "GET", "/api/v1/grid/caps", "");
+    let applied = caps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["outcome"] == "applied")
+        .unwrap();
+    assert!(
+        applied["reason"]
+            .as_str()
+            .unwrap()
+            .contains("event limit-1"),
+        "{applied}"
+    );
+    // Renewed while the event holds: still capped after more than a lease.
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(
+        enforced_w(&host, "GPU-p-0") < 700,
+        "still capped after a lease"
+    );
+    // The event cancelled: the plan releases the cap.
+    assert_eq!(
+        http(&web, "DELETE", "/api/v1/grid/events/limit-1", "").0,
+        204
+    );
+    eventually("gpu0 released", || enforced_w(&host, "GPU-p-0") == 700);
+    counters.store(true, std::sync::atomic::Ordering::Relaxed);
 }

@@ -10,6 +10,7 @@
 
 pub mod caps;
 pub mod events;
+pub mod planner;
 pub mod sdk;
 pub mod signal;
 
@@ -24,7 +25,7 @@ use crate::Result;
 pub const FORECAST_HOURS: i64 = 48;
 
 /// `[grid]`: how the signal turns intensity into a level, and where each zone is.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct GridConfig {
     /// Intensity above which the signal says `reduce`, g/kWh. Unset: `reduce` when this hour is
@@ -36,9 +37,40 @@ pub struct GridConfig {
     /// The least the site must draw whatever an event asks (cooling, storage, the control
     /// plane), kW: an `IMPORT_CAPACITY_LIMIT` below it is held at it, and said.
     pub min_facility_kw: Option<f64>,
+    /// Cap the GPUs jobs hold by themselves while an `IMPORT_CAPACITY_LIMIT` is in force
+    /// ([`planner`]); off by default: caps change what jobs get, so a site turns them on.
+    #[serde(default)]
+    pub cap_gpus: bool,
+    /// Seconds between plans while caps are on (each renews the caps' leases).
+    #[serde(default = "default_cap_interval_s")]
+    pub cap_interval_s: u32,
+    /// Lease of each cap, s: without a renewal, the collector restores the GPU then.
+    #[serde(default = "default_cap_lease_s")]
+    pub cap_lease_s: u32,
     /// Zones' coordinates for `/locations` (the Carbon Aware SDK's list of known locations).
     #[serde(default)]
     pub locations: Vec<LocationConfig>,
+}
+
+fn default_cap_interval_s() -> u32 {
+    15
+}
+fn default_cap_lease_s() -> u32 {
+    60
+}
+
+impl Default for GridConfig {
+    fn default() -> Self {
+        Self {
+            reduce_above_g_per_kwh: None,
+            curtail_above_g_per_kwh: None,
+            min_facility_kw: None,
+            cap_gpus: false,
+            cap_interval_s: default_cap_interval_s(),
+            cap_lease_s: default_cap_lease_s(),
+            locations: Vec::new(),
+        }
+    }
 }
 
 /// `[[grid.locations]]`: one zone's name and where it is.

@@ -53,8 +53,9 @@ pub struct Signal {
     pub cleanest_next_24h: Option<OutlookHour>,
     /// Demand-response events in force at `at`, each with the intervals in force.
     pub active_events: Vec<super::events::StoredEvent>,
-    /// The site's draw over the quarter hour before `at`, kW, from its windows; `None` where
-    /// none are built.
+    /// The site's draw just before `at`, kW: its settled windows of the last quarter hour, else
+    /// the hosts' IT draw over the last two minutes (the current hour settles at its end);
+    /// `None` where neither is built.
     pub facility_power_kw: Option<f64>,
     /// The facility's power budget from those events, kW; `None` when none limits it.
     pub facility_power_budget_kw: Option<f64>,
@@ -135,7 +136,7 @@ pub fn signal(
 }
 
 /// The lowest capacity limit in force, and the event that set it.
-fn budget_of(events: &[super::events::StoredEvent]) -> Option<(f64, String)> {
+pub(crate) fn budget_of(events: &[super::events::StoredEvent]) -> Option<(f64, String)> {
     events
         .iter()
         .flat_map(|e| e.intervals.iter().map(move |i| (i, &e.id)))
@@ -194,22 +195,44 @@ fn demand(
     strongest
 }
 
-/// The site's mean draw over the quarter hour before `at_ns`, kW, from its built windows.
-fn facility_power_kw(
+/// The site's draw just before `at_ns`, kW: the site windows of the quarter hour before it
+/// where that hour is settled; otherwise (the site stage settles whole hours, so the current
+/// hour has none yet) the hosts' IT draw over their windows of the two minutes before it,
+/// without cooling and losses. `None` when neither is built.
+pub(crate) fn facility_power_kw(
     connection: &Connection,
     config: &crate::config::AggregatorConfig,
     at_ns: i64,
 ) -> Result<Option<f64>> {
+    let window_s = f64::from(config.window_seconds.max(1));
+    let round = |kw: f64| (kw * 1_000.0).round() / 1_000.0;
     let quarter = 900_000_000_000;
     let (energy, windows): (Option<i64>, i64) = connection.query_row(
         "SELECT SUM(facility_mj), COUNT(*) FROM site_windows WHERE start_ns >= ?1 AND start_ns < ?2",
         rusqlite::params![at_ns - quarter, at_ns],
         |row| Ok((row.get(0)?, row.get(1)?)),
     )?;
-    let seconds = windows * i64::from(config.window_seconds.max(1));
-    Ok(energy
-        .filter(|_| seconds > 0)
-        .map(|mj| (mj as f64 / (seconds as f64 * 1e6) * 1_000.0).round() / 1_000.0))
+    if let Some(mj) = energy.filter(|_| windows > 0) {
+        return Ok(Some(round(mj as f64 / (windows as f64 * window_s * 1e6))));
+    }
+    let mut hosts = connection.prepare_cached(
+        "SELECT SUM(it_mj), COUNT(*) FROM window_hosts WHERE start_ns >= ?1 AND start_ns < ?2
+         GROUP BY collector",
+    )?;
+    let per_host: Vec<(i64, i64)> = hosts
+        .query_map(rusqlite::params![at_ns - 120_000_000_000, at_ns], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    if per_host.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(round(
+        per_host
+            .iter()
+            .map(|(mj, count)| *mj as f64 / (*count as f64 * window_s * 1e6))
+            .sum(),
+    )))
 }
 
 /// The level for intensity `now` with `day` ahead: configured thresholds first; without them,
@@ -292,8 +315,7 @@ mod tests {
         let config = GridConfig {
             reduce_above_g_per_kwh: Some(300.0),
             curtail_above_g_per_kwh: Some(400.0),
-            min_facility_kw: None,
-            locations: Vec::new(),
+            ..GridConfig::default()
         };
         assert_eq!(
             decide(&config, Some(&hour(0, 450.0)), &refs, Some(cleanest)).0,

@@ -1,0 +1,317 @@
+//! From a demand-response budget to GPU power caps: how much of the budget is left for the GPUs
+//! jobs hold once the rest of the site's draw is counted, and how it is shared among them —
+//! each GPU keeps its minimum and gets a share of the rest in proportion to what it draws above
+//! its minimum now, so a capped GPU's cap is also its next draw and the plan holds still. Caps go
+//! out under a lease and are renewed while the event is in force; when it ends they are released.
+
+use rusqlite::{Connection, params};
+
+use crate::Result;
+
+/// A GPU a job holds, as the planner sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GpuNow {
+    pub collector: String,
+    pub device: String,
+    /// Its mean draw over the latest built window, W.
+    pub power_w: f64,
+    pub min_w: u32,
+    pub max_w: u32,
+}
+
+/// The caps for a budget: (collector, device, W) for every GPU whose share is below its
+/// maximum, and a line saying how it was decided.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub caps: Vec<(String, String, u32)>,
+    pub note: String,
+}
+
+/// Shares `budget_kw` of a site drawing `facility_kw` among `gpus`.
+pub fn plan(budget_kw: f64, facility_kw: f64, gpus: &[GpuNow]) -> Plan {
+    let gpu_w: f64 = gpus.iter().map(|g| g.power_w.max(0.0)).sum();
+    let other_w = (facility_kw * 1_000.0 - gpu_w).max(0.0);
+    let for_gpus = budget_kw * 1_000.0 - other_w;
+    let floor_w: f64 = gpus.iter().map(|g| f64::from(g.min_w)).sum();
+    let above: Vec<f64> = gpus
+        .iter()
+        .map(|g| (g.power_w - f64::from(g.min_w)).max(0.0))
+        .collect();
+    let above_total: f64 = above.iter().sum();
+    let spare = (for_gpus - floor_w).max(0.0);
+    let caps = gpus
+        .iter()
+        .zip(&above)
+        .filter_map(|(gpu, above)| {
+            let share = if above_total > 0.0 {
+                spare * above / above_total
+            } else {
+                spare / gpus.len().max(1) as f64
+            };
+            let watts = (f64::from(gpu.min_w) + share).floor();
+            let watts = (watts as u32).clamp(gpu.min_w, gpu.max_w.max(gpu.min_w));
+            (watts < gpu.max_w).then(|| (gpu.collector.clone(), gpu.device.clone(), watts))
+        })
+        .collect();
+    let note = if for_gpus < floor_w {
+        format!(
+            "budget {budget_kw} kW cannot be met: the rest of the site draws {:.1} kW and the \
+             GPUs' minimums add up to {:.1} kW; GPUs at their minimum",
+            other_w / 1_000.0,
+            floor_w / 1_000.0
+        )
+    } else {
+        format!(
+            "budget {budget_kw} kW: {:.1} kW for {} GPUs (the rest of the site draws {:.1} kW), \
+             shared by draw above each GPU's minimum",
+            for_gpus / 1_000.0,
+            gpus.len(),
+            other_w / 1_000.0
+        )
+    };
+    Plan { caps, note }
+}
+
+/// Plans and sends caps every `grid.cap_interval_s` while `grid.cap_gpus` is on, until
+/// `shutdown`; the GPUs it capped are released when no budget is in force any more, and when it
+/// stops.
+pub async fn run(
+    reader: crate::query::LedgerReader,
+    directives: crate::ingest::Directives,
+    config: crate::config::AggregatorConfig,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    use std::collections::BTreeSet;
+    let grid = config.grid.clone();
+    let mut capped: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut next_id = 1u64;
+    let release = |capped: &mut BTreeSet<(String, String)>,
+                   keep: &BTreeSet<(String, String)>,
+                   why: &str| {
+        for (collector, device) in capped.difference(keep) {
+            let cap = footprint_proto::v1::PowerCap {
+                device: device.clone(),
+                release: true,
+                reason: why.to_owned(),
+                ..Default::default()
+            };
+            if let Err(error) = directives.send_cap(collector, cap) {
+                tracing::warn!(%collector, %device, %error, "Releasing a GPU cap failed; its lease will.");
+            }
+        }
+        capped.retain(|gpu| keep.contains(gpu));
+    };
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(u64::from(
+        grid.cap_interval_s.max(1),
+    )));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let now = crate::now_ns();
+        let connected = directives.connected();
+        let settings = config.clone();
+        let read = reader
+            .with(move |connection| {
+                let events = super::events::list(connection, Some(now))?;
+                let budget = super::signal::budget_of(&events);
+                let facility = super::signal::facility_power_kw(connection, &settings, now)?;
+                Ok((budget, facility, gpus_now(connection, &connected)?))
+            })
+            .await;
+        let (budget, facility, gpus) = match read {
+            Ok(read) => read,
+            Err(error) => {
+                tracing::warn!(%error, "Planning GPU caps failed this round.");
+                continue;
+            }
+        };
+        let Some((budget_kw, event)) = budget else {
+            release(
+                &mut capped,
+                &BTreeSet::new(),
+                "no capacity limit is in force",
+            );
+            continue;
+        };
+        let Some(facility_kw) = facility else {
+            tracing::warn!(
+                "A capacity limit is in force but no site window is built: no caps this round."
+            );
+            continue;
+        };
+        let planned = plan(budget_kw, facility_kw, &gpus);
+        let until_ns = now + i64::from(grid.cap_lease_s) * 1_000_000_000;
+        let mut sent = BTreeSet::new();
+        for (collector, device, watts) in planned.caps {
+            let cap = footprint_proto::v1::PowerCap {
+                device: device.clone(),
+                watts,
+                until_ns,
+                id: next_id,
+                reason: format!("event {event}: {}", planned.note),
+                release: false,
+            };
+            next_id += 1;
+            match directives.send_cap(&collector, cap) {
+                Ok(()) => {
+                    sent.insert((collector, device));
+                }
+                Err(error) => {
+                    tracing::warn!(%collector, %device, %error, "Sending a GPU cap failed.")
+                }
+            }
+        }
+        release(&mut capped, &sent, "the plan no longer caps this GPU");
+        capped.extend(sent);
+    }
+    release(&mut capped, &BTreeSet::new(), "the aggregator is stopping");
+}
+
+/// A GPU's settable range from the method text the NVML source writes ("… power limit 700 W
+/// (settable 200–700 W)").
+pub fn settable_range(method: &str) -> Option<(u32, u32)> {
+    let rest = &method[method.find("(settable ")? + "(settable ".len()..];
+    let (min, rest) = rest.split_once('–')?;
+    let max = rest.split_once(" W)")?.0;
+    Some((min.trim().parse().ok()?, max.trim().parse().ok()?))
+}
+
+/// The GPUs jobs hold on the collectors in `connected`, with their draw over each host's latest
+/// built window (a job's GPU energy over its GPU time there) and their settable range.
+///
+/// # Errors
+/// A database error.
+pub fn gpus_now(connection: &Connection, connected: &[String]) -> Result<Vec<GpuNow>> {
+    let mut gpus = Vec::new();
+    let mut held = connection.prepare_cached(
+        "SELECT a.job, a.gpus FROM allocations a WHERE a.collector = ?1 AND a.end_ns IS NULL",
+    )?;
+    let mut latest = connection.prepare_cached(
+        "SELECT gpu_mj, gpu_ns FROM window_jobs WHERE collector = ?1 AND job = ?2
+         AND start_ns = (SELECT MAX(start_ns) FROM window_jobs WHERE collector = ?1 AND job = ?2)",
+    )?;
+    let mut method = connection.prepare_cached(
+        "SELECT method FROM meters WHERE collector = ?1 AND device = ?2 AND kind = ?3 LIMIT 1",
+    )?;
+    for name in connected {
+        let Some(collector): Option<i64> = connection
+            .query_row("SELECT id FROM collectors WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .ok()
+        else {
+            continue;
+        };
+        let allocations: Vec<(i64, String)> = held
+            .query_map([collector], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (job, devices) in allocations {
+            let (gpu_mj, gpu_ns): (i64, i64) = latest
+                .query_row(params![collector, job], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap_or((0, 0));
+            if gpu_ns <= 0 {
+                continue;
+            }
+            // mJ over GPU-ns: the mean draw of one of the job's GPUs.
+            let power_w = gpu_mj as f64 / (gpu_ns as f64 / 1e6);
+            for device in crate::codec::split_list(&devices) {
+                let text: Option<String> = method
+                    .query_row(
+                        params![
+                            collector,
+                            device,
+                            footprint_proto::v1::MeterKind::GpuEnergy as i32
+                        ],
+                        |r| r.get(0),
+                    )
+                    .ok();
+                let Some((min_w, max_w)) = text.as_deref().and_then(settable_range) else {
+                    continue;
+                };
+                gpus.push(GpuNow {
+                    collector: name.clone(),
+                    device,
+                    power_w,
+                    min_w,
+                    max_w,
+                });
+            }
+        }
+    }
+    Ok(gpus)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn gpu(device: &str, power_w: f64) -> GpuNow {
+        GpuNow {
+            collector: "a".into(),
+            device: device.into(),
+            power_w,
+            min_w: 200,
+            max_w: 700,
+        }
+    }
+
+    #[test]
+    fn the_budget_left_for_gpus_is_shared_by_draw_above_their_minimum() {
+        // Site 2 000 W: GPUs 600 + 400, the rest 1 000. Budget 1.6 kW leaves 600 W for the GPUs:
+        // 400 W of minimums and 200 W shared 400:200.
+        let shared = plan(1.6, 2.0, &[gpu("gpu0", 600.0), gpu("gpu1", 400.0)]);
+        assert_eq!(
+            shared.caps,
+            vec![
+                ("a".into(), "gpu0".into(), 333),
+                ("a".into(), "gpu1".into(), 266)
+            ]
+        );
+        assert!(shared.note.contains("0.6 kW for 2 GPUs"), "{}", shared.note);
+        // A budget the GPUs alone cannot meet: everything at its minimum, and said.
+        let short = plan(1.1, 2.0, &[gpu("gpu0", 600.0), gpu("gpu1", 400.0)]);
+        assert!(short.caps.iter().all(|c| c.2 == 200));
+        assert!(short.note.contains("cannot be met"));
+        // Room to spare: no GPU is capped below its maximum, so no cap is sent.
+        assert!(plan(10.0, 2.0, &[gpu("gpu0", 600.0)]).caps.is_empty());
+    }
+
+    #[test]
+    fn ranges_are_read_from_the_nvml_method_text() {
+        let method = "NVML nvmlDeviceGetTotalEnergyConsumption (board energy counter, mJ) of NVIDIA H100 GPU-x; power limit 700 W (settable 200–700 W)";
+        assert_eq!(settable_range(method), Some((200, 700)));
+        assert_eq!(settable_range("power limit unreadable"), None);
+    }
+
+    proptest! {
+        /// Whatever the budget and draws: every cap within its GPU's range, and the caps never
+        /// add up to more than the budget leaves the GPUs when it can be met.
+        #[test]
+        fn caps_stay_in_range_and_within_the_budget(
+            draws in prop::collection::vec(0.0f64..800.0, 1..20),
+            other_kw in 0.0f64..50.0,
+            budget_kw in 0.0f64..60.0,
+        ) {
+            let gpus: Vec<GpuNow> = draws.iter().enumerate().map(|(i, d)| gpu(&format!("gpu{i}"), *d)).collect();
+            let facility_kw = other_kw + draws.iter().sum::<f64>() / 1_000.0;
+            let planned = plan(budget_kw, facility_kw, &gpus);
+            for (_, _, watts) in &planned.caps {
+                prop_assert!((200..700).contains(watts));
+            }
+            let for_gpus = budget_kw * 1_000.0 - other_kw * 1_000.0;
+            let floor = 200.0 * gpus.len() as f64;
+            if for_gpus >= floor {
+                // Uncapped GPUs may draw their maximum: with the caps, still within the budget.
+                let capped: f64 = planned.caps.iter().map(|c| f64::from(c.2)).sum();
+                let uncapped = (gpus.len() - planned.caps.len()) as f64 * 700.0;
+                prop_assert!(capped + uncapped <= for_gpus + 1e-6, "{capped} + {uncapped} > {for_gpus}");
+            } else {
+                prop_assert!(planned.caps.iter().all(|c| c.2 == 200));
+                prop_assert_eq!(planned.caps.len(), gpus.len());
+            }
+        }
+    }
+}
