@@ -320,6 +320,22 @@ fn caps_reach_the_gpus_and_always_come_back_off() {
     // Refused before anything is sent: no such collector, a cap without a lease.
     assert_eq!(cap("nobody", "gpu0", 300, 60).0, 404);
     assert_eq!(cap("a", "gpu0", 300, 0).0, 400);
+
+    // The aggregator SIGKILLed while a cap holds: nobody renews it, and its lease ends it.
+    std::fs::remove_file(a.join("nvml-readonly")).unwrap();
+    assert_eq!(cap("a", "gpu0", 450, 3).0, 202);
+    eventually("a's gpu0 capped again", || enforced_w(&a, "GPU-a-0") == 450);
+    aggregator.0.kill().unwrap();
+    aggregator.0.wait().unwrap();
+    let killed = Instant::now();
+    eventually("a's gpu0 restored with no aggregator", || {
+        enforced_w(&a, "GPU-a-0") == 700
+    });
+    assert!(
+        killed.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        killed.elapsed()
+    );
 }
 
 /// With `grid.cap_gpus` on, an event's capacity limit becomes caps by itself: the budget left for
