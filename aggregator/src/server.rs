@@ -33,6 +33,8 @@ pub struct RunningAggregator {
     pub store: StoreHandle,
     pub reader: LedgerReader,
     pub metrics: Arc<AggregatorMetrics>,
+    /// Sends directives (GPU power caps) down the open collector streams.
+    pub directives: crate::ingest::Directives,
     shutdown: CancellationToken,
     failed: CancellationToken,
     tasks: Vec<JoinHandle<Result<()>>>,
@@ -114,7 +116,7 @@ pub async fn start(config: &AggregatorConfig) -> Result<RunningAggregator> {
         registry,
         Some(crate::http::Control {
             store: store.clone(),
-            directives,
+            directives: directives.clone(),
         }),
     );
     let http_failed = failed.clone();
@@ -135,6 +137,7 @@ pub async fn start(config: &AggregatorConfig) -> Result<RunningAggregator> {
         store,
         reader,
         metrics,
+        directives,
         shutdown,
         failed,
         tasks: [grpc, http].into_iter().chain(planner).collect(),

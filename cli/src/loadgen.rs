@@ -53,6 +53,89 @@ pub struct LoadOptions {
     /// phase within the interval.
     #[arg(long)]
     pub aligned_ticks: bool,
+    /// After the warm-up, cap every synthetic GPU of every collector at once (the in-process
+    /// aggregator's directives) and report how long until each cap was applied and until every
+    /// outcome was in the ledger.
+    #[arg(long, conflicts_with = "aggregator")]
+    pub caps: bool,
+}
+
+/// How a burst of GPU caps went.
+#[derive(Clone, Debug, Default, Serialize)]
+struct CapsReport {
+    sent: u64,
+    /// Outcomes recorded in the ledger, and of them applied.
+    recorded: u64,
+    applied: u64,
+    /// From sending each cap to the collector applying it, ms.
+    apply_latency_ms_p50: f64,
+    apply_latency_ms_p99: f64,
+    apply_latency_ms_max: f64,
+    /// From the first cap sent to the last outcome recorded in the ledger, s.
+    all_recorded_s: f64,
+}
+
+/// Caps every GPU of `collectors` collectors of `gpus` each at 400 W, then waits (at most a
+/// minute) until every outcome is in the ledger.
+async fn cap_every_gpu(
+    running: &server::RunningAggregator,
+    collectors: u32,
+    gpus: u32,
+) -> anyhow::Result<CapsReport> {
+    let now_ns = || footprint_collector::time::wall_clock_now().0;
+    let started = Instant::now();
+    let mut sent_at = std::collections::HashMap::new();
+    let mut id = 0u64;
+    for collector in 0..collectors {
+        let name = format!("load-{collector:05}");
+        for gpu in 0..gpus {
+            id += 1;
+            let cap = footprint_proto::v1::PowerCap {
+                device: format!("synthetic-{gpu}"),
+                watts: 400,
+                until_ns: now_ns() + 600_000_000_000,
+                id,
+                reason: "loadgen burst".into(),
+                release: false,
+            };
+            sent_at.insert(id, now_ns());
+            running.directives.send_cap(&name, cap)?;
+        }
+    }
+    let sent = id;
+    let rows = loop {
+        let rows: Vec<(i64, i64, String)> = running
+            .reader
+            .with(footprint_aggregator::grid::caps::list)
+            .await?
+            .into_iter()
+            .filter(|record| record.directive > 0)
+            .map(|record| (record.directive as i64, record.at_ns, record.outcome))
+            .collect();
+        if rows.len() as u64 >= sent || started.elapsed() > Duration::from_secs(60) {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let all_recorded_s = started.elapsed().as_secs_f64();
+    let mut latencies: Vec<u32> = rows
+        .iter()
+        .filter(|(_, _, outcome)| outcome == "applied")
+        .filter_map(|(directive, at, _)| {
+            let sent = sent_at.get(&(*directive as u64))?;
+            u32::try_from((at - sent).max(0) / 1_000).ok()
+        })
+        .collect();
+    latencies.sort_unstable();
+    Ok(CapsReport {
+        sent,
+        recorded: rows.len() as u64,
+        applied: latencies.len() as u64,
+        apply_latency_ms_p50: percentile(&latencies, 0.50),
+        apply_latency_ms_p99: percentile(&latencies, 0.99),
+        apply_latency_ms_max: percentile(&latencies, 1.0),
+        all_recorded_s,
+    })
 }
 
 /// CPU time (user + system) and peak resident memory of a process, from /proc.
@@ -123,6 +206,8 @@ struct LoadReport {
     loadgen: ProcessUsage,
     aggregator: Option<ProcessUsage>,
     aggregator_durable_readings_per_cpu_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    caps: Option<CapsReport>,
 }
 
 fn percentile(sorted: &[u32], q: f64) -> f64 {
@@ -201,6 +286,18 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<()> {
             .max(Duration::from_secs(options.warmup_s)),
     )
     .await;
+    let caps = match (&local, options.caps) {
+        (Some(running), true) => {
+            eprintln!(
+                "capping {} GPUs ({} collectors × {})",
+                u64::from(options.collectors) * u64::from(options.meters),
+                options.collectors,
+                options.meters
+            );
+            Some(cap_every_gpu(running, options.collectors, options.meters).await?)
+        }
+        _ => None,
+    };
     let acked = |stats: &[Arc<CollectorStats>]| {
         stats
             .iter()
@@ -271,6 +368,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<()> {
         aggregator_durable_readings_per_cpu_s: aggregator
             .map(|a| (end_acked - start_acked) as f64 / a.cpu_s.max(1e-9)),
         aggregator,
+        caps,
     };
     println!("{}", serde_json::to_string(&report)?);
     if let Some(running) = local {
@@ -430,6 +528,7 @@ mod line_protocol {
             loadgen,
             aggregator_durable_readings_per_cpu_s: target.map(|t| done as f64 / t.cpu_s.max(1e-9)),
             aggregator: target,
+            caps: None,
         };
         println!("{}", serde_json::to_string(&report)?);
         Ok(())

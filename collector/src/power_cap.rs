@@ -149,8 +149,38 @@ pub async fn serve(
                 }
             }
             directive = directives.recv() => {
-                let Some(cap) = directive else { break };
-                if cap.release {
+                let Some(first) = directive else { break };
+                // Everything waiting goes in one burst: one state-file write for all of it.
+                let mut burst = vec![first];
+                while let Ok(next) = directives.try_recv() {
+                    burst.push(next);
+                }
+                let (releases, caps): (Vec<_>, Vec<_>) = burst.into_iter().partition(|c| c.release);
+                let asked: Vec<(String, u32, i64)> =
+                    caps.iter().map(|c| (c.device.clone(), c.watts, c.until_ns)).collect();
+                for (cap, outcome) in caps.iter().zip(capper.apply_all(&asked)) {
+                    let (kind, from_w, to_w, reason) = match outcome {
+                        Outcome::Applied { from_w, to_w, clamped } => (
+                            Kind::Applied,
+                            from_w,
+                            to_w,
+                            clamped.map_or_else(|| cap.reason.clone(), |c| format!("{}; {c}", cap.reason)),
+                        ),
+                        Outcome::DryRun(why) => (Kind::DryRun, 0, 0, why),
+                        Outcome::Refused(why) => (Kind::Refused, 0, 0, why),
+                    };
+                    report(DirectiveAck {
+                        id: cap.id,
+                        device: cap.device.clone(),
+                        outcome: kind as i32,
+                        from_w,
+                        to_w,
+                        until_ns: cap.until_ns,
+                        reason,
+                        at_ns: now(),
+                    });
+                }
+                for cap in releases {
                     let ack = match capper.release(&cap.device) {
                         Some(r) => DirectiveAck { id: cap.id, ..restored_ack(r) },
                         None => DirectiveAck {
@@ -163,28 +193,7 @@ pub async fn serve(
                         },
                     };
                     report(ack);
-                    continue;
                 }
-                let (outcome, from_w, to_w, reason) = match capper.apply(&cap.device, cap.watts, cap.until_ns) {
-                    Outcome::Applied { from_w, to_w, clamped } => (
-                        Kind::Applied,
-                        from_w,
-                        to_w,
-                        clamped.map_or_else(|| cap.reason.clone(), |c| format!("{}; {c}", cap.reason)),
-                    ),
-                    Outcome::DryRun(why) => (Kind::DryRun, 0, 0, why),
-                    Outcome::Refused(why) => (Kind::Refused, 0, 0, why),
-                };
-                report(DirectiveAck {
-                    id: cap.id,
-                    device: cap.device,
-                    outcome: outcome as i32,
-                    from_w,
-                    to_w,
-                    until_ns: cap.until_ns,
-                    reason,
-                    at_ns: now(),
-                });
             }
         }
     }
@@ -232,55 +241,91 @@ impl<L: PowerLimiter> Capper<L> {
     /// Caps `device` at `watts` until `until_ns` (renewing a cap in force), clamped into the
     /// GPU's settable range.
     pub fn apply(&mut self, device: &str, watts: u32, until_ns: i64) -> Outcome {
-        let limits = match self.limiter.limits(device) {
-            Ok(limits) => limits,
-            Err(LimitError::NoPermission(why)) => return Outcome::DryRun(why),
-            Err(LimitError::Unknown(why)) => return Outcome::Refused(why),
-            Err(LimitError::Failed(why)) => return Outcome::Refused(why),
-        };
-        let to_w = watts.clamp(limits.min_w, limits.max_w.max(limits.min_w));
-        let clamped = (to_w != watts).then(|| {
-            format!(
-                "{watts} W is outside {device}'s settable range {}–{} W: set to {to_w} W",
-                limits.min_w, limits.max_w
-            )
-        });
-        let previous_w = self
-            .held
-            .get(device)
-            .map_or(limits.enforced_w, |held| held.previous_w);
-        // Write the limit to restore before changing anything.
+        self.apply_all(&[(device.to_owned(), watts, until_ns)])
+            .pop()
+            .unwrap_or_else(|| Outcome::Refused("nothing applied".into()))
+    }
+
+    /// Applies several caps (`device`, W, lease end) with one write of the state file before
+    /// any is set: a burst of directives costs one fsync, not one each. Outcomes in order.
+    pub fn apply_all(&mut self, caps: &[(String, u32, i64)]) -> Vec<Outcome> {
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; caps.len()];
+        let mut planned = Vec::new();
         let before = self.held.clone();
-        self.held.insert(
-            device.to_owned(),
-            Held {
-                previous_w,
-                cap_w: to_w,
-                until_ns,
-            },
-        );
-        if let Err(error) = self.save() {
+        for (index, (device, watts, until_ns)) in caps.iter().enumerate() {
+            let limits = match self.limiter.limits(device) {
+                Ok(limits) => limits,
+                Err(LimitError::NoPermission(why)) => {
+                    outcomes[index] = Some(Outcome::DryRun(why));
+                    continue;
+                }
+                Err(LimitError::Unknown(why) | LimitError::Failed(why)) => {
+                    outcomes[index] = Some(Outcome::Refused(why));
+                    continue;
+                }
+            };
+            let to_w = (*watts).clamp(limits.min_w, limits.max_w.max(limits.min_w));
+            let clamped = (to_w != *watts).then(|| {
+                format!(
+                    "{watts} W is outside {device}'s settable range {}–{} W: set to {to_w} W",
+                    limits.min_w, limits.max_w
+                )
+            });
+            let previous_w = self
+                .held
+                .get(device)
+                .map_or(limits.enforced_w, |held| held.previous_w);
+            self.held.insert(
+                device.clone(),
+                Held {
+                    previous_w,
+                    cap_w: to_w,
+                    until_ns: *until_ns,
+                },
+            );
+            planned.push((index, device.clone(), limits.enforced_w, to_w, clamped));
+        }
+        // Write the limits to restore before changing anything.
+        if !planned.is_empty()
+            && let Err(error) = self.save()
+        {
             self.held = before;
-            return Outcome::Refused(format!("the cap could not be recorded first: {error}"));
-        }
-        match self.limiter.set(device, to_w) {
-            Ok(()) => {
-                info!(%device, from_w = limits.enforced_w, to_w, until_ns, "GPU power capped.");
-                Outcome::Applied {
-                    from_w: limits.enforced_w,
-                    to_w,
-                    clamped,
-                }
+            for (index, ..) in planned {
+                outcomes[index] = Some(Outcome::Refused(format!(
+                    "the cap could not be recorded first: {error}"
+                )));
             }
-            Err(error) => {
-                self.held = before;
-                let _ = self.save();
-                match error {
-                    LimitError::NoPermission(why) => Outcome::DryRun(why),
-                    LimitError::Unknown(why) | LimitError::Failed(why) => Outcome::Refused(why),
-                }
-            }
+            return outcomes.into_iter().flatten().collect();
         }
+        let mut undo = false;
+        for (index, device, from_w, to_w, clamped) in planned {
+            outcomes[index] = Some(match self.limiter.set(&device, to_w) {
+                Ok(()) => {
+                    info!(%device, from_w, to_w, "GPU power capped.");
+                    Outcome::Applied {
+                        from_w,
+                        to_w,
+                        clamped,
+                    }
+                }
+                Err(error) => {
+                    // Not set: what is held for it is what was held before.
+                    match before.get(&device) {
+                        Some(held) => self.held.insert(device.clone(), held.clone()),
+                        None => self.held.remove(&device),
+                    };
+                    undo = true;
+                    match error {
+                        LimitError::NoPermission(why) => Outcome::DryRun(why),
+                        LimitError::Unknown(why) | LimitError::Failed(why) => Outcome::Refused(why),
+                    }
+                }
+            });
+        }
+        if undo {
+            let _ = self.save();
+        }
+        outcomes.into_iter().flatten().collect()
     }
 
     /// Ends the cap on `device` now (the event is over), restoring its previous limit.
@@ -506,6 +551,35 @@ mod tests {
         drop(capper);
         assert!(fake.sets.is_empty());
         assert_eq!(fake.limits["gpu0"].enforced_w, 700);
+    }
+
+    #[test]
+    fn a_burst_is_recorded_once_and_each_cap_stands_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("caps.json");
+        let mut fake = gpus();
+        let (mut capper, _) = Capper::open(&mut fake, &state);
+        let outcomes = capper.apply_all(&[
+            ("gpu0".into(), 300, 100),
+            ("gpu9".into(), 300, 100),
+            ("gpu1".into(), 900, 100),
+        ]);
+        assert!(matches!(outcomes[0], Outcome::Applied { to_w: 300, .. }));
+        assert!(matches!(&outcomes[1], Outcome::Refused(why) if why.contains("gpu9")));
+        assert!(matches!(
+            outcomes[2],
+            Outcome::Applied {
+                to_w: 700,
+                clamped: Some(_),
+                ..
+            }
+        ));
+        assert_eq!(capper.held().len(), 2);
+        // The state file holds both, with the limits to restore.
+        let saved: BTreeMap<String, Held> =
+            serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+        assert_eq!(saved.keys().collect::<Vec<_>>(), ["gpu0", "gpu1"]);
+        assert!(saved.values().all(|h| h.previous_w == 700));
     }
 
     #[test]

@@ -75,6 +75,9 @@ pub struct CapRecord {
     pub device: String,
     pub directive: u64,
     pub at: String,
+    /// `at` in ns since the epoch.
+    #[serde(skip)]
+    pub at_ns: i64,
     pub outcome: String,
     pub from_w: u32,
     pub to_w: u32,
@@ -100,6 +103,7 @@ pub fn list(connection: &Connection) -> Result<Vec<CapRecord>> {
             device: row.get(2)?,
             directive: row.get::<_, i64>(3)? as u64,
             at: time(row.get(4)?),
+            at_ns: row.get(4)?,
             outcome: row.get(5)?,
             from_w: row.get(6)?,
             to_w: row.get(7)?,

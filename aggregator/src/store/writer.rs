@@ -140,12 +140,34 @@ impl WriterState {
         }
     }
 
-    /// A write of tables the batches do not touch, in its own transaction.
-    fn write_other(&mut self, write: super::OtherWrite) -> Result<()> {
-        let transaction = self.connection.transaction()?;
-        write(&transaction)?;
-        transaction.commit()?;
-        Ok(())
+    /// Writes of tables the batches do not touch, committed together, each in a savepoint: a
+    /// write that fails is rolled back alone and answered with its error.
+    fn write_others(
+        &mut self,
+        group: Vec<(super::OtherWrite, tokio::sync::oneshot::Sender<Result<()>>)>,
+    ) {
+        let mut answers = Vec::with_capacity(group.len());
+        let committed = (|| -> Result<()> {
+            let mut transaction = self.connection.transaction()?;
+            for (write, reply) in group {
+                let mut savepoint = transaction.savepoint()?;
+                let outcome = write(&savepoint);
+                if outcome.is_ok() {
+                    savepoint.commit()?;
+                } else {
+                    savepoint.rollback()?;
+                }
+                answers.push((reply, outcome));
+            }
+            transaction.commit()?;
+            Ok(())
+        })();
+        for (reply, outcome) in answers {
+            let _ = reply.send(match &committed {
+                Ok(()) => outcome,
+                Err(error) => Err(crate::Error::Server(format!("committing: {error}"))),
+            });
+        }
     }
 
     fn hello(&mut self, hello: &Hello) -> Result<HelloAccepted> {
@@ -377,7 +399,20 @@ pub(super) fn run(
                 let _ = reply.send(state.pack(None));
             }
             Request::Write { write, reply } => {
-                let _ = reply.send(state.write_other(write));
+                // Writes queued behind it commit with it (a burst of cap outcomes is one fsync);
+                // each runs in a savepoint of its own, so one that fails changes nothing else.
+                let mut group = vec![(write, reply)];
+                while group.len() < 4_096 {
+                    match requests.try_recv() {
+                        Ok(Request::Write { write, reply }) => group.push((write, reply)),
+                        Ok(other) => {
+                            waiting = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                state.write_others(group);
             }
             Request::BuildWindows { reply } => {
                 let built = state.scheduler.build_all(

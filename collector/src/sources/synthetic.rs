@@ -1,6 +1,8 @@
 //! `type = "synthetic"`: many GPU energy meters drawing a steady power with a per-meter offset,
 //! for load tests and benchmarks (`footprint loadgen`). Counters are integrated exactly, like
-//! the replay source's, so the aggregator validates them as it would real ones.
+//! the replay source's, so the aggregator validates them as it would real ones. Their power
+//! limits (700 W, settable 100–700 W) take caps, held in memory, so a load test exercises the
+//! power-cap path end to end.
 
 use async_trait::async_trait;
 use footprint_core::UnixNanos;
@@ -78,6 +80,37 @@ impl SourceSettings for SyntheticConfig {
     }
 }
 
+/// The synthetic GPUs' power limits, in memory.
+#[derive(Debug)]
+struct SyntheticLimits {
+    devices: std::collections::BTreeSet<String>,
+    set: std::collections::BTreeMap<String, u32>,
+}
+
+impl crate::power_cap::PowerLimiter for SyntheticLimits {
+    fn limits(
+        &mut self,
+        device: &str,
+    ) -> Result<crate::sources::nvml::PowerLimits, crate::power_cap::LimitError> {
+        if !self.devices.contains(device) {
+            return Err(crate::power_cap::LimitError::Unknown(format!(
+                "no GPU {device}"
+            )));
+        }
+        Ok(crate::sources::nvml::PowerLimits {
+            enforced_w: self.set.get(device).copied().unwrap_or(700),
+            min_w: 100,
+            max_w: 700,
+        })
+    }
+
+    fn set(&mut self, device: &str, watts: u32) -> Result<(), crate::power_cap::LimitError> {
+        self.limits(device)?;
+        self.set.insert(device.to_owned(), watts);
+        Ok(())
+    }
+}
+
 /// The running `synthetic` source.
 #[derive(Debug)]
 pub struct SyntheticSource {
@@ -95,6 +128,17 @@ impl Source for SyntheticSource {
             .iter()
             .map(|(info, _, _)| info.clone())
             .collect()
+    }
+
+    fn power_limiter(&self) -> Option<Box<dyn crate::power_cap::PowerLimiter>> {
+        Some(Box::new(SyntheticLimits {
+            devices: self
+                .meters
+                .iter()
+                .map(|(info, _, _)| info.device.clone())
+                .collect(),
+            set: std::collections::BTreeMap::new(),
+        }))
     }
 
     async fn sample(&mut self, at: UnixNanos) -> Result<Sample, String> {
