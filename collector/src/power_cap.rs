@@ -399,9 +399,15 @@ impl<L: PowerLimiter> Capper<L> {
         restored
     }
 
-    /// Writes the caps in force, atomically and durably.
+    /// Writes the caps in force, atomically and durably; with none left, removes the file.
     fn save(&self) -> std::io::Result<()> {
         use std::io::Write as _;
+        if self.held.is_empty() {
+            return match std::fs::remove_file(&self.state_file) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+                _ => Ok(()),
+            };
+        }
         let temporary = self.state_file.with_extension("tmp");
         let mut file = std::fs::File::create(&temporary)?;
         file.write_all(&serde_json::to_vec(&self.held).map_err(std::io::Error::other)?)?;
@@ -597,7 +603,8 @@ mod tests {
         assert_eq!(stopped[0].why, "the collector stopped");
         drop(capper);
         assert!(fake.limits.values().all(|l| l.enforced_w == 700));
-        // Nothing left to restore at the next start.
+        // Nothing left to restore at the next start, and no file left behind.
+        assert!(!state.exists());
         let (_, restored) = Capper::open(&mut fake, &state);
         assert!(restored.is_empty());
     }
