@@ -166,15 +166,15 @@ fn records(http_addr: &str, collector: &str, device: &str) -> Vec<(String, u64)>
         .collect()
 }
 
-#[test]
-fn caps_reach_the_gpus_and_always_come_back_off() {
-    let root = tempfile::tempdir().unwrap();
-    let config = root.path().join("aggregator.toml");
+/// An aggregator process with `grid` as its `[grid]` table, on free loopback ports; returns it
+/// with its gRPC and HTTP addresses.
+fn start_aggregator(root: &Path, grid: &str) -> (Running, String, String) {
+    let config = root.join("aggregator.toml");
     std::fs::write(
         &config,
         format!(
-            "data_dir = {:?}\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n",
-            root.path().join("ledger")
+            "data_dir = {:?}\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n[grid]\n{grid}",
+            root.join("ledger")
         ),
     )
     .unwrap();
@@ -194,6 +194,13 @@ fn caps_reach_the_gpus_and_always_come_back_off() {
     let addresses: serde_json::Value = serde_json::from_str(&line).unwrap();
     let grpc = addresses["grpc"].as_str().unwrap().to_owned();
     let web = addresses["http"].as_str().unwrap().to_owned();
+    (aggregator, grpc, web)
+}
+
+#[test]
+fn caps_reach_the_gpus_and_always_come_back_off() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut aggregator, grpc, web) = start_aggregator(root.path(), "");
 
     let (a, b) = (host_dir(root.path(), "a"), host_dir(root.path(), "b"));
     let counters = run_counters(&a, "a");
@@ -344,34 +351,13 @@ fn caps_reach_the_gpus_and_always_come_back_off() {
 #[test]
 fn an_events_capacity_limit_caps_the_gpus_jobs_hold_until_it_ends() {
     let root = tempfile::tempdir().unwrap();
-    let config = root.path().join("aggregator.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = {:?}\ngrpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\n\
-             [grid]\ncap_gpus = true\ncap_interval_s = 1\ncap_lease_s = 5\n",
-            root.path().join("ledger")
-        ),
-    )
-    .unwrap();
-    let mut aggregator = Running(
-        Command::new(env!("CARGO_BIN_EXE_footprint-aggregator"))
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let (_aggregator, grpc, web) = start_aggregator(
+        root.path(),
+        "cap_gpus = true\ncap_interval_s = 1\ncap_lease_s = 5\n",
     );
-    let mut line = String::new();
-    BufReader::new(aggregator.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addresses: serde_json::Value = serde_json::from_str(&line).unwrap();
-    let web = addresses["http"].as_str().unwrap().to_owned();
     let host = host_dir(root.path(), "p");
     let counters = run_counters(&host, "p");
-    let _collector = start_collector(&host, "p", addresses["grpc"].as_str().unwrap());
+    let _collector = start_collector(&host, "p", &grpc);
     // The site's draw is known once its windows are built: 600 W, both GPUs at 300 W.
     let mut last = serde_json::Value::Null;
     let started = Instant::now();

@@ -137,7 +137,12 @@ fn parse_time(text: &str) -> Result<i64, String> {
 
 /// An instant parameter; a bad one is added to `problem`.
 fn instant(all: &BTreeMap<String, Vec<String>>, name: &str, problem: &mut Problem) -> Option<i64> {
-    let text = all.get(name)?.first()?;
+    time_of(name, all.get(name)?.first(), problem)
+}
+
+/// `text` (parameter `name`) as an instant; a bad one is added to `problem`.
+fn time_of(name: &str, text: Option<&String>, problem: &mut Problem) -> Option<i64> {
+    let text = text?;
     match parse_time(text) {
         Ok(at) => Some(at),
         Err(error) => {
@@ -321,17 +326,7 @@ fn check_forecast_ask(
     problem: &mut Problem,
 ) -> Option<ForecastRequest> {
     let time = |name: &str, text: &Option<String>, problem: &mut Problem| {
-        let text = text.as_ref()?;
-        match parse_time(text) {
-            Ok(at) => Some(at),
-            Err(error) => {
-                problem.add(
-                    name,
-                    format!("The value '{text}' is not valid for {name}: {error}"),
-                );
-                None
-            }
-        }
+        time_of(name, text.as_ref(), problem)
     };
     let as_of = if batch {
         let requested = time("requestedAt", &ask.requested_at, problem);
