@@ -47,6 +47,10 @@ pub struct GridConfig {
     /// Lease of each cap, s: without a renewal, the collector restores the GPU then.
     #[serde(default = "default_cap_lease_s")]
     pub cap_lease_s: u32,
+    /// Which GPUs give way first: `proportional` (all, by draw above their minimum),
+    /// `training_first` or `inference_first`.
+    #[serde(default)]
+    pub cap_policy: planner::CapPolicy,
     /// Zones' coordinates for `/locations` (the Carbon Aware SDK's list of known locations).
     #[serde(default)]
     pub locations: Vec<LocationConfig>,
@@ -68,6 +72,7 @@ impl Default for GridConfig {
             cap_gpus: false,
             cap_interval_s: default_cap_interval_s(),
             cap_lease_s: default_cap_lease_s(),
+            cap_policy: planner::CapPolicy::default(),
             locations: Vec::new(),
         }
     }

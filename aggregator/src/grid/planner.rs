@@ -17,6 +17,8 @@ pub struct GpuNow {
     pub power_w: f64,
     pub min_w: u32,
     pub max_w: u32,
+    /// The holding job's kind (`JobKind`).
+    pub kind: i32,
 }
 
 /// The caps for a budget: (collector, device, W) for every GPU whose share is below its
@@ -27,20 +29,80 @@ pub struct Plan {
     pub note: String,
 }
 
-/// Shares `budget_kw` of a site drawing `facility_kw` among `gpus`.
-pub fn plan(budget_kw: f64, facility_kw: f64, gpus: &[GpuNow]) -> Plan {
+/// Which GPUs give way first under a budget (`grid.cap_policy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CapPolicy {
+    /// Every GPU a job holds gives way in proportion to its draw above its minimum.
+    #[default]
+    Proportional,
+    /// Training jobs' GPUs give way first; the others keep their draw while the budget allows.
+    TrainingFirst,
+    /// Inference jobs' GPUs give way first.
+    InferenceFirst,
+}
+
+/// Shares `budget_kw` of a site drawing `facility_kw` among `gpus`, by `policy`.
+pub fn plan(budget_kw: f64, facility_kw: f64, gpus: &[GpuNow], policy: CapPolicy) -> Plan {
     let gpu_w: f64 = gpus.iter().map(|g| g.power_w.max(0.0)).sum();
     let other_w = (facility_kw * 1_000.0 - gpu_w).max(0.0);
     let for_gpus = budget_kw * 1_000.0 - other_w;
+    let floor_w: f64 = gpus.iter().map(|g| f64::from(g.min_w)).sum();
+    let first_kind = match policy {
+        CapPolicy::Proportional => None,
+        CapPolicy::TrainingFirst => Some(footprint_proto::v1::JobKind::Training as i32),
+        CapPolicy::InferenceFirst => Some(footprint_proto::v1::JobKind::Inference as i32),
+    };
+    let (first, rest): (Vec<&GpuNow>, Vec<&GpuNow>) = match first_kind {
+        Some(kind) => gpus.iter().partition(|g| g.kind == kind),
+        None => (gpus.iter().collect(), Vec::new()),
+    };
+    // The GPUs that give way last keep their draw if the budget allows it with the others at
+    // their minimum; otherwise the others go to their minimum and these share the rest.
+    let rest_w: f64 = rest.iter().map(|g| g.power_w.max(f64::from(g.min_w))).sum();
+    let first_floor: f64 = first.iter().map(|g| f64::from(g.min_w)).sum();
+    let caps = if for_gpus >= rest_w + first_floor {
+        share(for_gpus - rest_w, &first)
+    } else {
+        let mut caps = share(first_floor, &first);
+        caps.extend(share(for_gpus - first_floor, &rest));
+        caps
+    };
+    let order = match policy {
+        CapPolicy::Proportional => "shared by draw above each GPU's minimum",
+        CapPolicy::TrainingFirst => "training jobs' GPUs giving way first",
+        CapPolicy::InferenceFirst => "inference jobs' GPUs giving way first",
+    };
+    let note = if for_gpus < floor_w {
+        format!(
+            "budget {budget_kw} kW cannot be met: the rest of the site draws {:.1} kW and the \
+             GPUs' minimums add up to {:.1} kW; GPUs at their minimum",
+            other_w / 1_000.0,
+            floor_w / 1_000.0
+        )
+    } else {
+        format!(
+            "budget {budget_kw} kW: {:.1} kW for {} GPUs (the rest of the site draws {:.1} kW), \
+             {order}",
+            for_gpus / 1_000.0,
+            gpus.len(),
+            other_w / 1_000.0
+        )
+    };
+    Plan { caps, note }
+}
+
+/// `budget_w` shared among `gpus`: each keeps its minimum and gets a share of the rest in
+/// proportion to its draw above it; only caps below a GPU's maximum are returned.
+fn share(budget_w: f64, gpus: &[&GpuNow]) -> Vec<(String, String, u32)> {
     let floor_w: f64 = gpus.iter().map(|g| f64::from(g.min_w)).sum();
     let above: Vec<f64> = gpus
         .iter()
         .map(|g| (g.power_w - f64::from(g.min_w)).max(0.0))
         .collect();
     let above_total: f64 = above.iter().sum();
-    let spare = (for_gpus - floor_w).max(0.0);
-    let caps = gpus
-        .iter()
+    let spare = (budget_w - floor_w).max(0.0);
+    gpus.iter()
         .zip(&above)
         .filter_map(|(gpu, above)| {
             let share = if above_total > 0.0 {
@@ -52,24 +114,7 @@ pub fn plan(budget_kw: f64, facility_kw: f64, gpus: &[GpuNow]) -> Plan {
             let watts = (watts as u32).clamp(gpu.min_w, gpu.max_w.max(gpu.min_w));
             (watts < gpu.max_w).then(|| (gpu.collector.clone(), gpu.device.clone(), watts))
         })
-        .collect();
-    let note = if for_gpus < floor_w {
-        format!(
-            "budget {budget_kw} kW cannot be met: the rest of the site draws {:.1} kW and the \
-             GPUs' minimums add up to {:.1} kW; GPUs at their minimum",
-            other_w / 1_000.0,
-            floor_w / 1_000.0
-        )
-    } else {
-        format!(
-            "budget {budget_kw} kW: {:.1} kW for {} GPUs (the rest of the site draws {:.1} kW), \
-             shared by draw above each GPU's minimum",
-            for_gpus / 1_000.0,
-            gpus.len(),
-            other_w / 1_000.0
-        )
-    };
-    Plan { caps, note }
+        .collect()
 }
 
 /// Plans and sends caps every `grid.cap_interval_s` while `grid.cap_gpus` is on, until
@@ -141,7 +186,7 @@ pub async fn run(
             );
             continue;
         };
-        let planned = plan(budget_kw, facility_kw, &gpus);
+        let planned = plan(budget_kw, facility_kw, &gpus, grid.cap_policy);
         let until_ns = now + i64::from(grid.cap_lease_s) * 1_000_000_000;
         let mut sent = BTreeSet::new();
         for (collector, device, watts) in planned.caps {
@@ -186,7 +231,8 @@ pub fn settable_range(method: &str) -> Option<(u32, u32)> {
 pub fn gpus_now(connection: &Connection, connected: &[String]) -> Result<Vec<GpuNow>> {
     let mut gpus = Vec::new();
     let mut held = connection.prepare_cached(
-        "SELECT a.job, a.gpus FROM allocations a WHERE a.collector = ?1 AND a.end_ns IS NULL",
+        "SELECT a.job, a.gpus, j.kind FROM allocations a JOIN jobs j ON j.id = a.job
+         WHERE a.collector = ?1 AND a.end_ns IS NULL",
     )?;
     let mut latest = connection.prepare_cached(
         "SELECT gpu_mj, gpu_ns FROM window_jobs WHERE collector = ?1 AND job = ?2
@@ -204,10 +250,10 @@ pub fn gpus_now(connection: &Connection, connected: &[String]) -> Result<Vec<Gpu
         else {
             continue;
         };
-        let allocations: Vec<(i64, String)> = held
-            .query_map([collector], |r| Ok((r.get(0)?, r.get(1)?)))?
+        let allocations: Vec<(i64, String, i32)> = held
+            .query_map([collector], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<rusqlite::Result<_>>()?;
-        for (job, devices) in allocations {
+        for (job, devices, kind) in allocations {
             let (gpu_mj, gpu_ns): (i64, i64) = latest
                 .query_row(params![collector, job], |r| Ok((r.get(0)?, r.get(1)?)))
                 .unwrap_or((0, 0));
@@ -236,6 +282,7 @@ pub fn gpus_now(connection: &Connection, connected: &[String]) -> Result<Vec<Gpu
                     power_w,
                     min_w,
                     max_w,
+                    kind,
                 });
             }
         }
@@ -255,14 +302,59 @@ mod tests {
             power_w,
             min_w: 200,
             max_w: 700,
+            kind: footprint_proto::v1::JobKind::Training as i32,
         }
+    }
+
+    #[test]
+    fn a_policy_chooses_which_jobs_give_way_first() {
+        let inference = GpuNow {
+            kind: footprint_proto::v1::JobKind::Inference as i32,
+            ..gpu("gpu1", 500.0)
+        };
+        let gpus = [gpu("gpu0", 500.0), inference];
+        // 1.6 kW for a site of 2.0 (1.0 of it not GPUs): 600 W for two GPUs drawing 500 each.
+        let training_first = plan(1.6, 2.0, &gpus, CapPolicy::TrainingFirst);
+        // Inference keeps... only 400 W is left above the training GPU's minimum: inference
+        // gets it all (its draw is 500 W, more than the budget allows), training its minimum.
+        assert_eq!(
+            training_first.caps,
+            vec![
+                ("a".into(), "gpu0".into(), 200),
+                ("a".into(), "gpu1".into(), 400)
+            ]
+        );
+        // With room for inference's whole draw, only training gives way.
+        let roomy = plan(1.8, 2.0, &gpus, CapPolicy::TrainingFirst);
+        assert_eq!(roomy.caps, vec![("a".into(), "gpu0".into(), 300)]);
+        let inference_first = plan(1.8, 2.0, &gpus, CapPolicy::InferenceFirst);
+        assert_eq!(inference_first.caps, vec![("a".into(), "gpu1".into(), 300)]);
+        assert!(
+            inference_first
+                .note
+                .contains("inference jobs' GPUs giving way first")
+        );
+        // Proportional: both give way alike.
+        let even = plan(1.8, 2.0, &gpus, CapPolicy::Proportional);
+        assert_eq!(
+            even.caps,
+            vec![
+                ("a".into(), "gpu0".into(), 400),
+                ("a".into(), "gpu1".into(), 400)
+            ]
+        );
     }
 
     #[test]
     fn the_budget_left_for_gpus_is_shared_by_draw_above_their_minimum() {
         // Site 2 000 W: GPUs 600 + 400, the rest 1 000. Budget 1.6 kW leaves 600 W for the GPUs:
         // 400 W of minimums and 200 W shared 400:200.
-        let shared = plan(1.6, 2.0, &[gpu("gpu0", 600.0), gpu("gpu1", 400.0)]);
+        let shared = plan(
+            1.6,
+            2.0,
+            &[gpu("gpu0", 600.0), gpu("gpu1", 400.0)],
+            CapPolicy::Proportional,
+        );
         assert_eq!(
             shared.caps,
             vec![
@@ -272,11 +364,20 @@ mod tests {
         );
         assert!(shared.note.contains("0.6 kW for 2 GPUs"), "{}", shared.note);
         // A budget the GPUs alone cannot meet: everything at its minimum, and said.
-        let short = plan(1.1, 2.0, &[gpu("gpu0", 600.0), gpu("gpu1", 400.0)]);
+        let short = plan(
+            1.1,
+            2.0,
+            &[gpu("gpu0", 600.0), gpu("gpu1", 400.0)],
+            CapPolicy::Proportional,
+        );
         assert!(short.caps.iter().all(|c| c.2 == 200));
         assert!(short.note.contains("cannot be met"));
         // Room to spare: no GPU is capped below its maximum, so no cap is sent.
-        assert!(plan(10.0, 2.0, &[gpu("gpu0", 600.0)]).caps.is_empty());
+        assert!(
+            plan(10.0, 2.0, &[gpu("gpu0", 600.0)], CapPolicy::Proportional)
+                .caps
+                .is_empty()
+        );
     }
 
     #[test]
@@ -297,7 +398,7 @@ mod tests {
         ) {
             let gpus: Vec<GpuNow> = draws.iter().enumerate().map(|(i, d)| gpu(&format!("gpu{i}"), *d)).collect();
             let facility_kw = other_kw + draws.iter().sum::<f64>() / 1_000.0;
-            let planned = plan(budget_kw, facility_kw, &gpus);
+            let planned = plan(budget_kw, facility_kw, &gpus, CapPolicy::Proportional);
             for (_, _, watts) in &planned.caps {
                 prop_assert!((200..700).contains(watts));
             }
