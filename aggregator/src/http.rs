@@ -227,7 +227,13 @@ async fn grid_signal(
 ) -> Result<Json<crate::grid::signal::Signal>, ApiError> {
     let at_ns = match instant("at", &query.at).map_err(ApiError)? {
         0 => crate::now_ns(),
-        at => at,
+        // Years 1970–2262 as ns: room for the 48 hours ahead.
+        at if (1..i64::MAX / 2).contains(&at) => at,
+        at => {
+            return Err(ApiError(Error::BadRequest(format!(
+                "at: {at} ns is out of range"
+            ))));
+        }
     };
     let signal = state
         .reader

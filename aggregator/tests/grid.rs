@@ -506,8 +506,10 @@ async fn the_signal_gives_one_level_with_its_reason() {
         };
         assert_eq!(signal["level"], expected, "{at}: {g}");
     }
-    let (status, _) = get(&path, "/api/v1/grid/signal?at=noon").await;
-    assert_eq!(status, 400);
+    for at in ["noon", "9223372036854775807", "-5"] {
+        let (status, body) = get(&path, &format!("/api/v1/grid/signal?at={at}")).await;
+        assert_eq!(status, 400, "{at}: {body}");
+    }
 }
 
 /// A request to a running aggregator over HTTP/1.1: its status and body.

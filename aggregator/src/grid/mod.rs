@@ -153,7 +153,7 @@ pub fn zones(connection: &Connection) -> Result<Vec<String>> {
 /// A database error.
 pub fn forecast(connection: &Connection, zone: &str, as_of_ns: i64) -> Result<(Vec<Hour>, i64)> {
     let origin = as_of_ns.div_euclid(NANOS_PER_HOUR) * NANOS_PER_HOUR;
-    let end = origin + FORECAST_HOURS * NANOS_PER_HOUR;
+    let end = origin.saturating_add(FORECAST_HOURS * NANOS_PER_HOUR);
     let mut from_feeds = connection.prepare_cached(
         "SELECT i.hour_ns, i.mg_per_kwh, f.imported_ns FROM intensity i JOIN feeds f ON f.id = i.feed
          WHERE i.zone = ?1 AND i.hour_ns >= ?2 AND i.hour_ns < ?3 AND f.imported_ns <= ?4
@@ -193,7 +193,12 @@ pub fn forecast(connection: &Connection, zone: &str, as_of_ns: i64) -> Result<(V
 /// Footprint's P50 of the zone's intensity for the 48 hours from `origin`, from the stored hours
 /// before it (the last year); empty where the history is too short to fit.
 fn own_forecast(connection: &Connection, zone: &str, origin: i64) -> Result<Vec<Hour>> {
-    let history = stored_hours(connection, zone, origin - 365 * 24 * NANOS_PER_HOUR, origin)?;
+    let history = stored_hours(
+        connection,
+        zone,
+        origin.saturating_sub(365 * 24 * NANOS_PER_HOUR),
+        origin,
+    )?;
     let points: Vec<(i64, f64)> = history
         .iter()
         .filter(|h| h.start_ns < origin)
