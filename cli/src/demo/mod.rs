@@ -131,6 +131,10 @@ fn write_forecast(ledger_path: &Path, data_dir: &Path) -> String {
     let forecast = match footprint_aggregator::forecast::make_forecast(ledger_path, &request) {
         Ok(forecast) => forecast,
         Err(error) => {
+            let error = match error {
+                footprint_aggregator::Error::BadRequest(why) => why,
+                other => other.to_string(),
+            };
             return format!(
                 "Load forecast: none ({error}); a run of --hours 100 or more gives the next 48 h \
                  with P10/P50/P90, and of 240 or more the model's backtest beside the baselines"
