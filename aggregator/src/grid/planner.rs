@@ -315,8 +315,8 @@ mod tests {
         let gpus = [gpu("gpu0", 500.0), inference];
         // 1.6 kW for a site of 2.0 (1.0 of it not GPUs): 600 W for two GPUs drawing 500 each.
         let training_first = plan(1.6, 2.0, &gpus, CapPolicy::TrainingFirst);
-        // Inference keeps... only 400 W is left above the training GPU's minimum: inference
-        // gets it all (its draw is 500 W, more than the budget allows), training its minimum.
+        // Inference's 500 W and training's 200 W minimum do not fit in 600 W: training goes to its
+        // minimum and inference gets the 400 W left.
         assert_eq!(
             training_first.caps,
             vec![
