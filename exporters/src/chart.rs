@@ -11,12 +11,37 @@ use footprint_proto::v1::FacilityWindow;
 
 use crate::report::svg::{escape, tick_step};
 
-const WIDTH: f64 = 960.0;
-const HEIGHT: f64 = 380.0;
-const LEFT: f64 = 64.0;
-const RIGHT: f64 = 150.0;
-const TOP: f64 = 40.0;
-const BOTTOM: f64 = 44.0;
+// The plot area both power charts (this one and the forecast's) share.
+pub(crate) const WIDTH: f64 = 960.0;
+pub(crate) const HEIGHT: f64 = 380.0;
+pub(crate) const LEFT: f64 = 64.0;
+pub(crate) const RIGHT: f64 = 150.0;
+pub(crate) const TOP: f64 = 40.0;
+pub(crate) const BOTTOM: f64 = 44.0;
+
+/// Draws the kW grid and its tick labels for values up to `max`; returns the axis top (a round
+/// number of ticks).
+pub(crate) fn kw_grid(svg: &mut String, max: f64) -> f64 {
+    let step = tick_step(max.max(1e-6));
+    let top = (max.max(1e-6) / step).ceil() * step;
+    let (plot_w, plot_h) = (WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM);
+    let y = |kw: f64| TOP + plot_h - kw / top * plot_h;
+    let mut tick = 0.0;
+    while tick <= top + step / 2.0 {
+        let _ = write!(
+            svg,
+            r##"<line x1="{LEFT}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#e3e3e3"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+            LEFT + plot_w,
+            y(tick),
+            y(tick),
+            LEFT - 6.0,
+            y(tick) + 4.0,
+            format_kw(tick)
+        );
+        tick += step;
+    }
+    top
+}
 
 /// Average power of `mj` over `window`, in kW.
 fn kilowatts(mj: f64, window: &FacilityWindow) -> f64 {
@@ -65,28 +90,12 @@ pub fn facility_power_svg(windows: &[FacilityWindow], title: &str) -> String {
         .flat_map(|l| [l[2], l[3]])
         .fold(0.0, f64::max)
         .max(1e-6);
-    let step = tick_step(max);
-    let top = (max / step).ceil() * step;
+    let top = kw_grid(&mut svg, max);
     let (plot_w, plot_h) = (WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM);
     let span_ns = (last.end_ns - first.start_ns).max(1) as f64;
     let x = |ns: i64| LEFT + (ns - first.start_ns) as f64 / span_ns * plot_w;
     let y = |kw: f64| TOP + plot_h - kw / top * plot_h;
 
-    // Grid and y ticks.
-    let mut tick = 0.0;
-    while tick <= top + step / 2.0 {
-        let _ = write!(
-            svg,
-            r##"<line x1="{LEFT}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#e3e3e3"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-            LEFT + plot_w,
-            y(tick),
-            y(tick),
-            LEFT - 6.0,
-            y(tick) + 4.0,
-            format_kw(tick)
-        );
-        tick += step;
-    }
     // Stacked areas as step functions (each window's power is its average).
     let colours = ["#2f6db5", "#9db9d9", "#e39b3b"];
     for layer in (0..3).rev() {

@@ -5,15 +5,8 @@
 use std::fmt::Write as _;
 
 use super::Forecast;
-use crate::chart::format_kw;
-use crate::report::svg::{escape, tick_step};
-
-const WIDTH: f64 = 960.0;
-const HEIGHT: f64 = 380.0;
-const LEFT: f64 = 64.0;
-const RIGHT: f64 = 150.0;
-const TOP: f64 = 40.0;
-const BOTTOM: f64 = 44.0;
+use crate::chart::{BOTTOM, HEIGHT, LEFT, RIGHT, TOP, WIDTH, kw_grid};
+use crate::report::svg::escape;
 const HOUR_NS: i64 = 3_600_000_000_000;
 
 /// The chart of `forecast` with its recent history.
@@ -38,25 +31,10 @@ pub fn forecast_svg(forecast: &Forecast) -> String {
         .chain(forecast.points.iter().map(|p| p.p90_kw))
         .fold(0.0, f64::max)
         .max(1e-6);
-    let tick = tick_step(max);
-    let top = (max / tick).ceil() * tick;
+    let top = kw_grid(&mut svg, max);
     let (plot_w, plot_h) = (WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM);
     let x = |ns: i64| LEFT + (ns - start) as f64 / (end - start).max(1) as f64 * plot_w;
     let y = |kw: f64| TOP + plot_h - kw / top * plot_h;
-    let mut value = 0.0;
-    while value <= top + tick / 2.0 {
-        let _ = write!(
-            svg,
-            r##"<line x1="{LEFT}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#e3e3e3"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-            LEFT + plot_w,
-            y(value),
-            y(value),
-            LEFT - 6.0,
-            y(value) + 4.0,
-            format_kw(value)
-        );
-        value += tick;
-    }
     // The band: P90 forward, P10 back, each step's value across its quarter hour.
     let middle = |i: usize| origin + i as i64 * step + step / 2;
     let mut band = String::new();
