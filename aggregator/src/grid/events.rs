@@ -377,9 +377,14 @@ fn time(ns: i64) -> String {
 pub fn list(connection: &Connection, active_at: Option<i64>) -> Result<Vec<StoredEvent>> {
     let mut events = connection.prepare_cached(
         "SELECT id, program, name, priority, source, received_ns, cancelled_ns, notes
-         FROM grid_events ORDER BY received_ns DESC, id",
+         FROM grid_events e
+         WHERE ?1 IS NULL OR ((e.cancelled_ns IS NULL OR ?1 < e.cancelled_ns) AND EXISTS (
+             SELECT 1 FROM grid_event_intervals i
+             WHERE i.event = e.id AND i.start_ns <= ?1 AND ?1 < i.end_ns))
+         ORDER BY received_ns DESC, id",
     )?;
-    let rows = events.query_map([], |row| {
+    // The signal and the planner ask for the events in force often: only those are read.
+    let rows = events.query_map([active_at], |row| {
         let cancelled_ns: Option<i64> = row.get(6)?;
         Ok((
             StoredEvent {
