@@ -53,6 +53,11 @@ pub fn router(reader: LedgerReader, registry: Arc<Registry>, control: Option<Con
             "/api/v1/grid/events/{id}",
             axum::routing::delete(cancel_event),
         )
+        .route("/api/v1/grid/sources", get(list_sources))
+        .route(
+            "/api/v1/grid/sources/{name}",
+            axum::routing::put(report_source),
+        )
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(HttpState {
@@ -288,12 +293,28 @@ struct EventAccepted {
     notes: Vec<String>,
 }
 
-/// An OpenADR 3 event, posted (as a VTN would push it); stored once checked.
+/// `source`: who sends the event (default `posted`); a VEN bridge names its VTN.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostEventQuery {
+    #[serde(default)]
+    source: String,
+}
+
+/// An OpenADR 3 event, posted (by an operator, or a VEN bridge relaying its VTN's); stored once
+/// checked, replacing one of the same id.
 async fn post_event(
     State(state): State<HttpState>,
+    Query(query): Query<PostEventQuery>,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<EventAccepted>), ApiError> {
     let store = control_of(&state)?.store;
+    let source = if query.source.is_empty() {
+        "posted".to_owned()
+    } else {
+        crate::grid::sources::check_name(&query.source).map_err(ApiError)?;
+        query.source
+    };
     let floor = state
         .reader
         .with(|connection| {
@@ -311,7 +332,7 @@ async fn post_event(
     };
     let now = crate::now_ns();
     store
-        .write(move |connection| crate::grid::events::store(connection, &event, "posted", now))
+        .write(move |connection| crate::grid::events::store(connection, &event, &source, now))
         .await
         .map_err(ApiError)?;
     Ok((StatusCode::CREATED, Json(accepted)))
@@ -329,6 +350,33 @@ async fn cancel_event(
         .await
         .map_err(ApiError)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A VEN bridge's report after a poll of its VTN.
+async fn report_source(
+    State(state): State<HttpState>,
+    Path(name): Path<String>,
+    Json(report): Json<crate::grid::sources::SourceReport>,
+) -> Result<StatusCode, ApiError> {
+    let store = control_of(&state)?.store;
+    let now = crate::now_ns();
+    store
+        .write(move |connection| crate::grid::sources::record(connection, &name, &report, now))
+        .await
+        .map_err(ApiError)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_sources(
+    State(state): State<HttpState>,
+) -> Result<Json<Vec<crate::grid::sources::SourceStatus>>, ApiError> {
+    let now = crate::now_ns();
+    let sources = state
+        .reader
+        .with(move |connection| crate::grid::sources::list(connection, now))
+        .await
+        .map_err(ApiError)?;
+    Ok(Json(sources))
 }
 
 fn control_of(state: &HttpState) -> Result<Control, ApiError> {

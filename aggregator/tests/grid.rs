@@ -697,3 +697,90 @@ async fn posted_events_set_the_budget_and_level_until_they_end_or_are_cancelled(
     assert_eq!(events.as_array().unwrap().len(), 2);
     aggregator.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_failing_event_source_is_named_in_the_signal_and_bad_sources_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = AggregatorConfig::with_data_dir(dir.path().join("ledger"));
+    config.grpc_listen = "127.0.0.1:0".parse().unwrap();
+    config.http_listen = "127.0.0.1:0".parse().unwrap();
+    config.carbon.zone = "DE".into();
+    config.carbon.intensity_files = vec![PathBuf::from(FEED)];
+    let aggregator = footprint_aggregator::server::start(&config).await.unwrap();
+    let addr = aggregator.http_addr;
+
+    // An event relayed from a VTN carries its source.
+    let event = json!({
+        "id": "vtn-1", "programID": "dr",
+        "intervals": [{"id": 0, "intervalPeriod": {"start": "2020-01-01T00:00:00Z", "duration": "P9999Y0M0DT0H0M0S"},
+                       "payloads": [{"type": "IMPORT_CAPACITY_LIMIT", "values": [500]}]}]
+    });
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/api/v1/grid/events?source=vtn:utility",
+        &event.to_string(),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let report = |ok: bool| {
+        json!({"ok": ok, "error": (!ok).then_some("VTN http://vtn/: connection refused"),
+               "events": 1, "refused": [], "poll_interval_s": 30})
+        .to_string()
+    };
+    let (status, _) = http(
+        addr,
+        "PUT",
+        "/api/v1/grid/sources/vtn:utility",
+        &report(true),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (_, signal) = http(addr, "GET", "/api/v1/grid/signal", "").await;
+    assert_eq!(signal["active_events"][0]["source"], "vtn:utility");
+    assert_eq!(signal["event_sources"][0]["state"], "ok");
+    assert!(!signal["reason"].as_str().unwrap().contains("vtn:utility"));
+
+    let (status, _) = http(
+        addr,
+        "PUT",
+        "/api/v1/grid/sources/vtn:utility",
+        &report(false),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (_, signal) = http(addr, "GET", "/api/v1/grid/signal", "").await;
+    assert_eq!(signal["event_sources"][0]["state"], "failing");
+    assert_eq!(signal["facility_power_budget_kw"], 500.0);
+    let reason = signal["reason"].as_str().unwrap();
+    assert!(reason.contains("connection refused"), "{reason}");
+    assert!(reason.contains("stay in force until they end"), "{reason}");
+    let (status, sources) = http(addr, "GET", "/api/v1/grid/sources", "").await;
+    assert_eq!(status, 200);
+    assert_eq!(sources[0]["error"], "VTN http://vtn/: connection refused");
+    assert!(sources[0]["last_success"].is_string(), "{sources}");
+
+    // Bad names and reports: 400 naming the field, nothing recorded.
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/api/v1/grid/events?source=a%20b",
+        &event.to_string(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("source"), "{body}");
+    let (status, _) = http(
+        addr,
+        "PUT",
+        "/api/v1/grid/sources/other",
+        r#"{"ok": true, "poll_interval_s": 0}"#,
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _) = http(addr, "PUT", "/api/v1/grid/sources/other", r#"{"ok": 1}"#).await;
+    assert!(status == 400 || status == 422, "{status}");
+    let (_, sources) = http(addr, "GET", "/api/v1/grid/sources", "").await;
+    assert_eq!(sources.as_array().unwrap().len(), 1);
+    aggregator.stop().await.unwrap();
+}

@@ -237,19 +237,18 @@ fn interval_period(period: &Value, field: &str) -> Result<(i64, Option<i64>)> {
     Ok((start, length))
 }
 
-/// An ISO 8601 duration in ns (`PT15M`, `PT1H30M`, `P1DT2H`, `P1W`); `None` for OpenADR's
-/// "until further notice", `P9999Y`.
+/// An ISO 8601 duration in ns (`PT15M`, `PT1H30M`, `P1DT2H`, `P1W`, and the zero-padded
+/// `P0Y0M0DT1H0M0S` that openleadr's VTN writes); `None` for OpenADR's "until further notice",
+/// `P9999Y` (however padded).
 ///
 /// # Errors
-/// Why the text is not such a duration (years and months other than `P9999Y` have no fixed
-/// length and are refused).
+/// Why the text is not such a duration (a count of years or months other than `P9999Y` has no
+/// fixed length and is refused).
 pub fn duration_ns(text: &str) -> std::result::Result<Option<i64>, String> {
-    if text == "P9999Y" {
-        return Ok(None);
-    }
     let body = text.strip_prefix('P').ok_or("does not start with P")?;
     let (date, time) = body.split_once('T').unwrap_or((body, ""));
     let mut total: i64 = 0;
+    let mut calendar = (0_i64, 0_i64);
     let mut add = |part: &str, units: &[(char, i64)]| -> std::result::Result<(), String> {
         let mut number = String::new();
         for c in part.chars() {
@@ -263,11 +262,18 @@ pub fn duration_ns(text: &str) -> std::result::Result<Option<i64>, String> {
                 .map(|(_, s)| *s)
                 .ok_or_else(|| format!("has a unit {c:?} this reader does not take"))?;
             let count: i64 = number.parse().map_err(|_| "has a unit without a number")?;
-            total = count
-                .checked_mul(seconds * 1_000_000_000)
-                .and_then(|ns| total.checked_add(ns))
-                .ok_or("is too long")?;
             number.clear();
+            // Years and months (date part) have no fixed length: counted apart.
+            match seconds {
+                0 if c == 'Y' => calendar.0 = count,
+                0 => calendar.1 = count,
+                _ => {
+                    total = count
+                        .checked_mul(seconds * 1_000_000_000)
+                        .and_then(|ns| total.checked_add(ns))
+                        .ok_or("is too long")?;
+                }
+            }
         }
         if number.is_empty() {
             Ok(())
@@ -275,8 +281,13 @@ pub fn duration_ns(text: &str) -> std::result::Result<Option<i64>, String> {
             Err("ends with a number and no unit".into())
         }
     };
-    add(date, &[('W', 7 * 86_400), ('D', 86_400)])?;
+    add(date, &[('Y', 0), ('M', 0), ('W', 7 * 86_400), ('D', 86_400)])?;
     add(time, &[('H', 3_600), ('M', 60), ('S', 1)])?;
+    match calendar {
+        (9999, 0) if total == 0 => return Ok(None),
+        (0, 0) => {}
+        _ => return Err("counts years or months, which have no fixed length".into()),
+    }
     if total <= 0 {
         return Err("is not a positive duration".into());
     }
@@ -451,6 +462,9 @@ mod tests {
         assert_eq!(duration_ns("P1DT2H"), Ok(Some(93_600_000_000_000)));
         assert_eq!(duration_ns("P1W"), Ok(Some(604_800_000_000_000)));
         assert_eq!(duration_ns("P9999Y"), Ok(None));
+        // As openleadr's VTN writes them.
+        assert_eq!(duration_ns("P0Y0M0DT1H0M0S"), Ok(Some(3_600_000_000_000)));
+        assert_eq!(duration_ns("P9999Y0M0DT0H0M0S"), Ok(None));
         for bad in ["15M", "P1M", "PT", "PT0S", "PT5", "P1Y", "PTxM"] {
             assert!(duration_ns(bad).is_err(), "{bad}");
         }

@@ -13,6 +13,7 @@ pub mod events;
 pub mod planner;
 pub mod sdk;
 pub mod signal;
+pub mod sources;
 
 use footprint_core::units::NANOS_PER_HOUR;
 use footprint_exporters::forecast::{AnalogModel, Clock, Series};

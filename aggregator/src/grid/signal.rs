@@ -61,8 +61,11 @@ pub struct Signal {
     pub facility_power_budget_kw: Option<f64>,
     pub budget_reason: String,
     pub level: Level,
-    /// Why this level, with the figures it was decided on.
+    /// Why this level, with the figures it was decided on, and any event source that is not
+    /// answering (its last valid events stay in force).
     pub reason: String,
+    /// The VTNs events are polled from (`grid::sources`), as they stand.
+    pub event_sources: Vec<super::sources::SourceStatus>,
 }
 
 fn outlook(hour: &Hour) -> OutlookHour {
@@ -116,6 +119,11 @@ pub fn signal(
         Some((_, reason)) => (grid_level, format!("{grid_reason}; events: {reason}")),
         None => (grid_level, grid_reason),
     };
+    let event_sources = super::sources::list(connection, crate::now_ns())?;
+    let reason = event_sources
+        .iter()
+        .filter_map(super::sources::SourceStatus::warning)
+        .fold(reason, |reason, warning| format!("{reason}; {warning}"));
     let budget = budget_of(&active_events);
     Ok(Signal {
         at: footprint_core::time::format_rfc3339(footprint_core::UnixNanos(at_ns)),
@@ -132,6 +140,7 @@ pub fn signal(
         facility_power_kw,
         level,
         reason,
+        event_sources,
     })
 }
 

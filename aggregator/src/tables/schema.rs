@@ -11,7 +11,7 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
-pub const SCHEMA_VERSION: i64 = 11;
+pub const SCHEMA_VERSION: i64 = 12;
 
 /// How a ledger of an older schema is brought up to date: each step takes schema `from` to
 /// `from + 1`, and a ledger runs every step from its own version on (tables that are new are
@@ -71,6 +71,9 @@ const MIGRATIONS: &[(i64, &str)] = &[
     // Schema 11 records demand-response events (`grid_events`, `grid_event_intervals`) and GPU
     // power caps (`power_caps`), created by SCHEMA; nothing before them changes.
     (10, "SELECT 1"),
+    // Schema 12 records how each event source (a VEN bridge polling a VTN) last reported
+    // (`grid_event_sources`, created by SCHEMA).
+    (11, "SELECT 1"),
 ];
 
 /// Ledgers older than this schema have settled hours without roll-ups.
@@ -332,6 +335,17 @@ CREATE TABLE IF NOT EXISTS grid_event_intervals (
     value REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS grid_event_intervals_by_event ON grid_event_intervals (event);
+-- Each event source's last report (`grid::sources`): when, whether its VTN answered, and the
+-- events it listed and the aggregator refused (JSON).
+CREATE TABLE IF NOT EXISTS grid_event_sources (
+    name TEXT PRIMARY KEY,
+    reported_ns INTEGER NOT NULL,
+    last_success_ns INTEGER,
+    error TEXT,
+    events INTEGER NOT NULL,
+    refused TEXT NOT NULL,
+    poll_interval_s INTEGER NOT NULL
+);
 -- GPU power caps: each directive's outcome as the collector acknowledged it, and each cap it
 -- ended on its own (`outcome` restored), with when, which GPU, from and to W, and why.
 CREATE TABLE IF NOT EXISTS power_caps (
