@@ -281,7 +281,10 @@ pub fn duration_ns(text: &str) -> std::result::Result<Option<i64>, String> {
             Err("ends with a number and no unit".into())
         }
     };
-    add(date, &[('Y', 0), ('M', 0), ('W', 7 * 86_400), ('D', 86_400)])?;
+    add(
+        date,
+        &[('Y', 0), ('M', 0), ('W', 7 * 86_400), ('D', 86_400)],
+    )?;
     add(time, &[('H', 3_600), ('M', 60), ('S', 1)])?;
     match calendar {
         (9999, 0) if total == 0 => return Ok(None),

@@ -49,9 +49,13 @@ pub struct GridConfig {
     #[serde(default = "default_cap_lease_s")]
     pub cap_lease_s: u32,
     /// Which GPUs give way first: `proportional` (all, by draw above their minimum),
-    /// `training_first` or `inference_first`.
+    /// `training_first`, `inference_first` or `by_priority` (`job_priorities`).
     #[serde(default)]
     pub cap_policy: planner::CapPolicy,
+    /// Jobs' priorities for `cap_policy = "by_priority"`: rules matched in order on a job's
+    /// project, user, name prefix, kind and scheduler (`[[grid.job_priorities]]`).
+    #[serde(default)]
+    pub job_priorities: Vec<planner::JobPriority>,
     /// Zones' coordinates for `/locations` (the Carbon Aware SDK's list of known locations).
     #[serde(default)]
     pub locations: Vec<LocationConfig>,
@@ -74,6 +78,7 @@ impl Default for GridConfig {
             cap_interval_s: default_cap_interval_s(),
             cap_lease_s: default_cap_lease_s(),
             cap_policy: planner::CapPolicy::default(),
+            job_priorities: Vec::new(),
             locations: Vec::new(),
         }
     }

@@ -19,6 +19,8 @@ pub struct GpuNow {
     pub max_w: u32,
     /// The holding job's kind (`JobKind`).
     pub kind: i32,
+    /// The holding job's priority from `grid.job_priorities` (0 when no rule matches).
+    pub priority: i64,
 }
 
 /// The caps for a budget: (collector, device, W) for every GPU whose share is below its
@@ -40,6 +42,61 @@ pub enum CapPolicy {
     TrainingFirst,
     /// Inference jobs' GPUs give way first.
     InferenceFirst,
+    /// The GPUs of jobs of lower priority (`grid.job_priorities`) give way first.
+    ByPriority,
+}
+
+/// A rule giving the jobs it matches a priority (`[[grid.job_priorities]]`): every field given
+/// must match; the first rule that matches a job wins; a job no rule matches has priority 0.
+/// Higher keeps its power longer under `cap_policy = "by_priority"`.
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobPriority {
+    /// The job's project (Slurm account, Kubernetes namespace).
+    pub project: Option<String>,
+    /// The job's user.
+    pub user: Option<String>,
+    /// The start of the job's name.
+    pub name_prefix: Option<String>,
+    /// `training`, `inference` or `other`.
+    pub kind: Option<String>,
+    /// `slurm`, `kubernetes`, `process` or `static`.
+    pub scheduler: Option<String>,
+    pub priority: i64,
+}
+
+/// The fields of a job the priority rules look at.
+#[derive(Clone, Copy, Debug)]
+pub struct JobFields<'a> {
+    pub project: &'a str,
+    pub user: &'a str,
+    pub name: &'a str,
+    pub kind: i32,
+    pub scheduler: &'a str,
+}
+
+/// The priority of the first rule in `rules` that matches `job`; 0 when none does.
+pub fn priority_of(rules: &[JobPriority], job: JobFields<'_>) -> i64 {
+    let kind = footprint_proto::v1::JobKind::try_from(job.kind)
+        .map(|k| {
+            k.as_str_name()
+                .trim_start_matches("JOB_KIND_")
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    rules
+        .iter()
+        .find(|rule| {
+            rule.project.as_deref().is_none_or(|p| p == job.project)
+                && rule.user.as_deref().is_none_or(|u| u == job.user)
+                && rule
+                    .name_prefix
+                    .as_deref()
+                    .is_none_or(|n| job.name.starts_with(n))
+                && rule.kind.as_deref().is_none_or(|k| k == kind)
+                && rule.scheduler.as_deref().is_none_or(|s| s == job.scheduler)
+        })
+        .map_or(0, |rule| rule.priority)
 }
 
 /// Shares `budget_kw` of a site drawing `facility_kw` among `gpus`, by `policy`.
@@ -48,30 +105,47 @@ pub fn plan(budget_kw: f64, facility_kw: f64, gpus: &[GpuNow], policy: CapPolicy
     let other_w = (facility_kw * 1_000.0 - gpu_w).max(0.0);
     let for_gpus = budget_kw * 1_000.0 - other_w;
     let floor_w: f64 = gpus.iter().map(|g| f64::from(g.min_w)).sum();
-    let first_kind = match policy {
-        CapPolicy::Proportional => None,
-        CapPolicy::TrainingFirst => Some(footprint_proto::v1::JobKind::Training as i32),
-        CapPolicy::InferenceFirst => Some(footprint_proto::v1::JobKind::Inference as i32),
+    // Tiers, most important first: a tier keeps its draw while the budget allows it with every
+    // tier after it at its minimum; the first that cannot shares what is left above those
+    // minimums, and every tier after it is held at its minimum.
+    let tier_of = |gpu: &GpuNow| -> i64 {
+        let training = footprint_proto::v1::JobKind::Training as i32;
+        let inference = footprint_proto::v1::JobKind::Inference as i32;
+        match policy {
+            CapPolicy::Proportional => 0,
+            CapPolicy::TrainingFirst => i64::from(gpu.kind != training),
+            CapPolicy::InferenceFirst => i64::from(gpu.kind != inference),
+            CapPolicy::ByPriority => gpu.priority,
+        }
     };
-    let (first, rest): (Vec<&GpuNow>, Vec<&GpuNow>) = match first_kind {
-        Some(kind) => gpus.iter().partition(|g| g.kind == kind),
-        None => (gpus.iter().collect(), Vec::new()),
-    };
-    // The GPUs that give way last keep their draw if the budget allows it with the others at
-    // their minimum; otherwise the others go to their minimum and these share the rest.
-    let rest_w: f64 = rest.iter().map(|g| g.power_w.max(f64::from(g.min_w))).sum();
-    let first_floor: f64 = first.iter().map(|g| f64::from(g.min_w)).sum();
-    let caps = if for_gpus >= rest_w + first_floor {
-        share(for_gpus - rest_w, &first)
-    } else {
-        let mut caps = share(first_floor, &first);
-        caps.extend(share(for_gpus - first_floor, &rest));
-        caps
-    };
+    let mut tiers: std::collections::BTreeMap<i64, Vec<&GpuNow>> = Default::default();
+    for gpu in gpus {
+        tiers.entry(tier_of(gpu)).or_default().push(gpu);
+    }
+    let tiers: Vec<Vec<&GpuNow>> = tiers.into_values().rev().collect();
+    let floor_of = |tier: &[&GpuNow]| -> f64 { tier.iter().map(|g| f64::from(g.min_w)).sum() };
+    let mut caps = Vec::new();
+    let mut left_w = for_gpus;
+    for (index, tier) in tiers.iter().enumerate() {
+        let below_floor: f64 = tiers[index + 1..].iter().map(|t| floor_of(t)).sum();
+        let keep_w: f64 = tier.iter().map(|g| g.power_w.max(f64::from(g.min_w))).sum();
+        let last = index + 1 == tiers.len();
+        if !last && left_w - below_floor >= keep_w {
+            left_w -= keep_w;
+            continue;
+        }
+        caps.extend(share(left_w - below_floor, tier));
+        for lower in &tiers[index + 1..] {
+            caps.extend(share(floor_of(lower), lower));
+        }
+        break;
+    }
+    caps.sort();
     let order = match policy {
         CapPolicy::Proportional => "shared by draw above each GPU's minimum",
         CapPolicy::TrainingFirst => "training jobs' GPUs giving way first",
         CapPolicy::InferenceFirst => "inference jobs' GPUs giving way first",
+        CapPolicy::ByPriority => "lower-priority jobs' GPUs giving way first",
     };
     let note = if for_gpus < floor_w {
         format!(
@@ -162,7 +236,12 @@ pub async fn run(
                 let events = super::events::list(connection, Some(now))?;
                 let budget = super::signal::budget_of(&events);
                 let facility = super::signal::facility_power_kw(connection, &settings, now)?;
-                Ok((budget, facility, gpus_now(connection, &connected)?))
+                let priorities = &settings.grid.job_priorities;
+                Ok((
+                    budget,
+                    facility,
+                    gpus_now(connection, &connected, priorities)?,
+                ))
             })
             .await;
         let (budget, facility, gpus) = match read {
@@ -228,10 +307,15 @@ pub fn settable_range(method: &str) -> Option<(u32, u32)> {
 ///
 /// # Errors
 /// A database error.
-pub fn gpus_now(connection: &Connection, connected: &[String]) -> Result<Vec<GpuNow>> {
+pub fn gpus_now(
+    connection: &Connection,
+    connected: &[String],
+    priorities: &[JobPriority],
+) -> Result<Vec<GpuNow>> {
     let mut gpus = Vec::new();
     let mut held = connection.prepare_cached(
-        "SELECT a.job, a.gpus, j.kind FROM allocations a JOIN jobs j ON j.id = a.job
+        "SELECT a.job, a.gpus, j.kind, j.project, j.user, j.name, j.scheduler
+         FROM allocations a JOIN jobs j ON j.id = a.job
          WHERE a.collector = ?1 AND a.end_ns IS NULL",
     )?;
     let mut latest = connection.prepare_cached(
@@ -250,10 +334,22 @@ pub fn gpus_now(connection: &Connection, connected: &[String]) -> Result<Vec<Gpu
         else {
             continue;
         };
-        let allocations: Vec<(i64, String, i32)> = held
-            .query_map([collector], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        let allocations: Vec<(i64, String, i32, i64)> = held
+            .query_map([collector], |r| {
+                let kind = r.get(2)?;
+                let (project, user, name, scheduler): (String, String, String, String) =
+                    (r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?);
+                let fields = JobFields {
+                    project: &project,
+                    user: &user,
+                    name: &name,
+                    kind,
+                    scheduler: &scheduler,
+                };
+                Ok((r.get(0)?, r.get(1)?, kind, priority_of(priorities, fields)))
+            })?
             .collect::<rusqlite::Result<_>>()?;
-        for (job, devices, kind) in allocations {
+        for (job, devices, kind, priority) in allocations {
             let (gpu_mj, gpu_ns): (i64, i64) = latest
                 .query_row(params![collector, job], |r| Ok((r.get(0)?, r.get(1)?)))
                 .unwrap_or((0, 0));
@@ -283,6 +379,7 @@ pub fn gpus_now(connection: &Connection, connected: &[String]) -> Result<Vec<Gpu
                     min_w,
                     max_w,
                     kind,
+                    priority,
                 });
             }
         }
@@ -303,6 +400,7 @@ mod tests {
             min_w: 200,
             max_w: 700,
             kind: footprint_proto::v1::JobKind::Training as i32,
+            priority: 0,
         }
     }
 
@@ -342,6 +440,78 @@ mod tests {
                 ("a".into(), "gpu0".into(), 400),
                 ("a".into(), "gpu1".into(), 400)
             ]
+        );
+    }
+
+    #[test]
+    fn by_priority_the_least_important_give_way_first_and_rules_match_in_order() {
+        let with = |device: &str, priority: i64| GpuNow {
+            priority,
+            ..gpu(device, 500.0)
+        };
+        let gpus = [with("low", -5), with("normal", 0), with("high", 10)];
+        // 1.0 kW of the site is not GPUs; a 2.2 kW budget leaves 1 200 W for GPUs drawing
+        // 1 500: high and normal keep their 500 (the low one's 200 W minimum still fits) and
+        // low gets the 200 W left, its minimum.
+        let planned = plan(2.2, 2.5, &gpus, CapPolicy::ByPriority);
+        assert_eq!(planned.caps, vec![("a".into(), "low".into(), 200)]);
+        // 900 W for GPUs: high keeps 500; normal gets what is left above low's minimum,
+        // 900 − 500 − 200 = 200 W (its minimum); low its minimum.
+        let planned = plan(1.9, 2.5, &gpus, CapPolicy::ByPriority);
+        assert_eq!(
+            planned.caps,
+            vec![
+                ("a".into(), "low".into(), 200),
+                ("a".into(), "normal".into(), 200)
+            ]
+        );
+        assert!(
+            planned
+                .note
+                .contains("lower-priority jobs' GPUs giving way first")
+        );
+
+        let rules = [
+            JobPriority {
+                project: Some("serving".into()),
+                kind: Some("inference".into()),
+                priority: 10,
+                ..Default::default()
+            },
+            JobPriority {
+                name_prefix: Some("sweep-".into()),
+                priority: -5,
+                ..Default::default()
+            },
+            JobPriority {
+                project: Some("serving".into()),
+                priority: 5,
+                ..Default::default()
+            },
+        ];
+        let job = |project, name, kind: footprint_proto::v1::JobKind| JobFields {
+            project,
+            user: "ana",
+            name,
+            kind: kind as i32,
+            scheduler: "slurm",
+        };
+        use footprint_proto::v1::JobKind;
+        assert_eq!(
+            priority_of(&rules, job("serving", "chat", JobKind::Inference)),
+            10
+        );
+        assert_eq!(
+            priority_of(&rules, job("serving", "sweep-1", JobKind::Training)),
+            -5
+        );
+        assert_eq!(
+            priority_of(&rules, job("serving", "eval", JobKind::Training)),
+            5
+        );
+        assert_eq!(
+            priority_of(&rules, job("research", "llm", JobKind::Training)),
+            0
         );
     }
 
@@ -388,6 +558,34 @@ mod tests {
     }
 
     proptest! {
+        /// Under `by_priority`, a GPU gives way (is capped below its draw) only once every GPU of
+        /// a job of lower priority is at its minimum; and every cap is within its GPU's range.
+        #[test]
+        fn a_gpu_gives_way_only_after_every_less_important_one(
+            gpus in prop::collection::vec((0.0f64..800.0, -3i64..3), 1..20),
+            other_kw in 0.0f64..20.0,
+            budget_kw in 0.0f64..40.0,
+        ) {
+            let gpus: Vec<GpuNow> = gpus
+                .iter()
+                .enumerate()
+                .map(|(i, (draw, priority))| GpuNow { priority: *priority, ..gpu(&format!("gpu{i}"), *draw) })
+                .collect();
+            let facility_kw = other_kw + gpus.iter().map(|g| g.power_w).sum::<f64>() / 1_000.0;
+            let planned = plan(budget_kw, facility_kw, &gpus, CapPolicy::ByPriority);
+            let cap_of = |g: &GpuNow| planned.caps.iter().find(|c| c.1 == g.device).map(|c| c.2);
+            for g in &gpus {
+                if let Some(watts) = cap_of(g) {
+                    prop_assert!((g.min_w..g.max_w).contains(&watts));
+                    if f64::from(watts) + 1.0 < g.power_w {
+                        for lower in gpus.iter().filter(|h| h.priority < g.priority) {
+                            prop_assert_eq!(cap_of(lower), Some(lower.min_w), "{} gave way before {}", g.device, lower.device);
+                        }
+                    }
+                }
+            }
+        }
+
         /// Whatever the budget and draws: every cap within its GPU's range, and the caps never
         /// add up to more than the budget leaves the GPUs when it can be met.
         #[test]

@@ -74,10 +74,10 @@ pub struct SourceStatus {
 impl SourceStatus {
     /// What a scheduler should know, in words, when the source is not `ok`.
     pub fn warning(&self) -> Option<String> {
-        let since = self
-            .last_success
-            .as_deref()
-            .map_or_else(|| "never read".to_owned(), |at| format!("last read at {at}"));
+        let since = self.last_success.as_deref().map_or_else(
+            || "never read".to_owned(),
+            |at| format!("last read at {at}"),
+        );
         let what = match self.state {
             SourceState::Ok => return None,
             SourceState::Failing => format!(
@@ -115,7 +115,12 @@ pub fn check_name(name: &str) -> Result<()> {
 /// # Errors
 /// [`Error::BadRequest`] for a bad name, a zero poll interval or too many refusals; a database
 /// error.
-pub fn record(connection: &Connection, name: &str, report: &SourceReport, now_ns: i64) -> Result<()> {
+pub fn record(
+    connection: &Connection,
+    name: &str,
+    report: &SourceReport,
+    now_ns: i64,
+) -> Result<()> {
     check_name(name)?;
     if report.poll_interval_s == 0 {
         return Err(Error::BadRequest(
@@ -248,7 +253,10 @@ mod tests {
         record(&connection, "vtn:utility", &report(false), 110 * S).unwrap();
         let failing = &list(&connection, 112 * S).unwrap()[0];
         assert_eq!(failing.state, SourceState::Failing);
-        assert_eq!(failing.last_success.as_deref(), Some("1970-01-01T00:01:40Z"));
+        assert_eq!(
+            failing.last_success.as_deref(),
+            Some("1970-01-01T00:01:40Z")
+        );
         let warning = failing.warning().unwrap();
         assert!(warning.contains("connection refused"), "{warning}");
         assert!(warning.contains("stay in force"), "{warning}");
@@ -259,7 +267,10 @@ mod tests {
         assert!(silent.warning().unwrap().contains("has not reported since"));
 
         record(&connection, "vtn:utility", &report(true), 150 * S).unwrap();
-        assert_eq!(list(&connection, 150 * S).unwrap()[0].state, SourceState::Ok);
+        assert_eq!(
+            list(&connection, 150 * S).unwrap()[0].state,
+            SourceState::Ok
+        );
         assert!(known(&connection, "vtn:utility").unwrap());
         assert!(!known(&connection, "other").unwrap());
     }
