@@ -77,6 +77,9 @@ pub struct AggregatorConfig {
     /// The grid signal: intensity thresholds for its level, and zones' coordinates.
     #[serde(default)]
     pub grid: crate::grid::GridConfig,
+    /// What `/metrics` exposes of the ledger: how long and how many jobs' series.
+    #[serde(default)]
+    pub metrics: crate::exposition::MetricsConfig,
     /// Where hosts stand, for totals per hall and rack: `[[placement]] host = "gpu-node-01",
     /// hall = "A", rack = "A03"`. Hosts not listed are grouped under hall and rack "unplaced".
     #[serde(default)]
@@ -376,6 +379,7 @@ impl AggregatorConfig {
             ledger: LedgerConfig::default(),
             disclosure: Default::default(),
             grid: Default::default(),
+            metrics: Default::default(),
             placement: Vec::new(),
         }
     }

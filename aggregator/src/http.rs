@@ -58,6 +58,9 @@ pub fn router(reader: LedgerReader, registry: Arc<Registry>, control: Option<Con
             "/api/v1/grid/sources/{name}",
             axum::routing::put(report_source),
         )
+        .route("/api/v1/jobs/{id}/hours", get(job_hours))
+        .route("/api/v1/overview", get(overview))
+        .route("/", get(page))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(HttpState {
@@ -554,6 +557,51 @@ async fn get_job(
     Ok(Json(job.into()))
 }
 
+/// One job's footprint hour by hour (`ledger::job_hours`).
+async fn job_hours(
+    State(state): State<HttpState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<crate::ledger::job_hours::JobHour>>, ApiError> {
+    let hours = state
+        .reader
+        .with(move |c| crate::ledger::job_hours::job_hours(c, &id))
+        .await
+        .map_err(ApiError)?;
+    Ok(Json(hours))
+}
+
+/// What `/metrics` exposes of the ledger, as JSON, for the page.
+async fn overview(
+    State(state): State<HttpState>,
+) -> Result<Json<crate::exposition::Snapshot>, ApiError> {
+    let now = crate::now_ns();
+    let snapshot = state
+        .reader
+        .with(move |connection| {
+            let config = crate::report::stored_config(connection)?;
+            crate::exposition::read(connection, &config, now)
+        })
+        .await
+        .map_err(ApiError)?;
+    Ok(Json(snapshot))
+}
+
+/// The operators' page: one HTML file with its script and styles inline (nothing fetched from
+/// elsewhere), reading the JSON API.
+async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' data:",
+            ),
+        ],
+        include_str!("web/index.html"),
+    )
+        .into_response()
+}
+
 #[derive(Debug, Serialize)]
 struct FacilityBody {
     windows: Vec<FacilityAnswer>,
@@ -638,15 +686,51 @@ async fn intensity(
     }))
 }
 
-async fn metrics(State(state): State<HttpState>) -> Response {
+/// The aggregator's own counters, then the ledger's figures ([`crate::exposition`]): OpenMetrics
+/// for a scraper that asks for it (Prometheus does), else the Prometheus text format.
+async fn metrics(State(state): State<HttpState>, headers: axum::http::HeaderMap) -> Response {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.contains("application/openmetrics-text"));
+    let connected = state
+        .control
+        .as_ref()
+        .map(|control| control.directives.connected())
+        .unwrap_or_default();
+    let now = crate::now_ns();
+    let snapshot = state
+        .reader
+        .with(move |connection| {
+            let config = crate::report::stored_config(connection)?;
+            crate::exposition::read(connection, &config, now)
+        })
+        .await;
+    let snapshot = match snapshot {
+        Ok(snapshot) => snapshot,
+        Err(error) => return ApiError(error).into_response(),
+    };
+    let ledger = crate::exposition::registry(&snapshot, &connected);
     let mut text = String::new();
-    match prometheus_client::encoding::text::encode(&mut text, &state.registry) {
-        Ok(()) => (
+    let encoded = prometheus_client::encoding::text::encode_registry(&mut text, &state.registry)
+        .and_then(|()| prometheus_client::encoding::text::encode_registry(&mut text, &ledger))
+        .and_then(|()| prometheus_client::encoding::text::encode_eof(&mut text));
+    match encoded {
+        Ok(()) if openmetrics => (
             [(
                 header::CONTENT_TYPE,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )],
             text,
+        )
+            .into_response(),
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            crate::exposition::to_prometheus_text(&text),
         )
             .into_response(),
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),

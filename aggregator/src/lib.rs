@@ -10,6 +10,7 @@ pub mod api;
 pub mod budget;
 pub mod codec;
 pub mod config;
+pub mod exposition;
 pub mod forecast;
 pub mod grid;
 pub mod http;

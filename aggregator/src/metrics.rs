@@ -100,12 +100,12 @@ impl AggregatorMetrics {
             self.windows_built.clone(),
         );
         registry.register(
-            "hours_settled",
+            "hour_settlements",
             "Hours of the site settled: facility overhead, water and carbon shared out",
             self.hours_settled.clone(),
         );
         registry.register(
-            "hours_aged",
+            "hour_details_aged",
             "Settled hours whose window detail was deleted after ledger.window_detail_days, leaving their hourly roll-ups",
             self.hours_aged.clone(),
         );
@@ -120,7 +120,7 @@ impl AggregatorMetrics {
             self.windows_revised.clone(),
         );
         registry.register(
-            "hours_revised",
+            "hour_settlements_revised",
             "Site hours settled again after late data whose figures changed",
             self.hours_revised.clone(),
         );

@@ -17,6 +17,7 @@ fn demo_writes_a_summary_whose_books_balance_exactly() {
     let output = Command::new(env!("CARGO_BIN_EXE_footprint"))
         .args([
             "demo",
+            "--exit",
             "--hours",
             "3",
             "--seed",
@@ -356,7 +357,7 @@ fn demo_refuses_a_directory_that_already_holds_a_ledger() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("footprint.sqlite"), b"").unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_footprint"))
-        .args(["demo", "--hours", "1", "--data-dir"])
+        .args(["demo", "--exit", "--hours", "1", "--data-dir"])
         .arg(dir.path())
         .output()
         .unwrap();
@@ -447,6 +448,7 @@ fn the_same_seed_gives_a_byte_identical_summary_whatever_the_speed() {
         let output = Command::new(env!("CARGO_BIN_EXE_footprint"))
             .args([
                 "demo",
+                "--exit",
                 "--hours",
                 "2",
                 "--seed",

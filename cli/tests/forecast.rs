@@ -55,6 +55,7 @@ fn a_demo_ledger_gives_48_hours_of_ordered_quantiles_in_every_format() {
     let data = data_dir.to_str().unwrap();
     let demo = success(&[
         "demo",
+        "--exit",
         "--hours",
         "100",
         "--hosts",

@@ -28,6 +28,7 @@ fn run_demo(data_dir: &Path) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_footprint"))
         .args([
             "demo",
+            "--exit",
             "--hours",
             "2",
             "--seed",

@@ -34,6 +34,7 @@ pub mod explain;
 pub mod facility;
 mod hour_rollup;
 pub mod intensity;
+pub mod job_hours;
 pub mod read;
 pub mod recheck;
 pub mod site;

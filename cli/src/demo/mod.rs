@@ -61,6 +61,13 @@ pub struct DemoOptions {
     /// 0 keeps only hourly roll-ups of every settled hour.
     #[arg(long, default_value_t = 35)]
     pub window_detail_days: u32,
+    /// Where the web page, `/metrics` and the HTTP APIs are served (loopback, any free port,
+    /// unless given).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub listen: std::net::SocketAddr,
+    /// End when the simulated time is over, instead of serving the page until Ctrl-C.
+    #[arg(long)]
+    pub exit: bool,
 }
 
 /// The real German grid intensity of the demo's default fortnight (`cli/data/README.md`).
@@ -286,6 +293,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let mut config =
         demo_aggregator_config(&data_dir, &config_dir, start, options.hours, options.hosts)?;
     config.ledger.window_detail_days = options.window_detail_days;
+    config.http_listen = options.listen;
     std::fs::write(
         config_dir.join("aggregator.toml"),
         toml::to_string(&config)?,
@@ -294,6 +302,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         .await
         .context("starting the aggregator")?;
     let endpoint = format!("http://{}", aggregator.grpc_addr);
+    let page = format!("http://{}/", aggregator.http_addr);
+    println!("Live page: {page} (also /metrics and /api/v1/…)");
 
     let plan = SitePlan {
         hosts: options.hosts,
@@ -476,7 +486,6 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         )?;
     }
     let forecast = write_forecast(&ledger_path, &data_dir);
-    aggregator.stop().await?;
     let wall = started.elapsed();
 
     println!();
@@ -517,6 +526,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     );
     println!("{forecast}");
     let imbalance = summary.imbalance();
+    if !options.exit && !interrupted {
+        println!("The page, /metrics and the APIs: {page} (Ctrl-C ends the demo)");
+        crate::logging::stop_signal().await;
+    }
+    aggregator.stop().await?;
     if imbalance.iter().any(|off| *off != 0) {
         bail!(
             "the books do not balance: {imbalance:?} (energy mJ, water mL, carbon mg location / market / embodied)"
