@@ -59,9 +59,45 @@ impl Default for AggregatorMetrics {
     }
 }
 
+/// Why an ingest stream is refused (`streams_refused`).
+pub const STREAM_REFUSALS: [&str; 9] = [
+    "no_hello",
+    "bad_hello",
+    "id_in_use",
+    "wrong_collector",
+    "bad_seq",
+    "overloaded",
+    "second_hello",
+    "empty_message",
+    "bad_directive_ack",
+];
+
+/// What late data touched (`late_data`).
+pub const LATE_DATA: [&str; 4] = ["readings", "allocation", "site meter readings", "windows"];
+
 impl AggregatorMetrics {
-    /// A registry exposing these counters under `footprint_aggregator_`.
+    /// A registry exposing these counters under `footprint_aggregator_`. Every known reason
+    /// starts at zero, so a dashboard's query finds its series before the first refusal.
     pub fn registry(self: &std::sync::Arc<Self>) -> Registry {
+        let zero = |family: &Family<ReasonLabel, Counter>, reasons: &[&str]| {
+            for reason in reasons {
+                drop(family.get_or_create(&ReasonLabel {
+                    reason: (*reason).to_owned(),
+                }));
+            }
+        };
+        let reading_reasons: Vec<&str> = crate::store::validate::Reason::ALL
+            .iter()
+            .map(|reason| reason.code())
+            .collect();
+        zero(&self.readings_rejected, &reading_reasons);
+        zero(&self.streams_refused, &STREAM_REFUSALS);
+        zero(&self.late_data, &LATE_DATA);
+        for outcome in ["stored", "duplicate"] {
+            drop(self.batches.get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            }));
+        }
         let mut registry = Registry::with_prefix("footprint_aggregator");
         registry.register_with_unit(
             "ack_latency",

@@ -116,17 +116,20 @@ impl Uplink {
     }
 
     /// Runs until sampling is done and the spool is empty. Reconnects with jittered exponential
-    /// backoff on any failure. Drop the future to give up (the spool keeps what is left).
+    /// backoff on any failure; a session that was healthy (welcomed, and a batch acknowledged)
+    /// starts the backoff again from its first step. Drop the future to give up (the spool keeps
+    /// what is left).
     pub async fn run(self) {
         let mut rng = SplitMix64::new(seed_from(&self.hello.collector_id));
         let mut failures = 0u32;
         while !self.finished().await {
-            match self.session().await {
+            let mut healthy = false;
+            match self.session(&mut healthy).await {
                 Ok(()) => failures = 0,
                 Err(error) => {
-                    failures = failures.saturating_add(1);
+                    failures = failures_after(failures, healthy);
                     self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
-                    let base_ms = (100u64 << failures.min(6)).min(5_000);
+                    let base_ms = backoff_base_ms(failures);
                     let wait = Duration::from_millis(base_ms / 2 + rng.range(0, base_ms));
                     warn!(endpoint = %self.endpoint, error = %error, retry_in_ms = wait.as_millis() as u64, "Aggregator session failed; batches stay in the spool.");
                     tokio::time::sleep(wait).await;
@@ -136,7 +139,9 @@ impl Uplink {
         info!(collector = %self.hello.collector_id, "All batches acknowledged.");
     }
 
-    async fn session(&self) -> Result<(), SessionError> {
+    /// One stream to the aggregator; `healthy` is set once it was welcomed and a batch was
+    /// acknowledged on it.
+    async fn session(&self, healthy: &mut bool) -> Result<(), SessionError> {
         let cannot_connect = |error: tonic::transport::Error| SessionError::Connect {
             endpoint: self.endpoint.clone(),
             message: error.to_string(),
@@ -202,6 +207,7 @@ impl Uplink {
                 message = inbound.message() => {
                     match message?.and_then(|m| m.body) {
                         Some(Down::Ack(ack)) => {
+                            *healthy = true;
                             let seq = ack.seq;
                             with_spool(&self.spool, move |s| s.acknowledge(seq)).await?;
                             while let Some(&(sent_seq, sent_at, readings)) = in_flight.front() {
@@ -244,6 +250,22 @@ impl Uplink {
     }
 }
 
+/// Consecutive failures after a session that failed: one more, counted from zero again when
+/// that session was healthy, so an hour of good streaming is not followed by the longest wait.
+fn failures_after(failures: u32, healthy: bool) -> u32 {
+    if healthy {
+        1
+    } else {
+        failures.saturating_add(1)
+    }
+}
+
+/// The middle of the jittered wait after `failures` consecutive failures, ms: 200 ms doubling to
+/// 5 s.
+fn backoff_base_ms(failures: u32) -> u64 {
+    (100u64 << failures.min(6)).min(5_000)
+}
+
 fn seed_from(text: &str) -> u64 {
     // FNV-1a: a stable, dependency-free hash so collectors do not retry in lockstep.
     let mut hash = 0xcbf2_9ce4_8422_2325u64;
@@ -251,4 +273,21 @@ fn seed_from(text: &str) -> u64 {
         hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
     }
     hash ^ u64::from(std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_healthy_session_starts_the_backoff_again() {
+        // Six lost connections in a row reach the longest wait…
+        let failures = (0..6).fold(0, |f, _| failures_after(f, false));
+        assert_eq!(backoff_base_ms(failures), 5_000);
+        // …and a session that streamed (welcomed, a batch acknowledged) before it failed waits
+        // the shortest again.
+        let failures = failures_after(failures, true);
+        assert_eq!(backoff_base_ms(failures), 200);
+        assert_eq!(backoff_base_ms(failures_after(failures, false)), 400);
+    }
 }

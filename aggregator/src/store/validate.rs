@@ -33,6 +33,26 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, for counters that start at zero.
+    pub const ALL: [Self; 16] = [
+        Self::BadMeter,
+        Self::UnknownMeter,
+        Self::BadQuality,
+        Self::FutureTimestamp,
+        Self::NotAfterPrevious,
+        Self::AboveMaximum,
+        Self::WentBackwards,
+        Self::ImplausibleRate,
+        Self::ConflictingReading,
+        Self::OutOfOrderAcrossReset,
+        Self::OutOfOrderInconsistent,
+        Self::MissingJob,
+        Self::BadTime,
+        Self::UnknownDevice,
+        Self::BadValue,
+        Self::Storage,
+    ];
+
     pub fn code(self) -> &'static str {
         match self {
             Self::BadMeter => "bad_meter",

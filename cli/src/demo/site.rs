@@ -2,9 +2,10 @@
 //!
 //! Each host has two halves of four GPUs (one per CPU package). Hosts 0 and 1 start with one
 //! distributed training job holding all their GPUs; every half then runs a random sequence of
-//! training jobs (all four GPUs), inference jobs (one or two GPUs) and idle gaps. Training GPUs
-//! draw the recorded power of BioHPC's H100 host (cbsugpu08), inference GPUs that of cbsugpu05,
-//! each job from a random hour of Nov–Dec 2024.
+//! training jobs (all four GPUs), inference jobs (one or two GPUs) and idle gaps. Every GPU is
+//! an H100 drawing the recorded power of BioHPC's H100 host (cbsugpu08, Nov–Dec 2024): a training
+//! job replays a stretch of the trace as long as itself whose mean is a busy GPU's, an inference
+//! job one whose mean is a partly loaded GPU's, and idle GPUs draw just below the trace's floor.
 
 use footprint_collector::config::{CollectorConfig, SimulatedClockConfig, SourceConfig};
 use footprint_collector::sources::replay::{ReplayConfig, ReplayJobConfig, ReplayOutletConfig};
@@ -55,13 +56,52 @@ fn pick<'a, T>(rng: &mut SplitMix64, items: &'a [T]) -> &'a T {
     &items[rng.range(0, items.len() as u64) as usize]
 }
 
-/// A random trace hour label of `host` (the whole trace is eligible; playback cycles at its end).
-fn trace_start(rng: &mut SplitMix64, trace: &PowerTrace, host: &str) -> String {
-    let hours = trace.hours(host).unwrap_or(&[]);
-    hours
-        .get(rng.range(0, hours.len() as u64) as usize)
-        .map(|h| h.label.clone())
+/// The trace the demo's GPUs replay: BioHPC's H100 host, so that every simulated host is the
+/// hardware its power came from.
+const TRACE_HOST: &str = "cbsugpu08";
+/// The GPU model of that host, as NVML would name it.
+const TRACE_GPU_MODEL: &str = "NVIDIA H100 80GB HBM3";
+/// Idle board power of the simulated GPUs, W: just below the trace's lowest hour (49.8 W), so a
+/// GPU a job holds never draws less than an idle one.
+const GPU_IDLE_W: f64 = 48.0;
+/// Mean per-GPU power, W, over a job's span of the trace: training runs from its busy stretches,
+/// inference from its partly loaded ones (the trace's idle hours sit near 50 W, its busy ones
+/// near 345 W).
+const TRAINING_W: std::ops::Range<f64> = 280.0..f64::INFINITY;
+const INFERENCE_W: std::ops::Range<f64> = 80.0..280.0;
+
+/// A random trace hour label of the demo's trace host from which the next `span_hours` hours
+/// (cycling at the trace's end) average a power in `watts`; any hour when none does.
+fn trace_start(
+    rng: &mut SplitMix64,
+    trace: &PowerTrace,
+    watts: &std::ops::Range<f64>,
+    span_hours: usize,
+) -> String {
+    let hours = trace.hours(TRACE_HOST).unwrap_or(&[]);
+    let span = span_hours.clamp(1, hours.len().max(1));
+    let mean_w = |first: usize| {
+        (0..span)
+            .map(|offset| hours[(first + offset) % hours.len()].power_mw as f64)
+            .sum::<f64>()
+            / span as f64
+            / 1_000.0
+    };
+    let fitting: Vec<usize> = (0..hours.len())
+        .filter(|first| watts.contains(&mean_w(*first)))
+        .collect();
+    let pool: Vec<usize> = if fitting.is_empty() {
+        (0..hours.len()).collect()
+    } else {
+        fitting
+    };
+    pool.get(rng.range(0, pool.len() as u64) as usize)
+        .map(|first| hours[*first].label.clone())
         .unwrap_or_default()
+}
+
+fn span_hours(from_ns: i64, to_ns: i64) -> usize {
+    usize::try_from((to_ns - from_ns + HOUR_NS - 1) / HOUR_NS).unwrap_or(1)
 }
 
 fn cpulist(first: u32, count: u32) -> String {
@@ -95,7 +135,12 @@ impl SitePlan {
         };
         let distributed_end = (start + 12 * HOUR_NS).min(end);
         let distributed_id = next_id("train");
-        let distributed_trace = trace_start(&mut rng, &trace, "cbsugpu08");
+        let distributed_trace = trace_start(
+            &mut rng,
+            &trace,
+            &TRAINING_W,
+            span_hours(start, distributed_end),
+        );
         let mut hosts = Vec::new();
         for host in 0..self.hosts {
             let mut jobs = Vec::new();
@@ -112,7 +157,7 @@ impl SitePlan {
                     cpus: cpulist(0, self.gpus_per_host * cpus_per_gpu),
                     start: format_rfc3339(UnixNanos(start)),
                     end: format_rfc3339(UnixNanos(distributed_end)),
-                    trace_host: "cbsugpu08".into(),
+                    trace_host: TRACE_HOST.into(),
                     trace_start: distributed_trace.clone(),
                     functional_unit: "1k tokens".into(),
                     units_per_hour: TRAINING_KTOKENS_PER_GPU_HOUR * u64::from(self.gpus_per_host),
@@ -140,17 +185,17 @@ impl SitePlan {
                         (minutes(&mut rng, 45, 360), lane_gpus[..count].to_vec())
                     };
                     let job_end = (at + duration).min(end);
-                    let (id, model, trace_host) = if training {
+                    let (id, model, watts) = if training {
                         (
                             next_id("train"),
                             *pick(&mut rng, &TRAINING_MODELS),
-                            "cbsugpu08",
+                            &TRAINING_W,
                         )
                     } else {
                         (
                             next_id("infer"),
                             *pick(&mut rng, &INFERENCE_MODELS),
-                            "cbsugpu05",
+                            &INFERENCE_W,
                         )
                     };
                     let gpus_held = gpus.len() as u64;
@@ -165,8 +210,8 @@ impl SitePlan {
                         gpus,
                         start: format_rfc3339(UnixNanos(at)),
                         end: format_rfc3339(UnixNanos(job_end)),
-                        trace_host: trace_host.into(),
-                        trace_start: trace_start(&mut rng, &trace, trace_host),
+                        trace_host: TRACE_HOST.into(),
+                        trace_start: trace_start(&mut rng, &trace, watts, span_hours(at, job_end)),
                         functional_unit: "1k tokens".into(),
                         units_per_hour: if training {
                             TRAINING_KTOKENS_PER_GPU_HOUR
@@ -184,14 +229,14 @@ impl SitePlan {
                     gpus: self.gpus_per_host,
                     cpus: 64,
                     cpu_packages: 2,
-                    gpu_idle_w: 58.0,
+                    gpu_idle_w: GPU_IDLE_W,
                     cpu_idle_w: 45.0,
                     cpu_core_w: 3.5,
                     dram_idle_w: 6.0,
                     dram_core_w: 0.4,
                     rapl_counter_max_mj: 262_143_328,
                     counter_start_mj: rng.range(0, 1_000_000_000),
-                    gpu_model: "NVIDIA H100 80GB HBM3".into(),
+                    gpu_model: TRACE_GPU_MODEL.into(),
                     // Odd-numbered hosts sit on a metered PDU outlet; the others rely on the
                     // aggregator's host overhead factor.
                     outlet: (host % 2 == 0).then_some(ReplayOutletConfig {
