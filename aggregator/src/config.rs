@@ -77,6 +77,9 @@ pub struct AggregatorConfig {
     /// The grid signal: intensity thresholds for its level, and zones' coordinates.
     #[serde(default)]
     pub grid: crate::grid::GridConfig,
+    /// Parquet history written as days settle (`dir`, off by default).
+    #[serde(default)]
+    pub parquet: crate::parquet_history::ParquetConfig,
     /// What `/metrics` exposes of the ledger: how long and how many jobs' series.
     #[serde(default)]
     pub metrics: crate::exposition::MetricsConfig,
@@ -380,6 +383,7 @@ impl AggregatorConfig {
             disclosure: Default::default(),
             grid: Default::default(),
             metrics: Default::default(),
+            parquet: Default::default(),
             placement: Vec::new(),
         }
     }

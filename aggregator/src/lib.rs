@@ -17,6 +17,7 @@ pub mod http;
 pub mod ingest;
 pub mod ledger;
 pub mod metrics;
+pub mod parquet_history;
 pub mod query;
 pub mod report;
 pub mod server;

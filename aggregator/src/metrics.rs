@@ -35,6 +35,8 @@ pub struct AggregatorMetrics {
     pub hours_revised: Counter,
     pub readings_compacted: Counter,
     pub streams_refused: Family<ReasonLabel, Counter>,
+    /// Exports (Parquet, InfluxDB) that failed and will be retried, by exporter.
+    pub exports_failed: Family<ReasonLabel, Counter>,
 }
 
 impl Default for AggregatorMetrics {
@@ -55,6 +57,7 @@ impl Default for AggregatorMetrics {
             hours_revised: Counter::default(),
             readings_compacted: Counter::default(),
             streams_refused: Family::default(),
+            exports_failed: Family::default(),
         }
     }
 }
@@ -170,6 +173,12 @@ impl AggregatorMetrics {
             "Ingest streams refused, by reason",
             self.streams_refused.clone(),
         );
+        zero(&self.exports_failed, &["parquet", "influxdb"]);
+        registry.register(
+            "exports_failed",
+            "Exports that failed and will be retried from their cursor, by exporter (reason)",
+            self.exports_failed.clone(),
+        );
         registry
     }
 
@@ -201,6 +210,14 @@ impl AggregatorMetrics {
         self.meters_rejected
             .get_or_create(&ReasonLabel {
                 reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn export_failed(&self, exporter: &str) {
+        self.exports_failed
+            .get_or_create(&ReasonLabel {
+                reason: exporter.to_owned(),
             })
             .inc();
     }

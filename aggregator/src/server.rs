@@ -110,6 +110,20 @@ pub async fn start(config: &AggregatorConfig) -> Result<RunningAggregator> {
             Ok(())
         })
     });
+    // Parquet history as days settle, when a directory is configured.
+    let parquet = config.parquet.dir.is_some().then(|| {
+        let run = crate::parquet_history::run(
+            reader.clone(),
+            store.clone(),
+            config.parquet.clone(),
+            Arc::clone(&metrics),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            run.await;
+            Ok(())
+        })
+    });
     let http_shutdown = shutdown.clone();
     let router = crate::http::router(
         reader.clone(),
@@ -140,7 +154,11 @@ pub async fn start(config: &AggregatorConfig) -> Result<RunningAggregator> {
         directives,
         shutdown,
         failed,
-        tasks: [grpc, http].into_iter().chain(planner).collect(),
+        tasks: [grpc, http]
+            .into_iter()
+            .chain(planner)
+            .chain(parquet)
+            .collect(),
     })
 }
 

@@ -18,6 +18,7 @@ use footprint_proto::v1::query_client::QueryClient;
 
 mod books;
 mod demo;
+mod export;
 mod forecast;
 mod grid;
 mod loadgen;
@@ -152,6 +153,9 @@ enum Command {
     /// Looks into the ledger itself.
     #[command(subcommand)]
     Ledger(books::LedgerCommand),
+    /// Writes the ledger's history for other tools: `footprint export parquet --data-dir D --out DIR`.
+    #[command(subcommand)]
+    Export(export::ExportCommand),
     /// Loads a config file and reports every problem with its key path.
     CheckConfig {
         /// An aggregator config.
@@ -498,6 +502,10 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Keygen(args) => report::run_keygen(&args)?,
+        Command::Export(command) => {
+            logging::init("warn");
+            export::run(command).await?;
+        }
         Command::Ledger(command) => {
             logging::init("warn");
             books::run_ledger(command)?;
