@@ -77,6 +77,9 @@ pub struct AggregatorConfig {
     /// The grid signal: intensity thresholds for its level, and zones' coordinates.
     #[serde(default)]
     pub grid: crate::grid::GridConfig,
+    /// The InfluxDB 2 exporter (`url`, off by default).
+    #[serde(default)]
+    pub influxdb: crate::influx::InfluxConfig,
     /// Parquet history written as days settle (`dir`, off by default).
     #[serde(default)]
     pub parquet: crate::parquet_history::ParquetConfig,
@@ -384,6 +387,7 @@ impl AggregatorConfig {
             grid: Default::default(),
             metrics: Default::default(),
             parquet: Default::default(),
+            influxdb: Default::default(),
             placement: Vec::new(),
         }
     }
@@ -465,6 +469,31 @@ impl ConfigFile for AggregatorConfig {
         for (key, message) in self.disclosure.problems() {
             problems.add(key, message);
         }
+        if let Some(url) = &self.influxdb.url {
+            problems.check(
+                url.starts_with("http://") && url.len() > "http://".len(),
+                "influxdb.url",
+                format!("{url:?}: must be an http:// URL (TLS is not built yet)"),
+            );
+            problems.check(
+                !self.influxdb.bucket.is_empty(),
+                "influxdb.bucket",
+                "must be given with influxdb.url",
+            );
+            problems.check(
+                self.influxdb.max_lines > 0,
+                "influxdb.max_lines",
+                "must be above 0",
+            );
+        }
+        let site_ok = |site: &str| {
+            !site.is_empty() && !site.contains(['/', '\\', '=']) && !site.starts_with('.')
+        };
+        problems.check(
+            site_ok(&self.parquet.site),
+            "parquet.site",
+            "must be a plain name (no /, \\ or =)",
+        );
         let grid = &self.grid;
         for (key, value) in [
             ("grid.reduce_above_g_per_kwh", grid.reduce_above_g_per_kwh),

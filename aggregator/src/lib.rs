@@ -14,6 +14,7 @@ pub mod exposition;
 pub mod forecast;
 pub mod grid;
 pub mod http;
+pub mod influx;
 pub mod ingest;
 pub mod ledger;
 pub mod metrics;

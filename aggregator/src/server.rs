@@ -124,6 +124,20 @@ pub async fn start(config: &AggregatorConfig) -> Result<RunningAggregator> {
             Ok(())
         })
     });
+    // Settled hours to InfluxDB 2, when a URL is configured.
+    let influx = config.influxdb.url.is_some().then(|| {
+        let run = crate::influx::run(
+            reader.clone(),
+            store.clone(),
+            config.influxdb.clone(),
+            Arc::clone(&metrics),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            run.await;
+            Ok(())
+        })
+    });
     let http_shutdown = shutdown.clone();
     let router = crate::http::router(
         reader.clone(),
@@ -158,6 +172,7 @@ pub async fn start(config: &AggregatorConfig) -> Result<RunningAggregator> {
             .into_iter()
             .chain(planner)
             .chain(parquet)
+            .chain(influx)
             .collect(),
     })
 }

@@ -6,6 +6,7 @@
 pub mod chart;
 pub mod forecast;
 pub mod intensity;
+pub mod line_protocol;
 pub mod parquet;
 pub mod report;
 pub mod summary;
