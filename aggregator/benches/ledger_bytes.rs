@@ -183,6 +183,7 @@ fn ingest(
                         allocations: vec![],
                         compacted: false,
                         meters: vec![],
+                        spool_pending: 0,
                     },
                 )
                 .await

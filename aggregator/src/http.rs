@@ -730,7 +730,7 @@ async fn metrics(State(state): State<HttpState>, headers: axum::http::HeaderMap)
                 header::CONTENT_TYPE,
                 "text/plain; version=0.0.4; charset=utf-8",
             )],
-            crate::exposition::to_prometheus_text(&text),
+            footprint_core::exposition::to_prometheus_text(&text),
         )
             .into_response(),
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),

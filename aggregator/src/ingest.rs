@@ -257,6 +257,7 @@ async fn serve_stream(
                         Status::invalid_argument("batch.seq: sequence numbers start at 1"),
                     ));
                 }
+                metrics.spool_pending(&collector_id, batch.spool_pending);
                 // A repeated sequence number is not an error: the store acknowledges it as a
                 // duplicate and stores nothing.
                 last_seq = last_seq.max(batch.seq);

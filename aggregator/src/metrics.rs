@@ -13,6 +13,11 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CollectorLabel {
+    pub collector: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
     pub outcome: String,
 }
@@ -37,6 +42,8 @@ pub struct AggregatorMetrics {
     pub streams_refused: Family<ReasonLabel, Counter>,
     /// Exports (Parquet, InfluxDB) that failed and will be retried, by exporter.
     pub exports_failed: Family<ReasonLabel, Counter>,
+    /// Batches waiting in each collector's spool, as its newest batch said.
+    pub collector_spool: Family<CollectorLabel, prometheus_client::metrics::gauge::Gauge>,
 }
 
 impl Default for AggregatorMetrics {
@@ -58,6 +65,7 @@ impl Default for AggregatorMetrics {
             readings_compacted: Counter::default(),
             streams_refused: Family::default(),
             exports_failed: Family::default(),
+            collector_spool: Family::default(),
         }
     }
 }
@@ -175,6 +183,11 @@ impl AggregatorMetrics {
         );
         zero(&self.exports_failed, &["parquet", "influxdb"]);
         registry.register(
+            "collector_spool_batches",
+            "Batches waiting in a collector's spool, as its newest batch said (how far behind it is)",
+            self.collector_spool.clone(),
+        );
+        registry.register(
             "exports_failed",
             "Exports that failed and will be retried from their cursor, by exporter (reason)",
             self.exports_failed.clone(),
@@ -212,6 +225,14 @@ impl AggregatorMetrics {
                 reason: reason.to_owned(),
             })
             .inc();
+    }
+
+    pub fn spool_pending(&self, collector: &str, batches: u64) {
+        self.collector_spool
+            .get_or_create(&CollectorLabel {
+                collector: collector.to_owned(),
+            })
+            .set(i64::try_from(batches).unwrap_or(i64::MAX));
     }
 
     pub fn export_failed(&self, exporter: &str) {

@@ -73,6 +73,7 @@ async fn bad_readings_are_rejected_by_field_counted_and_the_rest_is_stored() {
             end_ns: 0,
             mig: vec![],
         }],
+        spool_pending: 0,
     };
     let ack = session.send(baseline).await;
     assert_eq!(
@@ -109,6 +110,7 @@ async fn bad_readings_are_rejected_by_field_counted_and_the_rest_is_stored() {
             end_ns: 0,
             mig: vec![],
         }],
+        spool_pending: 0,
     };
     let ack = session.send(mixed).await;
     let fields: Vec<(&str, &str)> = ack
@@ -147,6 +149,7 @@ async fn bad_readings_are_rejected_by_field_counted_and_the_rest_is_stored() {
             meters: Vec::new(),
             readings: vec![reading("gpu0", 99, at)],
             allocations: vec![],
+            spool_pending: 0,
         })
         .await;
     assert!(again.duplicate);
@@ -179,6 +182,7 @@ async fn bad_readings_are_rejected_by_field_counted_and_the_rest_is_stored() {
                 reading("gpu1", 9_000_000_000 + 2_000_000, later),
             ],
             allocations: vec![],
+            spool_pending: 0,
         })
         .await;
     assert!(ack.rejections.is_empty(), "{:?}", ack.rejections);
@@ -203,6 +207,7 @@ async fn bad_readings_are_rejected_by_field_counted_and_the_rest_is_stored() {
                 reading("gpu1", 9_000_000_000 + 2_000_000 + 35_700_000, hour_end),
             ],
             allocations: vec![],
+            spool_pending: 0,
         })
         .await;
     assert!(ack.rejections.is_empty(), "{:?}", ack.rejections);
@@ -276,6 +281,7 @@ async fn welcome_reports_the_last_durable_sequence_after_a_restart() {
                 meters: Vec::new(),
                 readings: vec![reading("gpu0", seq * 1000, T0 + seq as i64 * SECOND)],
                 allocations: vec![],
+                spool_pending: 0,
             })
             .await;
         assert_eq!(ack.seq, seq);
@@ -355,6 +361,7 @@ async fn a_batch_beyond_the_ingest_budget_is_answered_resource_exhausted() {
             allocations: vec![],
             compacted: false,
             meters: Vec::new(),
+            spool_pending: 0,
         })),
     })
     .await
@@ -480,6 +487,7 @@ async fn usage_counters_split_a_shared_gpu_and_a_cpu_package(announced: UsageAnn
                 } else {
                     vec![]
                 },
+                spool_pending: 0,
             })
             .await;
         let refused: Vec<&str> = ack.rejections.iter().map(|r| r.field.as_str()).collect();
@@ -530,6 +538,7 @@ async fn a_late_allocation_rebuilds_its_windows_and_reports_say_so() {
                     interpolated("gpu1", step * 2_000_000, at),
                 ],
                 allocations: vec![],
+                spool_pending: 0,
             })
             .await;
         assert!(ack.rejections.is_empty(), "{:?}", ack.rejections);
@@ -568,6 +577,7 @@ async fn a_late_allocation_rebuilds_its_windows_and_reports_say_so() {
                     mig: vec![],
                 },
             ],
+            spool_pending: 0,
         })
         .await;
     assert!(ack.rejections.is_empty(), "{:?}", ack.rejections);

@@ -148,6 +148,7 @@ async fn submit(
                 allocations,
                 compacted: false,
                 meters: Vec::new(),
+                spool_pending: 0,
             },
         )
         .await

@@ -219,6 +219,7 @@ fn build_packing(site: &Site, delivery: Delivery, dir: &Path, pack_all: bool) {
                         },
                         compacted: false,
                         meters: vec![],
+                        spool_pending: 0,
                     },
                 ));
             }
@@ -277,6 +278,7 @@ fn build_packing(site: &Site, delivery: Delivery, dir: &Path, pack_all: bool) {
                 allocations: vec![],
                 compacted: false,
                 meters: vec![],
+                spool_pending: 0,
             };
             let times = if delivery == Delivery::Twice { 2 } else { 1 };
             for _ in 0..times {

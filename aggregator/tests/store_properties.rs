@@ -106,7 +106,7 @@ proptest! {
                     .collect();
                 let count = readings.len() as u64;
                 let outcome = store
-                    .submit(accepted.collector, Batch { collector_id: "random".into(), seq: *seq, readings, allocations: vec![], compacted: false, meters: vec![] })
+                    .submit(accepted.collector, Batch { collector_id: "random".into(), seq: *seq, readings, allocations: vec![], compacted: false, meters: vec![] , spool_pending: 0 })
                     .await
                     .unwrap()
                     .await

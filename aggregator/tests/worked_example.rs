@@ -158,6 +158,7 @@ async fn every_figure_of_the_worked_example_is_what_the_ledger_says() {
                     reading("outlet", outlet, at),
                 ],
                 allocations,
+                spool_pending: 0,
             })
             .await;
         assert!(ack.rejections.is_empty(), "{:?}", ack.rejections);
@@ -177,6 +178,7 @@ async fn every_figure_of_the_worked_example_is_what_the_ledger_says() {
                     reading("site-water", water, at),
                 ],
                 allocations: vec![],
+                spool_pending: 0,
             })
             .await;
         assert!(ack.rejections.is_empty(), "{:?}", ack.rejections);

@@ -265,6 +265,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<()> {
             spool_max_age_s: footprint_collector::config::default_spool_max_age_s(),
             spool_aged_step_s: footprint_collector::config::default_spool_aged_step_s(),
             flush_timeout_s: 120,
+            metrics_listen: None,
             clock: None,
             sources: vec![SourceConfig::Synthetic(SyntheticConfig {
                 meters: options.meters,

@@ -65,6 +65,11 @@ pub struct CollectorConfig {
     /// the spool for the next start.
     #[serde(default = "default_flush_timeout_s")]
     pub flush_timeout_s: u64,
+    /// Where the collector serves its own health on `/metrics` (readings sampled, batches
+    /// acknowledged, reconnects, spool depth). Absent (the default): not served. Keep it on
+    /// loopback: it has no authentication.
+    #[serde(default)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// A simulated clock, for replays and demos. Absent: the wall clock.
     #[serde(default)]
     pub clock: Option<SimulatedClockConfig>,

@@ -180,6 +180,24 @@ pub async fn run(
         },
     );
     let mut uplink_task = tokio::spawn(uplink.run());
+    let metrics_stop = CancellationToken::new();
+    if let Some(addr) = config.metrics_listen {
+        let bound = crate::metrics_server::serve(
+            addr,
+            Arc::clone(&stats),
+            Arc::clone(&spool),
+            metrics_stop.clone(),
+        )
+        .await
+        .map_err(|e| {
+            Error::Config(footprint_core::config::ConfigError::Parse {
+                path: "metrics_listen".into(),
+                message: format!("{addr}: {e}"),
+            })
+        })?;
+        info!(%bound, "Serving the collector's /metrics.");
+    }
+    let _stop_metrics = metrics_stop.drop_guard();
 
     let interval_ns = i64::try_from(config.sample_interval_ms)
         .unwrap_or(i64::MAX / 2_000_000)

@@ -10,6 +10,7 @@ pub mod config;
 pub mod cpulist;
 pub mod daemon;
 pub mod holdings;
+pub mod metrics_server;
 pub mod power_cap;
 pub mod probe;
 pub mod process_jobs;

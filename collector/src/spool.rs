@@ -215,6 +215,8 @@ impl Spool {
             allocations,
             compacted: false,
             meters,
+            // Set by the uplink as it sends.
+            spool_pending: 0,
         };
         let encoded = batch.encode_to_vec();
         let transaction = self.database.begin_write()?;
@@ -476,6 +478,7 @@ impl Spool {
             allocations,
             compacted: true,
             meters: meters.into_values().collect(),
+            spool_pending: 0,
         };
         let readings_after = merged.readings.len();
         let encoded = merged.encode_to_vec();

@@ -191,9 +191,12 @@ impl Uplink {
             }
             if in_flight.len() < IN_FLIGHT_WINDOW {
                 let room = IN_FLIGHT_WINDOW - in_flight.len();
-                let batches: Vec<Batch> =
-                    with_spool(&self.spool, move |s| s.read_after(last_sent, room)).await?;
-                for batch in batches {
+                let (batches, pending): (Vec<Batch>, u64) = with_spool(&self.spool, move |s| {
+                    Ok((s.read_after(last_sent, room)?, s.len()?))
+                })
+                .await?;
+                for mut batch in batches {
+                    batch.spool_pending = pending;
                     last_sent = batch.seq;
                     in_flight.push_back((batch.seq, Instant::now(), batch.readings.len() as u64));
                     tx.send(CollectorMessage {

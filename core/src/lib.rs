@@ -12,6 +12,7 @@ pub mod carbon;
 pub mod config;
 pub mod counter;
 pub mod embodied;
+pub mod exposition;
 pub mod facility;
 pub mod quality;
 pub mod rng;

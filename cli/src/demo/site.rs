@@ -264,6 +264,7 @@ impl SitePlan {
             spool_max_age_s: footprint_collector::config::default_spool_max_age_s(),
             spool_aged_step_s: footprint_collector::config::default_spool_aged_step_s(),
             flush_timeout_s: 60,
+            metrics_listen: None,
             clock: Some(SimulatedClockConfig {
                 start: format_rfc3339(self.start),
                 speed: self.speed,
