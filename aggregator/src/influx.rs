@@ -19,7 +19,7 @@ use footprint_core::units::NANOS_PER_HOUR;
 use footprint_exporters::line_protocol::{Point, write_point};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use crate::tables::rollups::{HOST_FIGURES, JOB_FIGURES, SITE_FIGURES};
@@ -198,14 +198,7 @@ pub fn hour_lines(connection: &Connection, hour_ns: i64, site: &str) -> Result<V
 /// # Errors
 /// A database error.
 pub fn next_hour(connection: &Connection) -> Result<Option<i64>> {
-    let stored: Option<i64> = connection
-        .query_row(
-            "SELECT value FROM ledger_state WHERE key = ?1",
-            [EXPORTED_KEY],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let next = match stored {
+    let next = match crate::tables::state(connection, EXPORTED_KEY)? {
         Some(hour) => Some(hour),
         None => connection.query_row("SELECT MIN(hour_ns) FROM rollup_site", [], |r| r.get(0))?,
     };
@@ -446,12 +439,11 @@ pub async fn run(
             }
             let moved = store
                 .write(move |connection| {
-                    connection.execute(
-                        "INSERT INTO ledger_state (key, value) VALUES (?1, ?2)
-                         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                        params![EXPORTED_KEY, hour + NANOS_PER_HOUR],
-                    )?;
-                    Ok(())
+                    Ok(crate::tables::set_state(
+                        connection,
+                        EXPORTED_KEY,
+                        hour + NANOS_PER_HOUR,
+                    )?)
                 })
                 .await;
             if let Err(error) = moved {

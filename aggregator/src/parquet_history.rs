@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use footprint_core::units::NANOS_PER_DAY;
 use footprint_exporters::parquet::{Column, partition_path, write_table};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 
 use crate::tables::rollups::{JOB_FIGURES, SITE_FIGURES};
@@ -312,13 +312,7 @@ pub fn days(from_ns: i64, to_ns: i64) -> impl Iterator<Item = i64> {
 /// # Errors
 /// A database error.
 pub fn cursor(connection: &Connection) -> Result<Option<i64>> {
-    let stored: Option<i64> = connection
-        .query_row(
-            "SELECT value FROM ledger_state WHERE key = ?1",
-            [EXPORTED_KEY],
-            |r| r.get(0),
-        )
-        .optional()?;
+    let stored = crate::tables::state(connection, EXPORTED_KEY)?;
     if stored.is_some() {
         return Ok(stored);
     }
@@ -365,12 +359,11 @@ pub async fn run(
                 Ok(Some((day, export))) => {
                     let moved = store
                         .write(move |connection| {
-                            connection.execute(
-                                "INSERT INTO ledger_state (key, value) VALUES (?1, ?2)
-                                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                                params![EXPORTED_KEY, day + NANOS_PER_DAY],
-                            )?;
-                            Ok(())
+                            Ok(crate::tables::set_state(
+                                connection,
+                                EXPORTED_KEY,
+                                day + NANOS_PER_DAY,
+                            )?)
                         })
                         .await;
                     if let Err(error) = moved {

@@ -7,43 +7,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
-    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
-        return (0, String::new());
-    };
-    write!(
-        stream,
-        "{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let status = response
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
-    (status, body)
+    common::http(addr, method, path, "")
 }
 
-fn victoria_metrics(storage: &Path, addr: &str, auth: bool) -> Running {
+fn victoria_metrics(storage: &Path, addr: &str, auth: bool) -> common::Running {
     let mut command = Command::new("victoria-metrics");
     command
         .arg(format!("-storageDataPath={}", storage.display()))
@@ -52,7 +26,7 @@ fn victoria_metrics(storage: &Path, addr: &str, auth: bool) -> Running {
     if auth {
         command.args(["-httpAuth.username=grafana", "-httpAuth.password=secret"]);
     }
-    let running = Running(
+    let running = common::Running(
         command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -76,35 +50,21 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn aggregator(data: &Path, influx: &str, log: &Path) -> (Running, String) {
-    let text = std::fs::read_to_string(data.join("config/aggregator.toml")).unwrap();
-    let mut config: toml::Table = text.parse().unwrap();
+fn aggregator(data: &Path, influx: &str, log: &Path) -> (common::Running, String) {
     let token = data.join("influx-token");
     std::fs::write(&token, "not-a-real-token\n").unwrap();
-    let section: toml::Table = toml::from_str(&format!(
+    let settings: toml::Table = toml::from_str(&format!(
         "url = \"http://{influx}\"\norg = \"footprint\"\nbucket = \"demo\"\nsite = \"demo\"\n\
          interval_s = 1\ntoken_file = {:?}\n",
         token.to_str().unwrap()
     ))
     .unwrap();
-    config.insert("influxdb".into(), toml::Value::Table(section));
-    let path = data.join("config/influx-test.toml");
-    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_footprint-aggregator"))
-        .arg("--config")
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addresses: serde_json::Value = serde_json::from_str(&line).unwrap();
-    (
-        Running(child),
-        addresses["http"].as_str().unwrap().to_owned(),
+    common::demo_aggregator(
+        Path::new(env!("CARGO_BIN_EXE_footprint-aggregator")),
+        data,
+        "influxdb",
+        settings,
+        Some(log),
     )
 }
 

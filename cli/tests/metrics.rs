@@ -6,18 +6,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Write};
+mod common;
+
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use std::process::{Command, Stdio};
 
 fn demo(dir: &Path) {
     let output = Command::new(env!("CARGO_BIN_EXE_footprint"))
@@ -31,52 +24,24 @@ fn demo(dir: &Path) {
 
 /// The demo's aggregator started again on its ledger, with `[metrics]` set as given; its HTTP
 /// address.
-fn aggregator(dir: &Path, retention_s: u64, max_jobs: usize) -> (Running, String) {
-    let text = std::fs::read_to_string(dir.join("config/aggregator.toml")).unwrap();
-    let mut config: toml::Table = text.parse().unwrap();
-    let mut metrics = toml::Table::new();
-    metrics.insert(
-        "job_series_retention_s".into(),
-        toml::Value::Integer(retention_s as i64),
-    );
-    metrics.insert(
-        "max_job_series".into(),
-        toml::Value::Integer(max_jobs as i64),
-    );
-    config.insert("metrics".into(), toml::Value::Table(metrics));
-    let path = dir.join("config/metrics-test.toml");
-    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_footprint-aggregator"))
-        .arg("--config")
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addresses: serde_json::Value = serde_json::from_str(&line).unwrap();
-    (
-        Running(child),
-        addresses["http"].as_str().unwrap().to_owned(),
+fn aggregator(dir: &Path, retention_s: u64, max_jobs: usize) -> (common::Running, String) {
+    let settings: toml::Table = toml::from_str(&format!(
+        "job_series_retention_s = {retention_s}\nmax_job_series = {max_jobs}\n"
+    ))
+    .unwrap();
+    common::demo_aggregator(
+        Path::new(env!("CARGO_BIN_EXE_footprint-aggregator")),
+        dir,
+        "metrics",
+        settings,
+        None,
     )
 }
 
 fn scrape(addr: &str, accept: &str) -> String {
-    use std::io::Read;
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_owned()
+    let (status, body) = common::http(addr, "GET", "/metrics", &format!("Accept: {accept}\r\n"));
+    assert_eq!(status, 200);
+    body
 }
 
 fn promtool(exposition: &str) -> std::process::Output {

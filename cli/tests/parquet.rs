@@ -6,18 +6,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use std::process::{Command, Output};
 
 fn footprint(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_footprint"))
@@ -210,42 +202,20 @@ fn the_history_reads_back_in_pyarrow_and_duckdb_equal_to_the_ledger() {
 }
 
 /// The demo's aggregator again, writing Parquet to `parquet` every second; its HTTP address.
-fn aggregator(data: &Path, parquet: &Path) -> (Running, String) {
-    let text = std::fs::read_to_string(data.join("config/aggregator.toml")).unwrap();
-    let mut config: toml::Table = text.parse().unwrap();
-    let mut section = toml::Table::new();
-    section.insert("dir".into(), parquet.to_str().unwrap().into());
-    section.insert("site".into(), "demo".into());
-    section.insert("interval_s".into(), toml::Value::Integer(1));
-    config.insert("parquet".into(), toml::Value::Table(section));
-    let path = data.join("config/parquet-test.toml");
-    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_footprint-aggregator"))
-        .arg("--config")
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addresses: serde_json::Value = serde_json::from_str(&line).unwrap();
-    (
-        Running(child),
-        addresses["http"].as_str().unwrap().to_owned(),
+fn aggregator(data: &Path, parquet: &Path) -> (common::Running, String) {
+    let mut settings = toml::Table::new();
+    settings.insert("dir".into(), parquet.to_str().unwrap().into());
+    settings.insert("site".into(), "demo".into());
+    settings.insert("interval_s".into(), toml::Value::Integer(1));
+    common::demo_aggregator(
+        Path::new(env!("CARGO_BIN_EXE_footprint-aggregator")),
+        data,
+        "parquet",
+        settings,
+        None,
     )
 }
 
 fn scrape(addr: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
+    common::http(addr, "GET", "/metrics", "").1
 }

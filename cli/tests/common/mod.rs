@@ -166,3 +166,65 @@ pub fn cpu_energy_mj(
         })
         .sum()
 }
+
+/// The demo's aggregator (the config the demo wrote in `data/config/aggregator.toml`) started
+/// again on its ledger with `[section]` set to `settings`; its stderr to `stderr` (null when
+/// `None`); its HTTP address.
+pub fn demo_aggregator(
+    binary: &Path,
+    data: &Path,
+    section: &str,
+    settings: toml::Table,
+    stderr: Option<&Path>,
+) -> (Running, String) {
+    use std::io::BufRead;
+    let text = std::fs::read_to_string(data.join("config/aggregator.toml")).unwrap();
+    let mut config: toml::Table = text.parse().unwrap();
+    config.insert(section.into(), toml::Value::Table(settings));
+    let path = data.join(format!("config/{section}-test.toml"));
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    let stderr = stderr.map_or_else(std::process::Stdio::null, |file| {
+        std::fs::File::create(file).unwrap().into()
+    });
+    let mut child = std::process::Command::new(binary)
+        .arg("--config")
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addresses: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    (
+        Running(child),
+        addresses["http"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// An HTTP/1.0 request (no chunked answers): its status (0 when nothing answers) and body.
+pub fn http(addr: &str, method: &str, path: &str, headers: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
+    let request =
+        format!("{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Length: 0\r\n{headers}\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
