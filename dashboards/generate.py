@@ -107,6 +107,23 @@ DASHBOARDS = {
             panel("Carbon settled per hour", "increase(footprint_carbon_grams_total[1h])", "massg", legend="{{method}}-based"),
             panel("Water settled per hour", "increase(footprint_water_litres_total[1h])", "litre"),
             panel("Grid carbon intensity", "footprint_grid_carbon_intensity_grams_per_kilowatt_hour", "g/kWh", legend="{{zone}}"),
+            panel(
+                "Load forecast: facility power ahead (P10, P50, P90)",
+                "footprint_forecast_facility_power_watts",
+                "watt",
+                "bargauge",
+                description="The analog-quantile forecast from the newest data: the draw 1, 6, 24 and 48 hours ahead, by quantile. Absent until about four days of history.",
+                legend="{{horizon}} P{{quantile}}",
+            ),
+            panel(
+                "Load forecast: the P10–P90 band and P50 as forecast at each moment, 24 h ahead",
+                [
+                    ('footprint_forecast_facility_power_watts{horizon="24h", quantile="0.1"}', "P10"),
+                    ('footprint_forecast_facility_power_watts{horizon="24h", quantile="0.5"}', "P50"),
+                    ('footprint_forecast_facility_power_watts{horizon="24h", quantile="0.9"}', "P90"),
+                ],
+                "watt",
+            ),
         ],
     ),
     "hosts.json": dashboard(

@@ -556,6 +556,51 @@ pub fn registry(snapshot: &Snapshot, connected: &[String]) -> Registry {
     registry
 }
 
+/// Horizons the forecast is exposed at, hours.
+const FORECAST_HORIZONS_H: [i64; 4] = [1, 6, 24, 48];
+
+/// Adds the facility's load forecast to `registry`: P10, P50 and P90 of the draw at 1, 6, 24 and
+/// 48 hours from its origin, and the origin itself.
+pub fn register_forecast(
+    registry: &mut Registry,
+    forecast: &footprint_exporters::forecast::Forecast,
+) {
+    let power = Family::<Labels, FloatGauge>::default();
+    let steps_per_hour = (3_600_000_000_000 / forecast.step_ns.max(1)).max(1);
+    for hours in FORECAST_HORIZONS_H {
+        let Some(point) = usize::try_from(hours * steps_per_hour - 1)
+            .ok()
+            .and_then(|index| forecast.points.get(index))
+        else {
+            continue;
+        };
+        let horizon = format!("{hours}h");
+        for (quantile, kw) in [
+            ("0.1", point.p10_kw),
+            ("0.5", point.p50_kw),
+            ("0.9", point.p90_kw),
+        ] {
+            power
+                .get_or_create(&labels(&[("horizon", &horizon), ("quantile", quantile)]))
+                .set(kw * 1_000.0);
+        }
+    }
+    registry.register_with_unit(
+        "forecast_facility_power",
+        "The facility's draw forecast for the quarter hour ending at each horizon from the origin, by quantile (docs/FORECAST.md)",
+        Unit::Other("watts".into()),
+        power,
+    );
+    let origin = FloatGauge::default();
+    origin.set(forecast.origin_ns as f64 / NS_PER_S);
+    registry.register_with_unit(
+        "forecast_origin_timestamp",
+        "Where the forecast's history ends and its first step starts",
+        Unit::Seconds,
+        origin,
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

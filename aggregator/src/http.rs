@@ -33,9 +33,15 @@ pub struct Control {
     pub directives: crate::ingest::Directives,
 }
 
-/// The router; `registry` is what `/metrics` exposes; without `control` the grid events and
-/// caps endpoints refuse to act (a read-only server).
-pub fn router(reader: LedgerReader, registry: Arc<Registry>, control: Option<Control>) -> Router {
+/// The router; `counters` are the aggregator's own counters, exposed on `/metrics` beside the
+/// ledger's figures, and every answer is counted in them by status; without `control` the grid
+/// events and caps endpoints refuse to act (a read-only server).
+pub fn router(
+    reader: LedgerReader,
+    counters: Arc<crate::metrics::AggregatorMetrics>,
+    control: Option<Control>,
+) -> Router {
+    let registry = Arc::new(counters.registry());
     Router::new()
         .route("/api/v1/jobs", get(list_jobs))
         .route("/api/v1/jobs/{id}", get(get_job))
@@ -69,6 +75,13 @@ pub fn router(reader: LedgerReader, registry: Arc<Registry>, control: Option<Con
             control,
         })
         .merge(crate::grid::sdk::routes(reader))
+        .layer(axum::middleware::map_response(move |response: Response| {
+            let counters = Arc::clone(&counters);
+            async move {
+                counters.http_response(response.status().as_u16());
+                response
+            }
+        }))
 }
 
 #[derive(Debug, Serialize)]
@@ -711,7 +724,11 @@ async fn metrics(State(state): State<HttpState>, headers: axum::http::HeaderMap)
         Ok(snapshot) => snapshot,
         Err(error) => return ApiError(error).into_response(),
     };
-    let ledger = crate::exposition::registry(&snapshot, &connected);
+    let mut ledger = crate::exposition::registry(&snapshot, &connected);
+    // The forecast needs about four days of history; before that there is none to expose.
+    if let Ok(forecast) = state.reader.forecast(Default::default()).await {
+        crate::exposition::register_forecast(&mut ledger, &forecast);
+    }
     let mut text = String::new();
     let encoded = prometheus_client::encoding::text::encode_registry(&mut text, &state.registry)
         .and_then(|()| prometheus_client::encoding::text::encode_registry(&mut text, &ledger))

@@ -13,6 +13,11 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CollectorLabel {
     pub collector: String,
 }
@@ -42,6 +47,8 @@ pub struct AggregatorMetrics {
     pub streams_refused: Family<ReasonLabel, Counter>,
     /// Exports (Parquet, InfluxDB) that failed and will be retried, by exporter.
     pub exports_failed: Family<ReasonLabel, Counter>,
+    /// HTTP answers by status code (`code`): refusals (400, 404, 413 …) counted.
+    pub http_responses: Family<CodeLabel, Counter>,
     /// Batches waiting in each collector's spool, as its newest batch said.
     pub collector_spool: Family<CollectorLabel, prometheus_client::metrics::gauge::Gauge>,
 }
@@ -66,6 +73,7 @@ impl Default for AggregatorMetrics {
             streams_refused: Family::default(),
             exports_failed: Family::default(),
             collector_spool: Family::default(),
+            http_responses: Family::default(),
         }
     }
 }
@@ -182,6 +190,16 @@ impl AggregatorMetrics {
             self.streams_refused.clone(),
         );
         zero(&self.exports_failed, &["parquet", "influxdb"]);
+        for code in ["200", "204", "400", "404", "500"] {
+            drop(self.http_responses.get_or_create(&CodeLabel {
+                code: code.to_owned(),
+            }));
+        }
+        registry.register(
+            "http_responses",
+            "HTTP answers of the API, the page and /metrics, by status code",
+            self.http_responses.clone(),
+        );
         registry.register(
             "collector_spool_batches",
             "Batches waiting in a collector's spool, as its newest batch said (how far behind it is)",
@@ -223,6 +241,14 @@ impl AggregatorMetrics {
         self.meters_rejected
             .get_or_create(&ReasonLabel {
                 reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn http_response(&self, code: u16) {
+        self.http_responses
+            .get_or_create(&CodeLabel {
+                code: code.to_string(),
             })
             .inc();
     }

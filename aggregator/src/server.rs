@@ -57,7 +57,6 @@ pub async fn start(config: &AggregatorConfig) -> Result<RunningAggregator> {
     let metrics = Arc::new(AggregatorMetrics::default());
     let store = StoreHandle::open(config, Arc::clone(&metrics))?;
     let reader = LedgerReader::new(store.path().to_path_buf());
-    let registry = Arc::new(metrics.registry());
     let shutdown = CancellationToken::new();
     let failed = CancellationToken::new();
 
@@ -141,7 +140,7 @@ pub async fn start(config: &AggregatorConfig) -> Result<RunningAggregator> {
     let http_shutdown = shutdown.clone();
     let router = crate::http::router(
         reader.clone(),
-        registry,
+        Arc::clone(&metrics),
         Some(crate::http::Control {
             store: store.clone(),
             directives: directives.clone(),

@@ -5,6 +5,8 @@
 // Test helpers panic on failure by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -187,6 +189,51 @@ fn a_demo_ledger_gives_48_hours_of_ordered_quantiles_in_every_format() {
         "{}",
         text(&early)
     );
+
+    // The aggregator's /metrics carries the forecast at 1, 6, 24 and 48 hours, ordered; and with
+    // it every metric the Grafana dashboards query, which Grafana's SDK loads
+    // (scripts/check_dashboards.py).
+    let (_aggregator, addr) = common::demo_aggregator(
+        Path::new(env!("CARGO_BIN_EXE_footprint-aggregator")),
+        &data_dir,
+        "metrics",
+        toml::Table::new(),
+        None,
+    );
+    let (status, exposition) = common::http(&addr, "GET", "/metrics", "");
+    assert_eq!(status, 200);
+    let quantile = |horizon: &str, q: &str| -> f64 {
+        let prefix = format!(
+            "footprint_forecast_facility_power_watts{{horizon=\"{horizon}\",quantile=\"{q}\"}} "
+        );
+        exposition
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("{prefix} missing"))
+            .parse()
+            .unwrap()
+    };
+    for horizon in ["1h", "6h", "24h", "48h"] {
+        let (p10, p50, p90) = (
+            quantile(horizon, "0.1"),
+            quantile(horizon, "0.5"),
+            quantile(horizon, "0.9"),
+        );
+        assert!(
+            0.0 <= p10 && p10 <= p50 && p50 <= p90,
+            "{horizon}: {p10} {p50} {p90}"
+        );
+    }
+    let file = dir.path().join("metrics.txt");
+    std::fs::write(&file, &exposition).unwrap();
+    let repository = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let checked = Command::new("python3")
+        .arg(repository.join("scripts/check_dashboards.py"))
+        .arg("--metrics")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(checked.status.success(), "dashboards: {}", text(&checked));
 }
 
 #[test]

@@ -151,6 +151,14 @@ fn the_page_shows_the_demo_site_its_jobs_and_a_job() {
         None,
     ));
     assert!(dom.contains("404"), "{dom}");
+    // …and the aggregator counted the refusal.
+    let (_, metrics) = get(&addr, "/metrics");
+    let not_found: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("footprint_aggregator_http_responses_total{code=\"404\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(not_found >= 1.0, "{metrics}");
 
     let artefacts = Path::new(env!("CARGO_TARGET_TMPDIR"));
     for (name, page) in [("site", url.clone()), ("job", format!("{url}#/job/{job}"))] {
