@@ -22,7 +22,13 @@ struct HttpState {
     registry: Arc<Registry>,
     /// What the control endpoints act through; `None`: read-only.
     control: Option<Control>,
+    /// The forecast `/metrics` exposes, made at most once per quarter hour (its step): the
+    /// quarter it was made in, and it (`None`: too little history then).
+    forecast: Arc<tokio::sync::Mutex<Option<CachedForecast>>>,
 }
+
+/// The quarter hour a forecast was made in, and the forecast (`None`: too little history then).
+type CachedForecast = (i64, Option<Arc<footprint_exporters::forecast::Forecast>>);
 
 /// What the control endpoints (grid events, power caps) act through.
 #[derive(Clone, Debug)]
@@ -73,6 +79,7 @@ pub fn router(
             reader: reader.clone(),
             registry,
             control,
+            forecast: Arc::default(),
         })
         .merge(crate::grid::sdk::routes(reader))
         .layer(axum::middleware::map_response(move |response: Response| {
@@ -726,7 +733,23 @@ async fn metrics(State(state): State<HttpState>, headers: axum::http::HeaderMap)
     };
     let mut ledger = crate::exposition::registry(&snapshot, &connected);
     // The forecast needs about four days of history; before that there is none to expose.
-    if let Ok(forecast) = state.reader.forecast(Default::default()).await {
+    let quarter = now.div_euclid(900_000_000_000);
+    let mut cached = state.forecast.lock().await;
+    let forecast = match cached.as_ref() {
+        Some((made, forecast)) if *made == quarter => forecast.clone(),
+        _ => {
+            let made = state
+                .reader
+                .forecast(Default::default())
+                .await
+                .ok()
+                .map(Arc::new);
+            *cached = Some((quarter, made.clone()));
+            made
+        }
+    };
+    drop(cached);
+    if let Some(forecast) = forecast {
         crate::exposition::register_forecast(&mut ledger, &forecast);
     }
     let mut text = String::new();
