@@ -6,7 +6,8 @@
 //!   start; the epilog appends its end. Files left by jobs that ended while the collector was
 //!   down are still reported (start and end), and removed `keep_ended_s` after the end.
 //! - **CPUs and CPU time** come from the job's cgroup when Slurm confines jobs with one (cgroup v2
-//!   `…/job_<id>/cpuset.cpus.effective` and `cpu.stat`; v1 `cpuset/…/job_<id>/cpuset.cpus` and
+//!   `…/job_<id>/cpuset.cpus.effective` and `cpu.stat`, or Slurm 26.05's SLUID-named directory
+//!   recognised by the job's processes in it; v1 `cpuset/…/job_<id>/cpuset.cpus` and
 //!   `cpuacct/…/job_<id>/cpuacct.usage`), else from the job's processes (`SLURM_JOB_ID` in their
 //!   environment or a `job_<id>` cgroup path) under `/proc`. CPU time is a `JOB_CPU_TIME` usage
 //!   counter, announced when the job appears, which splits a shared CPU package by use.
@@ -72,6 +73,7 @@ impl SlurmConfig {
     pub fn build(&self, host: &str) -> Result<SlurmSource, String> {
         Ok(SlurmSource {
             processes: ProcessScan::new(&self.proc_root, host, TrackedProcesses::SlurmJobs),
+            process_jobs: crate::process_jobs::ProcessJobs::new(&self.proc_root, host),
             config: self.clone(),
             jobs: BTreeMap::new(),
         })
@@ -160,16 +162,60 @@ struct JobCgroup {
     v2: bool,
 }
 
-/// Finds `job_<id>` under the cgroup root, v2 first, then v1's cpuset/cpuacct hierarchies.
-fn find_cgroup(root: &Path, job_id: &str) -> Option<JobCgroup> {
+/// Finds the job's cgroup under the cgroup root, v2 first, then v1's cpuset/cpuacct
+/// hierarchies. v2 jobs live under `system.slice/slurmstepd.scope/` (or
+/// `<node>_slurmstepd.scope/` where slurmd was built for several daemons per node), named
+/// `job_<id>` — or, from Slurm 26.05, by the job's SLUID unless cgroup.conf sets
+/// `CgroupJobIdPaths=yes`: such a directory is the job's when a process in it works for the job
+/// (`owner_of`: by its `SLURM_JOB_ID`, readable by root).
+fn find_cgroup(
+    root: &Path,
+    job_id: &str,
+    owner_of: &dyn Fn(u32) -> Option<String>,
+) -> Option<JobCgroup> {
     let name = format!("job_{job_id}");
-    let v2 = root.join("system.slice/slurmstepd.scope").join(&name);
-    if v2.join("cpu.stat").exists() {
-        return Some(JobCgroup {
-            cpuset: v2.clone(),
-            cpu_time: v2.join("cpu.stat"),
-            v2: true,
-        });
+    let v2_job = |dir: PathBuf| JobCgroup {
+        cpuset: dir.clone(),
+        cpu_time: dir.join("cpu.stat"),
+        v2: true,
+    };
+    let scopes: Vec<PathBuf> = std::fs::read_dir(root.join("system.slice"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .ends_with("slurmstepd.scope")
+        })
+        .map(|entry| entry.path())
+        .collect();
+    if let Some(dir) = scopes
+        .iter()
+        .map(|scope| scope.join(&name))
+        .find(|dir| dir.join("cpu.stat").exists())
+    {
+        return Some(v2_job(dir));
+    }
+    for scope in &scopes {
+        for entry in std::fs::read_dir(scope).into_iter().flatten().flatten() {
+            let dir = entry.path();
+            let dir_name = entry.file_name().to_string_lossy().into_owned();
+            // The job directories; slurmstepd keeps its own in `system`.
+            if dir_name.starts_with("job_")
+                || dir_name == "system"
+                || !dir.join("cpu.stat").exists()
+            {
+                continue;
+            }
+            if processes_in(&dir, 4)
+                .into_iter()
+                .any(|pid| owner_of(pid).as_deref() == Some(job_id))
+            {
+                return Some(v2_job(dir));
+            }
+        }
     }
     // v1: <controller>/slurm[_<node>]/uid_<uid>/job_<id>.
     let find = |controller: &str| -> Option<PathBuf> {
@@ -192,6 +238,23 @@ fn find_cgroup(root: &Path, job_id: &str) -> Option<JobCgroup> {
         cpu_time: cpuacct.join("cpuacct.usage"),
         v2: false,
     })
+}
+
+/// The processes of cgroup `dir` and of the cgroups below it, `depth` levels down at most.
+fn processes_in(dir: &Path, depth: u32) -> Vec<u32> {
+    let mut pids: Vec<u32> = std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.trim().parse().ok())
+        .collect();
+    if depth > 0 {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                pids.extend(processes_in(&entry.path(), depth - 1));
+            }
+        }
+    }
+    pids
 }
 
 fn cgroup_cpu_ns(cgroup: &JobCgroup) -> Option<u64> {
@@ -233,6 +296,8 @@ struct Tracked {
 pub struct SlurmSource {
     config: SlurmConfig,
     processes: ProcessScan,
+    /// Which job a process works for, to tell whose a SLUID-named cgroup is.
+    process_jobs: crate::process_jobs::ProcessJobs,
     jobs: BTreeMap<String, Tracked>,
 }
 
@@ -302,7 +367,14 @@ impl Source for SlurmSource {
         }
         let processes = self.processes.scan();
         for hook in live {
-            let cgroup = find_cgroup(&self.config.cgroup_root, &hook.job_id);
+            let process_jobs = &self.process_jobs;
+            let owner_of = |pid: u32| {
+                process_jobs
+                    .job_of(pid)
+                    .filter(|job| job.scheduler == "slurm")
+                    .map(|job| job.id)
+            };
+            let cgroup = find_cgroup(&self.config.cgroup_root, &hook.job_id, &owner_of);
             let from_processes = processes.get(&hook.job_id);
             let mut job = from_processes.map(|p| p.job.clone()).unwrap_or_default();
             job.id.clone_from(&hook.job_id);
@@ -395,6 +467,48 @@ impl Source for SlurmSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_cgroups_are_found_in_every_layout_slurm_writes() {
+        let root = tempfile::tempdir().unwrap();
+        let proc_root = tempfile::tempdir().unwrap();
+        let make = |dir: &Path| {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join("cpu.stat"), "usage_usec 1500\n").unwrap();
+            std::fs::write(dir.join("cpuset.cpus.effective"), "0-3\n").unwrap();
+        };
+        // Slurm before 26.05 (or CgroupJobIdPaths=yes): job_<id>; built for several slurmd per
+        // node: a node-named scope.
+        let classic = root
+            .path()
+            .join("system.slice/node1_slurmstepd.scope/job_7");
+        make(&classic);
+        // Slurm 26.05: the job's SLUID, its processes in the step cgroups below.
+        let sluid = root
+            .path()
+            .join("system.slice/slurmstepd.scope/s5K1KKYAYG5D00");
+        make(&sluid);
+        std::fs::create_dir_all(sluid.join("step_0/user/task_0")).unwrap();
+        std::fs::write(sluid.join("step_0/user/task_0/cgroup.procs"), "4242\n").unwrap();
+        std::fs::create_dir_all(proc_root.path().join("4242")).unwrap();
+        std::fs::write(
+            proc_root.path().join("4242/environ"),
+            "SLURM_JOB_ID=42\0SLURM_JOB_USER=ada\0",
+        )
+        .unwrap();
+        let jobs = crate::process_jobs::ProcessJobs::new(proc_root.path(), "node1");
+        let owner_of = |pid: u32| jobs.job_of(pid).map(|job| job.id);
+
+        let found = find_cgroup(root.path(), "7", &owner_of).unwrap();
+        assert_eq!(found.cpuset, classic);
+        assert!(found.v2);
+        let found = find_cgroup(root.path(), "42", &owner_of).unwrap();
+        assert_eq!(found.cpuset, sluid);
+        assert_eq!(cgroup_cpu_ns(&found), Some(1_500_000));
+        assert_eq!(cgroup_cpus(&found), [0, 1, 2, 3]);
+        // A job with no cgroup here: none (its processes answer instead).
+        assert!(find_cgroup(root.path(), "43", &owner_of).is_none());
+    }
 
     #[test]
     fn hook_files_parse_or_say_why() {
