@@ -590,17 +590,25 @@ async fn job_hours(
     Ok(Json(hours))
 }
 
+/// What `/metrics` exposes of the ledger at `now_ns`, read with the config the ledger was
+/// last started with.
+async fn ledger_snapshot(
+    reader: &LedgerReader,
+    now_ns: i64,
+) -> Result<crate::exposition::Snapshot, Error> {
+    reader
+        .with(move |connection| {
+            let config = crate::report::stored_config(connection)?;
+            crate::exposition::read(connection, &config, now_ns)
+        })
+        .await
+}
+
 /// What `/metrics` exposes of the ledger, as JSON, for the page.
 async fn overview(
     State(state): State<HttpState>,
 ) -> Result<Json<crate::exposition::Snapshot>, ApiError> {
-    let now = crate::now_ns();
-    let snapshot = state
-        .reader
-        .with(move |connection| {
-            let config = crate::report::stored_config(connection)?;
-            crate::exposition::read(connection, &config, now)
-        })
+    let snapshot = ledger_snapshot(&state.reader, crate::now_ns())
         .await
         .map_err(ApiError)?;
     Ok(Json(snapshot))
@@ -720,13 +728,7 @@ async fn metrics(State(state): State<HttpState>, headers: axum::http::HeaderMap)
         .map(|control| control.directives.connected())
         .unwrap_or_default();
     let now = crate::now_ns();
-    let snapshot = state
-        .reader
-        .with(move |connection| {
-            let config = crate::report::stored_config(connection)?;
-            crate::exposition::read(connection, &config, now)
-        })
-        .await;
+    let snapshot = ledger_snapshot(&state.reader, now).await;
     let snapshot = match snapshot {
         Ok(snapshot) => snapshot,
         Err(error) => return ApiError(error).into_response(),
