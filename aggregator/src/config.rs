@@ -17,6 +17,12 @@ pub struct AggregatorConfig {
     /// Address of the HTTP server (`/api/v1/…`, `/metrics`). Loopback unless you mean otherwise.
     #[serde(default = "default_http_listen")]
     pub http_listen: SocketAddr,
+    /// Accept plaintext listeners on addresses other than loopback. Both listeners are
+    /// plaintext (TLS is not built yet), so a `grpc_listen` or `http_listen` beyond loopback is
+    /// refused unless this is true, and then warned about at every start: keep such a network
+    /// closed (a NetworkPolicy, a firewall) until TLS lands.
+    #[serde(default)]
+    pub insecure: bool,
     /// Directory holding the ledger (`footprint.sqlite`). Created if missing.
     pub data_dir: PathBuf,
     /// Length of an attribution window, seconds; windows align to the epoch.
@@ -368,6 +374,7 @@ impl AggregatorConfig {
         Self {
             grpc_listen: default_grpc_listen(),
             http_listen: default_http_listen(),
+            insecure: false,
             data_dir,
             window_seconds: default_window_seconds(),
             max_future_skew_s: default_max_future_skew_s(),
@@ -401,6 +408,19 @@ impl ConfigFile for AggregatorConfig {
             "data_dir",
             "must not be empty",
         );
+        for (key, addr) in [
+            ("grpc_listen", self.grpc_listen),
+            ("http_listen", self.http_listen),
+        ] {
+            problems.check(
+                addr.ip().is_loopback() || self.insecure,
+                key,
+                format!(
+                    "{addr} is beyond loopback and the listener is plaintext: set insecure = true \
+                     to accept that (and close the network to others), or listen on 127.0.0.1"
+                ),
+            );
+        }
         problems.check(
             self.window_seconds > 0 && 86_400u32.is_multiple_of(self.window_seconds),
             "window_seconds",
@@ -601,6 +621,28 @@ impl ConfigFile for AggregatorConfig {
 mod tests {
     use super::*;
     use footprint_core::config::ConfigFile;
+
+    #[test]
+    fn a_plaintext_listener_beyond_loopback_needs_insecure() {
+        let error =
+            AggregatorConfig::from_toml("data_dir = '/tmp/x'\ngrpc_listen = '0.0.0.0:7411'\n")
+                .expect_err("plaintext on every address");
+        assert!(
+            error.to_string().contains("grpc_listen: 0.0.0.0:7411"),
+            "{error}"
+        );
+        assert!(error.to_string().contains("insecure = true"), "{error}");
+        let accepted = AggregatorConfig::from_toml(
+            "data_dir = '/tmp/x'\ngrpc_listen = '0.0.0.0:7411'\ninsecure = true\n",
+        )
+        .expect("accepted when said");
+        assert!(accepted.insecure);
+        assert!(
+            !AggregatorConfig::from_toml("data_dir = '/tmp/x'\n")
+                .unwrap()
+                .insecure
+        );
+    }
 
     #[test]
     fn unknown_key_fails_with_its_path() {

@@ -158,6 +158,11 @@ pub async fn start(config: &AggregatorConfig) -> Result<RunningAggregator> {
         served
     });
     info!(%grpc_addr, %http_addr, ledger = %store.path().display(), "Aggregator listening.");
+    for addr in [grpc_addr, http_addr] {
+        if !addr.ip().is_loopback() {
+            warn!(%addr, "Listening in plaintext beyond loopback (insecure = true): anyone who can reach this address can send readings and read the ledger.");
+        }
+    }
     Ok(RunningAggregator {
         grpc_addr,
         http_addr,

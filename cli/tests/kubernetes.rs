@@ -84,7 +84,7 @@ fn the_kustomize_base_validates_and_its_parts_fit_together() {
         policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
         collector_labels["app.kubernetes.io/name"]
     );
-    for port in [7411, 9464] {
+    for port in [7411, 7412] {
         assert!(ports.iter().any(|p| p["port"] == port), "{port}");
     }
 

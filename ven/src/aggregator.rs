@@ -52,7 +52,7 @@ struct ErrorBody {
 }
 
 impl Aggregator {
-    /// A client for the aggregator at `base` (e.g. `http://127.0.0.1:9464/`).
+    /// A client for the aggregator at `base` (e.g. `http://127.0.0.1:7412/`).
     pub fn new(base: Url) -> Self {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))

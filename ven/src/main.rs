@@ -29,7 +29,7 @@ struct Args {
     #[arg(long)]
     program: Option<String>,
     /// The aggregator's HTTP address.
-    #[arg(long, default_value = "http://127.0.0.1:9464/")]
+    #[arg(long, default_value = "http://127.0.0.1:7412/")]
     aggregator: Url,
     /// The name the aggregator records the events and this bridge's health under.
     #[arg(long, default_value = "vtn")]

@@ -294,6 +294,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         demo_aggregator_config(&data_dir, &config_dir, start, options.hours, options.hosts)?;
     config.ledger.window_detail_days = options.window_detail_days;
     config.http_listen = options.listen;
+    // Asked for beyond loopback on the command line: accepted, and warned about at start.
+    config.insecure = !options.listen.ip().is_loopback();
     std::fs::write(
         config_dir.join("aggregator.toml"),
         toml::to_string(&config)?,
