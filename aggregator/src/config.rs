@@ -506,13 +506,10 @@ impl ConfigFile for AggregatorConfig {
                 "must be above 0",
             );
         }
-        let site_ok = |site: &str| {
-            !site.is_empty() && !site.contains(['/', '\\', '=']) && !site.starts_with('.')
-        };
         problems.check(
-            site_ok(&self.parquet.site),
+            crate::parquet_history::is_plain_name(&self.parquet.site),
             "parquet.site",
-            "must be a plain name (no /, \\ or =)",
+            crate::parquet_history::PLAIN_NAME,
         );
         let grid = &self.grid;
         for (key, value) in [

@@ -717,11 +717,6 @@ async fn intensity(
 /// The aggregator's own counters, then the ledger's figures ([`crate::exposition`]): OpenMetrics
 /// for a scraper that asks for it (Prometheus does), else the Prometheus text format.
 async fn metrics(State(state): State<HttpState>, headers: axum::http::HeaderMap) -> Response {
-    let openmetrics = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .any(|value| value.contains("application/openmetrics-text"));
     let connected = state
         .control
         .as_ref()
@@ -759,22 +754,14 @@ async fn metrics(State(state): State<HttpState>, headers: axum::http::HeaderMap)
         .and_then(|()| prometheus_client::encoding::text::encode_registry(&mut text, &ledger))
         .and_then(|()| prometheus_client::encoding::text::encode_eof(&mut text));
     match encoded {
-        Ok(()) if openmetrics => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
-        Ok(()) => (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            footprint_core::exposition::to_prometheus_text(&text),
-        )
-            .into_response(),
+        Ok(()) => {
+            let accept = headers
+                .get_all(header::ACCEPT)
+                .iter()
+                .filter_map(|value| value.to_str().ok());
+            let (content_type, body) = footprint_core::exposition::negotiate(accept, text);
+            ([(header::CONTENT_TYPE, content_type)], body).into_response()
+        }
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
     }
 }

@@ -193,7 +193,7 @@ pub fn hour_lines(connection: &Connection, hour_ns: i64, site: &str) -> Result<V
     Ok(lines)
 }
 
-/// The next hour to write and whether it is settled: the cursor, else the first settled hour.
+/// The next hour to write — the cursor, else the first settled hour — once it is settled.
 ///
 /// # Errors
 /// A database error.

@@ -64,6 +64,14 @@ pub struct DayExport {
     pub bytes: u64,
 }
 
+/// What a `site=` partition may be called, in words.
+pub const PLAIN_NAME: &str = "must be a plain name (no /, \\ or =, not starting with .)";
+
+/// Whether `site` can name a `site=` directory without escaping the tree.
+pub fn is_plain_name(site: &str) -> bool {
+    !site.is_empty() && !site.contains(['/', '\\', '=']) && !site.starts_with('.')
+}
+
 fn date_of(day_ns: i64) -> String {
     footprint_core::time::format_rfc3339(footprint_core::UnixNanos(day_ns))[..10].to_owned()
 }
@@ -92,10 +100,8 @@ pub fn export_day(
     site: &str,
     day_ns: i64,
 ) -> Result<DayExport> {
-    if site.is_empty() || site.contains(['/', '\\', '=']) || site.starts_with('.') {
-        return Err(Error::BadRequest(format!(
-            "site: {site:?} must be a plain name (no /, \\ or =)"
-        )));
+    if !is_plain_name(site) {
+        return Err(Error::BadRequest(format!("site: {site:?} {PLAIN_NAME}")));
     }
     let date = date_of(day_ns);
     let span = footprint_core::Span::new(

@@ -98,44 +98,32 @@ pub async fn start(config: &AggregatorConfig) -> Result<RunningAggregator> {
     });
     // GPU caps from demand-response budgets, when the site has turned them on.
     let planner = config.grid.cap_gpus.then(|| {
-        let run = crate::grid::planner::run(
+        background(crate::grid::planner::run(
             reader.clone(),
             directives.clone(),
             config.clone(),
             shutdown.clone(),
-        );
-        tokio::spawn(async move {
-            run.await;
-            Ok(())
-        })
+        ))
     });
     // Parquet history as days settle, when a directory is configured.
     let parquet = config.parquet.dir.is_some().then(|| {
-        let run = crate::parquet_history::run(
+        background(crate::parquet_history::run(
             reader.clone(),
             store.clone(),
             config.parquet.clone(),
             Arc::clone(&metrics),
             shutdown.clone(),
-        );
-        tokio::spawn(async move {
-            run.await;
-            Ok(())
-        })
+        ))
     });
     // Settled hours to InfluxDB 2, when a URL is configured.
     let influx = config.influxdb.url.is_some().then(|| {
-        let run = crate::influx::run(
+        background(crate::influx::run(
             reader.clone(),
             store.clone(),
             config.influxdb.clone(),
             Arc::clone(&metrics),
             shutdown.clone(),
-        );
-        tokio::spawn(async move {
-            run.await;
-            Ok(())
-        })
+        ))
     });
     let http_shutdown = shutdown.clone();
     let router = crate::http::router(
@@ -178,6 +166,16 @@ pub async fn start(config: &AggregatorConfig) -> Result<RunningAggregator> {
             .chain(parquet)
             .chain(influx)
             .collect(),
+    })
+}
+
+/// A task that runs until shutdown and has no error of its own to report, among the servers'.
+fn background(
+    run: impl std::future::Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<Result<()>> {
+    tokio::spawn(async move {
+        run.await;
+        Ok(())
     })
 }
 

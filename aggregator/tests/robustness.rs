@@ -115,13 +115,23 @@ proptest! {
             text.push_str(&format!("\n{at},{zone},{value}"));
         }
         let convention = starting.then_some(footprint_core::carbon::HourConvention::Starting);
-        let _ = footprint_core::carbon::parse_feed(&text, convention);
+        match footprint_core::carbon::parse_feed(&text, convention) {
+            // What is read is whole hours, in order, of a named zone.
+            Ok(feed) => {
+                for hour in &feed.hours {
+                    prop_assert_eq!(hour.hour_ns.rem_euclid(3_600_000_000_000), 0);
+                    prop_assert!(!hour.zone.is_empty());
+                }
+            }
+            Err(error) => prop_assert!(!error.to_string().is_empty()),
+        }
     }
 
     #[test]
     fn configs_load_or_name_the_key(text in "[a-z_\\[\\]=\"0-9. \n]{0,200}") {
+        // A refusal names where: `key: why`, or the line of a TOML syntax error.
         if let Err(error) = AggregatorConfig::from_toml(&text) {
-            prop_assert!(!error.to_string().is_empty());
+            prop_assert!(error.to_string().contains(':'), "{error}");
         }
     }
 

@@ -23,10 +23,9 @@ struct Health {
     spool: SharedSpool,
 }
 
-/// The registry of one scrape.
-fn registry(health: &Health) -> Registry {
+/// The registry of one scrape; `spool`: batches and bytes it holds.
+fn registry(stats: &CollectorStats, (pending, bytes): (u64, u64)) -> Registry {
     let mut registry = Registry::with_prefix("footprint_collector");
-    let stats = &health.stats;
     for (name, help, value) in [
         (
             "readings_sampled",
@@ -63,11 +62,6 @@ fn registry(health: &Health) -> Registry {
         counter.inc_by(value.load(Ordering::Relaxed));
         registry.register(name, help, counter);
     }
-    let (pending, bytes) = health
-        .spool
-        .lock()
-        .map(|spool| (spool.len().unwrap_or(0), spool.bytes()))
-        .unwrap_or((0, 0));
     let gauge = |value: u64| {
         let gauge = Gauge::<i64>::default();
         gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
@@ -91,33 +85,22 @@ fn registry(health: &Health) -> Registry {
 }
 
 async fn metrics(State(health): State<Health>, headers: HeaderMap) -> Response {
-    let openmetrics = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .any(|value| value.contains("application/openmetrics-text"));
+    // The spool is behind a lock its writers hold across disk syncs: read off the async threads.
+    let spool = crate::uplink::with_spool(&health.spool, |s| Ok((s.len()?, s.bytes())))
+        .await
+        .unwrap_or((0, 0));
     let mut text = String::new();
-    if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &registry(&health)) {
+    if let Err(error) =
+        prometheus_client::encoding::text::encode(&mut text, &registry(&health.stats, spool))
+    {
         return (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response();
     }
-    if openmetrics {
-        return (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response();
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        footprint_core::exposition::to_prometheus_text(&text),
-    )
-        .into_response()
+    let accept = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok());
+    let (content_type, body) = footprint_core::exposition::negotiate(accept, text);
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 /// Serves `/metrics` on `addr` until `shutdown`; the address bound.

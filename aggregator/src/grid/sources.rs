@@ -3,7 +3,7 @@
 //! last valid events stay in force until they end, and the signal says so: a scheduler must be
 //! able to tell "no event" from "no word from the utility".
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -205,21 +205,6 @@ pub fn list(connection: &Connection, now_ns: i64) -> Result<Vec<SourceStatus>> {
     Ok(sources)
 }
 
-/// Whether source `name` has reported at least once.
-///
-/// # Errors
-/// A database error.
-pub fn known(connection: &Connection, name: &str) -> Result<bool> {
-    Ok(connection
-        .query_row(
-            "SELECT 1 FROM grid_event_sources WHERE name = ?1",
-            [name],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,8 +256,6 @@ mod tests {
             list(&connection, 150 * S).unwrap()[0].state,
             SourceState::Ok
         );
-        assert!(known(&connection, "vtn:utility").unwrap());
-        assert!(!known(&connection, "other").unwrap());
     }
 
     #[test]

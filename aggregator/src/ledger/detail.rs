@@ -10,7 +10,7 @@ use footprint_core::units::NANOS_PER_HOUR;
 use footprint_core::window::WindowLength;
 use footprint_core::{Span, UnixNanos};
 use footprint_proto::v1::MeterKind;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 use super::{HostLayout, LayoutMeter, UsageMeter, build_span, site};
 use crate::Result;
@@ -24,10 +24,7 @@ use crate::tables::{DETAIL_FROM_KEY, rollups, series};
 /// # Errors
 /// A database error.
 pub fn detail_from(connection: &Connection) -> Result<Option<i64>> {
-    Ok(connection
-        .prepare_cached("SELECT value FROM ledger_state WHERE key = ?1")?
-        .query_row([DETAIL_FROM_KEY], |row| row.get(0))
-        .optional()?)
+    Ok(crate::tables::state(connection, DETAIL_FROM_KEY)?)
 }
 
 /// Deletes the window detail of settled hours that ended `settings.window_detail_ns` before the
@@ -61,9 +58,7 @@ pub fn age_detail(
         return Ok(0);
     }
     rollups::delete_detail(connection, from, until)?;
-    connection
-        .prepare_cached("INSERT OR REPLACE INTO ledger_state (key, value) VALUES (?1, ?2)")?
-        .execute(params![DETAIL_FROM_KEY, until])?;
+    crate::tables::set_state(connection, DETAIL_FROM_KEY, until)?;
     Ok((until - from) / NANOS_PER_HOUR)
 }
 

@@ -33,13 +33,7 @@ use crate::tables::SITE_SETTLED_KEY as SETTLED_KEY;
 /// # Errors
 /// A database error.
 pub fn settled_until(connection: &Connection) -> Result<Option<UnixNanos>> {
-    Ok(connection
-        .query_row(
-            "SELECT value FROM ledger_state WHERE key = ?1",
-            [SETTLED_KEY],
-            |row| row.get(0).map(UnixNanos),
-        )
-        .optional()?)
+    Ok(crate::tables::state(connection, SETTLED_KEY)?.map(UnixNanos))
 }
 
 /// The hour every host and site meter that is still heard from has passed, if any.
@@ -131,9 +125,7 @@ pub fn reopen(connection: &Connection, from: UnixNanos, reason: &str) -> Result<
                CASE WHEN instr(reason, excluded.reason) > 0 THEN reason ELSE reason || '; ' || excluded.reason END",
         )?
         .execute(params![hour, reason])?;
-    connection
-        .prepare_cached("INSERT OR REPLACE INTO ledger_state (key, value) VALUES (?1, ?2)")?
-        .execute(params![SETTLED_KEY, hour])?;
+    crate::tables::set_state(connection, SETTLED_KEY, hour)?;
     Ok(true)
 }
 
@@ -295,9 +287,7 @@ pub fn settle_ready_hours(
             settled.revised += 1;
         }
         next += NANOS_PER_HOUR;
-        connection
-            .prepare_cached("INSERT OR REPLACE INTO ledger_state (key, value) VALUES (?1, ?2)")?
-            .execute(params![SETTLED_KEY, next])?;
+        crate::tables::set_state(connection, SETTLED_KEY, next)?;
         settled.hours += 1;
     }
     Ok(settled)
