@@ -7,6 +7,38 @@ use std::path::PathBuf;
 use footprint_core::config::{ConfigError, ConfigFile, Problems};
 use serde::{Deserialize, Serialize};
 
+/// `[tls]`: mutual TLS for the collectors' streams (and `Query` clients) on `grpc_listen`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcTlsConfig {
+    /// PEM certificate chain of the aggregator; its names must match what collectors dial.
+    pub cert_file: PathBuf,
+    /// PEM private key of `cert_file`.
+    pub key_file: PathBuf,
+    /// PEM CA certificate(s) that every client certificate must chain to.
+    pub client_ca_file: PathBuf,
+    /// How often the three files are checked for change, seconds; a changed set is loaded for
+    /// new connections without a restart (open streams keep theirs).
+    #[serde(default = "default_reload_interval_s")]
+    pub reload_interval_s: u64,
+}
+
+fn default_reload_interval_s() -> u64 {
+    30
+}
+
+impl GrpcTlsConfig {
+    pub fn server_files(&self) -> footprint_proto::tls::ServerFiles {
+        footprint_proto::tls::ServerFiles {
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            client_ca_file: Some(self.client_ca_file.clone()),
+            client_cert_optional: false,
+            alpn: vec![b"h2".to_vec()],
+        }
+    }
+}
+
 /// `footprint-aggregator --config FILE`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -17,12 +49,21 @@ pub struct AggregatorConfig {
     /// Address of the HTTP server (`/api/v1/…`, `/metrics`). Loopback unless you mean otherwise.
     #[serde(default = "default_http_listen")]
     pub http_listen: SocketAddr,
-    /// Accept plaintext listeners on addresses other than loopback. Both listeners are
-    /// plaintext (TLS is not built yet), so a `grpc_listen` or `http_listen` beyond loopback is
-    /// refused unless this is true, and then warned about at every start: keep such a network
-    /// closed (a NetworkPolicy, a firewall) until TLS lands.
+    /// Accept plaintext listeners on addresses other than loopback. A `grpc_listen` without
+    /// `[tls]`, or an `http_listen` without TLS in `web_config_file`, beyond loopback is refused
+    /// unless this is true, and then warned about at every start: keep such a network closed to
+    /// others (a NetworkPolicy, a firewall).
     #[serde(default)]
     pub insecure: bool,
+    /// Mutual TLS on the gRPC listener: collectors present a certificate from `client_ca_file`,
+    /// and may only report for a host their certificate names.
+    #[serde(default)]
+    pub tls: Option<GrpcTlsConfig>,
+    /// The HTTP listener's TLS and bearer tokens, in the web-config format Prometheus exporters
+    /// use (`tls_server_config`) plus `bearer_tokens` (docs/SECURITY.md). Absent: plaintext and
+    /// open, which only loopback allows unless `insecure`. The tokens also guard gRPC `Query`.
+    #[serde(default)]
+    pub web_config_file: Option<PathBuf>,
     /// Directory holding the ledger (`footprint.sqlite`). Created if missing.
     pub data_dir: PathBuf,
     /// Length of an attribution window, seconds; windows align to the epoch.
@@ -375,6 +416,8 @@ impl AggregatorConfig {
             grpc_listen: default_grpc_listen(),
             http_listen: default_http_listen(),
             insecure: false,
+            tls: None,
+            web_config_file: None,
             data_dir,
             window_seconds: default_window_seconds(),
             max_future_skew_s: default_max_future_skew_s(),
@@ -408,16 +451,49 @@ impl ConfigFile for AggregatorConfig {
             "data_dir",
             "must not be empty",
         );
-        for (key, addr) in [
-            ("grpc_listen", self.grpc_listen),
-            ("http_listen", self.http_listen),
+        if let Some(tls) = &self.tls {
+            if let Err(error) = tls.server_files().load() {
+                problems.check(false, "tls", error.to_string());
+            }
+            problems.check(
+                tls.reload_interval_s > 0,
+                "tls.reload_interval_s",
+                "must be above 0",
+            );
+        }
+        let web = self.web_config_file.as_ref().map(|path| {
+            crate::auth::WebConfig::load(path).and_then(|web| match web.server_files() {
+                Some(files) => {
+                    files
+                        .load()
+                        .map(|_| true)
+                        .map_err(|error| crate::auth::WebConfigError {
+                            path: path.clone(),
+                            reason: format!("tls_server_config: {error}"),
+                        })
+                }
+                None => Ok(false),
+            })
+        });
+        let http_tls = match web {
+            Some(Ok(tls)) => tls,
+            Some(Err(error)) => {
+                problems.check(false, "web_config_file", error.to_string());
+                false
+            }
+            None => false,
+        };
+        for (key, addr, encrypted) in [
+            ("grpc_listen", self.grpc_listen, self.tls.is_some()),
+            ("http_listen", self.http_listen, http_tls),
         ] {
             problems.check(
-                addr.ip().is_loopback() || self.insecure,
+                encrypted || addr.ip().is_loopback() || self.insecure,
                 key,
                 format!(
-                    "{addr} is beyond loopback and the listener is plaintext: set insecure = true \
-                     to accept that (and close the network to others), or listen on 127.0.0.1"
+                    "{addr} is beyond loopback and the listener is plaintext: configure TLS \
+                     ([tls] for gRPC, web_config_file for HTTP), or set insecure = true to accept \
+                     plaintext (and close the network to others), or listen on 127.0.0.1"
                 ),
             );
         }

@@ -20,6 +20,7 @@ use crate::query::LedgerReader;
 struct HttpState {
     reader: LedgerReader,
     registry: Arc<Registry>,
+    counters: Arc<crate::metrics::AggregatorMetrics>,
     /// What the control endpoints act through; `None`: read-only.
     control: Option<Control>,
     /// The forecast `/metrics` exposes, made at most once per quarter hour (its step): the
@@ -41,14 +42,16 @@ pub struct Control {
 
 /// The router; `counters` are the aggregator's own counters, exposed on `/metrics` beside the
 /// ledger's figures, and every answer is counted in them by status; without `control` the grid
-/// events and caps endpoints refuse to act (a read-only server).
+/// events and caps endpoints refuse to act (a read-only server); with `tokens`, every request
+/// but the page's shell and `/healthz` needs a bearer token with the right scope.
 pub fn router(
     reader: LedgerReader,
     counters: Arc<crate::metrics::AggregatorMetrics>,
     control: Option<Control>,
+    tokens: Option<Arc<crate::auth::Tokens>>,
 ) -> Router {
     let registry = Arc::new(counters.registry());
-    Router::new()
+    let mut app = Router::new()
         .route("/api/v1/jobs", get(list_jobs))
         .route("/api/v1/jobs/{id}", get(get_job))
         .route("/api/v1/facility", get(facility))
@@ -78,17 +81,24 @@ pub fn router(
         .with_state(HttpState {
             reader: reader.clone(),
             registry,
+            counters: Arc::clone(&counters),
             control,
             forecast: Arc::default(),
         })
-        .merge(crate::grid::sdk::routes(reader))
-        .layer(axum::middleware::map_response(move |response: Response| {
-            let counters = Arc::clone(&counters);
-            async move {
-                counters.http_response(response.status().as_u16());
-                response
-            }
-        }))
+        .merge(crate::grid::sdk::routes(reader));
+    if let Some(tokens) = tokens {
+        let counters = Arc::clone(&counters);
+        app = app.layer(axum::middleware::from_fn(move |request, next| {
+            crate::auth::check(Arc::clone(&tokens), Arc::clone(&counters), request, next)
+        }));
+    }
+    app.layer(axum::middleware::map_response(move |response: Response| {
+        let counters = Arc::clone(&counters);
+        async move {
+            counters.http_response(response.status().as_u16());
+            response
+        }
+    }))
 }
 
 #[derive(Debug, Serialize)]
@@ -103,6 +113,7 @@ impl IntoResponse for ApiError {
         let status = match self.0 {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         (
@@ -491,8 +502,10 @@ async fn post_cap(
 
 async fn job_caps(
     State(state): State<HttpState>,
+    access: Access,
     Path(id): Path<String>,
 ) -> Result<Json<crate::grid::caps::JobCaps>, ApiError> {
+    ensure_job_readable(&state, &access, &id).await?;
     let now = crate::now_ns();
     let caps = state
         .reader
@@ -550,16 +563,59 @@ struct JobList {
     jobs: Vec<JobAnswer>,
 }
 
+/// What the request's token allows, when the server asks for tokens.
+type Access = Option<axum::Extension<crate::auth::Access>>;
+
+/// Refuses, and counts, a job that the request's token may not read.
+fn ensure_readable(
+    state: &HttpState,
+    access: &Access,
+    job: &str,
+    project: &str,
+) -> Result<(), ApiError> {
+    match access {
+        Some(access) if !access.may_read_project(project) => {
+            state.counters.request_refused("other_project");
+            Err(ApiError(Error::Forbidden(format!(
+                "token {:?} may not read job {job:?}: it belongs to another project",
+                access.token
+            ))))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Checks that the request's token may read job `id` before anything about it is shown.
+async fn ensure_job_readable(state: &HttpState, access: &Access, id: &str) -> Result<(), ApiError> {
+    if access
+        .as_ref()
+        .is_none_or(|access| access.projects.is_none())
+    {
+        return Ok(());
+    }
+    let job_id = id.to_owned();
+    let job = state
+        .reader
+        .with(move |c| ledger::get_job(c, &job_id))
+        .await
+        .map_err(ApiError)?;
+    ensure_readable(state, access, id, &job.project)
+}
+
 async fn list_jobs(
     State(state): State<HttpState>,
+    access: Access,
     Query(query): Query<JobQuery>,
 ) -> Result<Json<JobList>, ApiError> {
     let filter = ledger::JobFilter::from(pb::ListJobsRequest::from(query));
-    let jobs = state
+    let mut jobs = state
         .reader
         .with(move |c| ledger::list_jobs(c, &filter))
         .await
         .map_err(ApiError)?;
+    if let Some(access) = &access {
+        jobs.retain(|job| access.may_read_project(&job.project));
+    }
     Ok(Json(JobList {
         jobs: jobs.into_iter().map(Into::into).collect(),
     }))
@@ -567,21 +623,26 @@ async fn list_jobs(
 
 async fn get_job(
     State(state): State<HttpState>,
+    access: Access,
     Path(id): Path<String>,
 ) -> Result<Json<JobAnswer>, ApiError> {
+    let job_id = id.clone();
     let job = state
         .reader
-        .with(move |c| ledger::get_job(c, &id))
+        .with(move |c| ledger::get_job(c, &job_id))
         .await
         .map_err(ApiError)?;
+    ensure_readable(&state, &access, &id, &job.project)?;
     Ok(Json(job.into()))
 }
 
 /// One job's footprint hour by hour (`ledger::job_hours`).
 async fn job_hours(
     State(state): State<HttpState>,
+    access: Access,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<crate::ledger::job_hours::JobHour>>, ApiError> {
+    ensure_job_readable(&state, &access, &id).await?;
     let hours = state
         .reader
         .with(move |c| crate::ledger::job_hours::job_hours(c, &id))
@@ -660,8 +721,10 @@ struct ExplainQuery {
 
 async fn explain(
     State(state): State<HttpState>,
+    access: Access,
     Query(query): Query<ExplainQuery>,
 ) -> Result<Json<ledger::explain::Explanation>, ApiError> {
+    ensure_job_readable(&state, &access, &query.job).await?;
     let explanation = state
         .reader
         .explain(query.job, query.hour)

@@ -158,6 +158,7 @@ async fn serve_stream(
     outbound: Outbound,
     service: IngestService,
     peer: String,
+    certified: Option<footprint_proto::tls::Peer>,
 ) -> Result<(), Status> {
     let IngestService {
         store,
@@ -178,6 +179,19 @@ async fn serve_stream(
         }
         None => return Ok(()),
     };
+    if let Some(certified) = &certified
+        && !certified.certified_for(&hello.host)
+    {
+        return Err(refuse(
+            &metrics,
+            "host_not_in_certificate",
+            Status::permission_denied(format!(
+                "hello.host: {:?} is not named in this collector's certificate; a collector may \
+                 only report for its own host",
+                hello.host
+            )),
+        ));
+    }
     let collector_id = hello.collector_id.clone();
     let _claim = StreamClaim::take(&open, &collector_id, &peer, &outbound)
         .map_err(|status| refuse(&metrics, "id_in_use", status))?;
@@ -328,14 +342,23 @@ impl Ingest for IngestService {
         &self,
         request: Request<Streaming<CollectorMessage>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
-        let peer = request
-            .remote_addr()
+        // Over TLS the connection carries the verified client certificate.
+        let certified = request
+            .extensions()
+            .get::<footprint_proto::tls::Peer>()
+            .cloned();
+        let peer = certified
+            .as_ref()
+            .map(|peer| peer.addr)
+            .or_else(|| request.remote_addr())
             .map_or_else(|| "an unknown peer".to_owned(), |a| a.to_string());
         let inbound = request.into_inner();
         let (outbound, receiver) = mpsc::channel(IN_FLIGHT_PER_STREAM);
         let service = self.clone();
         tokio::spawn(async move {
-            if let Err(status) = serve_stream(inbound, outbound.clone(), service, peer).await {
+            if let Err(status) =
+                serve_stream(inbound, outbound.clone(), service, peer, certified).await
+            {
                 warn!(code = ?status.code(), message = status.message(), "Ingest stream failed.");
                 let _ = outbound.send(Err(status)).await;
             }

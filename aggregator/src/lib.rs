@@ -7,6 +7,7 @@
 //! `footprint_core::attribution`). [`query`] and [`http`] read the ledger.
 
 pub mod api;
+pub mod auth;
 pub mod budget;
 pub mod codec;
 pub mod config;
@@ -46,6 +47,8 @@ pub enum Error {
     NotFound(String),
     #[error("bad request: {0}")]
     BadRequest(String),
+    #[error("forbidden: {0}")]
+    Forbidden(String),
     #[error("server: {0}")]
     Server(String),
 }

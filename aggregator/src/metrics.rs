@@ -49,6 +49,12 @@ pub struct AggregatorMetrics {
     pub exports_failed: Family<ReasonLabel, Counter>,
     /// HTTP answers by status code (`code`): refusals (400, 404, 413 …) counted.
     pub http_responses: Family<CodeLabel, Counter>,
+    /// API requests refused for their token (missing, unknown, scope, project, rate), by reason.
+    pub requests_refused: Family<ReasonLabel, Counter>,
+    /// TLS handshakes refused (unknown issuer, expired certificate …), by reason.
+    pub tls_handshakes_failed: Family<ReasonLabel, Counter>,
+    /// Reloads of changed TLS files, by outcome (`reloaded`, `failed`).
+    pub tls_reloads: Family<OutcomeLabel, Counter>,
     /// Batches waiting in each collector's spool, as its newest batch said.
     pub collector_spool: Family<CollectorLabel, prometheus_client::metrics::gauge::Gauge>,
 }
@@ -71,6 +77,9 @@ impl Default for AggregatorMetrics {
             hours_revised: Counter::default(),
             readings_compacted: Counter::default(),
             streams_refused: Family::default(),
+            requests_refused: Family::default(),
+            tls_handshakes_failed: Family::default(),
+            tls_reloads: Family::default(),
             exports_failed: Family::default(),
             collector_spool: Family::default(),
             http_responses: Family::default(),
@@ -79,8 +88,10 @@ impl Default for AggregatorMetrics {
 }
 
 /// Why an ingest stream is refused (`streams_refused`).
-pub const STREAM_REFUSALS: [&str; 9] = [
+pub const STREAM_REFUSALS: [&str; 11] = [
     "no_hello",
+    "host_not_in_certificate",
+    "over_limit",
     "bad_hello",
     "id_in_use",
     "wrong_collector",
@@ -91,10 +102,56 @@ pub const STREAM_REFUSALS: [&str; 9] = [
     "bad_directive_ack",
 ];
 
+/// Why an API request is refused for its token (`requests_refused`).
+pub const REQUEST_REFUSALS: [&str; 5] = [
+    "no_token",
+    "unknown_token",
+    "missing_scope",
+    "other_project",
+    "rate_limited",
+];
+
+/// Why a TLS handshake is refused (`tls_handshakes_failed`), the usual ones.
+pub const HANDSHAKE_FAILURES: [&str; 5] = [
+    "unknown_issuer",
+    "expired_certificate",
+    "no_client_certificate",
+    "alert_from_client",
+    "timeout",
+];
+
 /// What late data touched (`late_data`).
 pub const LATE_DATA: [&str; 4] = ["readings", "allocation", "site meter readings", "windows"];
 
 impl AggregatorMetrics {
+    /// Counts an API request refused for its token.
+    pub fn request_refused(&self, reason: &str) {
+        self.requests_refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a refused TLS handshake.
+    pub fn handshake_failed(&self, reason: &str) {
+        self.tls_handshakes_failed
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a reload of changed TLS files.
+    pub fn tls_reload(&self, reloaded: bool) {
+        let outcome = if reloaded { "reloaded" } else { "failed" };
+        self.tls_reloads
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
     /// A registry exposing these counters under `footprint_aggregator_`. Every known reason
     /// starts at zero, so a dashboard's query finds its series before the first refusal.
     pub fn registry(self: &std::sync::Arc<Self>) -> Registry {
@@ -188,6 +245,23 @@ impl AggregatorMetrics {
             "streams_refused",
             "Ingest streams refused, by reason",
             self.streams_refused.clone(),
+        );
+        zero(&self.requests_refused, &REQUEST_REFUSALS);
+        registry.register(
+            "requests_refused",
+            "API requests (HTTP and gRPC Query) refused for their bearer token, by reason",
+            self.requests_refused.clone(),
+        );
+        zero(&self.tls_handshakes_failed, &HANDSHAKE_FAILURES);
+        registry.register(
+            "tls_handshakes_failed",
+            "TLS handshakes refused on the gRPC and HTTP listeners, by reason",
+            self.tls_handshakes_failed.clone(),
+        );
+        registry.register(
+            "tls_reloads",
+            "Changed TLS files loaded (reloaded) or refused (failed, the old ones kept)",
+            self.tls_reloads.clone(),
         );
         zero(&self.exports_failed, &["parquet", "influxdb"]);
         for code in ["200", "204", "400", "404", "500"] {

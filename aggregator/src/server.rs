@@ -46,14 +46,28 @@ pub struct RunningAggregator {
 /// # Errors
 /// The ledger cannot be opened or an address cannot be bound.
 pub async fn start(config: &AggregatorConfig) -> Result<RunningAggregator> {
-    for (name, addr) in [
-        ("grpc_listen", config.grpc_listen),
-        ("http_listen", config.http_listen),
-    ] {
-        if !addr.ip().is_loopback() {
-            warn!(key = name, %addr, "Listening on a non-loopback address without TLS: anyone who can reach it can send readings and read the ledger.");
-        }
-    }
+    let web = match &config.web_config_file {
+        Some(path) => crate::auth::WebConfig::load(path)
+            .map_err(|error| Error::Server(format!("web_config_file: {error}")))?,
+        None => crate::auth::WebConfig::default(),
+    };
+    let tls_error =
+        |key: &str, error: footprint_proto::tls::TlsError| Error::Server(format!("{key}: {error}"));
+    let grpc_tls = match &config.tls {
+        Some(tls) => Some(Arc::new(
+            footprint_proto::tls::ReloadingServerConfig::new(tls.server_files())
+                .map_err(|error| tls_error("tls", error))?,
+        )),
+        None => None,
+    };
+    let http_tls = match web.server_files() {
+        Some(files) => Some(Arc::new(
+            footprint_proto::tls::ReloadingServerConfig::new(files)
+                .map_err(|error| tls_error("web_config_file", error))?,
+        )),
+        None => None,
+    };
+    let tokens = crate::auth::Tokens::new(&web);
     let metrics = Arc::new(AggregatorMetrics::default());
     let store = StoreHandle::open(config, Arc::clone(&metrics))?;
     let reader = LedgerReader::new(store.path().to_path_buf());
@@ -77,20 +91,58 @@ pub async fn start(config: &AggregatorConfig) -> Result<RunningAggregator> {
     let ingest = IngestServer::new(ingest_service)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let query = QueryServer::new(QueryService::new(reader.clone()));
+    let query_tokens = tokens.clone();
+    let query_metrics = Arc::clone(&metrics);
+    let query = QueryServer::with_interceptor(
+        QueryService::new(reader.clone()),
+        move |request: tonic::Request<()>| match &query_tokens {
+            Some(tokens) => {
+                crate::auth::check_grpc(tokens, &query_metrics, &request).map(|()| request)
+            }
+            None => Ok(request),
+        },
+    );
     let grpc_shutdown = shutdown.clone();
     let grpc_failed = failed.clone();
+    let grpc_server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(ingest)
+        .add_service(query);
+    let grpc_incoming = match &grpc_tls {
+        Some(tls) => {
+            watch_tls(
+                tls,
+                config.tls.as_ref().map_or(30, |t| t.reload_interval_s),
+                &metrics,
+                &shutdown,
+            );
+            Incoming::Tls(tls_connections(grpc_listener, tls, &metrics, &shutdown))
+        }
+        None => Incoming::Plain(grpc_listener),
+    };
     let grpc = tokio::spawn(async move {
-        let served = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_service(ingest)
-            .add_service(query)
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(grpc_listener),
-                grpc_shutdown.cancelled_owned(),
-            )
-            .await
-            .map_err(|error| Error::Server(format!("gRPC: {error}")));
+        let served = match grpc_incoming {
+            Incoming::Tls(connections) => {
+                grpc_server
+                    .serve_with_incoming_shutdown(
+                        tokio_stream::StreamExt::map(
+                            tokio_stream::wrappers::ReceiverStream::new(connections.receiver),
+                            Ok::<_, std::io::Error>,
+                        ),
+                        grpc_shutdown.cancelled_owned(),
+                    )
+                    .await
+            }
+            Incoming::Plain(listener) => {
+                grpc_server
+                    .serve_with_incoming_shutdown(
+                        TcpListenerStream::new(listener),
+                        grpc_shutdown.cancelled_owned(),
+                    )
+                    .await
+            }
+        }
+        .map_err(|error| Error::Server(format!("gRPC: {error}")));
         if served.is_err() {
             grpc_failed.cancel();
         }
@@ -133,21 +185,42 @@ pub async fn start(config: &AggregatorConfig) -> Result<RunningAggregator> {
             store: store.clone(),
             directives: directives.clone(),
         }),
+        tokens,
     );
     let http_failed = failed.clone();
+    let http_incoming = match &http_tls {
+        Some(tls) => {
+            // The web-config file's certificates are watched like the gRPC ones.
+            watch_tls(tls, 30, &metrics, &shutdown);
+            Incoming::Tls(tls_connections(http_listener, tls, &metrics, &shutdown))
+        }
+        None => Incoming::Plain(http_listener),
+    };
     let http = tokio::spawn(async move {
-        let served = axum::serve(http_listener, router)
-            .with_graceful_shutdown(http_shutdown.cancelled_owned())
-            .await
-            .map_err(|error| Error::Server(format!("HTTP: {error}")));
+        let served = match http_incoming {
+            Incoming::Tls(connections) => {
+                axum::serve(connections, router)
+                    .with_graceful_shutdown(http_shutdown.cancelled_owned())
+                    .await
+            }
+            Incoming::Plain(listener) => {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(http_shutdown.cancelled_owned())
+                    .await
+            }
+        }
+        .map_err(|error| Error::Server(format!("HTTP: {error}")));
         if served.is_err() {
             http_failed.cancel();
         }
         served
     });
     info!(%grpc_addr, %http_addr, ledger = %store.path().display(), "Aggregator listening.");
-    for addr in [grpc_addr, http_addr] {
-        if !addr.ip().is_loopback() {
+    for (addr, encrypted) in [
+        (grpc_addr, grpc_tls.is_some()),
+        (http_addr, http_tls.is_some()),
+    ] {
+        if !encrypted && !addr.ip().is_loopback() {
             warn!(%addr, "Listening in plaintext beyond loopback (insecure = true): anyone who can reach this address can send readings and read the ledger.");
         }
     }
@@ -167,6 +240,72 @@ pub async fn start(config: &AggregatorConfig) -> Result<RunningAggregator> {
             .chain(influx)
             .collect(),
     })
+}
+
+/// Where a server's connections come from.
+enum Incoming {
+    Plain(TcpListener),
+    Tls(TlsConnections),
+}
+
+/// Connections that finished their TLS handshake, for `axum::serve` and tonic alike.
+struct TlsConnections {
+    receiver: tokio::sync::mpsc::Receiver<footprint_proto::tls::TlsConnection>,
+    local: SocketAddr,
+}
+
+impl axum::serve::Listener for TlsConnections {
+    type Io = footprint_proto::tls::TlsConnection;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.receiver.recv().await {
+            Some(connection) => {
+                let addr = connection.peer().addr;
+                (connection, addr)
+            }
+            // The accept loop ends only at shutdown, which stops the server first.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
+fn tls_connections(
+    listener: TcpListener,
+    tls: &Arc<footprint_proto::tls::ReloadingServerConfig>,
+    metrics: &Arc<AggregatorMetrics>,
+    shutdown: &CancellationToken,
+) -> TlsConnections {
+    let local = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let metrics = Arc::clone(metrics);
+    let receiver = footprint_proto::tls::accept(
+        listener,
+        Arc::clone(tls),
+        move |reason| metrics.handshake_failed(reason),
+        shutdown.clone(),
+    );
+    TlsConnections { receiver, local }
+}
+
+/// Reloads changed TLS files every `every_s` seconds until shutdown.
+fn watch_tls(
+    tls: &Arc<footprint_proto::tls::ReloadingServerConfig>,
+    every_s: u64,
+    metrics: &Arc<AggregatorMetrics>,
+    shutdown: &CancellationToken,
+) {
+    let metrics = Arc::clone(metrics);
+    tokio::spawn(Arc::clone(tls).watch(
+        std::time::Duration::from_secs(every_s.max(1)),
+        shutdown.clone(),
+        move |outcome| metrics.tls_reload(outcome.is_ok()),
+    ));
 }
 
 /// A task that runs until shutdown and has no error of its own to report, among the servers'.

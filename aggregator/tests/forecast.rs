@@ -167,7 +167,8 @@ fn a_forecast_from_an_earlier_instant_reads_only_the_history_before_it() {
 
 async fn get(path: &Path, uri: &str) -> (u16, String, String) {
     let reader = LedgerReader::new(path.to_path_buf());
-    let router = footprint_aggregator::http::router(reader, Arc::new(Default::default()), None);
+    let router =
+        footprint_aggregator::http::router(reader, Arc::new(Default::default()), None, None);
     let response = router
         .oneshot(
             axum::http::Request::builder()

@@ -67,6 +67,7 @@ async fn request(path: &Path, method: &str, uri: &str, body: &str) -> (u16, Stri
         LedgerReader::new(path.to_path_buf()),
         Arc::new(Default::default()),
         None,
+        None,
     );
     let response = router
         .oneshot(

@@ -257,6 +257,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<()> {
             collector_id: Some(name.clone()),
             host: name,
             aggregator: endpoint.clone(),
+            tls: None,
             sample_interval_ms: interval_ms,
             samples_per_batch: options.samples_per_batch,
             spread_ticks: !options.aligned_ticks,

@@ -30,9 +30,14 @@ pub struct CollectorConfig {
     pub collector_id: Option<String>,
     /// The host this collector reports for; every meter it announces belongs to this host.
     pub host: String,
-    /// The aggregator's gRPC endpoint.
+    /// The aggregator's gRPC endpoint: `https://…` with `[tls]`, `http://…` on a closed network.
     #[serde(default = "default_aggregator")]
     pub aggregator: String,
+    /// TLS to the aggregator: the CA its certificate chains to, and this host's certificate and
+    /// key (mutual TLS; the certificate must name `host`). Read again at every reconnect, so a
+    /// renewed certificate is used without a restart.
+    #[serde(default)]
+    pub tls: Option<footprint_proto::tls::ClientFiles>,
     /// Time between two reads of every meter, in milliseconds (of the collector's clock).
     #[serde(default = "default_sample_interval_ms")]
     pub sample_interval_ms: u64,
@@ -221,6 +226,15 @@ impl ConfigFile for CollectorConfig {
             "aggregator",
             "must be an http:// or https:// URL",
         );
+        problems.check(
+            self.aggregator.starts_with("https://") == self.tls.is_some(),
+            "aggregator",
+            "an https:// endpoint needs [tls] (ca_file, cert_file, key_file), and [tls] needs an \
+             https:// endpoint",
+        );
+        if let Some(Err(error)) = self.tls.as_ref().map(|tls| tls.load(b"h2")) {
+            problems.check(false, "tls", error.to_string());
+        }
         problems.check(
             self.sample_interval_ms > 0,
             "sample_interval_ms",

@@ -168,7 +168,10 @@ pub async fn run(
         caps_stop.clone(),
     ));
     let uplink = Uplink::new(
-        config.aggregator.clone(),
+        crate::uplink::Aggregator {
+            endpoint: config.aggregator.clone(),
+            tls: config.tls.clone(),
+        },
         hello.clone(),
         Arc::clone(&spool),
         Arc::clone(&appended),

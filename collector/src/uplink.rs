@@ -45,6 +45,18 @@ pub enum SessionError {
     Spool(#[from] SpoolError),
 }
 
+/// An error with its sources, one line: a handshake's reason sits a few causes down.
+pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// The spool, shared by the sampler (appends) and the uplink (reads, acknowledges).
 pub type SharedSpool = Arc<Mutex<Spool>>;
 
@@ -72,11 +84,18 @@ pub struct CapLink {
     pub reports: tokio::sync::Mutex<mpsc::Receiver<DirectiveAck>>,
 }
 
+/// Where the uplink connects, and the files that prove who it is when the address is https://.
+#[derive(Clone, Debug)]
+pub struct Aggregator {
+    pub endpoint: String,
+    pub tls: Option<footprint_proto::tls::ClientFiles>,
+}
+
 /// Streams one collector's spool to one aggregator, and carries power caps down and their
 /// outcomes up.
 #[derive(Debug)]
 pub struct Uplink {
-    endpoint: String,
+    aggregator: Aggregator,
     hello: Hello,
     spool: SharedSpool,
     /// Signalled by the sampler after each append.
@@ -89,7 +108,7 @@ pub struct Uplink {
 
 impl Uplink {
     pub fn new(
-        endpoint: String,
+        aggregator: Aggregator,
         hello: Hello,
         spool: SharedSpool,
         appended: Arc<Notify>,
@@ -98,7 +117,7 @@ impl Uplink {
         caps: CapLink,
     ) -> Self {
         Self {
-            endpoint,
+            aggregator,
             hello,
             spool,
             appended,
@@ -131,7 +150,7 @@ impl Uplink {
                     self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
                     let base_ms = backoff_base_ms(failures);
                     let wait = Duration::from_millis(base_ms / 2 + rng.range(0, base_ms));
-                    warn!(endpoint = %self.endpoint, error = %error, retry_in_ms = wait.as_millis() as u64, "Aggregator session failed; batches stay in the spool.");
+                    warn!(endpoint = %self.aggregator.endpoint, error = %error, retry_in_ms = wait.as_millis() as u64, "Aggregator session failed; batches stay in the spool.");
                     tokio::time::sleep(wait).await;
                 }
             }
@@ -142,17 +161,17 @@ impl Uplink {
     /// One stream to the aggregator; `healthy` is set once it was welcomed and a batch was
     /// acknowledged on it.
     async fn session(&self, healthy: &mut bool) -> Result<(), SessionError> {
-        let cannot_connect = |error: tonic::transport::Error| SessionError::Connect {
-            endpoint: self.endpoint.clone(),
+        let cannot_connect = |error: &dyn std::fmt::Display| SessionError::Connect {
+            endpoint: self.aggregator.endpoint.clone(),
             message: error.to_string(),
         };
-        let channel = tonic::transport::Endpoint::from_shared(self.endpoint.clone())
-            .map_err(cannot_connect)?
+        let endpoint = tonic::transport::Endpoint::from_shared(self.aggregator.endpoint.clone())
+            .map_err(|error| cannot_connect(&error))?
             .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .connect()
+            .tcp_nodelay(true);
+        let channel = footprint_proto::tls::grpc_channel(endpoint, self.aggregator.tls.as_ref())
             .await
-            .map_err(cannot_connect)?;
+            .map_err(|error| cannot_connect(&crate::uplink::chain(&*error)))?;
         let mut client = IngestClient::new(channel)
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20);

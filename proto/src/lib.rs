@@ -49,3 +49,5 @@ pub mod kubelet_podresources_v1 {
     #![allow(clippy::all, clippy::pedantic)]
     tonic::include_proto!("v1");
 }
+
+pub mod tls;

@@ -255,6 +255,7 @@ impl SitePlan {
             collector_id: Some(name.to_owned()),
             host: name.to_owned(),
             aggregator: aggregator.to_owned(),
+            tls: None,
             sample_interval_ms: self.sample_interval_ms,
             samples_per_batch: self.samples_per_batch,
             // Only wall-clock ticks spread; the demo's clock is simulated.
