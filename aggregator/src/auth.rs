@@ -393,7 +393,29 @@ pub async fn check(
     response
 }
 
-/// Checks the bearer token of a gRPC `Query` call: `read`, for the whole site.
+/// The gRPC method a request calls (`/footprint.v1.Query/Report`), kept in its extensions for
+/// [`check_grpc`]: tonic's interceptors see the metadata, not the path.
+#[derive(Clone, Debug)]
+pub struct GrpcPath(pub String);
+
+/// Tags a gRPC request with its [`GrpcPath`]; a layer on the whole gRPC server.
+pub fn tag_grpc_path<B>(mut request: axum::http::Request<B>) -> axum::http::Request<B> {
+    let path = GrpcPath(request.uri().path().to_owned());
+    request.extensions_mut().insert(path);
+    request
+}
+
+/// The scope a `Query` method needs: `report` for the signed disclosure report, `read` for the
+/// rest.
+fn grpc_scope(request: &tonic::Request<()>) -> Scope {
+    match request.extensions().get::<GrpcPath>() {
+        Some(GrpcPath(path)) if path.ends_with("/Report") => Scope::Report,
+        _ => Scope::Read,
+    }
+}
+
+/// Checks the bearer token of a gRPC `Query` call: `report` for the report, `read` for the
+/// rest, for the whole site.
 ///
 /// # Errors
 /// `UNAUTHENTICATED` or `PERMISSION_DENIED`, naming what is missing.
@@ -406,7 +428,7 @@ pub fn check_grpc(
         .metadata()
         .get("authorization")
         .and_then(|value| value.to_str().ok());
-    let refusal = match tokens.authorise(authorization, Scope::Read) {
+    let refusal = match tokens.authorise(authorization, grpc_scope(request)) {
         Ok(access) if access.projects.is_none() => return Ok(()),
         Ok(access) => Refusal::new(
             StatusCode::FORBIDDEN,

@@ -106,6 +106,9 @@ pub async fn start(config: &AggregatorConfig) -> Result<RunningAggregator> {
     let grpc_failed = failed.clone();
     let grpc_server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .layer(tower::util::MapRequestLayer::new(
+            crate::auth::tag_grpc_path::<tonic::body::Body>,
+        ))
         .add_service(ingest)
         .add_service(query);
     let grpc_incoming = match &grpc_tls {

@@ -9,7 +9,6 @@ use footprint_aggregator::forecast::{self, ForecastRequest};
 use footprint_exporters::forecast::output::{self, Format, OpenAdrIds};
 use footprint_exporters::forecast::{AnalogModel, Origins, Series, backtest, csv_input};
 use footprint_proto::v1 as pb;
-use footprint_proto::v1::query_client::QueryClient;
 
 /// `footprint forecast …`.
 #[derive(Debug, clap::Args)]
@@ -38,6 +37,8 @@ struct MakeArgs {
     /// A running aggregator's gRPC endpoint, e.g. http://127.0.0.1:7411.
     #[arg(long, value_name = "URL")]
     server: Option<String>,
+    #[command(flatten)]
+    connect: crate::access::ConnectArgs,
     /// Forecast from this instant (RFC 3339; rounded down to a quarter hour) with the history
     /// before it only. Default: the end of the ledger's last complete quarter hour.
     #[arg(long)]
@@ -115,9 +116,7 @@ async fn make(args: MakeArgs) -> anyhow::Result<()> {
     };
     let bytes = match (&args.server, &args.data_dir) {
         (Some(server), _) => {
-            let mut client = QueryClient::connect(server.clone())
-                .await
-                .with_context(|| format!("connecting to {server}"))?;
+            let mut client = crate::access::query_client(server, &args.connect).await?;
             client
                 .forecast(pb::ForecastRequest {
                     from_ns,

@@ -14,9 +14,10 @@ use footprint_exporters::intensity::IntensityLine;
 use footprint_exporters::summary::{JobLine, TotalsLine};
 use footprint_exporters::table;
 use footprint_proto::v1 as pb;
-use footprint_proto::v1::query_client::QueryClient;
 
+mod access;
 mod books;
+mod certs;
 mod demo;
 mod export;
 mod forecast;
@@ -156,6 +157,13 @@ enum Command {
     /// Writes the ledger's history for other tools: `footprint export parquet --data-dir D --out DIR`.
     #[command(subcommand)]
     Export(export::ExportCommand),
+    /// A small CA and the certificates for mutual TLS (`footprint certs init --hosts … --out
+    /// DIR`), and more from it later (`footprint certs issue`).
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
+    /// Bearer tokens for the aggregator's HTTP API and Query service.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Loads a config file and reports every problem with its key path.
     CheckConfig {
         /// An aggregator config.
@@ -170,6 +178,13 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         collector: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Makes a new random token and prints the web-config entry (its SHA-256 and scopes) that
+    /// admits it.
+    New(access::TokenArgs),
 }
 
 /// Which jobs to list.
@@ -237,14 +252,20 @@ fn step_of(step: Option<&String>) -> anyhow::Result<(u64, String)> {
 
 /// Where to read the ledger from.
 #[derive(Debug, clap::Args)]
-#[group(required = true, multiple = false)]
 struct LedgerSource {
     /// The aggregator's data directory (holding footprint.sqlite), e.g. a demo's DATA_DIR.
-    #[arg(long, value_name = "DIR")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "server",
+        conflicts_with = "server"
+    )]
     data_dir: Option<PathBuf>,
     /// A running aggregator's gRPC endpoint, e.g. http://127.0.0.1:7411.
     #[arg(long, value_name = "URL")]
     server: Option<String>,
+    #[command(flatten)]
+    connect: access::ConnectArgs,
 }
 
 async fn fetch_jobs(
@@ -253,9 +274,7 @@ async fn fetch_jobs(
     filter: pb::ListJobsRequest,
 ) -> anyhow::Result<Vec<pb::JobFootprint>> {
     if let Some(server) = &source.server {
-        let mut client = QueryClient::connect(server.clone())
-            .await
-            .with_context(|| format!("connecting to {server}"))?;
+        let mut client = access::query_client(server, &source.connect).await?;
         return Ok(match only {
             Some(id) => vec![
                 client
@@ -285,9 +304,7 @@ async fn fetch_totals(
     request: pb::FacilityTotalsRequest,
 ) -> anyhow::Result<Vec<pb::FacilityWindow>> {
     if let Some(server) = &source.server {
-        let mut client = QueryClient::connect(server.clone())
-            .await
-            .with_context(|| format!("connecting to {server}"))?;
+        let mut client = access::query_client(server, &source.connect).await?;
         return Ok(client.facility_totals(request).await?.into_inner().windows);
     }
     let reader = LedgerReader::for_data_dir(source.data_dir()?)?;
@@ -303,9 +320,7 @@ async fn fetch_intensity(
     request: pb::IntensityRequest,
 ) -> anyhow::Result<Vec<pb::IntensityHour>> {
     if let Some(server) = &source.server {
-        let mut client = QueryClient::connect(server.clone())
-            .await
-            .with_context(|| format!("connecting to {server}"))?;
+        let mut client = access::query_client(server, &source.connect).await?;
         return Ok(client.intensity(request).await?.into_inner().hours);
     }
     let reader = LedgerReader::for_data_dir(source.data_dir()?)?;
@@ -502,6 +517,8 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Keygen(args) => report::run_keygen(&args)?,
+        Command::Certs(command) => certs::run(command)?,
+        Command::Token(TokenCommand::New(args)) => access::new_token(&args)?,
         Command::Export(command) => {
             logging::init("warn");
             export::run(command).await?;

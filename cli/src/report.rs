@@ -7,7 +7,6 @@ use footprint_aggregator::report::{self, ReportRequest};
 use footprint_exporters::report::Format;
 use footprint_exporters::report::signing;
 use footprint_proto::v1 as pb;
-use footprint_proto::v1::query_client::QueryClient;
 
 /// The largest report accepted from a server (a year of 10 000 jobs is ~20 MB of JSON).
 const MAX_REPORT_BYTES: usize = 1 << 30;
@@ -54,6 +53,8 @@ struct MakeArgs {
     /// with its own key.
     #[arg(long, value_name = "URL")]
     server: Option<String>,
+    #[command(flatten)]
+    connect: crate::access::ConnectArgs,
     /// Start (RFC 3339, on the hour); with `--to`. Default: the calendar year of the ledger's
     /// latest settled data.
     #[arg(long, requires = "to")]
@@ -143,9 +144,7 @@ async fn make(args: &MakeArgs) -> anyhow::Result<()> {
     let from_ns = instant("from", args.from.as_ref())?;
     let to_ns = instant("to", args.to.as_ref())?;
     let (bytes, status, notice) = if let Some(server) = &args.server {
-        let client = QueryClient::connect(server.clone())
-            .await
-            .with_context(|| format!("connecting to {server}"))?;
+        let client = crate::access::query_client(server, &args.connect).await?;
         let file = client
             .max_decoding_message_size(MAX_REPORT_BYTES)
             .report(pb::ReportRequest {
