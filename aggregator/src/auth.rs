@@ -338,11 +338,9 @@ fn needs(method: &Method, path: &str) -> Option<(Scope, bool)> {
     if path == "/api/v1/report" {
         return Some((Scope::Report, false));
     }
-    let acts = *method != Method::GET && *method != Method::HEAD;
-    let control = path.starts_with("/api/v1/grid/events")
-        || path.starts_with("/api/v1/grid/caps")
-        || path.starts_with("/api/v1/grid/sources/");
-    if acts && control {
+    // Everything that changes state (grid events, power caps, source reports) acts on the site:
+    // any method but a read needs `control`, so a route added later is not left open.
+    if *method != Method::GET && *method != Method::HEAD {
         return Some((Scope::Control, false));
     }
     Some((Scope::Read, job_path || path == "/api/v1/explain"))

@@ -112,8 +112,9 @@ pub const REQUEST_REFUSALS: [&str; 5] = [
 ];
 
 /// Why a TLS handshake is refused (`tls_handshakes_failed`), the usual ones.
-pub const HANDSHAKE_FAILURES: [&str; 5] = [
+pub const HANDSHAKE_FAILURES: [&str; 6] = [
     "unknown_issuer",
+    "bad_signature",
     "expired_certificate",
     "no_client_certificate",
     "alert_from_client",

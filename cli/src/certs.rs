@@ -111,9 +111,15 @@ fn init(
 
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
+    // Each CA its own name, so that a verifier looking for a certificate's issuer by name finds
+    // no other site's CA.
+    let key_id: String = params.key_identifier(&key)[..6]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
     params
         .distinguished_name
-        .push(DnType::CommonName, "Footprint site CA");
+        .push(DnType::CommonName, format!("Footprint site CA {key_id}"));
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     (params.not_before, params.not_after) = validity(CA_DAYS);

@@ -340,6 +340,8 @@ pub fn failure_reason(error: &std::io::Error) -> &'static str {
         }
         rustls::Error::InvalidCertificate(C::UnknownIssuer) => "unknown_issuer",
         rustls::Error::InvalidCertificate(C::Revoked) => "revoked_certificate",
+        // Signed by a key other than the trusted CA's of that name: another CA, or a forgery.
+        rustls::Error::InvalidCertificate(C::BadSignature) => "bad_signature",
         rustls::Error::InvalidCertificate(_) => "invalid_certificate",
         rustls::Error::NoCertificatesPresented => "no_client_certificate",
         rustls::Error::AlertReceived(_) => "alert_from_client",
