@@ -50,9 +50,9 @@ impl Site {
             pki_text,
         ]);
         footprint_ok(&["certs", "issue", "--ca-dir", pki_text, "--name", "operator"]);
-        let mut web = format!(
+        let mut web = String::from(
             "tls_server_config:\n  cert_file: pki/aggregator.pem\n  key_file: pki/aggregator-key.pem\n\
-             bearer_tokens:\n"
+             bearer_tokens:\n",
         );
         for (name, scopes, projects) in [
             ("ops", "read,report,control", None),
