@@ -511,6 +511,19 @@ mod tests {
     }
 
     #[test]
+    fn the_example_web_config_loads_with_its_paths_taken_from_its_directory() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/web-config.yml");
+        let config = WebConfig::load(&path).unwrap();
+        let tls = config.tls_server_config.as_ref().unwrap();
+        assert_eq!(
+            tls.cert_file,
+            path.parent().unwrap().join("pki/aggregator.pem")
+        );
+        assert_eq!(config.bearer_tokens.len(), 4);
+        assert!(config.bearer_tokens.iter().any(|t| t.projects.is_some()));
+    }
+
+    #[test]
     fn routes_need_the_scope_of_what_they_do() {
         assert_eq!(needs(&Method::GET, "/healthz"), None);
         assert_eq!(needs(&Method::GET, "/metrics"), Some((Scope::Read, false)));

@@ -258,6 +258,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<()> {
             host: name,
             aggregator: endpoint.clone(),
             tls: None,
+            insecure: false,
             sample_interval_ms: interval_ms,
             samples_per_batch: options.samples_per_batch,
             spread_ticks: !options.aligned_ticks,

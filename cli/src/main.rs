@@ -167,16 +167,15 @@ enum Command {
     /// Loads a config file and reports every problem with its key path.
     CheckConfig {
         /// An aggregator config.
-        #[arg(
-            long,
-            value_name = "FILE",
-            conflicts_with = "collector",
-            required_unless_present = "collector"
-        )]
+        #[arg(long, value_name = "FILE")]
         aggregator: Option<PathBuf>,
         /// A collector config.
         #[arg(long, value_name = "FILE")]
         collector: Option<PathBuf>,
+        /// An aggregator's web config (HTTP TLS and bearer tokens, docs/SECURITY.md); the files
+        /// it names are loaded when the aggregator config that names it is checked.
+        #[arg(long, value_name = "FILE")]
+        web_config: Option<PathBuf>,
     },
 }
 
@@ -530,7 +529,16 @@ async fn main() -> anyhow::Result<()> {
         Command::CheckConfig {
             aggregator,
             collector,
+            web_config,
         } => {
+            anyhow::ensure!(
+                aggregator.is_some() || collector.is_some() || web_config.is_some(),
+                "give --aggregator, --collector or --web-config"
+            );
+            if let Some(path) = web_config {
+                footprint_aggregator::auth::WebConfig::load(&path)?;
+                println!("{}: ok", path.display());
+            }
             if let Some(path) = aggregator {
                 AggregatorConfig::load(&path).with_context(|| path.display().to_string())?;
                 println!("{}: ok", path.display());

@@ -374,6 +374,8 @@ fn every_example_config_loads() {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let flag = if name.starts_with("aggregator") {
             "--aggregator"
+        } else if name.starts_with("web-config") {
+            "--web-config"
         } else {
             "--collector"
         };

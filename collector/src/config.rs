@@ -38,6 +38,10 @@ pub struct CollectorConfig {
     /// renewed certificate is used without a restart.
     #[serde(default)]
     pub tls: Option<footprint_proto::tls::ClientFiles>,
+    /// Allow a plaintext `http://` aggregator beyond loopback: readings and host identity then
+    /// cross the network unprotected, so only on a network closed to others (a NetworkPolicy).
+    #[serde(default)]
+    pub insecure: bool,
     /// Time between two reads of every meter, in milliseconds (of the collector's clock).
     #[serde(default = "default_sample_interval_ms")]
     pub sample_interval_ms: u64,
@@ -214,6 +218,24 @@ pub(crate) fn load_trace(path: Option<&PathBuf>) -> Result<crate::trace::PowerTr
     }
 }
 
+/// Whether `endpoint` is `http://` to an address other than loopback (`localhost`, 127.0.0.0/8,
+/// `::1`).
+fn plaintext_beyond_loopback(endpoint: &str) -> bool {
+    let Some(rest) = endpoint.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let Ok(uri) = authority.parse::<tonic::codegen::http::uri::Authority>() else {
+        return false;
+    };
+    let host = uri.host().trim_start_matches('[').trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    !loopback
+}
+
 impl ConfigFile for CollectorConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Problems::default();
@@ -225,6 +247,12 @@ impl ConfigFile for CollectorConfig {
             self.aggregator.starts_with("http://") || self.aggregator.starts_with("https://"),
             "aggregator",
             "must be an http:// or https:// URL",
+        );
+        problems.check(
+            self.insecure || !plaintext_beyond_loopback(&self.aggregator),
+            "aggregator",
+            "a plaintext http:// endpoint beyond loopback crosses a network unprotected: use \
+             https:// with [tls], or set insecure = true on a closed network",
         );
         problems.check(
             self.aggregator.starts_with("https://") == self.tls.is_some(),
@@ -312,5 +340,31 @@ impl ConfigFile for CollectorConfig {
             }
         }
         problems.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plaintext_beyond_loopback;
+
+    #[test]
+    fn plaintext_is_allowed_on_loopback_only() {
+        for local in [
+            "http://127.0.0.1:7411",
+            "http://127.8.0.1:7411",
+            "http://localhost:7411",
+            "http://[::1]:7411/",
+            "https://10.0.0.5:7411",
+        ] {
+            assert!(!plaintext_beyond_loopback(local), "{local}");
+        }
+        for remote in [
+            "http://10.0.0.5:7411",
+            "http://footprint.example.net:7411",
+            "http://0.0.0.0:7411",
+            "http://[fd00::1]:7411/path",
+        ] {
+            assert!(plaintext_beyond_loopback(remote), "{remote}");
+        }
     }
 }

@@ -496,3 +496,73 @@ pub async fn grpc_channel(
     });
     Ok(endpoint.connect_with_connector(connect).await?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate for `names` and its key, as PEM files in `dir`.
+    fn certificate(dir: &Path, stem: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let certified = rcgen::generate_simple_self_signed(names).unwrap();
+        let cert = dir.join(format!("{stem}.pem"));
+        let key = dir.join(format!("{stem}-key.pem"));
+        std::fs::write(&cert, certified.cert.pem()).unwrap();
+        std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+        (cert, key)
+    }
+
+    fn files(cert: PathBuf, key: PathBuf) -> ServerFiles {
+        ServerFiles {
+            cert_file: cert,
+            key_file: key,
+            client_ca_file: None,
+            client_cert_optional: false,
+            alpn: vec![b"h2".to_vec()],
+        }
+    }
+
+    #[test]
+    fn a_changed_set_is_swapped_in_and_a_broken_one_leaves_the_last_good_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = certificate(dir.path(), "a", &["localhost"]);
+        let reloading = ReloadingServerConfig::new(files(cert.clone(), key.clone())).unwrap();
+        let first = reloading.current();
+        assert!(!reloading.reload_if_changed().unwrap(), "nothing changed");
+        assert!(Arc::ptr_eq(&first, &reloading.current()));
+
+        let (next_cert, next_key) = certificate(dir.path(), "b", &["localhost"]);
+        std::fs::copy(&next_cert, &cert).unwrap();
+        std::fs::copy(&next_key, &key).unwrap();
+        assert!(reloading.reload_if_changed().unwrap());
+        let second = reloading.current();
+        assert!(!Arc::ptr_eq(&first, &second));
+
+        // Half a rotation: a new certificate beside the old key does not load.
+        let (other_cert, _) = certificate(dir.path(), "c", &["localhost"]);
+        std::fs::copy(&other_cert, &cert).unwrap();
+        let error = reloading.reload_if_changed().unwrap_err();
+        assert!(error.to_string().contains("key_file"), "{error}");
+        assert!(Arc::ptr_eq(&second, &reloading.current()));
+    }
+
+    #[test]
+    fn a_peer_is_certified_only_for_the_names_its_certificate_holds() {
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["node-a".into(), "10.0.0.7".into()]).unwrap();
+        let peer = Peer {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            certificate: Some(certified.cert.der().clone()),
+        };
+        assert!(peer.certified_for("node-a"));
+        assert!(peer.certified_for("10.0.0.7"));
+        for other in ["node-b", "node-a.example", "NODE-B", "", "10.0.0.8", "*"] {
+            assert!(!peer.certified_for(other), "{other:?}");
+        }
+        let anonymous = Peer {
+            certificate: None,
+            ..peer
+        };
+        assert!(!anonymous.certified_for("node-a"));
+    }
+}

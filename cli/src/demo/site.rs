@@ -256,6 +256,7 @@ impl SitePlan {
             host: name.to_owned(),
             aggregator: aggregator.to_owned(),
             tls: None,
+            insecure: false,
             sample_interval_ms: self.sample_interval_ms,
             samples_per_batch: self.samples_per_batch,
             // Only wall-clock ticks spread; the demo's clock is simulated.
