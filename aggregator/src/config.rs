@@ -102,6 +102,10 @@ pub struct AggregatorConfig {
     /// The largest plausible power per meter kind; a reading implying more is rejected.
     #[serde(default)]
     pub limits: PowerLimits,
+    /// What one collector may send: message size, items and meters per message, batches a
+    /// second.
+    #[serde(default)]
+    pub input_limits: crate::limits::InputLimits,
     /// How a host's energy is split between its jobs.
     #[serde(default)]
     pub attribution: AttributionConfig,
@@ -428,6 +432,7 @@ impl AggregatorConfig {
             ingest_budget_bytes: default_ingest_budget_bytes(),
             overload_wait_ms: default_overload_wait_ms(),
             limits: PowerLimits::default(),
+            input_limits: Default::default(),
             attribution: AttributionConfig::default(),
             facility: FacilityConfig::default(),
             carbon: CarbonConfig::default(),
@@ -521,6 +526,20 @@ impl ConfigFile for AggregatorConfig {
             self.ingest_budget_bytes >= 64 << 10,
             "ingest_budget_bytes",
             "must be at least 65536",
+        );
+        problems.check(
+            self.input_limits.max_message_bytes >= crate::limits::MIN_MESSAGE_BYTES,
+            "input_limits.max_message_bytes",
+            format!(
+                "must be at least {} (a collector's largest batch)",
+                crate::limits::MIN_MESSAGE_BYTES
+            ),
+        );
+        problems.check(
+            self.input_limits.max_items_per_batch > 0
+                && self.input_limits.max_meters_per_message > 0,
+            "input_limits",
+            "max_items_per_batch and max_meters_per_message must be above 0",
         );
         for (key, value) in [
             ("limits.gpu_w", self.limits.gpu_w),

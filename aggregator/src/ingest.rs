@@ -21,6 +21,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
 
 use crate::budget::IngestBudget;
+use crate::limits::InputLimits;
 use crate::metrics::AggregatorMetrics;
 use crate::store::{BatchOutcome, StoreHandle};
 use crate::{Error, Result};
@@ -77,6 +78,7 @@ pub struct IngestService {
     metrics: Arc<AggregatorMetrics>,
     open: OpenStreams,
     budget: Arc<IngestBudget>,
+    limits: Arc<InputLimits>,
 }
 
 impl IngestService {
@@ -89,12 +91,14 @@ impl IngestService {
         store: StoreHandle,
         metrics: Arc<AggregatorMetrics>,
         budget: Arc<IngestBudget>,
+        limits: InputLimits,
     ) -> Self {
         Self {
             store,
             metrics,
             open: OpenStreams::default(),
             budget,
+            limits: Arc::new(limits),
         }
     }
 }
@@ -151,6 +155,15 @@ fn refuse(metrics: &AggregatorMetrics, reason: &str, status: Status) -> Status {
     status
 }
 
+/// A message over `input_limits.max_message_bytes` is refused by tonic's decoder
+/// (`OUT_OF_RANGE`); counted here with the other limits.
+fn count_over_size(metrics: &AggregatorMetrics, status: Status) -> Status {
+    if status.code() == tonic::Code::OutOfRange {
+        return refuse(metrics, "over_limit", status);
+    }
+    status
+}
+
 type Outbound = mpsc::Sender<Result<AggregatorMessage, Status>>;
 
 async fn serve_stream(
@@ -165,8 +178,13 @@ async fn serve_stream(
         metrics,
         open,
         budget,
+        limits,
     } = service;
-    let hello = match inbound.message().await? {
+    let hello = match inbound
+        .message()
+        .await
+        .map_err(|s| count_over_size(&metrics, s))?
+    {
         Some(CollectorMessage {
             body: Some(Up::Hello(hello)),
         }) => hello,
@@ -192,6 +210,9 @@ async fn serve_stream(
             )),
         ));
     }
+    limits
+        .check_hello(&hello)
+        .map_err(|status| refuse(&metrics, "over_limit", status))?;
     let collector_id = hello.collector_id.clone();
     let _claim = StreamClaim::take(&open, &collector_id, &peer, &outbound)
         .map_err(|status| refuse(&metrics, "id_in_use", status))?;
@@ -246,11 +267,12 @@ async fn serve_stream(
     });
 
     let mut last_seq = 0u64;
+    let mut pacer = limits.pacer();
     let result = loop {
         let message = match inbound.message().await {
             Ok(Some(message)) => message,
             Ok(None) => break Ok(()),
-            Err(status) => break Err(status),
+            Err(status) => break Err(count_over_size(&metrics, status)),
         };
         match message.body {
             Some(Up::Batch(batch)) => {
@@ -270,6 +292,14 @@ async fn serve_stream(
                         "bad_seq",
                         Status::invalid_argument("batch.seq: sequence numbers start at 1"),
                     ));
+                }
+                if let Err(status) = limits.check_batch(&batch) {
+                    break Err(refuse(&metrics, "over_limit", status));
+                }
+                let wait = pacer.next_wait(std::time::Instant::now());
+                if !wait.is_zero() {
+                    metrics.batches_paced.inc();
+                    tokio::time::sleep(wait).await;
                 }
                 metrics.spool_pending(&collector_id, batch.spool_pending);
                 // A repeated sequence number is not an error: the store acknowledges it as a

@@ -18,6 +18,7 @@ pub mod http;
 pub mod influx;
 pub mod ingest;
 pub mod ledger;
+pub mod limits;
 pub mod metrics;
 pub mod parquet_history;
 pub mod query;

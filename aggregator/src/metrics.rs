@@ -45,6 +45,8 @@ pub struct AggregatorMetrics {
     pub hours_revised: Counter,
     pub readings_compacted: Counter,
     pub streams_refused: Family<ReasonLabel, Counter>,
+    /// Batches that waited for their turn under `input_limits.max_batches_per_s`.
+    pub batches_paced: Counter,
     /// Exports (Parquet, InfluxDB) that failed and will be retried, by exporter.
     pub exports_failed: Family<ReasonLabel, Counter>,
     /// HTTP answers by status code (`code`): refusals (400, 404, 413 …) counted.
@@ -77,6 +79,7 @@ impl Default for AggregatorMetrics {
             hours_revised: Counter::default(),
             readings_compacted: Counter::default(),
             streams_refused: Family::default(),
+            batches_paced: Counter::default(),
             requests_refused: Family::default(),
             tls_handshakes_failed: Family::default(),
             tls_reloads: Family::default(),
@@ -246,6 +249,11 @@ impl AggregatorMetrics {
             "streams_refused",
             "Ingest streams refused, by reason",
             self.streams_refused.clone(),
+        );
+        registry.register(
+            "batches_paced",
+            "Batches that waited for their turn under input_limits.max_batches_per_s",
+            self.batches_paced.clone(),
         );
         zero(&self.requests_refused, &REQUEST_REFUSALS);
         registry.register(

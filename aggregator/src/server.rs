@@ -86,10 +86,11 @@ pub async fn start(config: &AggregatorConfig) -> Result<RunningAggregator> {
             config.ingest_budget_bytes,
             std::time::Duration::from_millis(config.overload_wait_ms),
         )),
+        config.input_limits.clone(),
     );
     let directives = ingest_service.directives();
     let ingest = IngestServer::new(ingest_service)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_decoding_message_size(config.input_limits.max_message_bytes)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let query_tokens = tokens.clone();
     let query_metrics = Arc::clone(&metrics);

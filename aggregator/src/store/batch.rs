@@ -211,6 +211,14 @@ fn stage_readings(
     let mut stored = 0;
     for (index, reading) in batch.readings.iter().enumerate() {
         let reject = |refused| Rejected::new(Item::Reading, index, &reading.meter_id, refused);
+        if reading.method.len() > crate::limits::MAX_TEXT_BYTES {
+            rejected.push(reject(Refused {
+                field: "method",
+                reason: Reason::BadValue,
+                detail: validate::too_long(&reading.method),
+            }));
+            continue;
+        }
         let Some(meter) = state.meters.find_after(&reading.meter_id, &mut cursor) else {
             rejected.push(reject(Refused {
                 field: "meter_id",

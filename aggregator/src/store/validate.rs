@@ -9,6 +9,15 @@ use footprint_proto::v1::{Allocation, Job, MeterInfo, MeterKind, Reading};
 
 use crate::codec::{Movement, Step};
 use crate::config::PowerLimits;
+use crate::limits::MAX_TEXT_BYTES;
+
+/// The detail of a text field over [`MAX_TEXT_BYTES`].
+pub fn too_long(text: &str) -> String {
+    format!(
+        "{} bytes is over the limit of {MAX_TEXT_BYTES} bytes",
+        text.len()
+    )
+}
 
 /// Why an item was refused; [`Reason::code`] labels the `*_rejected_total` metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,6 +163,17 @@ pub fn check_meter(meter: &MeterInfo, is_gpu: impl Fn(&str) -> bool) -> Result<(
     let bad = |field, detail| Err(Refused::new(field, Reason::BadMeter, detail));
     if meter.meter_id.trim().is_empty() {
         return bad("meter_id", "must not be empty".into());
+    }
+    for (field, text) in [
+        ("meter_id", &meter.meter_id),
+        ("device", &meter.device),
+        ("method", &meter.method),
+        ("model", &meter.model),
+        ("job", &meter.job),
+    ] {
+        if text.len() > MAX_TEXT_BYTES {
+            return bad(field, too_long(text));
+        }
     }
     let kind = MeterKind::try_from(meter.kind);
     if matches!(kind, Err(_) | Ok(MeterKind::Unspecified)) {
@@ -402,6 +422,9 @@ pub fn check_allocation<'a>(
             "an allocation needs a job with an id".into(),
         ));
     };
+    if let Some((field, text)) = crate::limits::long_text_in_allocation(allocation) {
+        return Err(Refused::new(field, Reason::BadValue, too_long(text)));
+    }
     if allocation.start_ns <= 0 || allocation.start_ns > now.saturating_add(max_future_ns) {
         return Err(Refused::new(
             "start_ns",
