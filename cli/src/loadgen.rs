@@ -3,6 +3,7 @@
 //! readings/s (acknowledged only after the aggregator's commit), ack latency, and CPU and memory of
 //! this process and, given its PID, of the aggregator.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -26,6 +27,10 @@ pub struct LoadOptions {
     /// The aggregator's gRPC endpoint. Default: one started in this process.
     #[arg(long, value_name = "URL")]
     pub aggregator: Option<String>,
+    /// Mutual TLS to an `https://` `--aggregator`: a directory as `footprint certs init --hosts
+    /// load-00000,load-00001,… --out DIR` writes it (ca.pem, hosts/load-NNNNN.pem and key).
+    #[arg(long, value_name = "DIR", requires = "aggregator")]
+    pub tls_dir: Option<PathBuf>,
     /// The receiving process's id (aggregator or database), to report its CPU time and peak
     /// memory.
     #[arg(long, value_name = "PID")]
@@ -253,11 +258,20 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<()> {
     let mut stats = Vec::new();
     for index in 0..options.collectors {
         let name = format!("load-{index:05}");
+        let tls = options
+            .tls_dir
+            .as_ref()
+            .map(|dir| footprint_proto::tls::ClientFiles {
+                ca_file: dir.join("ca.pem"),
+                cert_file: Some(dir.join(format!("hosts/{name}.pem"))),
+                key_file: Some(dir.join(format!("hosts/{name}-key.pem"))),
+                server_name: None,
+            });
         let config = CollectorConfig {
             collector_id: Some(name.clone()),
             host: name,
             aggregator: endpoint.clone(),
-            tls: None,
+            tls,
             insecure: false,
             sample_interval_ms: interval_ms,
             samples_per_batch: options.samples_per_batch,
