@@ -213,6 +213,23 @@ struct LoadReport {
     aggregator_durable_readings_per_cpu_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     caps: Option<CapsReport>,
+    /// Once sampling stopped and every collector flushed its spool: whether anything was lost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    after_drain: Option<Drained>,
+}
+
+/// Every reading sampled since the start, against every reading acknowledged durable or
+/// rejected, after the collectors flushed their spools (`flush_timeout_s` = 120 s each).
+#[derive(Debug, Serialize)]
+struct Drained {
+    readings_sampled: u64,
+    readings_acked: u64,
+    readings_rejected: u64,
+    /// Sampled and neither acknowledged nor rejected: still in a spool when the flush gave up.
+    readings_unacknowledged: u64,
+    /// Collectors whose flush did not finish.
+    collectors_not_drained: usize,
+    drain_s: f64,
 }
 
 fn percentile(sorted: &[u32], q: f64) -> f64 {
@@ -356,8 +373,12 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<()> {
         .collect();
     latencies.sort_unstable();
     shutdown.cancel();
+    let drain_started = Instant::now();
+    let mut not_drained = 0;
     for task in tasks {
-        let _ = task.await;
+        if !matches!(task.await, Ok(Ok(()))) {
+            not_drained += 1;
+        }
     }
     let durable = (end_acked - start_acked) as f64 / elapsed;
     let total = |counter: fn(&CollectorStats) -> &std::sync::atomic::AtomicU64| {
@@ -386,6 +407,15 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<()> {
             .map(|a| (end_acked - start_acked) as f64 / a.cpu_s.max(1e-9)),
         aggregator,
         caps,
+        after_drain: Some(Drained {
+            readings_sampled: total(|s| &s.readings_sampled),
+            readings_acked: total(|s| &s.readings_acked),
+            readings_rejected: total(|s| &s.readings_rejected),
+            readings_unacknowledged: total(|s| &s.readings_sampled)
+                .saturating_sub(total(|s| &s.readings_acked) + total(|s| &s.readings_rejected)),
+            collectors_not_drained: not_drained,
+            drain_s: drain_started.elapsed().as_secs_f64(),
+        }),
     };
     println!("{}", serde_json::to_string(&report)?);
     if let Some(running) = local {
@@ -546,6 +576,7 @@ mod line_protocol {
             aggregator_durable_readings_per_cpu_s: target.map(|t| done as f64 / t.cpu_s.max(1e-9)),
             aggregator: target,
             caps: None,
+            after_drain: None,
         };
         println!("{}", serde_json::to_string(&report)?);
         Ok(())

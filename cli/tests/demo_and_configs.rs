@@ -505,4 +505,16 @@ fn loadgen_streams_durable_readings_and_reports_them() {
         report["ack_latency_ms_p99"].as_f64().unwrap() > 0.0,
         "{report}"
     );
+    // Once the collectors have flushed, every reading they sampled was acknowledged.
+    let drained = &report["after_drain"];
+    assert!(
+        drained["readings_sampled"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    assert_eq!(
+        drained["readings_sampled"], drained["readings_acked"],
+        "{report}"
+    );
+    assert_eq!(drained["readings_unacknowledged"], 0, "{report}");
+    assert_eq!(drained["collectors_not_drained"], 0, "{report}");
 }
