@@ -21,7 +21,9 @@ use sha2::{Digest, Sha256};
 use crate::metrics::AggregatorMetrics;
 
 /// What a token may do.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Read the ledger, jobs, forecast, grid signal and `/metrics`.
@@ -43,7 +45,7 @@ impl Scope {
 }
 
 /// The web-config file (`web_config_file`).
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebConfig {
     /// TLS for the HTTP listener; absent: plaintext.
@@ -62,19 +64,23 @@ fn default_token_requests_per_s() -> u32 {
 }
 
 /// The exporter-toolkit's `tls_server_config`, the keys Footprint reads.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsServerConfig {
+    /// PEM certificate chain of the HTTP listener.
     pub cert_file: PathBuf,
+    /// PEM private key of `cert_file`.
     pub key_file: PathBuf,
     /// `NoClientCert` (default), `VerifyClientCertIfGiven` or `RequireAndVerifyClientCert`.
     #[serde(default)]
     pub client_auth_type: ClientAuth,
+    /// PEM CA certificate(s) client certificates must chain to, when `client_auth_type` asks
+    /// for them.
     #[serde(default)]
     pub client_ca_file: Option<PathBuf>,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub enum ClientAuth {
     #[default]
     NoClientCert,
@@ -83,13 +89,16 @@ pub enum ClientAuth {
 }
 
 /// One bearer token.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenEntry {
     /// Who holds it; shown in logs and refusals, never the secret.
     pub name: String,
     /// Lower-case hex SHA-256 of the token (`footprint token new` prints both).
     pub sha256: String,
+    /// What it may do: `read` (every GET and Query call but the report), `report` (the
+    /// disclosure report), `control` (every other method: grid events, power caps, source
+    /// reports).
     pub scopes: Vec<Scope>,
     /// The projects whose jobs it may read; absent: every job and the site-wide figures.
     #[serde(default)]

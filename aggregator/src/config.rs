@@ -8,7 +8,7 @@ use footprint_core::config::{ConfigError, ConfigFile, Problems};
 use serde::{Deserialize, Serialize};
 
 /// `[tls]`: mutual TLS for the collectors' streams (and `Query` clients) on `grpc_listen`.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrpcTlsConfig {
     /// PEM certificate chain of the aggregator; its names must match what collectors dial.
@@ -40,7 +40,7 @@ impl GrpcTlsConfig {
 }
 
 /// `footprint-aggregator --config FILE`.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AggregatorConfig {
     /// Address of the gRPC server (`Ingest`, `Query`). Loopback unless you mean otherwise.
@@ -144,17 +144,19 @@ pub struct AggregatorConfig {
 }
 
 /// `[[placement]]`.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlacementConfig {
     /// The host, as its collector names it.
     pub host: String,
+    /// The hall it stands in.
     pub hall: String,
+    /// The rack it stands in.
     pub rack: String,
 }
 
 /// `[attribution]`: the site's attribution policy; reports name every setting.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttributionConfig {
     /// Where a CPU package's (and DRAM's) baseline power goes when jobs report CPU time:
@@ -175,7 +177,9 @@ pub struct AttributionConfig {
 }
 
 /// `attribution.cpu_baseline`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum CpuBaseline {
     #[default]
@@ -184,7 +188,7 @@ pub enum CpuBaseline {
 }
 
 /// `[ledger]`.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LedgerConfig {
     /// Days of window detail (one row per host, job and window) kept behind the settled hours;
@@ -211,7 +215,7 @@ impl Default for LedgerConfig {
 }
 
 /// `[facility]`.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FacilityConfig {
     /// PUE assumed for windows without a site energy meter (flagged estimated). Unset: no
@@ -244,7 +248,7 @@ impl Default for FacilityConfig {
 }
 
 /// `[carbon]`.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CarbonConfig {
     /// The grid zone the site draws from, as the intensity feeds name it (`DE`, `CISO`, …).
@@ -278,7 +282,7 @@ pub struct CarbonConfig {
 }
 
 /// `[[carbon.feeds]]`: an intensity file and which hour its timestamps name.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FeedConfig {
     /// The file (any layout `intensity_files` takes).
@@ -289,7 +293,7 @@ pub struct FeedConfig {
 }
 
 /// `[[carbon.ppa]]`: one contract's hourly delivery: a flat power, an hourly file, or both added.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PpaConfig {
     /// Name in reports.
@@ -302,7 +306,7 @@ pub struct PpaConfig {
 }
 
 /// `[embodied]`.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmbodiedConfig {
     /// Model of GPUs whose meter does not name one.
@@ -318,7 +322,7 @@ pub struct EmbodiedConfig {
 }
 
 /// Largest plausible power (or flow) of one meter, per kind.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PowerLimits {
     /// One GPU, W.

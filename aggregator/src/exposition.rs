@@ -23,7 +23,7 @@ use std::sync::atomic::AtomicU64;
 use crate::Result;
 
 /// `[metrics]`: what `/metrics` exposes of the ledger.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Seconds a job's series stay after the job ends (then they are no longer exposed; a

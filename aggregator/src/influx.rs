@@ -32,16 +32,17 @@ pub const EXPORTED_KEY: &str = "influxdb_exported_until_ns";
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// `[influxdb]`: where settled hours are written.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InfluxConfig {
     /// The database's base URL (`http://127.0.0.1:8086`); unset (the default): no export.
     /// Plain HTTP: put the database on the same host or a trusted network until TLS lands.
     #[serde(default)]
     pub url: Option<String>,
-    /// The organisation and bucket written to.
+    /// The organisation written to.
     #[serde(default)]
     pub org: String,
+    /// The bucket written to.
     #[serde(default)]
     pub bucket: String,
     /// A file holding the API token (kept out of the config).

@@ -15,7 +15,7 @@ use tonic::Status;
 pub const MAX_TEXT_BYTES: usize = 1_024;
 
 /// `[input_limits]` of the aggregator's config.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InputLimits {
     /// The largest gRPC message accepted, bytes (a collector's spool merges at most 8 MiB into one

@@ -21,7 +21,7 @@ use crate::{Error, Result};
 pub const EXPORTED_KEY: &str = "parquet_exported_until_ns";
 
 /// `[parquet]`: the history written as days settle.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParquetConfig {
     /// Where the tables go; unset (the default): no background export.

@@ -18,6 +18,7 @@ use footprint_proto::v1 as pb;
 mod access;
 mod books;
 mod certs;
+mod config_docs;
 mod demo;
 mod export;
 mod forecast;
@@ -164,6 +165,13 @@ enum Command {
     /// Bearer tokens for the aggregator's HTTP API and Query service.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Writes the reference of every config key (docs/configuration.md), generated from the
+    /// config types.
+    ConfigDocs {
+        /// Where to write it; default: standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Loads a config file and reports every problem with its key path.
     CheckConfig {
         /// An aggregator config.
@@ -517,6 +525,14 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Keygen(args) => report::run_keygen(&args)?,
         Command::Certs(command) => certs::run(command)?,
+        Command::ConfigDocs { out } => {
+            let page = config_docs::render();
+            match out {
+                Some(path) => std::fs::write(&path, page)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => print!("{page}"),
+            }
+        }
         Command::Token(TokenCommand::New(args)) => access::new_token(&args)?,
         Command::Export(command) => {
             logging::init("warn");

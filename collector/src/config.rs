@@ -22,7 +22,7 @@ use crate::sources::snmp::SnmpConfig;
 use crate::sources::synthetic::SyntheticConfig;
 
 /// `footprint-collector --config FILE`.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CollectorConfig {
     /// Stable identity of this collector, kept across restarts. Default: `host`.
@@ -87,7 +87,7 @@ pub struct CollectorConfig {
 }
 
 /// A clock that starts at `start` and runs `speed` times faster than real time.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SimulatedClockConfig {
     /// RFC 3339 start instant, e.g. `2024-11-01T00:00:00Z`.
@@ -109,7 +109,7 @@ pub struct SimulatedClockConfig {
 macro_rules! source_registry {
     ($($name:literal => $variant:ident($config:ty), $help:literal;)*) => {
         /// One source. `type` picks the variant.
-        #[derive(Clone, Debug, Deserialize, Serialize)]
+        #[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
         #[serde(tag = "type")]
         pub enum SourceConfig {
             $(#[doc = $help] #[serde(rename = $name)] $variant($config),)*

@@ -45,7 +45,9 @@ pub enum FeedError {
 /// Which hour a feed's timestamp names: the one it starts (Electricity Maps, WattTime, our own
 /// CSV) or the one it ends (EIA's own files: "UTC time at end of hour"). Read wrongly, every
 /// intensity is applied an hour off.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum HourConvention {
     #[default]

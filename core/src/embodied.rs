@@ -19,14 +19,18 @@ pub const DEFAULT_TABLE_TOML: &str = include_str!("../data/embodied-devices-v1.t
 const NANOS_PER_YEAR: u64 = 365 * 24 * 3600 * NANOS_PER_SECOND as u64 + 6 * 3600 * 1_000_000_000;
 
 /// A device model's embodied carbon.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceEntry {
+    /// The model as NVML or the config names it (e.g. `NVIDIA H100 80GB HBM3`).
     pub model: String,
     /// `gpu` or `server`.
     pub kind: String,
+    /// Cradle-to-gate emissions of one unit, g CO2e.
     pub embodied_g: u64,
+    /// Years over which those emissions are amortised.
     pub lifetime_years: u32,
+    /// Where the figure is from (a manufacturer's product carbon footprint, with its date).
     pub source: String,
 }
 
@@ -42,7 +46,7 @@ impl DeviceEntry {
 }
 
 /// A versioned table of devices.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceTable {
     pub version: u32,

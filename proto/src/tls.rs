@@ -410,7 +410,9 @@ pub fn accept(
 
 /// A client's TLS files: the CA that signed the server's certificate, and the client's own
 /// certificate and key when the server asks for one (mutual TLS).
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct ClientFiles {
     /// PEM file with the CA certificate(s) the server's certificate must chain to.

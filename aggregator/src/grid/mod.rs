@@ -26,7 +26,7 @@ use crate::Result;
 pub const FORECAST_HOURS: i64 = 48;
 
 /// `[grid]`: how the signal turns intensity into a level, and where each zone is.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GridConfig {
     /// Intensity above which the signal says `reduce`, g/kWh. Unset: `reduce` when this hour is
@@ -85,12 +85,14 @@ impl Default for GridConfig {
 }
 
 /// `[[grid.locations]]`: one zone's name and where it is.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LocationConfig {
     /// The zone as the feeds name it.
     pub name: String,
+    /// Degrees north.
     pub latitude: f64,
+    /// Degrees east.
     pub longitude: f64,
 }
 

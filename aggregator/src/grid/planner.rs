@@ -32,7 +32,17 @@ pub struct Plan {
 }
 
 /// Which GPUs give way first under a budget (`grid.cap_policy`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Deserialize,
+    serde::Serialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum CapPolicy {
     /// Every GPU a job holds gives way in proportion to its draw above its minimum.
@@ -49,7 +59,9 @@ pub enum CapPolicy {
 /// A rule giving the jobs it matches a priority (`[[grid.job_priorities]]`): every field given
 /// must match; the first rule that matches a job wins; a job no rule matches has priority 0.
 /// Higher keeps its power longer under `cap_policy = "by_priority"`.
-#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+#[derive(
+    Clone, Debug, Default, PartialEq, serde::Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct JobPriority {
     /// The job's project (Slurm account, Kubernetes namespace).
@@ -62,6 +74,7 @@ pub struct JobPriority {
     pub kind: Option<String>,
     /// `slurm`, `kubernetes`, `process` or `static`.
     pub scheduler: Option<String>,
+    /// The priority of the jobs the rule matches; higher keeps power longer.
     pub priority: i64,
 }
 

@@ -22,17 +22,19 @@ use crate::source::{BuildContext, Sample, Source, SourceSettings, measured_readi
 use crate::sources::power_model::SampledPowerCounter;
 
 /// The host's BMC.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IpmiConfig {
     /// `open` (this host's BMC through the kernel's IPMI driver) or `lanplus` (RMCP+).
     #[serde(default)]
     pub interface: IpmiInterface,
-    /// For `lanplus`: the BMC's address and UDP port.
+    /// For `lanplus`: the BMC's address.
     #[serde(default)]
     pub host: Option<String>,
+    /// For `lanplus`: the BMC's UDP port.
     #[serde(default = "default_port")]
     pub port: u16,
+    /// For `lanplus`: the BMC user.
     #[serde(default)]
     pub user: Option<String>,
     /// A file holding the password (first line). Absent: no password.
@@ -55,7 +57,9 @@ pub struct IpmiConfig {
     pub meter: String,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum IpmiInterface {
     #[default]

@@ -24,7 +24,7 @@ use crate::holdings::{Held, Holdings};
 use crate::source::{BuildContext, Sample, Source, SourceSettings};
 
 /// Pods on this Kubernetes node.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KubernetesConfig {
     /// The kubelet's pod-resources socket.

@@ -23,7 +23,7 @@ use tokio_modbus::prelude::Slave;
 use crate::source::{BuildContext, Sample, Source, SourceSettings, measured_reading};
 
 /// Meters behind one Modbus TCP server (or gateway).
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModbusConfig {
     /// The server, `host:port` (usually port 502).
@@ -42,7 +42,7 @@ pub struct ModbusConfig {
 }
 
 /// Where one meter's total lives and how to read it.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterMap {
     /// The meter's name: its id is `PREFIX:NAME`.
@@ -68,14 +68,16 @@ pub struct RegisterMap {
     pub scale: String,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SiteMeterKind {
     SiteEnergy,
     SiteWater,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RegisterFunction {
     #[default]
@@ -83,7 +85,7 @@ pub enum RegisterFunction {
     Input,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ValueType {
     U16,
@@ -96,7 +98,9 @@ pub enum ValueType {
     F64,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum WordOrder {
     #[default]

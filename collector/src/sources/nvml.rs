@@ -35,7 +35,7 @@ use crate::source::{BuildContext, Sample, Source, SourceSettings, measured_readi
 use crate::sources::power_model::SampledPowerCounter;
 
 /// NVIDIA GPUs through NVML.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NvmlConfig {
     /// The NVML library to load. Default: the driver's `libnvidia-ml.so.1` from the dynamic
@@ -63,7 +63,9 @@ pub struct NvmlConfig {
 }
 
 /// How allocations name a GPU.
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceNames {
     #[default]

@@ -23,7 +23,7 @@ use crate::process_usage::{ProcessScan, Tracked};
 use crate::source::{BuildContext, Sample, Source, SourceSettings, measured_reading};
 
 /// Plain processes as jobs.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessConfig {
     /// Where processes are read.

@@ -26,7 +26,7 @@ use tracing::warn;
 use crate::source::{BuildContext, Sample, Source, SourceSettings, measured_reading};
 
 /// RAPL through powercap.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RaplConfig {
     /// The powercap root.

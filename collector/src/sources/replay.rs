@@ -23,7 +23,7 @@ use crate::trace::EMBEDDED_TRACE_NAME;
 use footprint_core::time::parse_rfc3339;
 
 /// A simulated host replaying recorded GPU power.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayConfig {
     /// CSV trace (columns `hour_start_local,host,gpu_power_avg_w`). Default: the embedded
@@ -72,7 +72,7 @@ pub struct ReplayConfig {
 
 /// The simulated outlet: components' power through the power supply, plus what no component
 /// meter sees (fans, NICs, disks, BMC).
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayOutletConfig {
     /// Power-supply efficiency, 0.5–1.
@@ -95,15 +95,18 @@ fn default_unmetered_w() -> f64 {
 
 /// A job that holds GPUs and cores from `start` to `end`, its GPUs drawing the power of the
 /// trace of `trace_host` from the hour labelled `trace_start` on (cycling at the trace's end).
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayJobConfig {
     /// Job id, unique across the site (a job on several hosts uses the same id on each).
     pub id: String,
+    /// The job's name.
     #[serde(default)]
     pub name: String,
+    /// The user it runs for.
     #[serde(default)]
     pub user: String,
+    /// The project (account, namespace) it is charged to.
     #[serde(default)]
     pub project: String,
     /// `training`, `inference` or `other`.

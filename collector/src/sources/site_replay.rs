@@ -16,7 +16,7 @@ use super::replay::{ReplayConfig, ReplayHostModel};
 use crate::source::{BuildContext, Sample, Source, SourceSettings, measured_reading};
 
 /// A simulated facility meter.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SiteReplayConfig {
     /// Id of the facility meter.

@@ -32,7 +32,7 @@ use crate::process_usage::{ProcessScan, Tracked as TrackedProcesses};
 use crate::source::{BuildContext, Sample, Source, SourceSettings, measured_reading};
 
 /// Slurm jobs on this node.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SlurmConfig {
     /// Where `deploy/slurm/footprint-prolog.sh` and `-epilog.sh` leave one file per job (their

@@ -30,7 +30,7 @@ use crate::source::{BuildContext, Sample, Source, SourceSettings};
 use crate::sources::power_model::{PowerFilledCounter, SampledPowerCounter};
 
 /// A PDU read over SNMP.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SnmpConfig {
     /// The PDU's agent, `host:port` (UDP).
@@ -75,7 +75,9 @@ pub struct SnmpConfig {
     pub oids: Vec<GenericMeter>,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema,
+)]
 pub enum SnmpVersion {
     #[default]
     #[serde(rename = "2c")]
@@ -85,16 +87,19 @@ pub enum SnmpVersion {
 }
 
 /// SNMP v3 user-based security.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SnmpV3Config {
+    /// The USM user name.
     pub user: String,
     /// `md5`, `sha1`, `sha224`, `sha256`, `sha384` or `sha512`.
     pub auth_protocol: String,
+    /// The authentication pass phrase.
     pub auth_password: String,
     /// `des`, `aes128`, `aes192` or `aes256`; absent: authentication without privacy.
     #[serde(default)]
     pub privacy_protocol: Option<String>,
+    /// The privacy (encryption) pass phrase, with `privacy_protocol`.
     #[serde(default)]
     pub privacy_password: String,
     /// The context name (snmpsim: the recording's name).
@@ -103,7 +108,7 @@ pub struct SnmpV3Config {
 }
 
 /// One meter of the `generic` profile: an energy OID, a power OID, or both.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GenericMeter {
     /// Meter id suffix, e.g. `outlet-7`.
@@ -126,7 +131,7 @@ pub struct GenericMeter {
 }
 
 /// PDU families whose OIDs are built in.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Profile {
     /// APC PowerNet-MIB rPDU2 (tested against the AP8641 and AP7902B recordings).

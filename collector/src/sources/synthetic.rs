@@ -14,7 +14,7 @@ use super::power_model::{IntegratedCounter, PowerStep};
 use crate::source::{BuildContext, Sample, Source, SourceSettings, measured_reading};
 
 /// Synthetic GPU meters.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyntheticConfig {
     /// Number of meters, named `synthetic-0` … `synthetic-N-1`.

@@ -10,16 +10,20 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// `[disclosure]` of the aggregator's config.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DisclosureConfig {
     /// Ed25519 private key (PKCS#8 PEM, `footprint keygen`) that signs reports.
     pub signing_key: Option<PathBuf>,
     /// The data centre's name.
     pub name: Option<String>,
+    /// The owner's name, as the report's Annex I asks.
     pub owner_name: Option<String>,
+    /// The owner's contact (address, e-mail).
     pub owner_contact: Option<String>,
+    /// The operator's name, when not the owner.
     pub operator_name: Option<String>,
+    /// The operator's contact.
     pub operator_contact: Option<String>,
     /// Eurostat LAU code of the location.
     pub location_lau: Option<String>,
@@ -73,9 +77,11 @@ pub struct DisclosureConfig {
     pub ict_capacity_share: Option<f64>,
     /// BIN / BOUT, provisioned bandwidth, yearly average, GB/s (as the regulation's text says).
     pub bandwidth_in_gb_per_s: Option<f64>,
+    /// BOUT: provisioned outgoing bandwidth, yearly average, GB/s.
     pub bandwidth_out_gb_per_s: Option<f64>,
     /// Incoming and outgoing traffic over the period, EB.
     pub traffic_in_eb: Option<f64>,
+    /// Outgoing traffic over the period, EB.
     pub traffic_out_eb: Option<f64>,
     /// Technical reasons for fields left out, by report field name (`cdd = "no weather
     /// station on site"`).
@@ -84,17 +90,22 @@ pub struct DisclosureConfig {
 }
 
 /// `disclosure.redundancy`.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Redundancy {
+    /// Redundancy of the high-voltage electrical supply (e.g. `2N`, `N+1`).
     pub electrical_high_voltage: Option<String>,
+    /// Of the low-voltage distribution.
     pub electrical_low_voltage: Option<String>,
+    /// Of the power to each rack.
     pub electrical_rack: Option<String>,
+    /// Of the room's cooling.
     pub cooling_room: Option<String>,
+    /// Of the racks' cooling.
     pub cooling_rack: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum DataCentreType {
     Enterprise,
@@ -102,14 +113,14 @@ pub enum DataCentreType {
     CoHosting,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Structure {
     Single,
     Group,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PowerBasis {
     Rated,
