@@ -1,6 +1,6 @@
 //! Fuzzing on stable Rust, with proptest (the CI machine has one toolchain, so no `cargo fuzz`):
 //! whatever comes over the network or from a file — an ingest batch, an OpenADR event, a
-//! grid-intensity feed, a config — is refused with a message naming the field, never a panic.
+//! grid-intensity feed, a config, a web config, a certificate file — is refused with a message naming the field, never a panic.
 //! (The staged-record, chunk and report decoders have theirs beside them:
 //! `tables::staged`, `tables::chunk`, `report::verify`.) `PROPTEST_CASES=100000 cargo test
 //! -p footprint-aggregator --test robustness` runs longer by hand.
@@ -133,6 +133,37 @@ proptest! {
         if let Err(error) = AggregatorConfig::from_toml(&text) {
             prop_assert!(error.to_string().contains(':'), "{error}");
         }
+    }
+
+    #[test]
+    fn web_configs_load_or_name_the_key(
+        text in "(tls_server_config|bearer_tokens|cert_file|name|sha256|scopes|projects|read|[a-z0-9_\\-:\\[\\], \n])*",
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.yml");
+        std::fs::write(&path, &text).unwrap();
+        if let Err(error) = footprint_aggregator::auth::WebConfig::load(&path) {
+            prop_assert!(error.to_string().contains("web.yml: "), "{error}");
+        }
+    }
+
+    #[test]
+    fn arbitrary_certificate_files_are_refused_naming_the_file(
+        cert in prop::collection::vec(any::<u8>(), 0..600),
+        key in prop::collection::vec(any::<u8>(), 0..300),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cert.pem"), &cert).unwrap();
+        std::fs::write(dir.path().join("key.pem"), &key).unwrap();
+        let files = footprint_proto::tls::ServerFiles {
+            cert_file: dir.path().join("cert.pem"),
+            key_file: dir.path().join("key.pem"),
+            client_ca_file: None,
+            client_cert_optional: false,
+            alpn: vec![b"h2".to_vec()],
+        };
+        let error = files.load().expect_err("random bytes are no certificate and key");
+        prop_assert!(error.to_string().contains("_file"), "{error}");
     }
 
     #[test]
