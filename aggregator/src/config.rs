@@ -96,7 +96,10 @@ pub struct AggregatorConfig {
     /// collector's spool merges into one batch after a long outage.
     #[serde(default = "default_ingest_budget_bytes")]
     pub ingest_budget_bytes: u64,
-    /// How long a batch may wait for room in the ingest budget before that answer, ms.
+    /// How long a batch may wait for room in the ingest budget before that answer, ms. While it
+    /// waits its stream reads nothing more, so the collector slows to what the ledger commits
+    /// (flow control); a refusal instead costs a reconnect and a resend, and under a sustained
+    /// burst those feed on each other (BENCHMARKS.md, overload).
     #[serde(default = "default_overload_wait_ms")]
     pub overload_wait_ms: u64,
     /// The largest plausible power per meter kind; a reading implying more is rejected.
@@ -393,7 +396,7 @@ fn default_ingest_budget_bytes() -> u64 {
     16 << 20
 }
 fn default_overload_wait_ms() -> u64 {
-    1_000
+    30_000
 }
 fn default_gpu_w() -> u64 {
     5_000

@@ -27,6 +27,10 @@ pub struct LoadOptions {
     /// The aggregator's gRPC endpoint. Default: one started in this process.
     #[arg(long, value_name = "URL")]
     pub aggregator: Option<String>,
+    /// Seconds each collector may take, once sampling stops, to deliver what its spool holds
+    /// (`after_drain` in the report says whether everything arrived).
+    #[arg(long = "drain-timeout", default_value_t = 120)]
+    pub drain_timeout_s: u64,
     /// Mutual TLS to an `https://` `--aggregator`: a directory as `footprint certs init --hosts
     /// load-00000,load-00001,… --out DIR` writes it (ca.pem, hosts/load-NNNNN.pem and key).
     #[arg(long, value_name = "DIR", requires = "aggregator")]
@@ -219,7 +223,7 @@ struct LoadReport {
 }
 
 /// Every reading sampled since the start, against every reading acknowledged durable or
-/// rejected, after the collectors flushed their spools (`flush_timeout_s` = 120 s each).
+/// rejected, after the collectors flushed their spools (`--drain-timeout` each).
 #[derive(Debug, Serialize)]
 struct Drained {
     readings_sampled: u64,
@@ -297,7 +301,7 @@ pub async fn run(options: LoadOptions) -> anyhow::Result<()> {
             spool_max_bytes: 1 << 30,
             spool_max_age_s: footprint_collector::config::default_spool_max_age_s(),
             spool_aged_step_s: footprint_collector::config::default_spool_aged_step_s(),
-            flush_timeout_s: 120,
+            flush_timeout_s: options.drain_timeout_s,
             metrics_listen: None,
             clock: None,
             sources: vec![SourceConfig::Synthetic(SyntheticConfig {

@@ -31,6 +31,9 @@ pub const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
 /// Handshaken connections waiting for the server to take them.
 const ACCEPTED_QUEUE: usize = 64;
 
+/// Handshakes in progress at once: a flood of slow clients costs at most this many tasks.
+const MAX_HANDSHAKES: usize = 1_024;
+
 /// What went wrong loading TLS material; each names the file and the reason.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -351,7 +354,7 @@ pub fn failure_reason(error: &std::io::Error) -> &'static str {
 }
 
 /// Accepts connections on `listener` and handshakes each on its own task, under
-/// [`HANDSHAKE_LIMIT`]; the ones that succeed come out of the returned channel. `on_failure`
+/// [`HANDSHAKE_LIMIT`] and at most [`MAX_HANDSHAKES`] at once; the ones that succeed come out of the returned channel. `on_failure`
 /// hears the reason of each that does not. Stops at `cancel`.
 pub fn accept(
     listener: TcpListener,
@@ -360,8 +363,13 @@ pub fn accept(
     cancel: CancellationToken,
 ) -> mpsc::Receiver<TlsConnection> {
     let (sender, receiver) = mpsc::channel(ACCEPTED_QUEUE);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     tokio::spawn(async move {
         loop {
+            // Past the bound, connections wait in the kernel's backlog instead of costing a task.
+            let Ok(permit) = Arc::clone(&handshakes).acquire_owned().await else {
+                return;
+            };
             let (tcp, addr) = tokio::select! {
                 () = cancel.cancelled() => return,
                 accepted = listener.accept() => match accepted {
@@ -379,8 +387,9 @@ pub fn accept(
             let sender = sender.clone();
             let on_failure = on_failure.clone();
             tokio::spawn(async move {
-                let stream = match tokio::time::timeout(HANDSHAKE_LIMIT, acceptor.accept(tcp)).await
-                {
+                let handshake = tokio::time::timeout(HANDSHAKE_LIMIT, acceptor.accept(tcp)).await;
+                drop(permit);
+                let stream = match handshake {
                     Ok(Ok(stream)) => stream,
                     Ok(Err(error)) => {
                         let reason = failure_reason(&error);
