@@ -64,6 +64,15 @@ async fn metric(aggregator: &RunningAggregator, sample: &str) -> f64 {
         .map_or(0.0, |value| value.trim().parse().unwrap())
 }
 
+/// Streams refused for a limit so far.
+async fn over_limit_refusals(aggregator: &RunningAggregator) -> f64 {
+    metric(
+        aggregator,
+        "footprint_aggregator_streams_refused_total{reason=\"over_limit\"}",
+    )
+    .await
+}
+
 /// Sends `batch` and returns how the stream answered: an error status, if it ended.
 async fn send_expecting_refusal(session: Session, batch: Batch) -> tonic::Status {
     let Session { tx, mut inbound } = session;
@@ -89,14 +98,7 @@ async fn a_batch_over_a_count_is_refused_naming_the_limit_and_counted() {
         refused.message(),
         "batch: 11 is over input_limits.max_items_per_batch = 10"
     );
-    assert_eq!(
-        metric(
-            &aggregator,
-            "footprint_aggregator_streams_refused_total{reason=\"over_limit\"}"
-        )
-        .await,
-        1.0
-    );
+    assert_eq!(over_limit_refusals(&aggregator).await, 1.0);
     // Nothing of the refused batch was stored; the collector still holds it.
     let (_, last) = Session::open(&aggregator, hello()).await.unwrap();
     assert_eq!(last, 1);
@@ -114,14 +116,7 @@ async fn a_message_over_the_size_limit_is_refused_and_counted() {
     let refused = send_expecting_refusal(session, batch(1, 700_000)).await;
     assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused:?}");
     assert!(refused.message().contains("too large"), "{refused:?}");
-    assert_eq!(
-        metric(
-            &aggregator,
-            "footprint_aggregator_streams_refused_total{reason=\"over_limit\"}"
-        )
-        .await,
-        1.0
-    );
+    assert_eq!(over_limit_refusals(&aggregator).await, 1.0);
     aggregator.stop().await.unwrap();
 }
 
@@ -144,14 +139,7 @@ async fn too_many_meters_or_a_long_host_name_refuse_the_hello() {
         refused.message().starts_with("hello.host: 2000 bytes"),
         "{refused:?}"
     );
-    assert_eq!(
-        metric(
-            &aggregator,
-            "footprint_aggregator_streams_refused_total{reason=\"over_limit\"}"
-        )
-        .await,
-        2.0
-    );
+    assert_eq!(over_limit_refusals(&aggregator).await, 2.0);
     aggregator.stop().await.unwrap();
 }
 

@@ -9,9 +9,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{INFER, Running, TRAIN, collector_config, job_table};
@@ -91,21 +90,13 @@ impl Site {
             ),
         )
         .unwrap();
-        let mut aggregator = Running(
-            Command::new(env!("CARGO_BIN_EXE_footprint-aggregator"))
-                .arg("--config")
-                .arg(&config)
-                .stdout(Stdio::piped())
-                .stderr(std::fs::File::create(dir.join("aggregator.log")).unwrap())
-                .spawn()
-                .unwrap(),
+        let (aggregator, addresses) = common::start_aggregator(
+            Path::new(env!("CARGO_BIN_EXE_footprint-aggregator")),
+            &config,
+            std::fs::File::create(dir.join("aggregator.log"))
+                .unwrap()
+                .into(),
         );
-        let mut line = String::new();
-        BufReader::new(aggregator.0.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addresses: serde_json::Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
         Self {
             dir: dir.to_owned(),
             grpc: addresses["grpc"].as_str().unwrap().to_owned(),

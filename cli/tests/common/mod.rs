@@ -167,6 +167,29 @@ pub fn cpu_energy_mj(
         .sum()
 }
 
+/// `footprint-aggregator --config CONFIG` with its stderr to `stderr`; the addresses it printed
+/// (`{"grpc": …, "http": …}`).
+pub fn start_aggregator(
+    binary: &Path,
+    config: &Path,
+    stderr: std::process::Stdio,
+) -> (Running, serde_json::Value) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(binary)
+        .arg("--config")
+        .arg(config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addresses = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    (Running(child), addresses)
+}
+
 /// The demo's aggregator (the config the demo wrote in `data/config/aggregator.toml`) started
 /// again on its ledger with `[section]` set to `settings`; its stderr to `stderr` (null when
 /// `None`); its HTTP address.
@@ -177,7 +200,6 @@ pub fn demo_aggregator(
     settings: toml::Table,
     stderr: Option<&Path>,
 ) -> (Running, String) {
-    use std::io::BufRead;
     let text = std::fs::read_to_string(data.join("config/aggregator.toml")).unwrap();
     let mut config: toml::Table = text.parse().unwrap();
     config.insert(section.into(), toml::Value::Table(settings));
@@ -186,23 +208,8 @@ pub fn demo_aggregator(
     let stderr = stderr.map_or_else(std::process::Stdio::null, |file| {
         std::fs::File::create(file).unwrap().into()
     });
-    let mut child = std::process::Command::new(binary)
-        .arg("--config")
-        .arg(&path)
-        .stdout(std::process::Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addresses: serde_json::Value =
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
-    (
-        Running(child),
-        addresses["http"].as_str().unwrap().to_owned(),
-    )
+    let (running, addresses) = start_aggregator(binary, &path, stderr);
+    (running, addresses["http"].as_str().unwrap().to_owned())
 }
 
 /// An HTTP/1.0 request (no chunked answers): its status (0 when nothing answers) and body.
