@@ -46,6 +46,9 @@ pub struct Aggregator {
     http: reqwest::Client,
 }
 
+/// How long one call to the aggregator may take.
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(Deserialize)]
 struct ErrorBody {
     error: String,
@@ -55,10 +58,49 @@ impl Aggregator {
     /// A client for the aggregator at `base` (e.g. `http://127.0.0.1:7412/`).
     pub fn new(base: Url) -> Self {
         let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(10))
+            .timeout(TIMEOUT)
             .build()
             .unwrap_or_default();
         Self { base, http }
+    }
+
+    /// A client that sends `token` as its bearer token (the aggregator's web config lists its
+    /// hash; the bridge needs the `control` scope) and trusts `ca_pem` for an `https://` base.
+    ///
+    /// # Errors
+    /// The token is not a valid header value, or the CA file holds no certificate.
+    pub fn with_credentials(
+        base: Url,
+        token: Option<&str>,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Self, AggregatorError> {
+        let invalid = |reason: String| AggregatorError::Unavailable {
+            url: base.to_string(),
+            reason,
+        };
+        let mut builder = reqwest::Client::builder().timeout(TIMEOUT);
+        if let Some(token) = token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| invalid("the token is not printable ASCII".into()))?;
+            value.set_sensitive(true);
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+            builder = builder.default_headers(headers);
+        }
+        if let Some(pem) = ca_pem {
+            let certificates = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|error| invalid(format!("the CA file: {error}")))?;
+            if certificates.is_empty() {
+                return Err(invalid("the CA file holds no PEM certificate".into()));
+            }
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|error| invalid(format!("HTTP client: {error}")))?;
+        Ok(Self { base, http })
     }
 
     fn url(&self, path: &str) -> Url {
@@ -179,5 +221,21 @@ impl Aggregator {
             .await
             .map_err(|e| self.unavailable(e))?;
         self.check(response).await.map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_credentials_are_refused_naming_what_is_wrong() {
+        let base = Url::parse("https://aggregator.example:7412/").unwrap();
+        let error = Aggregator::with_credentials(base.clone(), Some("fpt_\n"), None).unwrap_err();
+        assert!(error.to_string().contains("token"), "{error}");
+        let error = Aggregator::with_credentials(base.clone(), None, Some(b"not a certificate"))
+            .unwrap_err();
+        assert!(error.to_string().contains("CA file"), "{error}");
+        Aggregator::with_credentials(base, Some("fpt_0123"), None).unwrap();
     }
 }

@@ -31,6 +31,13 @@ struct Args {
     /// The aggregator's HTTP address.
     #[arg(long, default_value = "http://127.0.0.1:7412/")]
     aggregator: Url,
+    /// A file holding the bearer token for the aggregator (`footprint token new --scope
+    /// read,control`), when its web config lists tokens.
+    #[arg(long, env = "FOOTPRINT_VEN_AGGREGATOR_TOKEN_FILE")]
+    aggregator_token_file: Option<std::path::PathBuf>,
+    /// PEM CA certificate(s) of an `https://` aggregator's certificate.
+    #[arg(long)]
+    aggregator_ca_file: Option<std::path::PathBuf>,
     /// The name the aggregator records the events and this bridge's health under.
     #[arg(long, default_value = "vtn")]
     source: String,
@@ -68,12 +75,30 @@ async fn main() -> Result<()> {
         .context("building the HTTP client")?;
     let vtn: Client<VirtualEndNode> =
         Client::with_details(args.vtn.clone(), token_url, http, Some(credentials));
+    let token = match &args.aggregator_token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("--aggregator-token-file {}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let ca = match &args.aggregator_ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("--aggregator-ca-file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let aggregator =
+        Aggregator::with_credentials(args.aggregator.clone(), token.as_deref(), ca.as_deref())?;
     let interval = Duration::from_secs(args.interval_s);
     let mut bridge = Bridge::new(
         vtn,
         args.vtn.to_string(),
         args.program.clone(),
-        Aggregator::new(args.aggregator.clone()),
+        aggregator,
         args.source.clone(),
         interval,
     );
