@@ -592,10 +592,17 @@ impl ConfigFile for AggregatorConfig {
             problems.add(key, message);
         }
         if let Some(url) = &self.influxdb.url {
+            let secure = url.starts_with("https://");
             problems.check(
-                url.starts_with("http://") && url.len() > "http://".len(),
+                (url.starts_with("http://") && url.len() > "http://".len())
+                    || (secure && url.len() > "https://".len()),
                 "influxdb.url",
-                format!("{url:?}: must be an http:// URL (TLS is not built yet)"),
+                format!("{url:?}: must be an http:// or https:// URL"),
+            );
+            problems.check(
+                !secure || self.influxdb.ca_file.is_some(),
+                "influxdb.ca_file",
+                "an https:// url needs the CA its certificate chains to",
             );
             problems.check(
                 !self.influxdb.bucket.is_empty(),

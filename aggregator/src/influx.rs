@@ -35,10 +35,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InfluxConfig {
-    /// The database's base URL (`http://127.0.0.1:8086`); unset (the default): no export.
-    /// Plain HTTP: put the database on the same host or a trusted network until TLS lands.
+    /// The database's base URL (`https://influx.example:8086`, or `http://` on the same host);
+    /// unset (the default): no export.
     #[serde(default)]
     pub url: Option<String>,
+    /// For an `https://` url: PEM CA certificate(s) its certificate chains to (for a public CA,
+    /// the system bundle, `/etc/ssl/certs/ca-certificates.crt`).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// The organisation written to.
     #[serde(default)]
     pub org: String,
@@ -82,6 +86,7 @@ impl Default for InfluxConfig {
     fn default() -> Self {
         Self {
             url: None,
+            ca_file: None,
             org: String::new(),
             bucket: String::new(),
             token_file: None,
@@ -248,6 +253,8 @@ pub fn outcome_of(status: u16, retry_after: Option<&str>, body: &str) -> Outcome
 /// One InfluxDB 2 endpoint.
 struct Client {
     authority: String,
+    /// Over TLS when the url is `https://`.
+    tls: Option<footprint_proto::tls::TlsClient>,
     path: String,
     token: Option<String>,
     gzip: bool,
@@ -256,12 +263,45 @@ struct Client {
 impl Client {
     fn new(config: &InfluxConfig) -> Result<Self> {
         let url = config.url.as_deref().unwrap_or_default();
-        let rest = url.strip_prefix("http://").ok_or_else(|| {
-            Error::Server(format!(
-                "influxdb.url: {url:?}: only http:// for now (TLS is not built yet)"
-            ))
-        })?;
+        let (rest, secure) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+            (Some(rest), _) => (rest, true),
+            (None, Some(rest)) => (rest, false),
+            (None, None) => {
+                return Err(Error::Server(format!(
+                    "influxdb.url: {url:?} is not an http:// or https:// URL"
+                )));
+            }
+        };
         let (authority, base) = rest.split_once('/').unwrap_or((rest, ""));
+        // `host:port`, the port optional; an IPv6 host is bracketed.
+        let host = match authority.rsplit_once(':') {
+            Some((host, port)) if !port.contains(']') => host,
+            _ => authority,
+        };
+        let authority = if authority.contains(':') && !authority.ends_with(']') {
+            authority.to_owned()
+        } else {
+            format!("{authority}:{}", if secure { 443 } else { 80 })
+        };
+        let tls = match (secure, &config.ca_file) {
+            (false, _) => None,
+            (true, None) => {
+                return Err(Error::Server(
+                    "influxdb.ca_file: an https:// url needs the CA its certificate chains to"
+                        .into(),
+                ));
+            }
+            (true, Some(ca_file)) => {
+                let files = footprint_proto::tls::ClientFiles {
+                    ca_file: ca_file.clone(),
+                    ..Default::default()
+                };
+                Some(
+                    footprint_proto::tls::TlsClient::new(&files, host, b"http/1.1")
+                        .map_err(|error| Error::Server(format!("influxdb.ca_file: {error}")))?,
+                )
+            }
+        };
         let query: String = form_urlencoded::Serializer::new(String::new())
             .append_pair("org", &config.org)
             .append_pair("bucket", &config.bucket)
@@ -285,7 +325,8 @@ impl Client {
             None => None,
         };
         Ok(Self {
-            authority: authority.to_owned(),
+            authority,
+            tls,
             path,
             token,
             gzip: config.gzip,
@@ -298,6 +339,21 @@ impl Client {
             Ok(stream) => stream,
             Err(error) => return unreachable(format!("connecting to {}: {error}", self.authority)),
         };
+        match &self.tls {
+            None => self.exchange(stream, body).await,
+            Some(tls) => match tls.connect(stream).await {
+                Ok(stream) => self.exchange(stream, body).await,
+                Err(error) => unreachable(format!("TLS with {}: {error}", self.authority)),
+            },
+        }
+    }
+
+    /// One write request over `stream`, plain or TLS.
+    async fn exchange<S>(&self, stream: S, body: &str) -> Outcome
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let unreachable = |what: String| Outcome::Retry(Duration::ZERO, what);
         let (mut sender, connection) =
             match hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await
             {

@@ -214,3 +214,118 @@ fn settled_hours_reach_victoria_metrics_exactly_once_across_outages() {
     assert_eq!(series[0].0.len(), 12, "hours doubled");
     assert_eq!(job_total("footprint_job_gpu_mj"), gpu);
 }
+
+/// `GET https://{addr}{path}` with curl, trusting `ca`: the body.
+fn https_get(addr: &str, path: &str, ca: &Path) -> String {
+    let output = Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "20", "--cacert"])
+        .arg(ca)
+        .arg(format!("https://{addr}{path}"))
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn settled_hours_reach_victoria_metrics_over_tls_and_an_untrusted_certificate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let output = Command::new(env!("CARGO_BIN_EXE_footprint"))
+        .args([
+            "demo",
+            "--exit",
+            "--hours",
+            "3",
+            "--speed",
+            "1000000",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    // VictoriaMetrics serves a certificate for 127.0.0.1 from a CA of `footprint certs init`.
+    let pki = dir.path().join("pki");
+    let other = dir.path().join("other");
+    for out in [&pki, &other] {
+        let made = Command::new(env!("CARGO_BIN_EXE_footprint"))
+            .args([
+                "certs",
+                "init",
+                "--hosts",
+                "unused",
+                "--aggregator-names",
+                "127.0.0.1",
+            ])
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{made:?}");
+    }
+    let vm = free_addr();
+    let _vm = common::Running(
+        Command::new("victoria-metrics")
+            .arg(format!(
+                "-storageDataPath={}",
+                dir.path().join("vm").display()
+            ))
+            .arg(format!("-httpListenAddr={vm}"))
+            .arg("-retentionPeriod=100y")
+            .arg("-tls")
+            .arg(format!(
+                "-tlsCertFile={}",
+                pki.join("aggregator.pem").display()
+            ))
+            .arg(format!(
+                "-tlsKeyFile={}",
+                pki.join("aggregator-key.pem").display()
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("victoria-metrics (Debian package victoria-metrics)"),
+    );
+    let ca = pki.join("ca.pem");
+    wait_for("VictoriaMetrics to listen over TLS", || {
+        https_get(&vm, "/health", &ca).contains("OK")
+    });
+
+    let start = |ca_file: &Path, log: &Path| {
+        let settings: toml::Table = toml::from_str(&format!(
+            "url = \"https://{vm}\"\nca_file = {:?}\norg = \"footprint\"\nbucket = \"demo\"\n\
+             interval_s = 1\n",
+            ca_file.to_str().unwrap()
+        ))
+        .unwrap();
+        common::demo_aggregator(
+            Path::new(env!("CARGO_BIN_EXE_footprint-aggregator")),
+            &data,
+            "influxdb",
+            settings,
+            Some(log),
+        )
+    };
+    // Trusting another CA: every try fails at the handshake, is counted, and nothing is sent.
+    let log = dir.path().join("untrusting.log");
+    let (untrusting, addr) = start(&other.join("ca.pem"), &log);
+    wait_for("a refused certificate", || failures(&addr) >= 2);
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(said.contains("TLS with"), "{said}");
+    drop(untrusting);
+
+    let log = dir.path().join("trusting.log");
+    let (_trusting, _) = start(&ca, &log);
+    wait_for("3 settled hours in VictoriaMetrics over TLS", || {
+        https_get(&vm, "/internal/force_flush", &ca);
+        https_get(
+            &vm,
+            "/api/v1/export?match[]=footprint_site_facility_mj",
+            &ca,
+        )
+        .lines()
+        .next()
+        .and_then(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .is_some_and(|series| series["values"].as_array().is_some_and(|v| v.len() == 3))
+    });
+}

@@ -466,6 +466,55 @@ impl ClientFiles {
     }
 }
 
+/// A TLS client for one server: its connector and the name its certificate must carry.
+#[derive(Clone)]
+pub struct TlsClient {
+    connector: tokio_rustls::TlsConnector,
+    name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for TlsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsClient")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl TlsClient {
+    /// A client of `host` (a DNS name or an IP address; `server_name` overrides it) with `alpn`.
+    ///
+    /// # Errors
+    /// The files do not load, or the name is neither a DNS name nor an IP address.
+    pub fn new(files: &ClientFiles, host: &str, alpn: &[u8]) -> Result<Self, TlsError> {
+        let name = files.server_name.clone().unwrap_or_else(|| {
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned()
+        });
+        let name = ServerName::try_from(name.clone()).map_err(|_| {
+            TlsError::Config(format!(
+                "server_name: {name:?} is not a DNS name or IP address"
+            ))
+        })?;
+        Ok(Self {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(files.load(alpn)?)),
+            name,
+        })
+    }
+
+    /// The handshake over `tcp`.
+    ///
+    /// # Errors
+    /// The handshake fails (the server's certificate is not trusted or not for the name …).
+    pub async fn connect(
+        &self,
+        tcp: TcpStream,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        self.connector.connect(self.name.clone(), tcp).await
+    }
+}
+
 /// A gRPC channel to `endpoint` (`http://` or `https://host:port`), over TLS with `tls` when given.
 /// The files are read at each call, so a reconnect picks up a rotated certificate.
 ///
@@ -478,30 +527,16 @@ pub async fn grpc_channel(
     let Some(files) = tls else {
         return Ok(endpoint.connect().await?);
     };
-    let uri = endpoint.uri().clone();
-    let host = uri.host().unwrap_or_default().to_owned();
-    let name = files.server_name.clone().unwrap_or_else(|| {
-        // An IPv6 host comes bracketed in a URI.
-        host.trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned()
-    });
-    let name = ServerName::try_from(name.clone()).map_err(|_| {
-        TlsError::Config(format!(
-            "server_name: {name:?} is not a DNS name or IP address"
-        ))
-    })?;
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(files.load(b"h2")?));
+    let client = TlsClient::new(files, endpoint.uri().host().unwrap_or_default(), b"h2")?;
     let connect = tower::service_fn(move |uri: tonic::codegen::http::Uri| {
-        let connector = connector.clone();
-        let name = name.clone();
+        let client = client.clone();
         async move {
             let host = uri.host().unwrap_or_default();
             let host = host.trim_start_matches('[').trim_end_matches(']');
             let port = uri.port_u16().unwrap_or(443);
             let tcp = TcpStream::connect((host, port)).await?;
             tcp.set_nodelay(true)?;
-            let stream = connector.connect(name, tcp).await?;
+            let stream = client.connect(tcp).await?;
             Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
         }
     });
