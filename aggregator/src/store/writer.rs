@@ -323,10 +323,17 @@ impl WriterState {
     }
 
     /// Lays out every collector's staged readings, for whoever opens the ledger next (the writer
-    /// is stopping: its view is not used again).
+    /// is stopping: its view is not used again). One collector at a time, so that a stop after a
+    /// long backlog holds one collector's readings in memory, not all of them.
     fn lay_out_all(&mut self) -> Result<()> {
         let transaction = self.connection.transaction()?;
-        staged::settle(&transaction, None)?;
+        let collectors: Vec<i64> = transaction
+            .prepare("SELECT DISTINCT collector FROM staged_readings")?
+            .query_map([], |row| row.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for collector in collectors {
+            staged::settle(&transaction, Some(collector))?;
+        }
         transaction.commit()?;
         Ok(())
     }
