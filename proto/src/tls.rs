@@ -354,8 +354,9 @@ pub fn failure_reason(error: &std::io::Error) -> &'static str {
 }
 
 /// Accepts connections on `listener` and handshakes each on its own task, under
-/// [`HANDSHAKE_LIMIT`] and at most [`MAX_HANDSHAKES`] at once; the ones that succeed come out of the returned channel. `on_failure`
-/// hears the reason of each that does not. Stops at `cancel`.
+/// [`HANDSHAKE_LIMIT`] and at most `MAX_HANDSHAKES` (1024) at once; the ones that succeed come
+/// out of the returned channel. `on_failure` hears the reason of each that does not. Stops at
+/// `cancel`.
 pub fn accept(
     listener: TcpListener,
     config: Arc<ReloadingServerConfig>,
