@@ -73,20 +73,10 @@ pub fn run(command: CertsCommand) -> anyhow::Result<()> {
         } => {
             let ca = read_ca(&ca_dir)?;
             if server {
-                issue(&ca, Role::Server, &name, days, &ca_dir, "aggregator")?;
+                issue(&ca, Role::Server, &name, days, &ca_dir, "aggregator")
             } else {
-                for host in &name {
-                    issue(
-                        &ca,
-                        Role::Client,
-                        std::slice::from_ref(host),
-                        days,
-                        &ca_dir.join("hosts"),
-                        host,
-                    )?;
-                }
+                issue_hosts(&ca, &name, days, &ca_dir)
             }
-            Ok(())
         }
     }
 }
@@ -133,16 +123,7 @@ fn init(
     let ca = Issuer::new(params, key);
 
     issue(&ca, Role::Server, aggregator_names, days, out, "aggregator")?;
-    for host in hosts {
-        issue(
-            &ca,
-            Role::Client,
-            std::slice::from_ref(host),
-            days,
-            &out.join("hosts"),
-            host,
-        )?;
-    }
+    issue_hosts(&ca, hosts, days, out)?;
     println!(
         "The aggregator's config:\n\n  [tls]\n  cert_file = \"{dir}/aggregator.pem\"\n  key_file = \
          \"{dir}/aggregator-key.pem\"\n  client_ca_file = \"{dir}/ca.pem\"\n\nEach collector's \
@@ -153,6 +134,30 @@ fn init(
         dir = out.display(),
         name = aggregator_names.first().map_or("localhost", String::as_str),
     );
+    Ok(())
+}
+
+/// One client certificate per host, `DIR/hosts/HOST.pem` and its key; each host name is checked
+/// first, since it becomes a file name.
+fn issue_hosts(
+    ca: &Issuer<'_, KeyPair>,
+    hosts: &[String],
+    days: u32,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    for host in hosts {
+        check_host_name(host)?;
+    }
+    for host in hosts {
+        issue(
+            ca,
+            Role::Client,
+            std::slice::from_ref(host),
+            days,
+            &dir.join("hosts"),
+            host,
+        )?;
+    }
     Ok(())
 }
 
@@ -299,6 +304,15 @@ mod tests {
         })
         .unwrap();
         assert!(dir.path().join("hosts/node-c-key.pem").exists());
+        let escape = run(CertsCommand::Issue {
+            ca_dir: dir.path().to_owned(),
+            name: vec!["../escaped".to_owned()],
+            server: false,
+            days: 30,
+        })
+        .unwrap_err();
+        assert!(escape.to_string().contains("not a host name"), "{escape}");
+        assert!(!dir.path().join("escaped.pem").exists());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

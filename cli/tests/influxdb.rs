@@ -104,6 +104,24 @@ fn exported(vm: &str, metric: &str) -> Vec<(Vec<f64>, Vec<i64>)> {
         .collect()
 }
 
+/// A demo of `hours` simulated hours into `data`, as fast as it goes.
+fn demo(data: &Path, hours: &str) {
+    let output = Command::new(env!("CARGO_BIN_EXE_footprint"))
+        .args([
+            "demo",
+            "--exit",
+            "--hours",
+            hours,
+            "--speed",
+            "1000000",
+            "--data-dir",
+        ])
+        .arg(data)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+}
+
 fn free_addr() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().to_string()
@@ -113,20 +131,7 @@ fn free_addr() -> String {
 fn settled_hours_reach_victoria_metrics_exactly_once_across_outages() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
-    let output = Command::new(env!("CARGO_BIN_EXE_footprint"))
-        .args([
-            "demo",
-            "--exit",
-            "--hours",
-            "12",
-            "--speed",
-            "1000000",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
+    demo(&data, "12");
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(data.join("summary.json")).unwrap()).unwrap();
     let vm = free_addr();
@@ -230,20 +235,7 @@ fn https_get(addr: &str, path: &str, ca: &Path) -> String {
 fn settled_hours_reach_victoria_metrics_over_tls_and_an_untrusted_certificate_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
-    let output = Command::new(env!("CARGO_BIN_EXE_footprint"))
-        .args([
-            "demo",
-            "--exit",
-            "--hours",
-            "3",
-            "--speed",
-            "1000000",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
+    demo(&data, "3");
     // VictoriaMetrics serves a certificate for 127.0.0.1 from a CA of `footprint certs init`.
     let pki = dir.path().join("pki");
     let other = dir.path().join("other");
